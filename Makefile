@@ -1,0 +1,45 @@
+# trustlab: the two commands. `make demo` and `make test` set up .venv when it is missing,
+# then run. Override the torch requirement for a CUDA machine: `make TORCH=torch test`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.trustlab-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test bench lint setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@start=$$(date +%s); \
+	if [ ! -x $(PY) ]; then \
+	  echo "[setup] creating $(VENV) with $(PYTHON) -m venv"; \
+	  $(PYTHON) -m venv $(VENV) || exit 1; \
+	fi; \
+	echo "[setup] installing $(TORCH) (first, so nothing pulls another build)"; \
+	$(PY) -m pip install --quiet "$(TORCH)" || exit 1; \
+	echo "[setup] $$(( $$(date +%s) - start ))s: installing trustlab and its dev extras (editable)"; \
+	$(PY) -m pip install --quiet -e ".[dev]" || exit 1; \
+	echo "[setup] done in $$(( $$(date +%s) - start ))s"; \
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "[demo] training resnet20 on shapes10 (runs stored under $${TRUSTLAB_HOME:-./runs})"
+	@$(VENV)/bin/trustlab demo
+
+test: $(STAMP)
+	@echo "[test] ruff check, then pytest"
+	@$(VENV)/bin/ruff check src tests benchmarks
+	@$(PY) -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	@$(PY) -m pip install --quiet -e ".[dev,bench]"
+	@for f in benchmarks/*.py; do echo "[bench] $$f"; $(PY) $$f || exit 1; done
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check src tests benchmarks
+	@$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

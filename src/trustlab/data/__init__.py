@@ -1,0 +1,5 @@
+"""Datasets: built-in offline sets, real-data file formats, label noise and party partitions."""
+
+from trustlab.data.datasets import SPLITS, ArrayDataset, as_array_dataset, load_dataset
+
+__all__ = ["SPLITS", "ArrayDataset", "as_array_dataset", "load_dataset"]

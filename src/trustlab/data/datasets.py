@@ -1,0 +1,194 @@
+"""In-memory datasets and the one entry point, :func:`load_dataset`.
+
+Contract (architecture section 3): images are float tensors in ``[0, 1]`` of shape
+``(N, C, H, W)``, video ``(N, C, T, H, W)``; labels are ``int64`` class indices ``(N,)``.
+Normalisation statistics travel with the dataset (``.mean``, ``.std``) and are applied *inside*
+the model (:class:`trustlab.models.wrappers.Normalized`), never to the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from trustlab.errors import InputError
+from trustlab.registry import DATASETS
+from trustlab.utils.io import atomic_path
+from trustlab.utils.paths import cache_dir
+
+SPLITS = ("train", "test")
+
+
+class ArrayDataset(Dataset):
+    """A labelled dataset held as two tensors.
+
+    Args:
+        x: float inputs in ``[0, 1]``, ``(N, C, H, W)`` or ``(N, C, T, H, W)``.
+        y: ``int64`` labels ``(N,)`` in ``[0, len(classes))``.
+        classes: class names; defaults to ``"0" .. str(max(y))``.
+        mean, std: per-channel statistics of the *training* split (for ``Normalized``).
+        name: dataset name, for records.
+        validate: check shapes, ranges and NaNs now (raises :class:`InputError`).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        classes: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        name: str = "array",
+        validate: bool = True,
+    ) -> None:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        self.x = x if x.is_floating_point() else x.float()
+        self.y = y.long()
+        if classes is None:
+            k = int(self.y.max().item()) + 1 if self.y.numel() else 0
+            classes = [str(i) for i in range(k)]
+        self.classes = list(classes)
+        channels = self.x.shape[1] if self.x.dim() >= 2 else 1
+        self.mean = tuple(float(m) for m in mean) if mean is not None else (0.5,) * channels
+        self.std = tuple(float(s) for s in std) if std is not None else (0.5,) * channels
+        self.name = name
+        if validate:
+            self.validate()
+
+    def validate(self) -> ArrayDataset:
+        """Raise :class:`InputError` naming the first problem found; return ``self``."""
+        x, y, k = self.x, self.y, len(self.classes)
+        where = f"dataset {self.name!r}"
+        if x.dim() not in (4, 5):
+            raise InputError(
+                f"{where}: inputs have shape {tuple(x.shape)}; expected (N, C, H, W) images or "
+                "(N, C, T, H, W) video. Add the missing dimensions (e.g. x.unsqueeze(1))."
+            )
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise InputError(
+                f"{where}: labels have shape {tuple(y.shape)} for {x.shape[0]} inputs; expected "
+                f"({x.shape[0]},) class indices."
+            )
+        if x.shape[0] == 0:
+            raise InputError(f"{where} is empty: it needs at least one sample.")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise InputError(
+                f"{where}: {bad} input(s) contain NaN or inf values. Clean or drop them first."
+            )
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{where}: input values span [{lo:.3g}, {hi:.3g}]; trustlab expects images in "
+                "[0, 1]. Divide uint8 images by 255; keep mean/std normalisation inside the "
+                "model (trustlab.models.Normalized)."
+            )
+        ymin, ymax = int(y.min()), int(y.max())
+        if ymin < 0 or ymax >= k:
+            raise InputError(
+                f"{where}: labels span [{ymin}, {ymax}] but there are {k} classes; labels must "
+                f"be integers in [0, {k - 1}]."
+            )
+        if len(self.mean) != x.shape[1] or len(self.std) != x.shape[1]:
+            raise InputError(
+                f"{where}: mean/std have {len(self.mean)}/{len(self.std)} entries for "
+                f"{x.shape[1]} channels."
+            )
+        if any(s <= 0 for s in self.std):
+            raise InputError(f"{where}: std must be positive, got {self.std}.")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> ArrayDataset:
+        """The samples at ``indices``, sharing classes and statistics."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ArrayDataset(
+            self.x[idx], self.y[idx], self.classes, self.mean, self.std, self.name, validate=False
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ArrayDataset(name={self.name!r}, n={len(self)}, shape={self.input_shape}, "
+            f"classes={self.num_classes})"
+        )
+
+
+def as_array_dataset(data: Dataset, name: str | None = None) -> ArrayDataset:
+    """Accept any ``Dataset`` yielding ``(x, y)`` and return a validated :class:`ArrayDataset`."""
+    if isinstance(data, ArrayDataset):
+        return data.validate()
+    try:
+        n = len(data)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise InputError("the dataset has no len(); pass a map-style torch Dataset.") from exc
+    if n == 0:
+        raise InputError(f"dataset {name or type(data).__name__!r} is empty.")
+    xs, ys = [], []
+    for i in range(n):
+        item = data[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise InputError(
+                f"dataset item {i} is a {type(item).__name__}; expected a pair (x, y)."
+            )
+        xs.append(torch.as_tensor(item[0]))
+        ys.append(int(torch.as_tensor(item[1]).item()))
+    x = torch.stack(xs).float()
+    classes = getattr(data, "classes", None)
+    return ArrayDataset(x, torch.tensor(ys), classes, name=name or type(data).__name__)
+
+
+def load_dataset(
+    name: str, split: str = "train", root: str | Path | None = None, download: bool = False
+) -> ArrayDataset:
+    """Load a registered dataset split.
+
+    Built-in offline datasets (``digits``, ``shapes10``, ``fundus2``, ``moving-shapes``) are
+    generated from bundled sources, seeded, and cached under ``$TRUSTLAB_HOME/cache``. File-based
+    datasets (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``) read ``root``
+    and download only when ``download=True``. ``trustlab datasets`` lists them all.
+    """
+    entry = DATASETS.get(name)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} for dataset {name!r}; use one of {SPLITS}.")
+    ds = entry.factory(split=split, root=root, download=download)
+    return ds
+
+
+def cached_tensors(
+    key: str, build: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Return the tensors cached under ``$TRUSTLAB_HOME/cache/<key>.safetensors``.
+
+    When the file is missing or unreadable, ``build()`` is called and its result is written
+    atomically. ``key`` must change whenever the generator changes (include a version).
+    """
+    path = cache_dir("datasets") / f"{key}.safetensors"
+    if path.exists():
+        try:
+            return load_file(str(path))
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    tensors = {k: v.contiguous() for k, v in build().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return tensors

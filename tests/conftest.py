@@ -1,0 +1,22 @@
+"""Test-wide settings: every test writes to a temporary store; generated datasets are cached once
+per checkout (under .pytest_cache) so that parallel workers share them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TRUSTLAB_CACHE", str(REPO / ".pytest_cache" / "trustlab-cache"))
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own ``$TRUSTLAB_HOME`` so nothing lands in ./runs."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TRUSTLAB_HOME", str(home))
+    return home
