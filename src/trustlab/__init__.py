@@ -1,0 +1,1 @@
+"""trustlab (public API re-exports are added once the sub-packages land)."""

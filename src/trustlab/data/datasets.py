@@ -192,3 +192,85 @@ def cached_tensors(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
     return tensors
+
+
+def _load_user_arrays(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+    import json
+
+    import numpy as np
+    from safetensors import safe_open
+
+    xk, yk = f"x_{split}", f"y_{split}"
+    classes = None
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:  # never unpickle a user's file
+                if xk not in z or yk not in z:
+                    raise InputError(
+                        f"{path} holds {sorted(z.files)}; expected arrays {xk!r} and {yk!r}."
+                    )
+                x, y = torch.from_numpy(z[xk]), torch.from_numpy(z[yk])
+                classes = [str(c) for c in z["classes"]] if "classes" in z else None
+        except ValueError as exc:
+            raise InputError(f"{path} is not a plain-array .npz file ({exc}).") from None
+        return x, y, classes
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = set(fh.keys())
+            if xk not in keys or yk not in keys:
+                raise InputError(f"{path} holds {sorted(keys)}; expected {xk!r} and {yk!r}.")
+            x, y = fh.get_tensor(xk), fh.get_tensor(yk)
+            raw = (fh.metadata() or {}).get("classes")
+            classes = json.loads(raw) if raw else None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{path} is not a safetensors file ({exc}). Save your arrays with "
+            "safetensors.torch.save_file or numpy.savez."
+        ) from None
+    return x, y, classes
+
+
+@DATASETS.register(
+    "tensors",
+    "your own arrays: --data-root FILE.safetensors|.npz with x_train, y_train, x_test, y_test",
+    source="file",
+)
+def _tensors_dataset(split: str, root: str | Path | None = None, download: bool = False
+                     ) -> ArrayDataset:
+    """A user's dataset from one file of arrays (``x_train`` ``(N, C, H, W)`` floats in [0, 1] or
+    uint8, ``y_train`` int labels, same for ``test``; optional ``classes``). Validated: NaNs,
+    labels out of range, wrong shapes and values outside [0, 1] are errors."""
+    if root is None:
+        raise InputError("dataset 'tensors' needs --data-root pointing to a .safetensors or .npz "
+                         "file with x_train, y_train, x_test, y_test.")
+    path = Path(root)
+    if not path.is_file():
+        raise InputError(f"dataset file {path} does not exist.")
+    x, y, classes = _load_user_arrays(path, split)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise InputError(f"{path}: labels y_{split} are {y.dtype}; store integer class indices.")
+    train_x, train_y = (x, y) if split == "train" else _load_user_arrays(path, "train")[:2]
+    if classes is None:  # the class count comes from the training labels
+        classes = [str(i) for i in range(int(train_y.max()) + 1 if train_y.numel() else 0)]
+    ds = ArrayDataset(x, y, classes, name=f"tensors:{path.name}", validate=False)
+    if train_x.dtype == torch.uint8:
+        train_x = train_x.float() / 255.0
+    ds.mean, ds.std = _channel_stats(train_x)
+    return ds.validate()
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std over every other dimension (std floored to stay positive)."""
+    if x.dim() < 2:
+        return (0.5,), (0.5,)
+    flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
+    if not torch.isfinite(flat).all():
+        return (0.5,) * x.shape[1], (0.5,) * x.shape[1]
+    return (
+        tuple(flat.mean(1).tolist()),
+        tuple(flat.std(1).clamp_min(1e-3).tolist()),
+    )

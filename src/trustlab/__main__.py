@@ -1,0 +1,5 @@
+"""``python -m trustlab`` (also what ``torchrun -m trustlab`` runs)."""
+
+from trustlab.cli import main
+
+main()

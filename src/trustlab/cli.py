@@ -1,0 +1,273 @@
+"""The ``trustlab`` command line: a thin layer over the library.
+
+Every command that computes takes ``--device auto|cpu|cuda`` and ``--seed``. Bad input prints one
+``error:`` line naming the problem and the fix and exits with code 2; nothing is written to the
+results store.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trustlab.errors import InputError
+
+app = typer.Typer(
+    name="trustlab",
+    help="Attack, defend and measure deep-learning models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="random seed (default 0).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars.")]
+
+
+def _handled(fn: F) -> F:
+    """Turn trustlab's input errors into one ``error:`` line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; the run is marked 'interrupted' (trustlab resume ID)")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+# -- catalogue ---------------------------------------------------------------------------------
+@app.command("datasets")
+@_handled
+def datasets_cmd() -> None:
+    """List the datasets: built-in (offline) and file-based (real data)."""
+    import trustlab.data  # noqa: F401
+    from trustlab.registry import DATASETS
+
+    table = Table(title="datasets")
+    for col in ("name", "source", "shape", "classes", "description"):
+        table.add_column(col)
+    for e in DATASETS:
+        shape = e.meta.get("shape")
+        table.add_row(
+            e.name, str(e.meta.get("source", "")),
+            "x".join(map(str, shape)) if shape else "", str(e.meta.get("num_classes", "")),
+            e.description,
+        )
+    console.print(table)
+
+
+@app.command("models")
+@_handled
+def models_cmd() -> None:
+    """List the model architectures with their parameter counts (10 classes, 3x32x32)."""
+    from trustlab.models import list_models
+
+    table = Table(title="models")
+    for col in ("name", "kind", "parameters", "description"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for row in list_models():
+        table.add_row(row["name"], row["kind"], f"{row['params']:,}", row["description"])
+    console.print(table)
+
+
+# -- training ----------------------------------------------------------------------------------
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+def _print_summary(run: Any, summary: dict[str, Any]) -> None:
+    table = Table(title=f"run {run.id} ({run.name}): {run.status}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+    acc = summary.get("test_accuracy")
+    if acc is not None:
+        console.print(f"test accuracy: {acc * 100:.2f}%  (run {run.id}, {run.dir})")
+
+
+@app.command("train")
+@_handled
+def train_cmd(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of train settings.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="see `trustlab datasets`.")] = None,
+    model: Annotated[str | None, typer.Option(help="see `trustlab models`.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs (>= 1).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="global batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate.")] = None,
+    optimizer: Annotated[Optimizer | None, typer.Option(help="optimizer.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="weight decay.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="cosine, step or constant.")] = None,
+    clip_grad_norm: Annotated[float | None, typer.Option(help="gradient-norm clip.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="CE label smoothing.")] = None,
+    augment: Annotated[str | None, typer.Option(help="none, crop, flip or crop-flip.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    download: Annotated[
+        bool | None, typer.Option("--download", help="fetch real datasets (checksummed).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="a label for the run.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model; flags override the YAML file given with --config."""
+    from trustlab.config import load_train_config
+    from trustlab.experiments.train import run_training
+
+    cfg = load_train_config(
+        config, dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer.value if optimizer else None, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule, clip_grad_norm=clip_grad_norm,
+        label_smoothing=label_smoothing, augment=augment, data_root=data_root,
+        download=download, name=name, seed=seed,
+        device=None if device == "auto" and config is not None else device,
+    )
+    run, result = run_training(cfg, progress=_progress(quiet))
+    if run is not None:
+        _print_summary(run.refresh(), result.summary())
+
+
+@app.command("resume")
+@_handled
+def resume_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run's id (see `trustlab runs`).")],
+    device: Annotated[
+        str | None, typer.Option("--device", help="override the run's device.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Finish an interrupted training run from its last checkpoint."""
+    from trustlab.experiments.train import resume_training
+
+    run, result = resume_training(run_id, progress=_progress(quiet), device=device)
+    _print_summary(run.refresh(), result.summary())
+
+
+@app.command("eval")
+@_handled
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="a model .safetensors file.")],
+    dataset: Annotated[str, typer.Option(help="see `trustlab datasets`.")],
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Accuracy and loss of a saved model (safetensors only) on a dataset split."""
+    from trustlab.data import load_dataset
+    from trustlab.train import evaluate, load_model
+    from trustlab.utils.device import resolve_device
+    from trustlab.utils.seed import seed_everything
+
+    seed_everything(seed or 0)
+    dev = resolve_device(device)
+    model = load_model(checkpoint, device=dev)
+    data = load_dataset(dataset, split, root=data_root)
+    out = evaluate(model, data, device=dev)
+    console.print(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
+                              "split": split, **out}))
+
+
+# -- the results store -------------------------------------------------------------------------
+@app.command("runs")
+@_handled
+def runs_cmd(
+    status: Annotated[str | None, typer.Option(help="running, finished, failed, interrupted.")]
+    = None,
+    kind: Annotated[str | None, typer.Option(help="e.g. train, reproduce.")] = None,
+    limit: Annotated[int, typer.Option(help="show at most this many (newest first).")] = 20,
+) -> None:
+    """List the runs in the results store ($TRUSTLAB_HOME, default ./runs)."""
+    from trustlab.results import RunStore
+
+    runs = RunStore().list(status=status, kind=kind, limit=limit)
+    table = Table(title=f"runs ({len(runs)})")
+    for col in ("id", "kind", "name", "status", "created", "test acc"):
+        table.add_column(col)
+    for r in runs:
+        acc = (r.summary or {}).get("test_accuracy")
+        table.add_row(str(r.id), r.kind, r.name, r.status, r.created,
+                      f"{acc * 100:.2f}%" if isinstance(acc, float) else "")
+    console.print(table)
+
+
+@app.command("show")
+@_handled
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output.")] = False,
+) -> None:
+    """Show a run: status, config, summary and per-epoch metrics."""
+    from trustlab.results import RunStore
+
+    run = RunStore().get(run_id)
+    metrics = run.metrics()
+    if as_json:
+        console.print_json(json.dumps({
+            "id": run.id, "kind": run.kind, "name": run.name, "status": run.status,
+            "seed": run.seed, "config": run.config, "summary": run.summary,
+            "metrics": metrics, "error": run.error, "dir": str(run.dir),
+        }, default=str))
+        return
+    console.print(f"[bold]run {run.id}[/] {run.kind} {run.name!r}: {run.status} "
+                  f"(created {run.created}, seed {run.seed})\nfolder: {run.dir}")
+    if run.error:
+        console.print(f"error: {run.error}")
+    console.print("config: " + json.dumps(run.config, sort_keys=True, default=str))
+    if metrics:
+        keys = [k for k in metrics[0] if k not in ("phase",)]
+        table = Table(title="metrics")
+        for k in keys:
+            table.add_column(k, justify="right")
+        for row in metrics:
+            table.add_row(*(_fmt(row.get(k, "")) for k in keys))
+        console.print(table)
+    if run.summary:
+        console.print("summary: " + json.dumps(run.summary, sort_keys=True, default=str))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Validated experiment configuration (YAML files and CLI flags share these models).
+
+Unknown keys and bad values are errors that name the key and the allowed values, e.g.::
+
+    config key 'epoch': unknown key (did you mean 'epochs'?)
+    config key 'optimizer': Input should be 'sgd', 'adam' or 'adamw' (got 'rmsprop')
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trustlab.errors import InputError
+from trustlab.registry import DATASETS, MODELS
+from trustlab.train.trainer import TrainSettings
+
+
+class TrainConfig(TrainSettings):
+    """One ``trustlab train`` run: what to train on what, and how (all of :class:`TrainSettings`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field("digits", description="a name from `trustlab datasets`")
+    model: str = Field("cnn-small", description="a name from `trustlab models`")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    data_root: str | None = Field(None, description="folder (or file) holding the dataset")
+    download: bool = False
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    name: str | None = Field(None, description="a label for the run")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        _ensure_registered()
+        DATASETS.get(v)  # raises with the list of names
+        return v.lower()
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        _ensure_registered()
+        MODELS.get(v)
+        return v.lower()
+
+
+def _ensure_registered() -> None:
+    import trustlab.data  # noqa: F401  (registers datasets)
+    import trustlab.models  # noqa: F401  (registers models)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One readable line per problem, naming the key and what is allowed."""
+    allowed = list(model.model_fields)
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}.")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            lines.append(f"config key {key!r}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate ``data`` against ``model``; raise :class:`InputError` with readable lines."""
+    try:
+        return model(**data)
+    except InputError:
+        raise
+    except ValidationError as exc:
+        # an InputError raised inside a validator (unknown dataset/model) keeps its own message
+        for err in exc.errors():
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, InputError):
+                raise InputError(f"config key {err['loc'][0]!r}: {inner}") from None
+        raise InputError(format_validation_error(exc, model)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping (``yaml.safe_load``: no arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold a mapping of keys to values.")
+    return data
+
+
+def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML file, with ``overrides`` (not None) on top."""
+    data = load_yaml(path) if path is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_config(TrainConfig, data)

@@ -1,0 +1,1 @@
+"""Experiments: the generic training run and (later) one module per paper's reproduction."""

@@ -1,0 +1,150 @@
+"""A stored training run: dataset + model + :class:`~trustlab.train.Trainer` + results store.
+
+This is what ``trustlab train`` and ``trustlab resume`` call. Everything that can be wrong with
+the input (names, config values, data files, labels, NaNs) is checked *before* the run is created,
+so bad input leaves nothing in the store. A run killed at any point is found ``interrupted``
+(its process is gone) and ``resume_training`` finishes it from its last epoch checkpoint with the
+same numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trustlab.config import TrainConfig, parse_config
+from trustlab.data import ArrayDataset, load_dataset
+from trustlab.errors import InputError
+from trustlab.models.spec import ModelSpec
+from trustlab.results import Run, RunStore
+from trustlab.train import distributed as D
+from trustlab.train.checkpoint import save_model
+from trustlab.train.trainer import CHECKPOINT_NAME, Trainer, TrainResult, TrainSettings
+from trustlab.utils.device import resolve_device
+from trustlab.utils.seed import seed_everything
+
+
+@dataclass
+class Prepared:
+    config: TrainConfig
+    train: ArrayDataset
+    test: ArrayDataset
+    spec: ModelSpec
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Load the data and check that the model can be built for it (no run is created)."""
+    resolve_device(config.device)
+    root = config.data_root
+    train = load_dataset(config.dataset, "train", root=root, download=config.download)
+    test = load_dataset(config.dataset, "test", root=root, download=False)
+    if test.num_classes != train.num_classes:
+        raise InputError(
+            f"dataset {config.dataset!r}: train has {train.num_classes} classes, test "
+            f"{test.num_classes}."
+        )
+    shape = train.input_shape
+    image_size: Any = shape[-2] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
+    kwargs = dict(config.model_kwargs)
+    if len(shape) == 4:  # video (C, T, H, W)
+        kwargs.setdefault("frames", shape[1])
+    spec = ModelSpec(config.model, train.num_classes, shape[0], image_size, kwargs,
+                     train.mean, train.std)
+    return Prepared(config, train, test, spec)
+
+
+def _run_fit(prep: Prepared, run: Run | None, progress: bool,
+             resume_from: Path | None) -> TrainResult:
+    cfg = prep.config
+    seed_everything(cfg.seed)
+    model = prep.spec.build()
+    settings = TrainSettings(**{k: getattr(cfg, k) for k in TrainSettings.model_fields})
+    trainer = Trainer(
+        model, settings, device=cfg.device, progress=progress,
+        checkpoint_dir=run.dir / "checkpoints" if run is not None else None,
+        log=run.log_metrics if run is not None else None,
+    )
+    return trainer.fit(prep.train, prep.test, resume_from=resume_from)
+
+
+def _finish(run: Run | None, prep: Prepared, result: TrainResult) -> None:
+    if run is None:
+        return
+    path = run.artifact_path("model.safetensors")
+    save_model(result.model, path, spec=prep.spec.to_dict(), dataset=prep.config.dataset)
+    run.add_artifact("model.safetensors", kind="model")
+    run.finish(result.summary())
+
+
+def _guarded(run: Run | None, fn: Any) -> Any:
+    """Run ``fn``; record failure or interruption on the run, then re-raise."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        if run is not None:
+            run.mark_interrupted()
+        raise
+    except BaseException as exc:
+        if run is not None:
+            run.fail(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_training(
+    config: TrainConfig | dict[str, Any],
+    store: RunStore | None = None,
+    progress: bool = True,
+) -> tuple[Run | None, TrainResult]:
+    """Validate, create a run (rank 0 only), train, store metrics, checkpoints and the model."""
+    cfg = config if isinstance(config, TrainConfig) else parse_config(TrainConfig, config)
+    prep = prepare(cfg)
+    run = None
+    if D.env_rank() == 0:
+        store = store or RunStore()
+        run = store.create_run("train", cfg.name or f"{cfg.model}-{cfg.dataset}",
+                               cfg.model_dump(), seed=cfg.seed)
+
+    def go() -> TrainResult:
+        result = _run_fit(prep, run, progress, None)
+        _finish(run, prep, result)
+        return result
+
+    return run, _guarded(run, go)
+
+
+def resume_training(
+    run_id: int | str, store: RunStore | None = None, progress: bool = True,
+    device: str | None = None,
+) -> tuple[Run, TrainResult]:
+    """Continue an interrupted or failed training run from its last epoch checkpoint."""
+    store = store or RunStore()
+    run = store.get(run_id)
+    if run.kind != "train":
+        raise InputError(f"run {run.id} is a {run.kind!r} run; only training runs resume here.")
+    if run.status == "finished":
+        raise InputError(f"run {run.id} is finished; there is nothing to resume.")
+    if run.status == "running":
+        raise InputError(
+            f"run {run.id} is still running (pid alive); stop it first or wait for it."
+        )
+    data = dict(run.config)
+    if device is not None:
+        data["device"] = device
+    cfg = parse_config(TrainConfig, data)
+    prep = prepare(cfg)
+    ckpt = run.dir / "checkpoints" / CHECKPOINT_NAME
+    run.reopen()
+
+    def go() -> TrainResult:
+        result = _run_fit(prep, run, progress, ckpt if ckpt.exists() else None)
+        _finish(run, prep, result)
+        return result
+
+    return run, _guarded(run, go)
+
+
+def default_device_name() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,45 @@
+"""A model's recipe: what :func:`create_model` needs plus the normalisation statistics.
+
+Checkpoints store the spec so that a model can be rebuilt from the file alone
+(:func:`trustlab.train.checkpoint.load_model`), with no path to the code or data that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int | tuple[int, int]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, list):
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, tuple(float(v) for v in value))
+
+    def build(self) -> nn.Module:
+        """``create_model(...)``, wrapped in ``Normalized(mean, std)`` when statistics are set."""
+        from trustlab.models import Normalized, create_model
+
+        model = create_model(
+            self.name, self.num_classes, self.in_channels, self.image_size, **self.kwargs
+        )
+        if self.mean is not None and self.std is not None:
+            model = Normalized(model, self.mean, self.std)
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

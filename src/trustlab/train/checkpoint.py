@@ -1,0 +1,147 @@
+"""Checkpoints: safetensors plus a JSON sidecar, written atomically; never a pickle.
+
+A checkpoint ``name.safetensors`` holds tensors only; its metadata (a JSON object: what the file
+is, the model spec, the epoch, the optimizer's non-tensor state, ...) is stored twice: inside the
+safetensors header (the source of truth, so the two can never disagree) and as a readable sidecar
+``name.json``. Both are written to temporary files and renamed into place, so an interrupted
+write leaves the previous checkpoint intact.
+
+This is a security toolkit: loading a file a user hands in must not execute code, so only the
+safetensors format is accepted (no ``torch.load``, no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from trustlab.errors import CheckpointError
+from trustlab.utils.io import atomic_path, write_json_atomic
+
+FORMAT = "trustlab-checkpoint/1"
+_META_KEY = "trustlab"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and ``meta`` to ``path`` (``.safetensors``) and its JSON sidecar."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    meta = {"format": FORMAT, **meta}
+    text = json.dumps(meta, sort_keys=True, default=str)
+    # safetensors refuses shared or non-contiguous storage: give it private contiguous copies.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata={_META_KEY: text})
+    write_json_atomic(sidecar_path(path), meta)
+    return path
+
+
+def _explain_not_safetensors(path: Path) -> str:
+    head = path.read_bytes()[:8] if path.is_file() else b""
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        kind = "a torch.save / pickle file"
+    else:
+        kind = "not a safetensors file"
+    return (
+        f"{path} is {kind}. trustlab only loads safetensors checkpoints, because unpickling a "
+        "file can execute arbitrary code. Convert it where you trust it: "
+        "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')."
+    )
+
+
+def _check_header(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist. Check the path.")
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(_explain_not_safetensors(path))
+        (n,) = struct.unpack("<Q", raw)
+        size = path.stat().st_size
+        first = fh.read(1)
+    if n == 0 or n > size - 8 or first != b"{":
+        raise CheckpointError(_explain_not_safetensors(path))
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint, read from its safetensors header."""
+    path = Path(path)
+    _check_header(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(_META_KEY)
+    except Exception as exc:  # safetensors raises its own error type for a corrupt header
+        raise CheckpointError(_explain_not_safetensors(path)) from exc
+    if raw is None:
+        return {}
+    return json.loads(raw)
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint's tensors (on ``device``) and metadata; refuse anything but safetensors."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}. Re-create the checkpoint.") from exc
+    return tensors, meta
+
+
+def save_model(model: nn.Module, path: str | Path, spec: dict[str, Any] | None = None,
+               **meta: Any) -> Path:
+    """Save a model's ``state_dict``; with ``spec`` (see :class:`trustlab.models.ModelSpec`)
+    :func:`load_model` can rebuild it without the code that created it."""
+    return save_checkpoint(
+        path, dict(model.state_dict()), {"kind": "model", "model_spec": spec, **meta}
+    )
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict`` with an error that names the mismatching keys."""
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path} does not fit this model: {str(exc).splitlines()[0]} "
+            "Create the model with the same name and arguments as when it was saved."
+        ) from exc
+
+
+def load_model(
+    path: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Load weights into ``model``, or rebuild the model from the spec stored in the file.
+
+    Accepts model checkpoints and trainer checkpoints (whose weights live under ``model/``).
+    """
+    tensors, meta = load_checkpoint(path, device="cpu")
+    if meta.get("kind") == "trainer-state":
+        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    if model is None:
+        spec = meta.get("model_spec")
+        if not spec:
+            raise CheckpointError(
+                f"{path} records no model spec; pass the model to load into: "
+                "load_model(path, model=create_model(...))."
+            )
+        from trustlab.models.spec import ModelSpec  # models sit above this module's imports
+
+        model = ModelSpec(**spec).build()
+    load_state(model, tensors, path)
+    return model.to(device)

@@ -1,0 +1,438 @@
+"""The one training loop of trustlab: :class:`Trainer` and :func:`fit`.
+
+Every model trained in the library (the CLI's ``train``, reproductions, adversarial training, the
+blind-backdoor loss, ...) goes through this loop, so its guarantees hold everywhere:
+
+- **Seeded and resumable.** Each epoch's shuffle, augmentation and the global torch RNG (dropout)
+  are seeded from ``(seed, epoch)`` alone, and a checkpoint holds the weights, the optimizer state
+  and the history. A run killed at any point and resumed from its last checkpoint finishes with
+  exactly the numbers of an uninterrupted run on CPU.
+- **Any loss.** ``loss_fn(logits, y)`` for ordinary losses, or ``compute_loss(model, x, y)``
+  returning ``loss`` or ``(loss, logits)`` for losses that need the model and the batch (the blind
+  backdoor's compromised loss, adversarial training).
+- **Fast.** Batches are gathered straight from in-memory tensors; per-step bookkeeping stays on
+  the device (no host sync per step).
+- **Distributed.** Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` (gloo on
+  CPU, nccl on CUDA), each rank takes a shard of the same seeded permutation, and the global batch
+  size is split across ranks; rank 0 logs and checkpoints.
+
+Defaults follow the common CIFAR recipe (SGD, momentum 0.9, lr 0.1, weight decay 5e-4, cosine
+schedule stepped once per epoch as ``torch.optim.lr_scheduler.CosineAnnealingLR`` is in the
+papers' code).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.utils.data import Dataset
+
+from trustlab.data.augment import augment_batch
+from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.data.loader import epoch_indices, iterate_batches, num_batches
+from trustlab.errors import CheckpointError, InputError
+from trustlab.train import distributed as D
+from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
+from trustlab.train.evaluate import evaluate
+from trustlab.utils.device import resolve_device
+from trustlab.utils.seed import derive_seed, generator
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BatchLossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
+
+CHECKPOINT_NAME = "last.safetensors"
+
+
+class TrainSettings(BaseModel):
+    """Optimisation settings of one training run (validated; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, description="number of passes over the training set")
+    batch_size: int = Field(128, ge=1, description="global batch size (split across ranks)")
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(
+        default_factory=list, description="epochs at which 'step' multiplies the lr by gamma "
+        "(default: 50% and 75% of the epochs)"
+    )
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
+    clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient L2 norm")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="for the default CE loss")
+    augment: Literal["none", "crop", "flip", "crop-flip"] = "none"
+    eval_batch_size: int = Field(512, ge=1)
+    eval_every: int = Field(1, ge=1, description="evaluate on the test set every N epochs")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSettings:
+        if self.optimizer != "sgd" and self.nesterov:
+            raise ValueError("nesterov applies to optimizer 'sgd' only")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        bad = [m for m in self.milestones if not 0 < m <= self.epochs]
+        if bad:
+            raise ValueError(f"milestones {bad} are outside 1..epochs ({self.epochs})")
+        return self
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate used during (0-based) ``epoch``."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
+        e = epoch - self.warmup_epochs
+        total = max(self.epochs - self.warmup_epochs, 1)
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * e / total))
+        if self.schedule == "step":
+            marks = self.milestones or [round(0.5 * self.epochs), round(0.75 * self.epochs)]
+            return self.lr * self.gamma ** sum(epoch >= m for m in marks)
+        return self.lr
+
+
+class Callback:
+    """Hooks into the loop; override what you need. ``trainer.stop = True`` ends training."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        return None
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        return None
+
+    def on_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        return None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        return None
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        return None
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    @property
+    def best_test_accuracy(self) -> float | None:
+        accs = [h["test_accuracy"] for h in self.history if "test_accuracy" in h]
+        return max(accs) if accs else None
+
+    def summary(self) -> dict[str, float]:
+        out = {k: v for k, v in self.final.items() if k != "epoch_seconds"}
+        if self.best_test_accuracy is not None:
+            out["best_test_accuracy"] = self.best_test_accuracy
+        out["epochs"] = len(self.history)
+        return out
+
+
+def build_optimizer(params: Any, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+            weight_decay=s.weight_decay,
+        )
+    cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim/{pid}/{key}"] = val
+            else:
+                scalars.setdefault(str(pid), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if name.startswith("optim/"):
+            _, pid, key = name.split("/", 2)
+            state.setdefault(int(pid), {})[key] = val
+    for pid, vals in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(vals)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _progress_enabled(requested: bool, ctx: D.DistContext) -> bool:
+    return requested and ctx.is_main and sys.stderr.isatty()
+
+
+class Trainer:
+    """Train a classifier on a dataset; see the module docstring for the guarantees.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch to logits ``(N, K)``.
+        settings: a :class:`TrainSettings` (or keyword overrides of its fields).
+        loss_fn: ``loss_fn(logits, y) -> scalar``; default cross-entropy (with
+            ``settings.label_smoothing``).
+        compute_loss: ``compute_loss(model, x, y) -> loss | (loss, logits)`` for losses that need
+            the model and the batch; exclusive with ``loss_fn``.
+        callbacks: :class:`Callback` instances.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        checkpoint_dir: where ``last.safetensors`` (+ ``.json``) is written after each epoch.
+        log: called with ``(epoch, metrics)`` after each epoch on rank 0 (e.g. ``run.log_metrics``).
+        progress: show a rich progress bar (only on a terminal, only on rank 0).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: TrainSettings | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        compute_loss: BatchLossFn | None = None,
+        callbacks: Sequence[Callback] = (),
+        device: str | torch.device = "auto",
+        checkpoint_dir: str | Path | None = None,
+        log: Callable[[int, dict[str, float]], None] | None = None,
+        progress: bool = True,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = TrainSettings(**overrides)
+        elif overrides:
+            settings = TrainSettings(**{**settings.model_dump(), **overrides})
+        if loss_fn is not None and compute_loss is not None:
+            raise InputError("pass either loss_fn(logits, y) or compute_loss(model, x, y), not both.")
+        if loss_fn is not None and settings.label_smoothing > 0:
+            raise InputError(
+                "label_smoothing applies to the default cross-entropy only; build it into your "
+                "loss_fn instead."
+            )
+        self.settings = settings
+        self.model = model
+        self.loss_fn = loss_fn
+        self.compute_loss = compute_loss
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(device)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.log = log
+        self.progress = progress
+        self.stop = False
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _loss_and_logits(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        if self.compute_loss is not None:
+            out = self.compute_loss(model, x, y)
+            return out if isinstance(out, tuple) else (out, None)
+        logits = model(x)
+        if self.loss_fn is not None:
+            return self.loss_fn(logits, y), logits
+        return F.cross_entropy(logits, y, label_smoothing=self.settings.label_smoothing), logits
+
+    def _check_compatible(self, train: ArrayDataset, test: ArrayDataset | None) -> None:
+        if test is not None and test.input_shape != train.input_shape:
+            raise InputError(
+                f"train inputs are {train.input_shape} but test inputs are {test.input_shape}."
+            )
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(train.x[:2].to(self.device))
+        except RuntimeError as exc:
+            raise InputError(
+                f"the model cannot take inputs of shape {train.input_shape}: "
+                f"{str(exc).splitlines()[0]}. Create it with matching in_channels/image_size."
+            ) from exc
+        finally:
+            self.model.train(was)
+        if out.dim() != 2 or out.shape[1] < train.num_classes:
+            raise InputError(
+                f"the model outputs shape {tuple(out.shape)} but the dataset has "
+                f"{train.num_classes} classes; create it with num_classes={train.num_classes}."
+            )
+
+    def state_tensors(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        module = self.model
+        tensors = {f"model/{k}": v for k, v in module.state_dict().items()}
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        tensors.update(opt_tensors)
+        meta = {
+            "kind": "trainer-state",
+            "epoch": self.epoch,
+            "settings": self.settings.model_dump(),
+            "optimizer": opt_meta,
+            "history": self.history,
+        }
+        return tensors, meta
+
+    def save(self, optimizer: torch.optim.Optimizer, path: str | Path,
+             extra_meta: dict | None = None) -> Path:
+        tensors, meta = self.state_tensors(optimizer)
+        return save_checkpoint(path, tensors, {**meta, **(extra_meta or {})})
+
+    def _restore(self, path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+        tensors, meta = load_checkpoint(path, device="cpu")
+        if meta.get("kind") != "trainer-state":
+            raise CheckpointError(
+                f"{path} is a {meta.get('kind', 'plain')} checkpoint, not a trainer state; "
+                "resume needs the 'last.safetensors' a training run writes."
+            )
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+        load_state(self.model, model_sd, path)
+        optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
+        self.epoch = int(meta["epoch"])
+        self.history = list(meta.get("history", []))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        train_data: Dataset | ArrayDataset,
+        test_data: Dataset | ArrayDataset | None = None,
+        resume_from: str | Path | None = None,
+    ) -> TrainResult:
+        """Train for ``settings.epochs`` epochs (continuing from ``resume_from`` if given)."""
+        s = self.settings
+        train = as_array_dataset(train_data)
+        test = as_array_dataset(test_data) if test_data is not None else None
+        ctx = D.init_from_env(self.device)
+        if ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", ctx.local_rank)
+        self.model.to(self.device)
+        self._check_compatible(train, test)
+        optimizer = build_optimizer(self.model.parameters(), s)
+        if resume_from is not None:
+            self._restore(resume_from, optimizer)
+        net: nn.Module = self.model
+        if ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        per_rank_batch = max(1, s.batch_size // ctx.world_size)
+        steps = num_batches(math.ceil(len(train) / ctx.world_size), per_rank_batch)
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+
+        show = _progress_enabled(self.progress, ctx)
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            disable=not show, transient=False,
+        )
+        with bar:
+            task = bar.add_task("train", total=steps, info="")
+            while self.epoch < s.epochs and not self.stop:
+                epoch = self.epoch
+                metrics = self._train_epoch(net, optimizer, train, epoch, ctx, per_rank_batch,
+                                            bar, task)
+                if test is not None and ((epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs):
+                    ev = evaluate(self.model, test, s.eval_batch_size, self.device)
+                    metrics["test_loss"], metrics["test_accuracy"] = ev["loss"], ev["accuracy"]
+                self.epoch = epoch + 1
+                self.history.append(metrics)
+                if ctx.is_main:
+                    if self.log is not None:
+                        self.log(self.epoch, metrics)
+                    if self.checkpoint_dir is not None:
+                        self.save(optimizer, self.checkpoint_dir / CHECKPOINT_NAME)
+                D.barrier(ctx)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, self.epoch, metrics)
+                acc = metrics.get("test_accuracy", metrics.get("train_accuracy", float("nan")))
+                bar.update(task, info=f"loss {metrics['train_loss']:.3f} acc {acc:.3f}")
+        result = TrainResult(self.model, list(self.history))
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    def _train_epoch(
+        self, net: nn.Module, optimizer: torch.optim.Optimizer, train: ArrayDataset, epoch: int,
+        ctx: D.DistContext, batch_size: int, bar: Any, task: Any,
+    ) -> dict[str, float]:
+        s = self.settings
+        lr = s.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch)
+        # Everything random in an epoch is a function of (seed, epoch): resumable and exact.
+        torch.manual_seed(derive_seed(s.seed, "epoch", epoch))
+        aug_gen = generator(derive_seed(s.seed, "augment", epoch))
+        order = epoch_indices(len(train), True, derive_seed(s.seed, "shuffle", epoch),
+                              ctx.rank, ctx.world_size)
+        # loss sum, correct, n, n with logits: kept on the device, no host sync per step
+        stats = torch.zeros(4, dtype=torch.float64, device=self.device)
+        net.train()
+        bar.reset(task, total=num_batches(order.numel(), batch_size),
+                  description=f"epoch {epoch + 1}/{s.epochs}")
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(iterate_batches(train, batch_size, order, self.device)):
+            if s.augment != "none":
+                x = augment_batch(x, s.augment, aug_gen)
+            loss, logits = self._loss_and_logits(net, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                stats[0] += loss.detach() * y.shape[0]
+                if logits is not None:
+                    stats[1] += (logits.argmax(1) == y).sum()
+                    stats[3] += y.shape[0]
+                stats[2] += y.shape[0]
+            for cb in self.callbacks:
+                cb.on_batch_end(self, step, loss)
+            bar.advance(task)
+        D.all_reduce_sum(stats, ctx)
+        loss_sum, correct, n, n_scored = stats.tolist()
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"training loss became {loss_sum} in epoch {epoch + 1}; lower the learning rate "
+                "or set clip_grad_norm."
+            )
+        metrics = {
+            "epoch": float(epoch + 1),
+            "lr": lr,
+            "train_loss": loss_sum / n,
+            "epoch_seconds": time.perf_counter() - start,
+        }
+        if n_scored > 0:  # compute_loss may not return logits
+            metrics["train_accuracy"] = correct / n_scored
+        return metrics
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset | ArrayDataset,
+    test_data: Dataset | ArrayDataset | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    """Train ``model``; keyword arguments are :class:`Trainer` arguments or
+    :class:`TrainSettings` fields, e.g. ``fit(model, train, test, epochs=5, lr=0.05)``."""
+    resume_from = kwargs.pop("resume_from", None)
+    return Trainer(model, **kwargs).fit(train_data, test_data, resume_from=resume_from)

@@ -1,0 +1,91 @@
+"""Checkpoints: safetensors only, metadata in header and sidecar, atomic, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from trustlab.errors import CheckpointError
+from trustlab.train import checkpoint as ck
+
+
+def test_round_trip_with_meta(tmp_path) -> None:
+    t = {"a": torch.arange(6.0).view(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    path = ck.save_checkpoint(tmp_path / "x.safetensors", t, {"epoch": 3, "note": "hi"})
+    tensors, meta = ck.load_checkpoint(path)
+    assert torch.equal(tensors["a"], t["a"]) and torch.equal(tensors["b"], t["b"])
+    assert meta["epoch"] == 3 and meta["format"] == ck.FORMAT
+    assert json.loads(ck.sidecar_path(path).read_text()) == meta
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
+
+
+def test_shared_and_strided_tensors_are_saved(tmp_path) -> None:
+    base = torch.arange(12.0).view(3, 4)
+    path = ck.save_checkpoint(tmp_path / "s", {"w": base, "wt": base.t(), "same": base}, {})
+    tensors, _ = ck.load_checkpoint(path)
+    assert path.suffix == ".safetensors"
+    assert torch.equal(tensors["wt"], base.t())
+
+
+def test_model_round_trip_into_given_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    m[1].running_mean += 1
+    path = ck.save_model(m, tmp_path / "m.safetensors")
+    m2 = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    ck.load_model(path, model=m2)
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        ck.load_model(path, model=nn.Linear(4, 3))
+    with pytest.raises(CheckpointError, match="no model spec"):
+        ck.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage", pickle.dumps({"w": 1}), b"PK\x03\x04zipfile-like-torch-save" * 4,
+     (10**12).to_bytes(8, "little") + b"{}"],
+)
+def test_refuses_non_safetensors(tmp_path, content: bytes) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        ck.load_checkpoint(path)
+
+
+def test_pickle_is_never_executed(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError):
+        ck.load_model(path, model=nn.Linear(1, 1))
+    assert not marker.exists()
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ck.load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_failed_write_keeps_previous(tmp_path, monkeypatch) -> None:
+    path = ck.save_checkpoint(tmp_path / "c.safetensors", {"a": torch.ones(2)}, {"v": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(path, {"a": torch.zeros(2)}, {"v": 2})
+    tensors, meta = ck.load_checkpoint(path)
+    assert meta["v"] == 1 and torch.equal(tensors["a"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]

@@ -1,0 +1,190 @@
+"""The training loop: schedules, determinism, exact resume, loss hooks, callbacks, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trustlab.data import ArrayDataset
+from trustlab.errors import InputError
+from trustlab.train import Callback, Trainer, TrainSettings, fit
+from trustlab.train.trainer import CHECKPOINT_NAME
+
+
+def blobs(n: int = 96, seed: int = 0, k: int = 3) -> ArrayDataset:
+    """Three separable blobs of 1x4x4 'images' in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    centres = torch.linspace(0.2, 0.8, k)[y]
+    x = (centres.view(-1, 1, 1, 1) + 0.05 * torch.randn(n, 1, 4, 4, generator=g)).clamp(0, 1)
+    return ArrayDataset(x, y, [f"c{i}" for i in range(k)])
+
+
+def tiny(k: int = 3, dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(16, k))
+
+
+def weights(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_schedules() -> None:
+    s = TrainSettings(epochs=10, lr=0.1, schedule="cosine")
+    assert s.lr_at(0) == pytest.approx(0.1)
+    assert s.lr_at(5) == pytest.approx(0.05)
+    assert s.lr_at(9) == pytest.approx(0.05 * (1 + math.cos(math.pi * 9 / 10)))
+    st = TrainSettings(epochs=8, lr=1.0, schedule="step", gamma=0.1)
+    assert [st.lr_at(e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, .1, .1, .01, .01])
+    st = TrainSettings(epochs=8, lr=1.0, schedule="step", milestones=[2], gamma=0.5)
+    assert st.lr_at(1) == 1.0 and st.lr_at(2) == 0.5
+    w = TrainSettings(epochs=10, lr=0.3, schedule="constant", warmup_epochs=2)
+    assert [w.lr_at(e) for e in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"epochs": -1}, {"epochs": 0}, {"lr": 0}, {"optimizer": "rmsprop"}, {"epoch": 3},
+     {"momentum": 1.0}, {"milestones": [20], "epochs": 10}, {"nesterov": True, "optimizer": "adam"}],
+)
+def test_settings_reject_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        TrainSettings(**bad)
+
+
+def test_learns_and_is_deterministic() -> None:
+    data = blobs()
+    r1 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, device="cpu", progress=False)
+    r2 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, device="cpu", progress=False)
+    assert r1.final["test_accuracy"] > 0.9
+    assert r1.history == [{**h, "epoch_seconds": r1.history[i]["epoch_seconds"]}
+                          for i, h in enumerate(r2.history)]
+    assert torch.equal(weights(r1.model), weights(r2.model))
+    r3 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, seed=1, device="cpu",
+             progress=False)
+    assert not torch.equal(weights(r1.model), weights(r3.model))
+
+
+def _strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in history]
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_resume_matches_uninterrupted(tmp_path, opt: str) -> None:
+    data = blobs()
+    kw = dict(epochs=4, lr=0.05, batch_size=16, optimizer=opt, augment="flip", device="cpu",
+              progress=False)
+    full = Trainer(tiny(), **kw).fit(data, data)
+    # stop after two epochs (a callback sets trainer.stop), then resume in a fresh trainer
+    class StopAt2(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            trainer.stop = epoch == 2
+
+    Trainer(tiny(), callbacks=[StopAt2()], checkpoint_dir=tmp_path, **kw).fit(data, data)
+    resumed = Trainer(tiny(dropout=0.1), checkpoint_dir=tmp_path, **kw).fit(
+        data, data, resume_from=tmp_path / CHECKPOINT_NAME
+    )
+    assert _strip(resumed.history) == _strip(full.history)
+    assert torch.equal(weights(resumed.model), weights(full.model))
+
+
+def test_loss_hooks() -> None:
+    data = blobs()
+    seen = []
+
+    def mae(logits, y):
+        seen.append(logits.shape)
+        return (1 - logits.softmax(1).gather(1, y[:, None])).mean()
+
+    r = fit(tiny(), data, epochs=1, batch_size=32, loss_fn=mae, device="cpu", progress=False)
+    assert seen and seen[0] == (32, 3) and "train_accuracy" in r.final
+
+    calls = []
+
+    def batch_loss(model, x, y):  # e.g. a loss that makes its own inputs
+        calls.append(x.shape[0])
+        return nn.functional.cross_entropy(model(x.flip(-1)), y)
+
+    r = fit(tiny(), data, epochs=1, batch_size=32, compute_loss=batch_loss, device="cpu",
+            progress=False)
+    assert calls == [32, 32, 32] and "train_accuracy" not in r.final
+    with pytest.raises(InputError):
+        Trainer(tiny(), loss_fn=mae, compute_loss=batch_loss)
+    with pytest.raises(InputError, match="label_smoothing"):
+        Trainer(tiny(), loss_fn=mae, label_smoothing=0.1)
+
+
+def test_label_smoothing_changes_loss() -> None:
+    data = blobs()
+    a = fit(tiny(), data, epochs=1, device="cpu", progress=False)
+    b = fit(tiny(), data, epochs=1, label_smoothing=0.2, device="cpu", progress=False)
+    assert a.final["train_loss"] != b.final["train_loss"]
+
+
+def test_callbacks_and_log() -> None:
+    data = blobs()
+    events, logged = [], []
+
+    class Rec(Callback):
+        def on_train_start(self, t):
+            events.append("start")
+
+        def on_epoch_start(self, t, e):
+            events.append(f"e{e}")
+
+        def on_epoch_end(self, t, e, m):
+            events.append(f"end{e}")
+
+        def on_train_end(self, t, r):
+            events.append("done")
+
+    fit(tiny(), data, epochs=2, callbacks=[Rec()], log=lambda e, m: logged.append(e),
+        device="cpu", progress=False)
+    assert events == ["start", "e0", "end1", "e1", "end2", "done"]
+    assert logged == [1, 2]
+
+
+def test_incompatible_model_and_data() -> None:
+    data = blobs(k=3)
+    with pytest.raises(InputError, match="num_classes=3"):
+        fit(tiny(k=2), data, epochs=1, device="cpu", progress=False)
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(10, 3))
+    with pytest.raises(InputError, match="cannot take inputs"):
+        fit(wrong, data, epochs=1, device="cpu", progress=False)
+
+
+def test_diverging_loss_is_reported() -> None:
+    data = blobs()
+
+    def nan_loss(logits, y):
+        return logits.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        fit(tiny(), data, epochs=1, loss_fn=nan_loss, device="cpu", progress=False)
+
+
+def test_accepts_plain_torch_dataset() -> None:
+    data = blobs()
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data.x[i], int(data.y[i])
+
+    r = fit(tiny(), Plain(), Plain(), epochs=1, device="cpu", progress=False)
+    assert 0 <= r.final["test_accuracy"] <= 1
+
+
+def test_gradient_clipping_bounds_update() -> None:
+    data = blobs()
+    model = tiny(dropout=0.0)
+    before = weights(model).clone()
+    fit(model, data.subset(range(16)), epochs=1, batch_size=16, lr=1.0, momentum=0.0,
+        weight_decay=0.0, clip_grad_norm=1e-3, device="cpu", progress=False)
+    assert (weights(model) - before).norm() <= 1e-3 + 1e-6
