@@ -130,3 +130,12 @@ def test_iterate_batches() -> None:
     order = torch.tensor([9, 0])
     (bx, by), = list(iterate_batches(ds, 4, order))
     assert torch.equal(bx, x[[9, 0]]) and torch.equal(by, y[[9, 0]])
+
+
+def test_subset_carries_per_sample_extras() -> None:
+    x, y = good(6)
+    ds = ArrayDataset(x, y)
+    ds.coarse_y = torch.arange(6) * 10
+    ds.coarse_classes = ["u", "v"]
+    sub = ds.subset([5, 1])
+    assert sub.coarse_y.tolist() == [50, 10] and sub.coarse_classes == ["u", "v"]

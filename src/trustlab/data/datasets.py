@@ -122,9 +122,18 @@ class ArrayDataset(Dataset):
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ArrayDataset:
         """The samples at ``indices``, sharing classes and statistics."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return ArrayDataset(
+        out = ArrayDataset(
             self.x[idx], self.y[idx], self.classes, self.mean, self.std, self.name, validate=False
         )
+        # extra attributes travel along: per-sample tensors (e.g. CIFAR-100's coarse_y) are
+        # indexed, anything else (e.g. coarse_classes) is shared
+        for key, value in vars(self).items():
+            if key in vars(out) and key not in ("x", "y"):
+                continue
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == len(self):
+                value = value[idx]
+            setattr(out, key, value)
+        return out
 
     def __repr__(self) -> str:
         return (
