@@ -11,7 +11,6 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -81,8 +80,10 @@ def datasets_cmd() -> None:
     for e in DATASETS:
         shape = e.meta.get("shape")
         table.add_row(
-            e.name, str(e.meta.get("source", "")),
-            "x".join(map(str, shape)) if shape else "", str(e.meta.get("num_classes", "")),
+            e.name,
+            str(e.meta.get("source", "")),
+            "x".join(map(str, shape)) if shape else "",
+            str(e.meta.get("num_classes", "")),
             e.description,
         )
     console.print(table)
@@ -103,12 +104,6 @@ def models_cmd() -> None:
 
 
 # -- training ----------------------------------------------------------------------------------
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-    adamw = "adamw"
-
-
 def _print_summary(run: Any, summary: dict[str, Any]) -> None:
     table = Table(title=f"run {run.id} ({run.name}): {run.status}")
     table.add_column("metric")
@@ -132,7 +127,7 @@ def train_cmd(
     epochs: Annotated[int | None, typer.Option(help="training epochs (>= 1).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="global batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="peak learning rate.")] = None,
-    optimizer: Annotated[Optimizer | None, typer.Option(help="optimizer.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adamw.")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="weight decay.")] = None,
     schedule: Annotated[str | None, typer.Option(help="cosine, step or constant.")] = None,
@@ -153,11 +148,23 @@ def train_cmd(
     from trustlab.experiments.train import run_training
 
     cfg = load_train_config(
-        config, dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer.value if optimizer else None, momentum=momentum,
-        weight_decay=weight_decay, schedule=schedule, clip_grad_norm=clip_grad_norm,
-        label_smoothing=label_smoothing, augment=augment, data_root=data_root,
-        download=download, name=name, seed=seed,
+        config,
+        dataset=dataset,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        clip_grad_norm=clip_grad_norm,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        data_root=data_root,
+        download=download,
+        name=name,
+        seed=seed,
         device=None if device == "auto" and config is not None else device,
     )
     run, result = run_training(cfg, progress=_progress(quiet))
@@ -202,16 +209,18 @@ def eval_cmd(
     model = load_model(checkpoint, device=dev)
     data = load_dataset(dataset, split, root=data_root)
     out = evaluate(model, data, device=dev)
-    console.print(json.dumps({"checkpoint": str(checkpoint), "dataset": dataset,
-                              "split": split, **out}))
+    console.print(
+        json.dumps({"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **out})
+    )
 
 
 # -- the results store -------------------------------------------------------------------------
 @app.command("runs")
 @_handled
 def runs_cmd(
-    status: Annotated[str | None, typer.Option(help="running, finished, failed, interrupted.")]
-    = None,
+    status: Annotated[
+        str | None, typer.Option(help="running, finished, failed, interrupted.")
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="e.g. train, reproduce.")] = None,
     limit: Annotated[int, typer.Option(help="show at most this many (newest first).")] = 20,
 ) -> None:
@@ -224,8 +233,14 @@ def runs_cmd(
         table.add_column(col)
     for r in runs:
         acc = (r.summary or {}).get("test_accuracy")
-        table.add_row(str(r.id), r.kind, r.name, r.status, r.created,
-                      f"{acc * 100:.2f}%" if isinstance(acc, float) else "")
+        table.add_row(
+            str(r.id),
+            r.kind,
+            r.name,
+            r.status,
+            r.created,
+            f"{acc * 100:.2f}%" if isinstance(acc, float) else "",
+        )
     console.print(table)
 
 
@@ -241,14 +256,28 @@ def show_cmd(
     run = RunStore().get(run_id)
     metrics = run.metrics()
     if as_json:
-        console.print_json(json.dumps({
-            "id": run.id, "kind": run.kind, "name": run.name, "status": run.status,
-            "seed": run.seed, "config": run.config, "summary": run.summary,
-            "metrics": metrics, "error": run.error, "dir": str(run.dir),
-        }, default=str))
+        console.print_json(
+            json.dumps(
+                {
+                    "id": run.id,
+                    "kind": run.kind,
+                    "name": run.name,
+                    "status": run.status,
+                    "seed": run.seed,
+                    "config": run.config,
+                    "summary": run.summary,
+                    "metrics": metrics,
+                    "error": run.error,
+                    "dir": str(run.dir),
+                },
+                default=str,
+            )
+        )
         return
-    console.print(f"[bold]run {run.id}[/] {run.kind} {run.name!r}: {run.status} "
-                  f"(created {run.created}, seed {run.seed})\nfolder: {run.dir}")
+    console.print(
+        f"[bold]run {run.id}[/] {run.kind} {run.name!r}: {run.status} "
+        f"(created {run.created}, seed {run.seed})\nfolder: {run.dir}"
+    )
     if run.error:
         console.print(f"error: {run.error}")
     console.print("config: " + json.dumps(run.config, sort_keys=True, default=str))

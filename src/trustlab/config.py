@@ -9,6 +9,7 @@ Unknown keys and bad values are errors that name the key and the allowed values,
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from trustlab.train.trainer import TrainSettings
 
 
 class TrainConfig(TrainSettings):
-    """One ``trustlab train`` run: what to train on what, and how (all of :class:`TrainSettings`)."""
+    """One ``trustlab train`` run: what to train on what, and how (see :class:`TrainSettings`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -30,7 +31,7 @@ class TrainConfig(TrainSettings):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     data_root: str | None = Field(None, description="folder (or file) holding the dataset")
     download: bool = False
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     name: str | None = Field(None, description="a label for the run")
 
     @field_validator("dataset")
@@ -38,6 +39,13 @@ class TrainConfig(TrainSettings):
     def _known_dataset(cls, v: str) -> str:
         _ensure_registered()
         DATASETS.get(v)  # raises with the list of names
+        return v.lower()
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v.lower()):
+            raise InputError(f"unknown device {v!r}. Use one of: auto, cpu, cuda, cuda:N.")
         return v.lower()
 
     @field_validator("model")
@@ -62,7 +70,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}.")
+            lines.append(
+                f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}."
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")

@@ -16,8 +16,9 @@ def test_crop_is_a_shifted_window_of_the_padded_image() -> None:
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(16):  # test-side loop: each output must equal one window of its own input
         hits = [
-            torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])
-            for dy in range(5) for dx in range(5)
+            torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+            for dy in range(5)
+            for dx in range(5)
         ]
         assert any(hits)
 

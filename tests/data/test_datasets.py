@@ -82,8 +82,14 @@ def test_user_array_file(tmp_path, fmt: str) -> None:
     xte, yte = torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0])
     path = tmp_path / f"mine.{fmt}"
     if fmt == "npz":
-        np.savez(path, x_train=xtr.numpy(), y_train=ytr.numpy(), x_test=xte.numpy(),
-                 y_test=yte.numpy(), classes=np.array(["r", "g", "b"]))
+        np.savez(
+            path,
+            x_train=xtr.numpy(),
+            y_train=ytr.numpy(),
+            x_test=xte.numpy(),
+            y_test=yte.numpy(),
+            classes=np.array(["r", "g", "b"]),
+        )
     else:
         save_file({"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}, str(path))
     train = load_dataset("tensors", "train", root=path)
@@ -96,8 +102,15 @@ def test_user_array_file(tmp_path, fmt: str) -> None:
 
 def test_user_array_file_errors(tmp_path) -> None:
     path = tmp_path / "bad.safetensors"
-    save_file({"x_train": torch.full((4, 1, 2, 2), float("nan")), "y_train": torch.zeros(4).long(),
-               "x_test": torch.rand(2, 1, 2, 2), "y_test": torch.tensor([0, 7])}, str(path))
+    save_file(
+        {
+            "x_train": torch.full((4, 1, 2, 2), float("nan")),
+            "y_train": torch.zeros(4).long(),
+            "x_test": torch.rand(2, 1, 2, 2),
+            "y_test": torch.tensor([0, 7]),
+        },
+        str(path),
+    )
     with pytest.raises(InputError, match="NaN"):
         load_dataset("tensors", "train", root=path)
     with pytest.raises(InputError, match="labels span"):
@@ -128,7 +141,7 @@ def test_iterate_batches() -> None:
     assert [b[0].shape[0] for b in batches] == [4, 4, 2] == [4, 4, 2][: num_batches(10, 4)]
     assert len(list(iterate_batches(ds, 4, drop_last=True))) == 2 == num_batches(10, 4, True)
     order = torch.tensor([9, 0])
-    (bx, by), = list(iterate_batches(ds, 4, order))
+    ((bx, by),) = list(iterate_batches(ds, 4, order))
     assert torch.equal(bx, x[[9, 0]]) and torch.equal(by, y[[9, 0]])
 
 

@@ -48,8 +48,13 @@ def test_model_round_trip_into_given_model(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"garbage", pickle.dumps({"w": 1}), b"PK\x03\x04zipfile-like-torch-save" * 4,
-     (10**12).to_bytes(8, "little") + b"{}"],
+    [
+        b"",
+        b"garbage",
+        pickle.dumps({"w": 1}),
+        b"PK\x03\x04zipfile-like-torch-save" * 4,
+        (10**12).to_bytes(8, "little") + b"{}",
+    ],
 )
 def test_refuses_non_safetensors(tmp_path, content: bytes) -> None:
     path = tmp_path / "model.pt"

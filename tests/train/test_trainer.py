@@ -25,8 +25,9 @@ def blobs(n: int = 96, seed: int = 0, k: int = 3) -> ArrayDataset:
 
 def tiny(k: int = 3, dropout: float = 0.1) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(16, k))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, k)
+    )
 
 
 def weights(model: nn.Module) -> torch.Tensor:
@@ -39,7 +40,7 @@ def test_schedules() -> None:
     assert s.lr_at(5) == pytest.approx(0.05)
     assert s.lr_at(9) == pytest.approx(0.05 * (1 + math.cos(math.pi * 9 / 10)))
     st = TrainSettings(epochs=8, lr=1.0, schedule="step", gamma=0.1)
-    assert [st.lr_at(e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, .1, .1, .01, .01])
+    assert [st.lr_at(e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     st = TrainSettings(epochs=8, lr=1.0, schedule="step", milestones=[2], gamma=0.5)
     assert st.lr_at(1) == 1.0 and st.lr_at(2) == 0.5
     w = TrainSettings(epochs=10, lr=0.3, schedule="constant", warmup_epochs=2)
@@ -48,8 +49,16 @@ def test_schedules() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"epochs": -1}, {"epochs": 0}, {"lr": 0}, {"optimizer": "rmsprop"}, {"epoch": 3},
-     {"momentum": 1.0}, {"milestones": [20], "epochs": 10}, {"nesterov": True, "optimizer": "adam"}],
+    [
+        {"epochs": -1},
+        {"epochs": 0},
+        {"lr": 0},
+        {"optimizer": "rmsprop"},
+        {"epoch": 3},
+        {"momentum": 1.0},
+        {"milestones": [20], "epochs": 10},
+        {"nesterov": True, "optimizer": "adam"},
+    ],
 )
 def test_settings_reject_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
@@ -61,11 +70,13 @@ def test_learns_and_is_deterministic() -> None:
     r1 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, device="cpu", progress=False)
     r2 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, device="cpu", progress=False)
     assert r1.final["test_accuracy"] > 0.9
-    assert r1.history == [{**h, "epoch_seconds": r1.history[i]["epoch_seconds"]}
-                          for i, h in enumerate(r2.history)]
+    assert r1.history == [
+        {**h, "epoch_seconds": r1.history[i]["epoch_seconds"]} for i, h in enumerate(r2.history)
+    ]
     assert torch.equal(weights(r1.model), weights(r2.model))
-    r3 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, seed=1, device="cpu",
-             progress=False)
+    r3 = fit(
+        tiny(), data, data, epochs=5, lr=0.2, batch_size=16, seed=1, device="cpu", progress=False
+    )
     assert not torch.equal(weights(r1.model), weights(r3.model))
 
 
@@ -76,9 +87,17 @@ def _strip(history: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_resume_matches_uninterrupted(tmp_path, opt: str) -> None:
     data = blobs()
-    kw = dict(epochs=4, lr=0.05, batch_size=16, optimizer=opt, augment="flip", device="cpu",
-              progress=False)
+    kw = dict(
+        epochs=4,
+        lr=0.05,
+        batch_size=16,
+        optimizer=opt,
+        augment="flip",
+        device="cpu",
+        progress=False,
+    )
     full = Trainer(tiny(), **kw).fit(data, data)
+
     # stop after two epochs (a callback sets trainer.stop), then resume in a fresh trainer
     class StopAt2(Callback):
         def on_epoch_end(self, trainer, epoch, metrics):
@@ -109,8 +128,9 @@ def test_loss_hooks() -> None:
         calls.append(x.shape[0])
         return nn.functional.cross_entropy(model(x.flip(-1)), y)
 
-    r = fit(tiny(), data, epochs=1, batch_size=32, compute_loss=batch_loss, device="cpu",
-            progress=False)
+    r = fit(
+        tiny(), data, epochs=1, batch_size=32, compute_loss=batch_loss, device="cpu", progress=False
+    )
     assert calls == [32, 32, 32] and "train_accuracy" not in r.final
     with pytest.raises(InputError):
         Trainer(tiny(), loss_fn=mae, compute_loss=batch_loss)
@@ -142,8 +162,15 @@ def test_callbacks_and_log() -> None:
         def on_train_end(self, t, r):
             events.append("done")
 
-    fit(tiny(), data, epochs=2, callbacks=[Rec()], log=lambda e, m: logged.append(e),
-        device="cpu", progress=False)
+    fit(
+        tiny(),
+        data,
+        epochs=2,
+        callbacks=[Rec()],
+        log=lambda e, m: logged.append(e),
+        device="cpu",
+        progress=False,
+    )
     assert events == ["start", "e0", "end1", "e1", "end2", "done"]
     assert logged == [1, 2]
 
@@ -185,6 +212,16 @@ def test_gradient_clipping_bounds_update() -> None:
     data = blobs()
     model = tiny(dropout=0.0)
     before = weights(model).clone()
-    fit(model, data.subset(range(16)), epochs=1, batch_size=16, lr=1.0, momentum=0.0,
-        weight_decay=0.0, clip_grad_norm=1e-3, device="cpu", progress=False)
+    fit(
+        model,
+        data.subset(range(16)),
+        epochs=1,
+        batch_size=16,
+        lr=1.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        clip_grad_norm=1e-3,
+        device="cpu",
+        progress=False,
+    )
     assert (weights(model) - before).norm() <= 1e-3 + 1e-6

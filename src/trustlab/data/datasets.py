@@ -246,14 +246,17 @@ def _load_user_arrays(path: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
     "your own arrays: --data-root FILE.safetensors|.npz with x_train, y_train, x_test, y_test",
     source="file",
 )
-def _tensors_dataset(split: str, root: str | Path | None = None, download: bool = False
-                     ) -> ArrayDataset:
+def _tensors_dataset(
+    split: str, root: str | Path | None = None, download: bool = False
+) -> ArrayDataset:
     """A user's dataset from one file of arrays (``x_train`` ``(N, C, H, W)`` floats in [0, 1] or
     uint8, ``y_train`` int labels, same for ``test``; optional ``classes``). Validated: NaNs,
     labels out of range, wrong shapes and values outside [0, 1] are errors."""
     if root is None:
-        raise InputError("dataset 'tensors' needs --data-root pointing to a .safetensors or .npz "
-                         "file with x_train, y_train, x_test, y_test.")
+        raise InputError(
+            "dataset 'tensors' needs --data-root pointing to a .safetensors or .npz "
+            "file with x_train, y_train, x_test, y_test."
+        )
     path = Path(root)
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist.")

@@ -51,19 +51,24 @@ def prepare(config: TrainConfig) -> Prepared:
     kwargs = dict(config.model_kwargs)
     if len(shape) == 4:  # video (C, T, H, W)
         kwargs.setdefault("frames", shape[1])
-    spec = ModelSpec(config.model, train.num_classes, shape[0], image_size, kwargs,
-                     train.mean, train.std)
+    spec = ModelSpec(
+        config.model, train.num_classes, shape[0], image_size, kwargs, train.mean, train.std
+    )
     return Prepared(config, train, test, spec)
 
 
-def _run_fit(prep: Prepared, run: Run | None, progress: bool,
-             resume_from: Path | None) -> TrainResult:
+def _run_fit(
+    prep: Prepared, run: Run | None, progress: bool, resume_from: Path | None
+) -> TrainResult:
     cfg = prep.config
     seed_everything(cfg.seed)
     model = prep.spec.build()
     settings = TrainSettings(**{k: getattr(cfg, k) for k in TrainSettings.model_fields})
     trainer = Trainer(
-        model, settings, device=cfg.device, progress=progress,
+        model,
+        settings,
+        device=cfg.device,
+        progress=progress,
         checkpoint_dir=run.dir / "checkpoints" if run is not None else None,
         log=run.log_metrics if run is not None else None,
     )
@@ -104,8 +109,9 @@ def run_training(
     run = None
     if D.env_rank() == 0:
         store = store or RunStore()
-        run = store.create_run("train", cfg.name or f"{cfg.model}-{cfg.dataset}",
-                               cfg.model_dump(), seed=cfg.seed)
+        run = store.create_run(
+            "train", cfg.name or f"{cfg.model}-{cfg.dataset}", cfg.model_dump(), seed=cfg.seed
+        )
 
     def go() -> TrainResult:
         result = _run_fit(prep, run, progress, None)
@@ -116,7 +122,9 @@ def run_training(
 
 
 def resume_training(
-    run_id: int | str, store: RunStore | None = None, progress: bool = True,
+    run_id: int | str,
+    store: RunStore | None = None,
+    progress: bool = True,
     device: str | None = None,
 ) -> tuple[Run, TrainResult]:
     """Continue an interrupted or failed training run from its last epoch checkpoint."""

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from trustlab.errors import CheckpointError
+from trustlab.models.spec import ModelSpec
 from trustlab.utils.io import atomic_path, write_json_atomic
 
 FORMAT = "trustlab-checkpoint/1"
@@ -33,7 +34,9 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
     """Write ``tensors`` and ``meta`` to ``path`` (``.safetensors``) and its JSON sidecar."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -103,8 +106,9 @@ def load_checkpoint(
     return tensors, meta
 
 
-def save_model(model: nn.Module, path: str | Path, spec: dict[str, Any] | None = None,
-               **meta: Any) -> Path:
+def save_model(
+    model: nn.Module, path: str | Path, spec: dict[str, Any] | None = None, **meta: Any
+) -> Path:
     """Save a model's ``state_dict``; with ``spec`` (see :class:`trustlab.models.ModelSpec`)
     :func:`load_model` can rebuild it without the code that created it."""
     return save_checkpoint(
@@ -132,7 +136,7 @@ def load_model(
     """
     tensors, meta = load_checkpoint(path, device="cpu")
     if meta.get("kind") == "trainer-state":
-        tensors = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        tensors = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     if model is None:
         spec = meta.get("model_spec")
         if not spec:
@@ -140,8 +144,6 @@ def load_model(
                 f"{path} records no model spec; pass the model to load into: "
                 "load_model(path, model=create_model(...))."
             )
-        from trustlab.models.spec import ModelSpec  # models sit above this module's imports
-
         model = ModelSpec(**spec).build()
     load_state(model, tensors, path)
     return model.to(device)

@@ -19,7 +19,9 @@ def _device_of(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, data: Dataset | ArrayDataset, batch_size: int = 512,
+    model: nn.Module,
+    data: Dataset | ArrayDataset,
+    batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Logits ``(N, K)`` of ``model`` on every sample of ``data`` (on CPU), in eval mode.
@@ -38,7 +40,9 @@ def predict_logits(
 
 
 def evaluate(
-    model: nn.Module, data: Dataset | ArrayDataset, batch_size: int = 512,
+    model: nn.Module,
+    data: Dataset | ArrayDataset,
+    batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """``{"accuracy": ..., "loss": ...}`` (cross-entropy) of ``model`` on ``data``."""

@@ -67,8 +67,9 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[int] = Field(
-        default_factory=list, description="epochs at which 'step' multiplies the lr by gamma "
-        "(default: 50% and 75% of the epochs)"
+        default_factory=list,
+        description="epochs at which 'step' multiplies the lr by gamma "
+        "(default: 50% and 75% of the epochs)",
     )
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
@@ -148,7 +149,10 @@ class TrainResult:
 def build_optimizer(params: Any, s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+            params,
+            lr=s.lr,
+            momentum=s.momentum,
+            nesterov=s.nesterov,
             weight_decay=s.weight_decay,
         )
     cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
@@ -220,7 +224,9 @@ class Trainer:
         elif overrides:
             settings = TrainSettings(**{**settings.model_dump(), **overrides})
         if loss_fn is not None and compute_loss is not None:
-            raise InputError("pass either loss_fn(logits, y) or compute_loss(model, x, y), not both.")
+            raise InputError(
+                "pass either loss_fn(logits, y) or compute_loss(model, x, y), not both."
+            )
         if loss_fn is not None and settings.label_smoothing > 0:
             raise InputError(
                 "label_smoothing applies to the default cross-entropy only; build it into your "
@@ -286,8 +292,9 @@ class Trainer:
         }
         return tensors, meta
 
-    def save(self, optimizer: torch.optim.Optimizer, path: str | Path,
-             extra_meta: dict | None = None) -> Path:
+    def save(
+        self, optimizer: torch.optim.Optimizer, path: str | Path, extra_meta: dict | None = None
+    ) -> Path:
         tensors, meta = self.state_tensors(optimizer)
         return save_checkpoint(path, tensors, {**meta, **(extra_meta or {})})
 
@@ -334,21 +341,31 @@ class Trainer:
 
         show = _progress_enabled(self.progress, ctx)
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
         bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            disable=not show, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not show,
+            transient=False,
         )
         with bar:
             task = bar.add_task("train", total=steps, info="")
             while self.epoch < s.epochs and not self.stop:
                 epoch = self.epoch
-                metrics = self._train_epoch(net, optimizer, train, epoch, ctx, per_rank_batch,
-                                            bar, task)
+                metrics = self._train_epoch(
+                    net, optimizer, train, epoch, ctx, per_rank_batch, bar, task
+                )
                 if test is not None and ((epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs):
                     ev = evaluate(self.model, test, s.eval_batch_size, self.device)
                     metrics["test_loss"], metrics["test_accuracy"] = ev["loss"], ev["accuracy"]
@@ -370,8 +387,15 @@ class Trainer:
         return result
 
     def _train_epoch(
-        self, net: nn.Module, optimizer: torch.optim.Optimizer, train: ArrayDataset, epoch: int,
-        ctx: D.DistContext, batch_size: int, bar: Any, task: Any,
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: ArrayDataset,
+        epoch: int,
+        ctx: D.DistContext,
+        batch_size: int,
+        bar: Any,
+        task: Any,
     ) -> dict[str, float]:
         s = self.settings
         lr = s.lr_at(epoch)
@@ -382,13 +406,17 @@ class Trainer:
         # Everything random in an epoch is a function of (seed, epoch): resumable and exact.
         torch.manual_seed(derive_seed(s.seed, "epoch", epoch))
         aug_gen = generator(derive_seed(s.seed, "augment", epoch))
-        order = epoch_indices(len(train), True, derive_seed(s.seed, "shuffle", epoch),
-                              ctx.rank, ctx.world_size)
+        order = epoch_indices(
+            len(train), True, derive_seed(s.seed, "shuffle", epoch), ctx.rank, ctx.world_size
+        )
         # loss sum, correct, n, n with logits: kept on the device, no host sync per step
         stats = torch.zeros(4, dtype=torch.float64, device=self.device)
         net.train()
-        bar.reset(task, total=num_batches(order.numel(), batch_size),
-                  description=f"epoch {epoch + 1}/{s.epochs}")
+        bar.reset(
+            task,
+            total=num_batches(order.numel(), batch_size),
+            description=f"epoch {epoch + 1}/{s.epochs}",
+        )
         start = time.perf_counter()
         for step, (x, y) in enumerate(iterate_batches(train, batch_size, order, self.device)):
             if s.augment != "none":

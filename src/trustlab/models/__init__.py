@@ -1,0 +1,153 @@
+"""The model zoo: hand-written CIFAR-style classifiers, one entry point :func:`create_model`.
+
+Every model is registered in :data:`trustlab.registry.MODELS` with a one-line description and
+``kind`` (``"image"`` or ``"video"``). All follow the conventions of :mod:`trustlab.models.cnn`:
+``features(x) -> (N, D)``, ``classifier`` (the final Linear), ``forward == classifier(features)``;
+residual networks expose ``residual`` / ``shortcut`` sub-modules (:func:`residual_branches`).
+Normalisation lives in :class:`Normalized`; intermediate activations come from
+:func:`feature_taps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from trustlab.errors import InputError
+from trustlab.models import cnn, densenet, resnet, vgg, video  # noqa: F401  (registers models)
+from trustlab.models.wrappers import (
+    Normalized,
+    feature_taps,
+    layer_names,
+    residual_branches,
+    unwrap,
+)
+from trustlab.registry import MODELS
+
+__all__ = [
+    "Normalized",
+    "create_model",
+    "feature_taps",
+    "layer_names",
+    "list_models",
+    "num_parameters",
+    "residual_branches",
+    "unwrap",
+]
+
+_COMMON = ("num_classes", "in_channels", "image_size")
+
+
+def _positive_int(name: str, value: Any, minimum: int, fix: str) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        v = None
+    if v is None or isinstance(value, bool) or v < minimum:
+        raise InputError(f"{name}={value!r} must be an integer >= {minimum}; {fix}")
+    return v
+
+
+def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
+    fix = "pass an int for square images or (H, W), e.g. image_size=32 or (28, 28)."
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise InputError(f"image_size={value!r} has {len(value)} entries; {fix}")
+        h, w = (_positive_int("image_size", v, 1, fix) for v in value)
+        return h, w
+    side = _positive_int("image_size", value, 1, fix)
+    return side, side
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int | Sequence[int] = 32,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model (``trustlab models`` lists them).
+
+    Args:
+        name: registered name, e.g. ``"resnet20"``, ``"wrn-16-4"``, ``"c3d-small"``.
+        num_classes: output classes (>= 2, default 10).
+        in_channels: input channels (>= 1, default 3).
+        image_size: side of square images or ``(H, W)`` (default 32). For video models, frame size.
+        **kwargs: model-specific options, e.g. ``preact=True`` (resnet18), ``dropout`` (wrn-16-4,
+            cnn-small, c3d-small), ``hidden`` (mlp), ``frames=8`` (video models; input
+            ``(N, C, T, H, W)``).
+
+    Returns:
+        The model, freshly initialised from torch's global RNG, with ``model.config`` recording the
+        arguments (a JSON-serialisable dict that rebuilds it: ``create_model(**model.config)``).
+
+    Raises:
+        InputError: unknown name, bad ``num_classes`` / ``in_channels`` / ``image_size``, an image
+            too small for the architecture, or an option the model does not take.
+    """
+    entry = MODELS.get(name)
+    num_classes = _positive_int(
+        "num_classes", num_classes, 2, "a classifier needs at least two classes."
+    )
+    in_channels = _positive_int(
+        "in_channels", in_channels, 1, "use 1 for grey-scale and 3 for colour inputs."
+    )
+    size = _image_size(image_size)
+    allowed = [
+        p.name
+        for p in inspect.signature(entry.factory).parameters.values()
+        if p.name not in _COMMON and p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        options = ", ".join(allowed) if allowed else "none"
+        raise InputError(
+            f"model {entry.name!r} does not take {', '.join(map(repr, unknown))}; its extra "
+            f"options are: {options}."
+        )
+    model = entry.factory(
+        num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs
+    )
+    model.config = {
+        "name": entry.name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "image_size": list(size),
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+    }
+    return model
+
+
+def num_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    params = {id(p): p for p in model.parameters() if p.requires_grad or not trainable_only}
+    return sum(p.numel() for p in params.values())
+
+
+@functools.cache
+def _default_param_count(name: str) -> int:
+    # Built on the meta device: no memory, no initialisation cost, no draw from the user's RNG.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = create_model(name)
+    return num_parameters(model)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One dict per registered model: ``name``, ``description``, ``kind`` and ``params`` (the
+    parameter count at the default configuration: 10 classes, 3 channels, 32x32; video models
+    3x8x32x32), sorted by name."""
+    return [
+        {
+            "name": entry.name,
+            "description": entry.description,
+            "kind": entry.meta.get("kind", "image"),
+            "params": _default_param_count(entry.name),
+        }
+        for entry in MODELS
+    ]
