@@ -282,7 +282,9 @@ def show_cmd(
         console.print(f"error: {run.error}")
     console.print("config: " + json.dumps(run.config, sort_keys=True, default=str))
     if metrics:
-        keys = [k for k in metrics[0] if k not in ("phase",)]
+        keys: list[str] = []
+        for row in metrics:  # the union of keys, in first-seen order
+            keys += [k for k in row if k != "phase" and k not in keys]
         table = Table(title="metrics")
         for k in keys:
             table.add_column(k, justify="right")

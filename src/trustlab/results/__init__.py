@@ -1,0 +1,21 @@
+"""Results store: runs in SQLite plus one folder per run (see :mod:`trustlab.results.store`)."""
+
+from trustlab.results.store import (
+    DB_NAME,
+    SCHEMA_VERSION,
+    STATUSES,
+    Run,
+    RunStore,
+    git_info,
+    package_versions,
+)
+
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Run",
+    "RunStore",
+    "git_info",
+    "package_versions",
+]

@@ -1,0 +1,994 @@
+"""The results store: a SQLite database plus one folder per run (architecture, "Results store").
+
+Layout under the store root (``$TRUSTLAB_HOME``, default ``./runs``)::
+
+    trustlab.db            runs, per-step metrics, artefacts (SQLite, WAL journal)
+    run-000007/            one folder per run: config.json, meta.json and the run's artefacts
+
+A run records its kind (``"train"``, ``"reproduce"``, ...), name, config (JSON), seed, package
+versions, git commit, per-step metrics, status, summary metrics, artefacts, the process that
+runs it (pid, hostname, process start time) and its timestamps (UTC, ISO 8601).
+
+Statuses: ``running`` -> ``finished`` | ``failed`` | ``interrupted``; ``failed`` and
+``interrupted`` runs can be resumed with :meth:`Run.reopen`. A ``finished`` run is never
+overwritten. A ``running`` run whose process is gone (or whose pid now belongs to another
+process) is marked ``interrupted`` by :meth:`RunStore.mark_stale`, which :meth:`RunStore.list`
+and :meth:`RunStore.get` call first, so that an interrupted run is never mistaken for a live one.
+
+Concurrency: several processes may share one store. A :class:`RunStore` keeps one connection
+per process (``timeout=30``; shared by threads under a lock; a forked child opens its own), and
+every operation is one short transaction (writes take the lock up front with ``BEGIN
+IMMEDIATE``), so that reads see a consistent state and writers queue instead of failing. This
+follows SQLite's advice for multi-process use (https://www.sqlite.org/wal.html,
+https://www.sqlite.org/lockingv3.html); WAL needs a local file system (not NFS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import operator
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path, PurePath, PurePosixPath
+from types import TracebackType
+from typing import Any
+
+from trustlab.errors import InputError
+from trustlab.utils.io import write_json_atomic
+from trustlab.utils.paths import trustlab_home
+
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Run",
+    "RunStore",
+    "git_info",
+    "package_versions",
+]
+
+SCHEMA_VERSION = 1
+DB_NAME = "trustlab.db"
+STATUSES = ("running", "finished", "failed", "interrupted")
+RESERVED_FILES = ("config.json", "meta.json")
+
+_INT64 = (-(2**63), 2**63 - 1)
+_RUN_DIR = re.compile(r"^run-(\d+)$")
+_INHERITED: list[sqlite3.Connection] = []  # connections a forked child must neither use nor close
+
+# Migrations: _MIGRATIONS[v] takes a database at user_version v to v + 1. Append, never edit.
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS runs (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind        TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            status      TEXT NOT NULL
+                        CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
+            config      TEXT NOT NULL,
+            seed        INTEGER,
+            versions    TEXT NOT NULL,
+            git_commit  TEXT,
+            summary     TEXT NOT NULL DEFAULT '{}',
+            error       TEXT,
+            pid         INTEGER,
+            hostname    TEXT,
+            proc_start  TEXT,
+            pid_ns      TEXT,
+            attempt     INTEGER NOT NULL DEFAULT 1,
+            created     TEXT NOT NULL,
+            updated     TEXT NOT NULL,
+            ended       TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS runs_status ON runs (status)",
+        "CREATE INDEX IF NOT EXISTS runs_kind ON runs (kind)",
+        """CREATE TABLE IF NOT EXISTS metrics (
+            run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            phase    TEXT NOT NULL,
+            step     INTEGER NOT NULL,
+            data     TEXT NOT NULL,
+            attempt  INTEGER NOT NULL,
+            time     TEXT NOT NULL,
+            PRIMARY KEY (run_id, phase, step)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS artifacts (
+            run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            name     TEXT NOT NULL,
+            kind     TEXT NOT NULL,
+            size     INTEGER,
+            sha256   TEXT,
+            created  TEXT NOT NULL,
+            PRIMARY KEY (run_id, name)
+        ) WITHOUT ROWID""",
+    ],
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers: time, JSON, validation, process identity, versions, git
+# --------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _json_default(obj: Any) -> Any:
+    """Accept 0-d NumPy/torch scalars and paths; refuse everything else JSON cannot encode."""
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if getattr(obj, "ndim", None) == 0 and callable(getattr(obj, "item", None)):
+        return obj.item()
+    hint = " (call .tolist() on arrays and tensors)" if hasattr(obj, "tolist") else ""
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable{hint}")
+
+
+def _dumps(obj: Any, what: str, *, allow_nan: bool) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, allow_nan=allow_nan, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        extra = "" if allow_nan else " and finite numbers"
+        raise InputError(
+            f"{what} cannot be stored as JSON: {exc}. Use only dicts with string keys, lists, "
+            f"strings, numbers{extra}, booleans and None."
+        ) from exc
+
+
+def _check_mapping(obj: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise InputError(f"{what} must be a dict, got {type(obj).__name__}. Pass a dict.")
+    bad = [k for k in obj if not isinstance(k, str)]
+    if bad:
+        raise InputError(f"{what} keys must be strings, got {bad[0]!r}. Use string keys.")
+    return obj
+
+
+def _check_label(what: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"run {what} must be a non-empty string, got {value!r}.")
+    return value
+
+
+def _check_int(what: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{what} must be an integer, got {value!r}.")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise InputError(f"{what} must be an integer, got {value!r}.") from None
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise InputError(f"{what} {number} does not fit in 64 bits; use a smaller integer.")
+    return number
+
+
+def _check_metrics(metrics: Any) -> dict[str, int | float]:
+    metrics = _check_mapping(metrics, "metrics")
+    out: dict[str, int | float] = {}
+    for key, value in metrics.items():
+        if not key or key in ("step", "phase"):
+            raise InputError(
+                f"metric name {key!r} is reserved or empty; rename it (e.g. 'train_{key}')."
+            )
+        if isinstance(value, bool | str | bytes):
+            raise InputError(f"metric {key!r} must be a number, got {value!r}.")
+        try:
+            out[key] = operator.index(value)
+        except TypeError:
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise InputError(
+                    f"metric {key!r} must be a number (a float, int or 0-d tensor), got "
+                    f"{type(value).__name__}. Log one number per name."
+                ) from None
+    return out
+
+
+def _check_artifact_name(name: Any) -> str:
+    if not isinstance(name, str | PurePath) or not str(name).strip():
+        raise InputError(f"artefact name must be a non-empty relative path, got {name!r}.")
+    rel = PurePosixPath(str(name).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or str(rel) in ("", "."):
+        raise InputError(
+            f"artefact name {str(name)!r} must be a relative path inside the run folder "
+            "(no leading '/', no '..'), e.g. 'checkpoints/model.safetensors'."
+        )
+    if str(rel) in RESERVED_FILES:
+        raise InputError(
+            f"{rel} is written by the results store itself; pick another artefact name."
+        )
+    return str(rel)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/<pid>/stat`` (index 0: state, index 19: start time), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # Field 2 (the command name) is parenthesised and may itself contain spaces and ')'.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _process_start(pid: int) -> str | None:
+    """The process start time in clock ticks after boot (``proc(5)``, stat field 22)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return None
+
+
+def _process_alive(pid: int | None, start: str | None) -> bool:
+    """Whether ``pid`` is a live process on this host that started at ``start`` (when known)."""
+    if pid is None or pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    except OSError:
+        return True  # cannot tell: leave the run alone
+    fields = _proc_stat(pid)
+    if fields is not None:
+        if fields[0] in ("Z", "X", "x"):  # zombie / dead: it will never finish the run
+            return False
+        if start is not None and len(fields) > 19 and fields[19] != start:
+            return False  # the pid was reused by another process
+    return True
+
+
+def _identity() -> dict[str, Any]:
+    pid = os.getpid()
+    return {
+        "pid": pid,
+        "hostname": socket.gethostname(),
+        "proc_start": _process_start(pid),
+        "pid_ns": _pid_namespace(),
+    }
+
+
+@functools.cache
+def _installed_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _version_of(module: str) -> str:
+    loaded = sys.modules.get(module)
+    version = getattr(loaded, "__version__", None) if loaded is not None else None
+    return str(version) if version else _installed_version(module)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions recorded with every run: python, torch, numpy, trustlab and the platform.
+
+    Read from the already imported modules when they are loaded (``torch.__version__`` includes
+    the build, e.g. ``+cpu``), else from the installed distributions' metadata, so that creating
+    a run never imports torch.
+    """
+    return {
+        "python": platform.python_version(),
+        "torch": _version_of("torch"),
+        "numpy": _version_of("numpy"),
+        "trustlab": _version_of("trustlab"),
+        "platform": platform.platform(),
+    }
+
+
+def _git(git: str, cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [git, "-C", str(cwd), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_info() -> dict[str, Any] | None:
+    """``{"commit", "dirty", "repo"}`` of the working directory's git repository, else of the
+    repository trustlab is installed from; None when neither is one or git is missing. Never
+    raises. Looked up afresh for every run (a notebook may commit between runs)."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        places = [Path.cwd()]
+    except OSError:  # the working directory was deleted
+        places = []
+    for where in [*places, Path(__file__).resolve().parent]:
+        commit = _git(git, where, "rev-parse", "HEAD")
+        if commit and re.fullmatch(r"[0-9a-f]{40,64}", commit):
+            status = _git(git, where, "status", "--porcelain", "--untracked-files=no")
+            return {
+                "commit": commit,
+                "dirty": None if status is None else bool(status),
+                "repo": _git(git, where, "rev-parse", "--show-toplevel"),
+            }
+    return None
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------------
+
+
+class RunStore:
+    """Runs in a SQLite database ``<root>/trustlab.db`` with one folder per run ``<root>/run-N``.
+
+    Args:
+        root: the store folder; default :func:`trustlab.utils.paths.trustlab_home`
+            (``$TRUSTLAB_HOME``, else ``./runs``). Nothing is created until the first run is:
+            listing an empty or missing store returns ``[]`` and leaves no file behind.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else trustlab_home()
+        self.db_path = self.root / DB_NAME
+        self._ready = False
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def run_dir(self, run_id: int) -> Path:
+        """The folder of run ``run_id``: ``<root>/run-{id:06d}``."""
+        return self.root / f"run-{run_id:06d}"
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (one per store, shared by its threads under a lock).
+
+        Kept open because closing the last connection checkpoints the WAL (milliseconds per
+        operation). A connection inherited through ``fork`` is never used nor closed by the
+        child (SQLite forbids it, https://www.sqlite.org/howtocorrupt.html section 2.6): the
+        child opens its own.
+        """
+        if self._conn is not None and self._conn_pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            _INHERITED.append(self._conn)  # keep it referenced so that it is never closed here
+        conn = sqlite3.connect(
+            self.db_path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode, and much faster
+        self._conn, self._conn_pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connection (reopened on the next operation)."""
+        with self._lock:
+            if self._conn is not None and self._conn_pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def _ensure_schema(self, create: bool) -> bool:
+        """Create or migrate the schema; False when the database does not exist (and
+        ``create`` is False)."""
+        if self._ready:
+            return True
+        if not self.db_path.exists():
+            if not create:
+                return False
+            self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._lock:
+                conn = self._connection()
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        with contextlib.suppress(sqlite3.OperationalError):
+                            conn.execute("PRAGMA journal_mode = WAL")
+                    with self._transaction(write=True):
+                        version = conn.execute("PRAGMA user_version").fetchone()[0]
+                        for step in range(version, SCHEMA_VERSION):
+                            for statement in _MIGRATIONS[step]:
+                                conn.execute(statement)
+                        if version < SCHEMA_VERSION:
+                            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # locked, read-only, ...: not ours to hide
+                raise
+            self.close()
+            raise InputError(
+                f"{self.db_path} is not a trustlab results database ({exc}). Move the file "
+                "aside, or point TRUSTLAB_HOME at another folder."
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise InputError(
+                f"{self.db_path} was written by a newer trustlab (store schema {version}, this "
+                f"one reads up to {SCHEMA_VERSION}). Upgrade trustlab, or use another "
+                "TRUSTLAB_HOME."
+            )
+        self._ready = True
+        return True
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """One short transaction: ``BEGIN IMMEDIATE`` takes the database's write lock up front
+        (waiting up to 30 s for it), so read-check-write sequences are atomic across processes;
+        a read transaction sees one consistent snapshot. Rolled back on any exception."""
+        with self._lock:
+            conn = self._connection()
+            if conn.in_transaction:  # left over by an interrupted operation
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _row(self, conn: sqlite3.Connection, run_id: int) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self, kind: str, name: str, config: Mapping[str, Any], seed: int | None = None
+    ) -> Run:
+        """Start a new run (status ``running``, owned by this process).
+
+        The database row, the folder ``run-{id:06d}`` and its ``config.json`` and ``meta.json``
+        appear together or not at all: the folder is assembled under a temporary name and
+        renamed into place inside the transaction that inserts the row.
+
+        Raises:
+            InputError: ``kind``/``name`` empty, ``config`` not a dict of JSON values (NaN and
+                infinities are refused), ``seed`` not a 64-bit integer. Nothing is written.
+        """
+        kind = _check_label("kind", kind)
+        name = _check_label("name", name)
+        config_json = _dumps(_check_mapping(config, "config"), "config", allow_nan=False)
+        seed = None if seed is None else _check_int("seed", seed)
+        self._ensure_schema(create=True)
+
+        versions = package_versions()
+        git = git_info()
+        ident = _identity()
+        now = _now()
+        columns = (
+            "kind, name, status, config, seed, versions, git_commit, summary, pid, hostname, "
+            "proc_start, pid_ns, attempt, created, updated"
+        )
+        values = (
+            kind, name, "running", config_json, seed, json.dumps(versions, sort_keys=True),
+            git["commit"] if git else None, "{}", ident["pid"], ident["hostname"],
+            ident["proc_start"], ident["pid_ns"], 1, now, now,
+        )  # fmt: skip
+        marks = ", ".join("?" * len(values))
+
+        final: Path | None = None
+        try:
+            with self._transaction(write=True) as conn:
+                cur = conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
+                run_id = int(cur.lastrowid or 0)
+                if self.run_dir(run_id).exists():
+                    # A folder without a row (e.g. the database was deleted): never reuse it.
+                    conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                    run_id = max(run_id, self._max_folder_id()) + 1
+                    conn.execute(
+                        f"INSERT INTO runs (id, {columns}) VALUES (?, {marks})", (run_id, *values)
+                    )
+                meta = {
+                    "id": run_id,
+                    "kind": kind,
+                    "name": name,
+                    "seed": seed,
+                    "versions": versions,
+                    "git": git,
+                    **ident,
+                    "created": now,
+                    "resumes": [],
+                    "schema": SCHEMA_VERSION,
+                }
+                final = self._make_run_dir(run_id, json.loads(config_json), meta)
+        except BaseException:  # the row was rolled back (or never written): drop the folder
+            if final is not None:
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+        with self._transaction(write=False) as conn:
+            row = self._row(conn, run_id)
+        assert row is not None
+        return Run(self, row)
+
+    def _max_folder_id(self) -> int:
+        ids = [int(m.group(1)) for p in self.root.iterdir() if (m := _RUN_DIR.match(p.name))]
+        return max(ids, default=0)
+
+    def _make_run_dir(self, run_id: int, config: dict[str, Any], meta: dict[str, Any]) -> Path:
+        final = self.run_dir(run_id)
+        tmp = self.root / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            tmp.mkdir(parents=True)
+            write_json_atomic(tmp / "config.json", config)
+            write_json_atomic(tmp / "meta.json", meta)
+            os.rename(tmp, final)  # fails rather than merge if `final` appeared meanwhile
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    @staticmethod
+    def parse_id(run_id: int | str) -> int:
+        """``7``, ``"7"`` or ``"run-000007"`` -> ``7``; anything else raises InputError."""
+        if isinstance(run_id, str):
+            text = run_id.strip()
+            match = _RUN_DIR.match(text)
+            if match:
+                text = match.group(1)
+            if text.isdigit() and text.isascii():
+                return int(text)
+        elif not isinstance(run_id, bool):
+            with contextlib.suppress(TypeError):
+                number = operator.index(run_id)
+                if number >= 0:
+                    return number
+        raise InputError(
+            f"{run_id!r} is not a run id; use a number such as 7, '7' or 'run-000007'."
+        )
+
+    def get(self, run_id: int | str) -> Run:
+        """The run with this id (``7``, ``"7"`` or ``"run-000007"``), after :meth:`mark_stale`.
+
+        Raises:
+            InputError: the id is malformed or no such run exists in this store.
+        """
+        number = self.parse_id(run_id)
+        row = None
+        if self._ensure_schema(create=False):
+            self._mark_stale_quietly()
+            with self._transaction(write=False) as conn:
+                row = self._row(conn, number)
+        if row is None:
+            raise InputError(
+                f"no run {number} in the results store {self.root}. List the runs with "
+                "`trustlab runs` (or RunStore.list()), or set TRUSTLAB_HOME to the store "
+                "that holds it."
+            )
+        return Run(self, row)
+
+    def list(
+        self, status: str | None = None, kind: str | None = None, limit: int | None = None
+    ) -> list[Run]:
+        """Runs, newest first, after :meth:`mark_stale`; optionally only one ``status``
+        (one of :data:`STATUSES`) and/or ``kind``, at most ``limit`` of them."""
+        if status is not None and status not in STATUSES:
+            raise InputError(f"unknown run status {status!r}; use one of {', '.join(STATUSES)}.")
+        if kind is not None and not isinstance(kind, str):
+            raise InputError(f"kind must be a string such as 'train', got {kind!r}.")
+        if limit is not None:
+            limit = _check_int("limit", limit)
+            if limit <= 0:
+                raise InputError(f"limit must be a positive number of runs, got {limit}.")
+        if not self._ensure_schema(create=False):
+            return []
+        self._mark_stale_quietly()
+        query, params = "SELECT * FROM runs WHERE 1 = 1", []
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
+        if kind is not None:
+            query += " AND kind = ?"
+            params.append(kind)
+        query += " ORDER BY id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [Run(self, row) for row in rows]
+
+    def mark_stale(self) -> list[int]:
+        """Mark ``running`` runs whose process is gone as ``interrupted``; returns their ids.
+
+        A run is stale when it was started on this host (same hostname and, on Linux, the same
+        pid namespace) and its pid is not alive, is a zombie, or belongs to a process that
+        started at another time than the recorded one (``/proc/<pid>/stat`` field 22: the pid
+        was reused). Runs from other hosts or containers are left alone.
+        """
+        if not self._ensure_schema(create=False):
+            return []
+        ident = _identity()
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT id, pid, proc_start, pid_ns FROM runs "
+                "WHERE status = 'running' AND hostname = ?",
+                (ident["hostname"],),
+            ).fetchall()
+        stale = [
+            row
+            for row in rows
+            if (
+                row["pid_ns"] is None or ident["pid_ns"] is None or row["pid_ns"] == ident["pid_ns"]
+            )
+            and not _process_alive(row["pid"], row["proc_start"])
+        ]
+        if not stale:
+            return []
+        now, marked = _now(), []
+        with self._transaction(write=True) as conn:
+            for row in stale:
+                cur = conn.execute(
+                    "UPDATE runs SET status = 'interrupted', updated = ?, ended = ?, error = ? "
+                    "WHERE id = ? AND status = 'running' AND pid = ? AND proc_start IS ?",
+                    (
+                        now,
+                        now,
+                        f"process {row['pid']} on {ident['hostname']} ended without finishing "
+                        "the run",
+                        row["id"],
+                        row["pid"],
+                        row["proc_start"],
+                    ),
+                )
+                if cur.rowcount:
+                    marked.append(int(row["id"]))
+        return marked
+
+    def _mark_stale_quietly(self) -> None:
+        """:meth:`mark_stale` for readers: a read-only or busy store still lists its runs."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.mark_stale()
+
+
+# --------------------------------------------------------------------------------------------
+# A run
+# --------------------------------------------------------------------------------------------
+
+
+class Run:
+    """One run of the store: its record (attributes, refreshed after every change) and the
+    methods that write it. Get one from :meth:`RunStore.create_run` or :meth:`RunStore.get`.
+
+    Used as a context manager, a still-running run is finished on a normal exit, marked
+    ``interrupted`` on ``KeyboardInterrupt``/``SystemExit`` and ``failed`` on any other error.
+    """
+
+    id: int
+    dir: Path
+    kind: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    seed: int | None
+    created: str
+    updated: str
+    ended: str | None
+    versions: dict[str, str]
+    git_commit: str | None
+    summary: dict[str, Any]
+    error: str | None
+    pid: int | None
+    hostname: str | None
+    attempt: int
+
+    def __init__(self, store: RunStore, row: sqlite3.Row) -> None:
+        self._store = store
+        self._load(row)
+
+    def _load(self, row: sqlite3.Row) -> None:
+        self.id = int(row["id"])
+        self.dir = self._store.run_dir(self.id)
+        self.kind = row["kind"]
+        self.name = row["name"]
+        self.status = row["status"]
+        self.config = json.loads(row["config"])
+        self.seed = row["seed"]
+        self.created = row["created"]
+        self.updated = row["updated"]
+        self.ended = row["ended"]
+        self.versions = json.loads(row["versions"])
+        self.git_commit = row["git_commit"]
+        self.summary = json.loads(row["summary"])
+        self.error = row["error"]
+        self.pid = row["pid"]
+        self.hostname = row["hostname"]
+        self.attempt = int(row["attempt"])
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id}, kind={self.kind!r}, name={self.name!r}, status={self.status!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready values (``dir`` as a string)."""
+        keys = (
+            "id", "kind", "name", "status", "config", "seed", "created", "updated", "ended",
+            "versions", "git_commit", "summary", "error", "pid", "hostname", "attempt",
+        )  # fmt: skip
+        return {"dir": str(self.dir), **{k: getattr(self, k) for k in keys}}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _refuse_finished(self, row: sqlite3.Row, action: str) -> None:
+        if row["status"] == "finished":
+            raise InputError(
+                f"cannot {action}: run {self.id} is finished; start a new run "
+                "(finished runs are never overwritten)."
+            )
+
+    @contextlib.contextmanager
+    def _modify(
+        self, action: str, allow_finished: bool = False
+    ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+        with self._store._transaction(write=True) as conn:
+            row = self._store._row(conn, self.id)
+            if row is None:
+                raise InputError(f"run {self.id} is no longer in {self._store.db_path}.")
+            if not allow_finished:
+                self._refuse_finished(row, action)
+            yield conn, row
+            row = self._store._row(conn, self.id)
+        assert row is not None
+        self._load(row)
+
+    def refresh(self) -> Run:
+        """Re-read this run from the database (another process may have changed it)."""
+        with self._store._transaction(write=False) as conn:
+            row = self._store._row(conn, self.id)
+        if row is None:
+            raise InputError(f"run {self.id} is no longer in {self._store.db_path}.")
+        self._load(row)
+        return self
+
+    # -- metrics and summary ----------------------------------------------------------------
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float], phase: str = "epoch") -> None:
+        """Record ``metrics`` for ``(phase, step)``.
+
+        Calls for the same step in one attempt merge their values (e.g. train, then validation
+        metrics of epoch 3); after :meth:`reopen`, a step logged again replaces the row the
+        interrupted attempt wrote, so a re-done epoch is never duplicated. Values are numbers
+        (Python, NumPy or 0-d torch scalars); NaN and infinities are kept as they are.
+        """
+        step = _check_int("step", step)
+        phase = _check_label("phase", phase)
+        values = _check_metrics(metrics)
+        with self._modify("log metrics") as (conn, row):
+            old = conn.execute(
+                "SELECT data, attempt FROM metrics WHERE run_id = ? AND phase = ? AND step = ?",
+                (self.id, phase, step),
+            ).fetchone()
+            if old is not None and old["attempt"] == row["attempt"]:
+                values = {**json.loads(old["data"]), **values}
+            now = _now()
+            conn.execute(
+                "INSERT OR REPLACE INTO metrics (run_id, phase, step, data, attempt, time) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self.id, phase, step, json.dumps(values), row["attempt"], now),
+            )
+            conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (now, self.id))
+
+    def metrics(self, phase: str | None = None) -> list[dict[str, Any]]:
+        """``[{"step": s, "phase": p, name: value, ...}]`` ordered by step (then phase)."""
+        query = "SELECT phase, step, data FROM metrics WHERE run_id = ?"
+        params: list[Any] = [self.id]
+        if phase is not None:
+            query += " AND phase = ?"
+            params.append(phase)
+        with self._store._transaction(write=False) as conn:
+            rows = conn.execute(query + " ORDER BY step, phase", params).fetchall()
+        return [{"step": r["step"], "phase": r["phase"], **json.loads(r["data"])} for r in rows]
+
+    def set_summary(self, summary: Mapping[str, Any]) -> None:
+        """Merge ``summary`` (JSON values) into the stored summary, key by key."""
+        text = _dumps(_check_mapping(summary, "summary"), "summary", allow_nan=True)
+        with self._modify("set the summary") as (conn, row):
+            merged = {**json.loads(row["summary"]), **json.loads(text)}
+            conn.execute(
+                "UPDATE runs SET summary = ?, updated = ? WHERE id = ?",
+                (json.dumps(merged, sort_keys=True), _now(), self.id),
+            )
+
+    # -- artefacts --------------------------------------------------------------------------
+
+    def artifact_path(self, name: str) -> Path:
+        """``<run folder>/<name>`` for a relative ``name`` such as ``"model.safetensors"``;
+        its parent folders are created (unless the run is finished: then it is only a path to
+        read)."""
+        path = self.dir / _check_artifact_name(name)
+        if self.status != "finished":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add_artifact(self, name: str, kind: str = "file") -> Path:
+        """Record the existing file (or folder) ``<run folder>/<name>`` as an artefact, with its
+        size and SHA-256 (files only). Recording a name again updates it. Returns its path."""
+        rel = _check_artifact_name(name)
+        kind = _check_label("artefact kind", kind)
+        path = self.dir / rel
+        if not path.exists():
+            raise InputError(
+                f"artefact {rel!r} does not exist in {self.dir}; write it to "
+                f"run.artifact_path({rel!r}) first, then add it."
+            )
+        if not path.resolve().is_relative_to(self.dir.resolve()):
+            raise InputError(f"artefact {rel!r} points outside the run folder {self.dir}.")
+        if path.is_dir():
+            size, sha = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()), None
+        else:
+            size, sha = path.stat().st_size, _hash_file(path)
+        with self._modify("add an artefact") as (conn, _row):
+            now = _now()
+            conn.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, name, kind, size, sha256, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self.id, rel, kind, size, sha, now),
+            )
+            conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (now, self.id))
+        return path
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        """``[{"name", "kind", "path", "size", "sha256", "created"}]`` in the order added."""
+        with self._store._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT name, kind, size, sha256, created FROM artifacts WHERE run_id = ? "
+                "ORDER BY created, name",
+                (self.id,),
+            ).fetchall()
+        return [{**dict(r), "path": str(self.dir / r["name"])} for r in rows]
+
+    # -- status -----------------------------------------------------------------------------
+
+    def finish(self, summary: Mapping[str, Any] | None = None) -> None:
+        """Mark the run ``finished`` (after merging ``summary``); it is read-only from now on."""
+        text = None
+        if summary is not None:
+            text = _dumps(_check_mapping(summary, "summary"), "summary", allow_nan=True)
+        with self._modify("finish it") as (conn, row):
+            merged = json.loads(row["summary"])
+            if text is not None:
+                merged.update(json.loads(text))
+            now = _now()
+            conn.execute(
+                "UPDATE runs SET status = 'finished', summary = ?, error = NULL, updated = ?, "
+                "ended = ? WHERE id = ?",
+                (json.dumps(merged, sort_keys=True), now, now, self.id),
+            )
+
+    def fail(self, error: str | BaseException) -> None:
+        """Mark the run ``failed`` with an error message (an exception is formatted as
+        ``"Type: message"``) and the time."""
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        with self._modify("mark it failed") as (conn, _row):
+            now = _now()
+            conn.execute(
+                "UPDATE runs SET status = 'failed', error = ?, updated = ?, ended = ? WHERE id = ?",
+                (str(error), now, now, self.id),
+            )
+
+    def mark_interrupted(self) -> None:
+        """Mark a ``running`` run ``interrupted`` (e.g. on Ctrl-C) with the time. A run that
+        already ended (finished, failed, interrupted) is left as it is."""
+        with self._modify("mark it interrupted", allow_finished=True) as (conn, row):
+            if row["status"] == "running":
+                now = _now()
+                conn.execute(
+                    "UPDATE runs SET status = 'interrupted', updated = ?, ended = ? WHERE id = ?",
+                    (now, now, self.id),
+                )
+
+    def reopen(self, *, force: bool = False) -> None:
+        """Resume the run in this process: ``interrupted``, ``failed`` or stale ``running`` ->
+        ``running`` with this pid, a new attempt number and the error cleared. The resume is
+        appended to ``meta.json`` (``resumes``: time, pid, host, versions, git commit).
+
+        Raises:
+            InputError: the run is finished; or it is still running in a live process (on
+                another host this cannot be checked: pass ``force=True`` if it is gone).
+        """
+        ident, versions, git = _identity(), package_versions(), git_info()
+        with self._modify("reopen it") as (conn, row):
+            if row["status"] == "running":
+                same = all(row[k] == ident[k] for k in ("pid", "hostname", "proc_start"))
+                if same:
+                    return
+                here = row["hostname"] == ident["hostname"] and row["pid_ns"] in (
+                    None,
+                    ident["pid_ns"],
+                )
+                gone = here and not _process_alive(row["pid"], row["proc_start"])
+                if not (gone or force):
+                    raise InputError(
+                        f"run {self.id} is still running (pid {row['pid']} on "
+                        f"{row['hostname']}); wait for it to end, or reopen(force=True) if "
+                        "you know that process is gone."
+                    )
+            now, attempt = _now(), int(row["attempt"]) + 1
+            conn.execute(
+                "UPDATE runs SET status = 'running', pid = ?, hostname = ?, proc_start = ?, "
+                "pid_ns = ?, attempt = ?, error = NULL, ended = NULL, updated = ? WHERE id = ?",
+                (
+                    ident["pid"],
+                    ident["hostname"],
+                    ident["proc_start"],
+                    ident["pid_ns"],
+                    attempt,
+                    now,
+                    self.id,
+                ),
+            )
+            meta_path = self.dir / "meta.json"
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                meta = {"id": self.id}
+            meta.setdefault("resumes", []).append(
+                {
+                    "attempt": attempt,
+                    "time": now,
+                    "from_status": row["status"],
+                    "versions": versions,
+                    "git_commit": git["commit"] if git else None,
+                    **ident,
+                }
+            )
+            write_json_atomic(meta_path, meta)
+
+    # -- context manager --------------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.refresh()
+        if self.status != "running":
+            return
+        if exc is None:
+            self.finish()
+        elif isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.mark_interrupted()
+        else:
+            self.fail(exc)
