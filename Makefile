@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@echo "[demo] training resnet20 on shapes10 (runs stored under $${TRUSTLAB_HOME:-./runs})"
-	@$(VENV)/bin/trustlab demo
+	@echo "[demo] training resnet20 on the built-in shapes10 set (examples/demo-shapes10.yaml);"
+	@echo "[demo] the run is stored under $${TRUSTLAB_HOME:-./runs}; about 2 minutes on 2 CPU cores"
+	@$(VENV)/bin/trustlab train --config examples/demo-shapes10.yaml
 
 test: $(STAMP)
 	@echo "[test] ruff check, then pytest"

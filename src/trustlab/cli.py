@@ -105,7 +105,7 @@ def models_cmd() -> None:
 
 # -- training ----------------------------------------------------------------------------------
 def _print_summary(run: Any, summary: dict[str, Any]) -> None:
-    table = Table(title=f"run {run.id} ({run.name}): {run.status}")
+    table = Table(title=f"run {run.id}: {run.status}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in summary.items():
@@ -209,7 +209,7 @@ def eval_cmd(
     model = load_model(checkpoint, device=dev)
     data = load_dataset(dataset, split, root=data_root)
     out = evaluate(model, data, device=dev)
-    console.print(
+    typer.echo(
         json.dumps({"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **out})
     )
 
@@ -256,7 +256,7 @@ def show_cmd(
     run = RunStore().get(run_id)
     metrics = run.metrics()
     if as_json:
-        console.print_json(
+        typer.echo(
             json.dumps(
                 {
                     "id": run.id,
@@ -280,7 +280,7 @@ def show_cmd(
     )
     if run.error:
         console.print(f"error: {run.error}")
-    console.print("config: " + json.dumps(run.config, sort_keys=True, default=str))
+    console.print("config: " + json.dumps(run.config, sort_keys=True, default=str), soft_wrap=True)
     if metrics:
         keys: list[str] = []
         for row in metrics:  # the union of keys, in first-seen order

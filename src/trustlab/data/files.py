@@ -447,8 +447,8 @@ def _idx_dataset(
 @DATASETS.register(
     "mnist",
     "MNIST handwritten digits, 1x28x28, 10 classes (IDX files; download=True fetches)",
-    kind="file",
-    input_shape=(1, 28, 28),
+    source="file",
+    shape=(1, 28, 28),
     num_classes=10,
 )
 def load_mnist(
@@ -464,8 +464,8 @@ def load_mnist(
 @DATASETS.register(
     "fashion-mnist",
     "Fashion-MNIST (Zalando), 1x28x28, 10 classes (IDX files)",
-    kind="file",
-    input_shape=(1, 28, 28),
+    source="file",
+    shape=(1, 28, 28),
     num_classes=10,
 )
 def load_fashion_mnist(
@@ -607,8 +607,8 @@ def _cifar_files(
 @DATASETS.register(
     "cifar10",
     "CIFAR-10, 3x32x32, 10 classes (python-version pickles)",
-    kind="file",
-    input_shape=(3, 32, 32),
+    source="file",
+    shape=(3, 32, 32),
     num_classes=10,
 )
 def load_cifar10(
@@ -636,8 +636,8 @@ def load_cifar10(
 @DATASETS.register(
     "cifar100",
     "CIFAR-100, 3x32x32, 100 fine classes (+ coarse_y superclasses)",
-    kind="file",
-    input_shape=(3, 32, 32),
+    source="file",
+    shape=(3, 32, 32),
     num_classes=100,
 )
 def load_cifar100(
@@ -675,8 +675,8 @@ def load_cifar100(
 @DATASETS.register(
     "svhn",
     "SVHN cropped digits, 3x32x32, 10 classes (.mat files)",
-    kind="file",
-    input_shape=(3, 32, 32),
+    source="file",
+    shape=(3, 32, 32),
     num_classes=10,
 )
 def load_svhn(
@@ -859,7 +859,7 @@ def load_image_folder(
 
 
 @DATASETS.register(
-    "image-folder", "your own images: root/<split>/<class_name>/*.png|jpg|bmp", kind="file"
+    "image-folder", "your own images: root/<split>/<class_name>/*.png|jpg|bmp", source="file"
 )
 def _image_folder_factory(
     split: str = "train", root: str | os.PathLike[str] | None = None, download: bool = False

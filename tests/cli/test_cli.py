@@ -1,0 +1,140 @@
+"""The CLI in-process: listings, a training run, the store commands, and every input error
+exiting with code 2 while leaving the results store empty."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from trustlab.cli import app
+from trustlab.results import RunStore
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def store_is_empty(home: Path) -> bool:
+    return not home.exists() or RunStore(home).list() == []
+
+
+def test_listings() -> None:
+    out = invoke("datasets")
+    assert out.exit_code == 0
+    for name in ("digits", "shapes10", "fundus2", "moving-shapes", "mnist", "cifar10", "tensors"):
+        assert name in out.output
+    out = invoke("models")
+    assert out.exit_code == 0
+    for name in ("resnet20", "cnn8", "c3d-small", "wrn-16-4"):
+        assert name in out.output
+
+
+def test_train_runs_show(_isolated_home: Path) -> None:
+    out = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
+    assert out.exit_code == 0, out.output
+    assert "test accuracy" in out.output
+    (run,) = RunStore(_isolated_home).list()
+    assert run.status == "finished" and len(run.metrics()) == 2
+    assert (run.dir / "model.safetensors").exists()
+    assert (run.dir / "checkpoints" / "last.safetensors").exists()
+    out = invoke("runs")
+    assert out.exit_code == 0 and "finished" in out.output
+    out = invoke("show", str(run.id), "--json")
+    shown = json.loads(out.output)
+    assert shown["status"] == "finished" and shown["config"]["model"] == "mlp"
+    out = invoke(
+        "eval", str(run.dir / "model.safetensors"), "--dataset", "digits", "--device", "cpu"
+    )
+    assert out.exit_code == 0
+    assert json.loads(out.output)["accuracy"] == pytest.approx(run.summary["test_accuracy"])
+    out = invoke("resume", str(run.id))
+    assert out.exit_code == 2 and "finished" in out.output
+
+
+def _bad_array_file(tmp: Path, kind: str) -> Path:
+    x = torch.rand(6, 1, 4, 4)
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    x_test, y_test = x.clone(), y.clone()
+    if kind == "nan":
+        x[2, 0, 1, 1] = float("nan")
+    else:  # the class count comes from the training labels: a 9 in the test labels is out of range
+        y_test[3] = 9
+    path = tmp / f"{kind}.safetensors"
+    save_file({"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "pattern"),
+    [
+        ("dataset", "unknown dataset 'digitz'"),
+        ("model", "unknown model 'resnet21'"),
+        ("typo", "unknown key"),
+        ("epochs", "epochs"),
+        ("missing", "download"),
+        ("checkpoint", "safetensors"),
+        ("nan", "NaN"),
+        ("labels", "labels span"),
+        ("device", "auto, cpu, cuda"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    case: str, pattern: str, tmp_path: Path, _isolated_home: Path
+) -> None:
+    base = ["--quiet", "--device", "cpu"]
+    if case == "dataset":
+        args = ["train", "--dataset", "digitz", *base]
+    elif case == "model":
+        args = ["train", "--model", "resnet21", *base]
+    elif case == "typo":
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("dataset: digits\nlearning_rate: 0.1\n")
+        args = ["train", "--config", str(cfg), *base]
+    elif case == "epochs":
+        args = ["train", "--epochs", "-3", *base]
+    elif case == "missing":
+        args = ["train", "--dataset", "mnist", "--data-root", str(tmp_path / "none"), *base]
+    elif case == "checkpoint":
+        ck = tmp_path / "model.pt"
+        ck.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+        args = ["eval", str(ck), "--dataset", "digits", "--device", "cpu"]
+    elif case in ("nan", "labels"):
+        args = [
+            "train",
+            "--dataset",
+            "tensors",
+            "--data-root",
+            str(_bad_array_file(tmp_path, case)),
+            "--model",
+            "mlp",
+            *base,
+        ]
+    else:
+        args = ["train", "--device", "tpu", "--quiet"]
+    out = invoke(*args)
+    assert out.exit_code == 2, out.output
+    assert "error" in out.output.lower()
+    assert __import__("re").search(pattern, out.output), out.output
+    assert "Traceback" not in out.output
+    assert store_is_empty(_isolated_home)
