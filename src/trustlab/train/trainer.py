@@ -45,7 +45,7 @@ from trustlab.train import distributed as D
 from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.device import resolve_device
-from trustlab.utils.seed import derive_seed, generator
+from trustlab.utils.seed import derive_seed, generator, seed_torch_rng
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
@@ -412,13 +412,16 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
         # Everything random in an epoch is a function of (seed, epoch): resumable and exact.
-        torch.manual_seed(derive_seed(s.seed, "epoch", epoch))
+        seed_torch_rng(derive_seed(s.seed, "epoch", epoch), self.device)
         aug_gen = generator(derive_seed(s.seed, "augment", epoch))
         order = epoch_indices(
             len(train), True, derive_seed(s.seed, "shuffle", epoch), ctx.rank, ctx.world_size
         )
-        # loss sum, correct, n, n with logits: kept on the device, no host sync per step
-        stats = torch.zeros(4, dtype=torch.float64, device=self.device)
+        # running sums stay on the device (no host sync per step); counts are Python ints
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        n = n_scored = 0
+        show = not bar.disable
         net.train()
         bar.reset(
             task,
@@ -437,30 +440,34 @@ class Trainer:
             if s.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
             optimizer.step()
-            with torch.no_grad():
-                stats[0] += loss.detach() * y.shape[0]
-                if logits is not None:
-                    stats[1] += (logits.argmax(1) == y).sum()
-                    stats[3] += y.shape[0]
-                stats[2] += y.shape[0]
+            bs = y.shape[0]
+            loss_sum.add_(loss.detach(), alpha=bs)
+            if logits is not None:  # argmax/eq build no autograd graph
+                correct.add_((logits.argmax(1) == y).sum())
+                n_scored += bs
+            n += bs
             for cb in self.callbacks:
                 cb.on_batch_end(self, step, loss)
-            bar.advance(task)
-        D.all_reduce_sum(stats, ctx)
-        loss_sum, correct, n, n_scored = stats.tolist()
-        if not math.isfinite(loss_sum):
+            if show:
+                bar.advance(task)
+        stats = torch.stack([loss_sum, correct.double()]).cpu()
+        stats = torch.cat([stats, torch.tensor([n, n_scored], dtype=torch.float64)])
+        if ctx.enabled:
+            stats = D.all_reduce_sum(stats.to(self.device), ctx).cpu()
+        loss_total, n_correct, n, n_scored = stats.tolist()
+        if not math.isfinite(loss_total):
             raise FloatingPointError(
-                f"training loss became {loss_sum} in epoch {epoch + 1}; lower the learning rate "
+                f"training loss became {loss_total} in epoch {epoch + 1}; lower the learning rate "
                 "or set clip_grad_norm."
             )
         metrics = {
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": loss_sum / n,
+            "train_loss": loss_total / n,
             "epoch_seconds": time.perf_counter() - start,
         }
         if n_scored > 0:  # compute_loss may not return logits
-            metrics["train_accuracy"] = correct / n_scored
+            metrics["train_accuracy"] = n_correct / n_scored
         return metrics
 
 

@@ -27,3 +27,14 @@ def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def seed_torch_rng(seed: int, device: torch.device | str = "cpu") -> None:
+    """Seed torch's global RNG of the CPU, and of CUDA only when ``device`` is a CUDA device.
+
+    Cheaper than ``torch.manual_seed`` (which also queues a lazy CUDA seeding call and records
+    its stack), so the training loop can reseed once per epoch for free.
+    """
+    torch.default_generator.manual_seed(seed)
+    if torch.device(device).type == "cuda":
+        torch.cuda.manual_seed_all(seed)
