@@ -94,3 +94,16 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch) -> None:
     tensors, meta = ck.load_checkpoint(path)
     assert meta["v"] == 1 and torch.equal(tensors["a"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]
+
+
+def test_zoo_model_rebuilds_from_file_alone(tmp_path) -> None:
+    from trustlab.models import Normalized, create_model
+
+    torch.manual_seed(0)
+    model = Normalized(create_model("resnet20", 4, 1, 16), [0.4], [0.2]).eval()
+    path = ck.save_model(model, tmp_path / "m.safetensors")
+    again = ck.load_model(path).eval()
+    x = torch.rand(3, 1, 16, 16)
+    assert isinstance(again, Normalized)
+    assert torch.equal(model(x), again(x))
+    assert ck.read_checkpoint_meta(path)["model_spec"]["name"] == "resnet20"

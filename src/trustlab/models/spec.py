@@ -43,3 +43,24 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> ModelSpec | None:
+        """The spec of a model made by ``create_model`` (optionally inside ``Normalized``), or
+        ``None`` for a model trustlab did not create."""
+        from trustlab.models import Normalized
+
+        mean = std = None
+        if isinstance(model, Normalized):
+            mean = tuple(model.mean.flatten().tolist())
+            std = tuple(model.std.flatten().tolist())
+            model = model.inner
+        config = getattr(model, "config", None)
+        if not isinstance(config, dict) or "name" not in config:
+            return None
+        c = dict(config)
+        known = ("name", "num_classes", "in_channels", "image_size")
+        kwargs = {k: v for k, v in c.items() if k not in known}
+        return cls(
+            c["name"], c["num_classes"], c["in_channels"], c["image_size"], kwargs, mean, std
+        )

@@ -109,8 +109,12 @@ def load_checkpoint(
 def save_model(
     model: nn.Module, path: str | Path, spec: dict[str, Any] | None = None, **meta: Any
 ) -> Path:
-    """Save a model's ``state_dict``; with ``spec`` (see :class:`trustlab.models.ModelSpec`)
-    :func:`load_model` can rebuild it without the code that created it."""
+    """Save a model's ``state_dict`` with the spec that rebuilds it (given, or derived from a
+    model made by ``create_model``, see :class:`trustlab.models.spec.ModelSpec`), so that
+    :func:`load_model` needs nothing but the file."""
+    if spec is None:
+        derived = ModelSpec.from_model(model)
+        spec = derived.to_dict() if derived is not None else None
     return save_checkpoint(
         path, dict(model.state_dict()), {"kind": "model", "model_spec": spec, **meta}
     )
