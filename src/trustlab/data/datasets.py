@@ -177,8 +177,7 @@ def load_dataset(
     and download only when ``download=True``. ``trustlab datasets`` lists them all.
     """
     entry = DATASETS.get(name)
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r} for dataset {name!r}; use one of {SPLITS}.")
+    check_split(name, split)
     ds = entry.factory(split=split, root=root, download=download)
     return ds
 
@@ -260,29 +259,49 @@ def _tensors_dataset(
     path = Path(root)
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist.")
-    x, y, classes = _load_user_arrays(path, split)
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
+    raw_x, y, classes = _load_user_arrays(path, split)
+    x = raw_x.float() / 255.0 if raw_x.dtype == torch.uint8 else raw_x
     if y.is_floating_point() or y.dtype == torch.bool:
         raise InputError(f"{path}: labels y_{split} are {y.dtype}; store integer class indices.")
-    train_x, train_y = (x, y) if split == "train" else _load_user_arrays(path, "train")[:2]
+    train_x, train_y = (raw_x, y) if split == "train" else _load_user_arrays(path, "train")[:2]
     if classes is None:  # the class count comes from the training labels
         classes = [str(i) for i in range(int(train_y.max()) + 1 if train_y.numel() else 0)]
     ds = ArrayDataset(x, y, classes, name=f"tensors:{path.name}", validate=False)
-    if train_x.dtype == torch.uint8:
-        train_x = train_x.float() / 255.0
-    ds.mean, ds.std = _channel_stats(train_x)
+    if not torch.isfinite(train_x.float()).all():
+        bad = int((~torch.isfinite(train_x.float())).flatten(1).any(1).sum())
+        raise InputError(
+            f"{path}: {bad} training input(s) contain NaN or inf values. Clean or drop them first."
+        )
+    ds.mean, ds.std = channel_stats(train_x)
     return ds.validate()
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std over every other dimension (std floored to stay positive)."""
-    if x.dim() < 2:
-        return (0.5,), (0.5,)
-    flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
-    if not torch.isfinite(flat).all():
-        return (0.5,) * x.shape[1], (0.5,) * x.shape[1]
-    return (
-        tuple(flat.mean(1).tolist()),
-        tuple(flat.std(1).clamp_min(1e-3).tolist()),
-    )
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std over every other dimension, in float64.
+
+    ``uint8`` data (values 0..255 meaning 0..1) is summarised exactly from a histogram; float
+    data in ``[0, 1]`` directly. The std is floored at 1e-3 so a constant channel cannot make
+    ``Normalized`` divide by zero. The one implementation used by every dataset.
+    """
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise InputError("channel statistics need a non-empty (N, C, ...) tensor.")
+    means, stds = [], []
+    for c in range(x.shape[1]):  # a loop over channels, not samples
+        xc = x[:, c]
+        if xc.dtype == torch.uint8:
+            counts = torch.bincount(xc.reshape(-1), minlength=256).double()
+            values = torch.arange(256, dtype=torch.float64) / 255.0
+            m = (counts * values).sum() / counts.sum()
+            v = (counts * (values - m) ** 2).sum() / counts.sum()
+        else:
+            xd = xc.double()
+            m, v = xd.mean(), xd.var(unbiased=False)
+        means.append(float(m))
+        stds.append(max(float(v.sqrt()), 1e-3))
+    return tuple(means), tuple(stds)
+
+
+def check_split(name: str, split: str) -> None:
+    """Raise :class:`InputError` unless ``split`` is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} for dataset {name!r}; use one of {SPLITS}.")
