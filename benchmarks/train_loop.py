@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from trustlab.data import load_dataset
-from trustlab.data.loader import epoch_indices, iterate_batches
 from trustlab.models import Normalized, create_model
 from trustlab.train import Trainer
 from trustlab.utils.device import resolve_device
@@ -41,9 +40,11 @@ def bare_loop(model, data, batch_size: int, device: torch.device, epochs: int) -
     start = time.perf_counter()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     model.train()
-    for epoch in range(epochs):
-        order = epoch_indices(len(data), True, epoch)
-        for x, y in iterate_batches(data, batch_size, order, device):
+    for epoch in range(epochs):  # plain PyTorch: no trustlab code inside the loop
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch))
+        for i in range(0, len(data), batch_size):
+            idx = order[i : i + batch_size]
+            x, y = data.x[idx].to(device), data.y[idx].to(device)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()

@@ -48,3 +48,10 @@ def test_yaml_file_errors(tmp_path) -> None:
     obj.write_text("epochs: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(InputError):
         load_train_config(obj)
+
+
+def test_cross_key_errors_name_the_keys() -> None:
+    with pytest.raises(InputError, match=r"^config: 'nesterov' applies to optimizer 'sgd'"):
+        parse_config(TrainConfig, {"nesterov": True, "optimizer": "adam"})
+    with pytest.raises(InputError, match="'warmup_epochs' must be < 'epochs'"):
+        parse_config(TrainConfig, {"epochs": 2, "warmup_epochs": 2})

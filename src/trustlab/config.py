@@ -73,6 +73,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str
             lines.append(
                 f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}."
             )
+        elif not err["loc"]:  # a check across keys; its message names them
+            lines.append("config: " + err["msg"].removeprefix("Value error, "))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -97,6 +99,11 @@ def _bad_array_file(tmp: Path, kind: str) -> Path:
         ("nan", "NaN"),
         ("labels", "labels span"),
         ("device", "auto, cpu, cuda"),
+        ("too-small", "at least 32x32"),
+        ("video-model", "video model"),
+        ("image-model", "choose a video model"),
+        ("kwargs", "does not take 'bogus'"),
+        ("float64", None),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -130,11 +137,66 @@ def test_bad_input_exits_2_and_writes_nothing(
             "mlp",
             *base,
         ]
+    elif case == "too-small":
+        args = ["train", "--dataset", "digits", "--model", "vgg11", *base]
+    elif case == "video-model":
+        args = ["train", "--dataset", "digits", "--model", "c3d-small", *base]
+    elif case == "image-model":
+        args = ["train", "--dataset", "moving-shapes", "--model", "mlp", *base]
+    elif case == "kwargs":
+        cfg = tmp_path / "k.yaml"
+        cfg.write_text("dataset: digits\nmodel: mlp\nmodel_kwargs: {bogus: 1}\n")
+        args = ["train", "--config", str(cfg), *base]
+    elif case == "float64":  # numpy's default dtype is fine, not an error: train one epoch
+        path = tmp_path / "f64.npz"
+        rng = np.random.default_rng(0)
+        np.savez(path, x_train=rng.random((12, 1, 8, 8)), y_train=np.arange(12) % 3,
+                 x_test=rng.random((6, 1, 8, 8)), y_test=np.arange(6) % 3)
+        out = invoke("train", "--dataset", "tensors", "--data-root", str(path), "--model", "mlp",
+                     "--epochs", "1", *base)
+        assert out.exit_code == 0, out.output
+        return
     else:
         args = ["train", "--device", "tpu", "--quiet"]
     out = invoke(*args)
     assert out.exit_code == 2, out.output
     assert "error" in out.output.lower()
-    assert __import__("re").search(pattern, out.output), out.output
+    assert re.search(pattern, out.output), out.output
     assert "Traceback" not in out.output
     assert store_is_empty(_isolated_home)
+
+
+def test_download_flag_fetches_both_splits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_home: Path
+) -> None:
+    """--download through the CLI, against a file:// mirror of tiny MNIST files (no network)."""
+    import gzip
+    import hashlib
+
+    from trustlab.data import files
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        for kind, arr, magic in (("images-idx3", images, 0x0803), ("labels-idx1", labels, 0x0801)):
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+            (mirror / f"{prefix}-{kind}-ubyte.gz").write_bytes(
+                gzip.compress(header + arr.tobytes())
+            )
+    table = tuple(
+        files.Resource(r.filename, hashlib.md5((mirror / r.filename).read_bytes()).hexdigest(),
+                       r.splits)
+        for r in files.RESOURCES["mnist"]
+    )
+    monkeypatch.setitem(files.RESOURCES, "mnist", table)
+    monkeypatch.setitem(files.BASE_URLS, "mnist", mirror.as_uri() + "/")
+    root = tmp_path / "data"
+    out = invoke("train", "--dataset", "mnist", "--data-root", str(root), "--download",
+                 "--model", "mlp", "--epochs", "1", "--quiet", "--device", "cpu")
+    assert out.exit_code == 0, out.output
+    assert len(list(root.iterdir())) == 4
+    (run,) = RunStore(_isolated_home).list()
+    assert run.config["data_root"] == str(root.resolve())

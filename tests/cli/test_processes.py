@@ -3,6 +3,7 @@ uninterrupted run; `torchrun --nproc_per_node 2 -m trustlab train` trains with D
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,11 +72,18 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     assert run.status == "interrupted"  # its process is gone
     done_before = len(run.metrics())
     assert 1 <= done_before < 4
+    ckpt = run.dir / "checkpoints" / "last.safetensors"
+    assert ckpt.exists()  # resume continues from here, it does not start over
+    from trustlab.train.checkpoint import read_checkpoint_meta
+
+    assert read_checkpoint_meta(ckpt)["epoch"] >= done_before  # saved before it is logged
 
     out, _ = cli(home, "resume", str(run.id), "--quiet").communicate(timeout=300)
     assert "test accuracy" in out, out
     resumed = store.get(run.id)
     assert resumed.status == "finished"
+    meta = json.loads((run.dir / "meta.json").read_text())
+    assert len(meta["resumes"]) == 1
 
     ref = cli(home, *TRAIN)
     out, _ = ref.communicate(timeout=300)

@@ -162,3 +162,40 @@ def test_subset_carries_per_sample_extras() -> None:
     ds.coarse_classes = ["u", "v"]
     sub = ds.subset([5, 1])
     assert sub.coarse_y.tolist() == [50, 10] and sub.coarse_classes == ["u", "v"]
+
+
+def test_float64_inputs_become_float32_and_float_labels_are_refused() -> None:
+    ds = ArrayDataset(np.random.default_rng(0).random((4, 1, 2, 2)), np.array([0, 1, 0, 1]))
+    assert ds.x.dtype == torch.float32
+    with pytest.raises(InputError, match="integer class indices"):
+        ArrayDataset(torch.rand(2, 1, 2, 2), torch.tensor([0.5, 1.7]))
+    with pytest.raises(InputError, match="integer class indices"):
+        ArrayDataset(torch.rand(2, 1, 2, 2), torch.tensor([float("nan"), 1.0]))
+
+
+@pytest.mark.parametrize(
+    ("item", "pattern"),
+    [
+        (lambda i: (torch.rand(1, 2, 2), float("nan")), "integer class indices"),
+        (lambda i: (torch.rand(1, 2, 2), 1.7), "integer class indices"),
+        (lambda i: (torch.rand(1, 2, 2), "cat"), "not numeric|integer"),
+        (lambda i: (torch.rand(1, 2 + i, 2), 0), "one shape"),
+    ],
+)
+def test_generic_dataset_bad_items(item, pattern: str) -> None:
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return item(i)
+
+    with pytest.raises(InputError, match=pattern):
+        as_array_dataset(Plain())
+
+
+def test_tiny_data_shards_for_many_ranks() -> None:
+    shards = [epoch_indices(1, True, 0, rank=r, world_size=4) for r in range(4)]
+    assert [s.tolist() for s in shards] == [[0], [0], [0], [0]]
+    shards = [epoch_indices(3, False, 0, rank=r, world_size=8) for r in range(8)]
+    assert all(s.numel() == 1 for s in shards)

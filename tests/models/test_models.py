@@ -362,15 +362,15 @@ def test_unknown_model_name_suggests_the_closest() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_classes": 1}, "num_classes=1 must be an integer >= 2"),
+        ({"num_classes": 1}, "num_classes must be an integer >= 2, got 1. A classifier"),
         ({"num_classes": True}, "num_classes"),
         ({"num_classes": 2.5}, "num_classes"),
-        ({"in_channels": 0}, "in_channels=0"),
-        ({"image_size": 0}, "image_size=0"),
+        ({"in_channels": 0}, "in_channels must be an integer >= 1, got 0. Use 1 for"),
+        ({"image_size": 0}, r"image_size must be an integer >= 1, got 0. Pass an int"),
         ({"image_size": (32,)}, "has 1 entries"),
         ({"image_size": (32, 32, 3)}, "has 3 entries"),
         ({"image_size": "32"}, "image_size"),
-        ({"image_size": (32, -1)}, "image_size=-1"),
+        ({"image_size": (32, -1)}, r"image_size=\(32, -1\): each entry .* got -1"),
     ],
 )
 def test_bad_common_arguments(kwargs: dict, match: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from trustlab.errors import InputError
-from trustlab.results import SCHEMA_VERSION, STATUSES, RunStore
+from trustlab.results import SCHEMA_VERSION, STATUSES, Run, RunStore
 from trustlab.results import store as store_mod
 from trustlab.utils.paths import trustlab_home
 
@@ -445,6 +445,135 @@ def test_context_manager_finishes_fails_or_interrupts(store: RunStore) -> None:
     assert run.status == "interrupted"
 
 
+# -- the transition table: status and owner checks ---------------------------------------------
+
+_WRITES = {
+    "log_metrics": lambda run: run.log_metrics(5, {"loss": 0.0}),
+    "set_summary": lambda run: run.set_summary({"acc": 0.0}),
+    "add_artifact": lambda run: run.add_artifact("late.txt"),
+}
+_ENDS = {
+    "finish": lambda run: run.finish({"acc": 0.0}),
+    "fail": lambda run: run.fail("late"),
+}
+
+
+def _ended_run(store: RunStore, status: str) -> Run:
+    run = store.create_run("train", status, {})
+    run.log_metrics(0, {"loss": 1.0})
+    (run.dir / "late.txt").write_text("x")
+    if status == "failed":
+        run.fail("boom")
+    else:
+        run.mark_interrupted()
+    assert run.status == status
+    return run
+
+
+def _state(run: Run) -> tuple:
+    return (run.refresh().to_dict(), run.metrics(), run.artifacts())
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+@pytest.mark.parametrize("action", [*_WRITES, *_ENDS])
+def test_failed_and_interrupted_runs_must_be_reopened_before_any_write(
+    store: RunStore, status: str, action: str
+) -> None:
+    run = _ended_run(store, status)
+    stale_view = store.get(run.id)
+    before = _state(run)
+    fn = {**_WRITES, **_ENDS}[action]
+    for handle in (run, stale_view):
+        with pytest.raises(
+            InputError, match=rf"run {run.id} is {status}; reopen it \(trustlab resume {run.id}"
+        ):
+            fn(handle)
+    assert _state(run) == before  # nothing written, the status and its time unchanged
+
+    run.reopen()  # the fix the message names
+    assert run.status == "running" and run.attempt == 2
+    fn(run)
+    assert run.status == {"finish": "finished", "fail": "failed"}.get(action, "running")
+
+
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_mark_interrupted_is_a_no_op_on_ended_runs(store: RunStore, status: str) -> None:
+    run = _ended_run(store, status)
+    before = _state(run)
+    run.mark_interrupted()
+    store.get(run.id).mark_interrupted()
+    assert _state(run) == before
+
+
+def test_a_running_run_takes_every_write_and_ends_once(store: RunStore) -> None:
+    run = store.create_run("train", "ok", {})
+    (run.dir / "late.txt").write_text("x")
+    for fn in _WRITES.values():
+        fn(run)
+    assert run.status == "running" and run.summary == {"acc": 0.0}
+    assert [a["name"] for a in run.artifacts()] == ["late.txt"]
+    run.fail("first")
+    with pytest.raises(InputError, match="is failed; reopen it"):
+        run.fail("second")  # the first error is kept
+    assert run.refresh().error == "first"
+
+
+def _owned_by_parent(store: RunStore, run_id: int) -> None:
+    """Make a live process that is not this one (our parent) the run's owner."""
+    parent = os.getppid()
+    _sql(
+        store,
+        "UPDATE runs SET pid = ?, proc_start = ? WHERE id = ?",
+        (parent, store_mod._process_start(parent), run_id),
+    )
+
+
+def test_only_the_owning_process_ends_a_running_run_but_anyone_may_log(store: RunStore) -> None:
+    run = store.create_run("train", "live-elsewhere", {})
+    (run.dir / "late.txt").write_text("x")
+    _owned_by_parent(store, run.id)
+    handle = store.get(run.id)  # not stale: the owner is alive
+    assert handle.status == "running"
+
+    for fn in _WRITES.values():  # data: allowed (threads, forked workers, other ranks)
+        fn(handle)
+    assert handle.summary == {"acc": 0.0} and len(handle.metrics()) == 1
+    before = _state(handle)
+    ends = {**_ENDS, "mark_interrupted": lambda r: r.mark_interrupted()}
+    for fn in ends.values():
+        with pytest.raises(
+            InputError, match=rf"run {run.id} is running in another process \(pid {os.getppid()}"
+        ):
+            fn(handle)
+    assert _state(handle) == before
+
+    # a context manager over another process's run leaves it alone, and never hides an error
+    with handle:
+        pass
+    with pytest.raises(ValueError, match="mine"), handle:
+        raise ValueError("mine")
+    assert _state(handle) == before
+
+    with pytest.raises(InputError, match="still running"):
+        handle.reopen()
+    handle.reopen(force=True)  # taking it over makes this process the owner
+    handle.finish()
+    assert handle.status == "finished" and handle.pid == os.getpid()
+
+
+def test_a_run_whose_owner_died_must_be_reopened_before_it_ends(store: RunStore) -> None:
+    run = store.create_run("train", "dead-owner", {})
+    _sql(store, "UPDATE runs SET pid = ? WHERE id = ?", (2**22 + 12345, run.id))
+    with pytest.raises(InputError, match="running in another process.*reopen it"):
+        run.finish()  # this handle's view is outdated; the database says who owns it
+    assert store.get(run.id).status == "interrupted"  # get() marks it stale
+    with pytest.raises(InputError, match="is interrupted; reopen it"):
+        run.finish()
+    run.reopen()
+    run.finish({"acc": 1.0})
+    assert run.status == "finished" and run.attempt == 2
+
+
 # -- stale runs and several processes ----------------------------------------------------------
 
 
@@ -611,3 +740,29 @@ def test_a_forked_child_opens_its_own_connection(store: RunStore) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     run.log_metrics(2, {"loss": 0.25})
     assert [m["step"] for m in run.metrics()] == [0, 1, 2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_may_log_but_never_ends_the_parents_run(store: RunStore) -> None:
+    run = store.create_run("train", "fork-owner", {})
+    pid = os.fork()
+    if pid == 0:  # child: logging is fine, ending the parent's live run is not
+        code = 1
+        try:
+            run.log_metrics(1, {"loss": 0.5})
+            refused = 0
+            for end in (run.finish, lambda: run.fail("child"), run.mark_interrupted):
+                try:
+                    end()
+                except InputError as exc:
+                    refused += "running in another process" in str(exc)
+            with run:  # the context manager leaves the parent's run alone
+                pass
+            code = 0 if refused == 3 and run.refresh().status == "running" else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert run.refresh().status == "running" and run.metrics()[0]["step"] == 1
+    run.finish()
+    assert run.status == "finished"

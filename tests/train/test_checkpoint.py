@@ -107,3 +107,39 @@ def test_zoo_model_rebuilds_from_file_alone(tmp_path) -> None:
     assert isinstance(again, Normalized)
     assert torch.equal(model(x), again(x))
     assert ck.read_checkpoint_meta(path)["model_spec"]["name"] == "resnet20"
+
+
+@pytest.mark.parametrize(
+    "meta",
+    ["{broken", "[1, 2]", '{"model_spec": {"name": "resnet20", "bogus": 1}}',
+     '{"model_spec": [1]}', '{"model_spec": {"name": "nope", "num_classes": 2, '
+     '"in_channels": 1, "image_size": 8}}'],
+)
+def test_malformed_metadata_is_a_checkpoint_error(tmp_path, meta: str) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"trustlab": meta})
+    with pytest.raises(CheckpointError):
+        ck.load_model(path)
+
+
+def test_trainer_checkpoint_loads_as_a_model(tmp_path) -> None:
+    from trustlab.data import ArrayDataset
+    from trustlab.models import Normalized, create_model
+    from trustlab.train import fit
+
+    data = ArrayDataset(torch.rand(8, 1, 8, 8), torch.arange(8) % 2)
+    torch.manual_seed(0)
+    model = Normalized(create_model("mlp", 2, 1, 8), [0.5], [0.25])
+    fit(model, data, epochs=1, checkpoint_dir=tmp_path, device="cpu", progress=False)
+    again = ck.load_model(tmp_path / "last.safetensors").eval()
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(model.eval()(x), again(x))
+
+
+def test_stale_temp_files_are_cleaned(tmp_path) -> None:
+    (tmp_path / ".c.safetensors.abc123.tmp").write_bytes(b"half")
+    (tmp_path / ".c.json.def456.tmp").write_text("{")
+    ck.save_checkpoint(tmp_path / "c.safetensors", {"a": torch.ones(1)}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from trustlab.data import ArrayDataset
-from trustlab.errors import InputError
+from trustlab.errors import CheckpointError, InputError
 from trustlab.train import Callback, Trainer, TrainSettings, fit
 from trustlab.train.trainer import CHECKPOINT_NAME
 
@@ -45,6 +45,11 @@ def test_schedules() -> None:
     assert st.lr_at(1) == 1.0 and st.lr_at(2) == 0.5
     w = TrainSettings(epochs=10, lr=0.3, schedule="constant", warmup_epochs=2)
     assert [w.lr_at(e) for e in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    # default step milestones: after warm-up, distinct, never epoch 0
+    assert TrainSettings(epochs=1, schedule="step").lr_at(0) == pytest.approx(0.1)
+    assert TrainSettings(epochs=3, schedule="step").step_milestones() == [2]
+    ws = TrainSettings(epochs=10, schedule="step", warmup_epochs=6, lr=1.0)
+    assert ws.step_milestones() == [8, 9] and ws.lr_at(6) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -104,11 +109,45 @@ def test_resume_matches_uninterrupted(tmp_path, opt: str) -> None:
             trainer.stop = epoch == 2
 
     Trainer(tiny(), callbacks=[StopAt2()], checkpoint_dir=tmp_path, **kw).fit(data, data)
-    resumed = Trainer(tiny(dropout=0.1), checkpoint_dir=tmp_path, **kw).fit(
+    # the resumed trainer starts from *other* weights: only a real restore can match
+    fresh = tiny()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+
+    class Probe(Callback):
+        def on_train_start(self, trainer):
+            self.start_epoch = trainer.epoch
+
+    probe = Probe()
+    resumed = Trainer(fresh, checkpoint_dir=tmp_path, callbacks=[probe], **kw).fit(
         data, data, resume_from=tmp_path / CHECKPOINT_NAME
     )
+    assert probe.start_epoch == 2
     assert _strip(resumed.history) == _strip(full.history)
     assert torch.equal(weights(resumed.model), weights(full.model))
+
+
+def test_resume_refuses_other_settings(tmp_path) -> None:
+    data = blobs()
+    Trainer(tiny(), epochs=2, checkpoint_dir=tmp_path, device="cpu", progress=False).fit(data)
+    with pytest.raises(CheckpointError, match="lr: 0.1 -> 0.5"):
+        Trainer(tiny(), epochs=3, lr=0.5, device="cpu", progress=False).fit(
+            data, resume_from=tmp_path / CHECKPOINT_NAME
+        )
+    more = Trainer(tiny(), epochs=3, device="cpu", progress=False).fit(
+        data, resume_from=tmp_path / CHECKPOINT_NAME
+    )
+    assert len(more.history) == 3
+
+
+def test_fit_restores_the_callers_rng() -> None:
+    data, model = blobs(), tiny()
+    torch.manual_seed(5)
+    fit(model, data, epochs=1, device="cpu", progress=False)
+    after_fit = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after_fit)
 
 
 def test_loss_hooks() -> None:
@@ -184,6 +223,11 @@ def test_incompatible_model_and_data() -> None:
         fit(wrong, data, epochs=1, device="cpu", progress=False)
 
 
+def test_test_set_with_other_classes() -> None:
+    with pytest.raises(InputError, match="test set has 5"):
+        fit(tiny(k=3), blobs(k=3), blobs(k=5), epochs=1, device="cpu", progress=False)
+
+
 def test_diverging_loss_is_reported() -> None:
     data = blobs()
 
@@ -204,8 +248,9 @@ def test_accepts_plain_torch_dataset() -> None:
         def __getitem__(self, i):
             return data.x[i], int(data.y[i])
 
-    r = fit(tiny(), Plain(), Plain(), epochs=1, device="cpu", progress=False)
-    assert 0 <= r.final["test_accuracy"] <= 1
+    r = fit(tiny(), Plain(), Plain(), epochs=2, device="cpu", progress=False)
+    ref = fit(tiny(), data, data, epochs=2, device="cpu", progress=False)
+    assert _strip(r.history) == _strip(ref.history)
 
 
 def test_gradient_clipping_bounds_update() -> None:

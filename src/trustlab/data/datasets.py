@@ -49,7 +49,14 @@ class ArrayDataset(Dataset):
             x = torch.as_tensor(x)
         if not isinstance(y, torch.Tensor):
             y = torch.as_tensor(y)
-        self.x = x if x.is_floating_point() else x.float()
+        # float32 is the contract (numpy's float64 and uint8 included: uint8 must be scaled
+        # by the caller, and validation reports values outside [0, 1])
+        self.x = x if x.dtype == torch.float32 else x.float()
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise InputError(
+                f"dataset {name!r}: labels are {y.dtype}; labels must be integer class indices "
+                "(e.g. y.long() after checking that they are whole numbers)."
+            )
         self.y = y.long()
         if classes is None:
             k = int(self.y.max().item()) + 1 if self.y.numel() else 0
@@ -128,7 +135,7 @@ class ArrayDataset(Dataset):
         # extra attributes travel along: per-sample tensors (e.g. CIFAR-100's coarse_y) are
         # indexed, anything else (e.g. coarse_classes) is shared
         for key, value in vars(self).items():
-            if key in vars(out) and key not in ("x", "y"):
+            if key in vars(out):
                 continue
             if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == len(self):
                 value = value[idx]
@@ -152,18 +159,33 @@ def as_array_dataset(data: Dataset, name: str | None = None) -> ArrayDataset:
         raise InputError("the dataset has no len(); pass a map-style torch Dataset.") from exc
     if n == 0:
         raise InputError(f"dataset {name or type(data).__name__!r} is empty.")
+    label = name or type(data).__name__
     xs, ys = [], []
-    for i in range(n):
+    for i in range(n):  # a one-time conversion of a user's dataset, not a training hot path
         item = data[i]
         if not isinstance(item, (tuple, list)) or len(item) < 2:
             raise InputError(
                 f"dataset item {i} is a {type(item).__name__}; expected a pair (x, y)."
             )
-        xs.append(torch.as_tensor(item[0]))
-        ys.append(int(torch.as_tensor(item[1]).item()))
+        try:
+            xi, yi = torch.as_tensor(item[0]), torch.as_tensor(item[1])
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"dataset {label!r} item {i} is not numeric: {exc}") from None
+        if yi.numel() != 1 or yi.is_floating_point() or yi.dtype == torch.bool:
+            raise InputError(
+                f"dataset {label!r} item {i} has label {item[1]!r}; labels must be single "
+                "integer class indices."
+            )
+        if xs and xi.shape != xs[0].shape:
+            raise InputError(
+                f"dataset {label!r} item {i} has shape {tuple(xi.shape)} but item 0 has "
+                f"{tuple(xs[0].shape)}; resize the inputs to one shape."
+            )
+        xs.append(xi)
+        ys.append(int(yi))
     x = torch.stack(xs).float()
     classes = getattr(data, "classes", None)
-    return ArrayDataset(x, torch.tensor(ys), classes, name=name or type(data).__name__)
+    return ArrayDataset(x, torch.tensor(ys), classes, name=label)
 
 
 def load_dataset(

@@ -58,7 +58,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from trustlab.data.datasets import SPLITS, ArrayDataset
+from trustlab.data.datasets import SPLITS, ArrayDataset, channel_stats, check_split
 from trustlab.errors import InputError, MissingDataError
 from trustlab.registry import DATASETS
 from trustlab.utils.io import atomic_path
@@ -377,15 +377,10 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="))
 
 
-def _check_split(name: str, split: str) -> None:
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r} for dataset {name!r}; use one of {SPLITS}.")
-
-
 def _idx_pair(
     name: str, split: str, root: str | os.PathLike[str] | None, download: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    _check_split(name, split)
+    check_split(name, split)
     folder = data_root(name, root)
     prefix = "train" if split == "train" else "t10k"
     wanted = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -619,7 +614,7 @@ def load_cifar10(
     Class names from ``batches.meta``. Mean/std (0.4914, 0.4822, 0.4465) /
     (0.2470, 0.2435, 0.2616). Default folder: see :func:`data_root`.
     """
-    _check_split("cifar10", split)
+    check_split("cifar10", split)
     batches = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     folder = _cifar_files(
         "cifar10", "cifar-10-batches-py", [*batches, "batches.meta"], split, root, download
@@ -649,7 +644,7 @@ def load_cifar100(
     ``.coarse_classes`` (the true superclass membership, for asymmetric label noise). Mean/std
     (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762). Default folder: see :func:`data_root`.
     """
-    _check_split("cifar100", split)
+    check_split("cifar100", split)
     folder = _cifar_files("cifar100", "cifar-100-python", [split, "meta"], split, root, download)
     x, (fine, coarse) = _cifar_batch(folder / split, (b"fine_labels", b"coarse_labels"))
     meta = load_cifar_pickle(folder / "meta")
@@ -689,7 +684,7 @@ def load_svhn(
     """
     import scipy.io
 
-    _check_split("svhn", split)
+    check_split("svhn", split)
     folder = data_root("svhn", root)
     fname = f"{split}_32x32.mat"
     path = folder / fname
@@ -835,7 +830,7 @@ def load_image_folder(
     split itself when there is no train folder). ``root=None`` means
     ``$TRUSTLAB_DATA/image-folder`` or ``./data/image-folder``.
     """
-    _check_split("image-folder", split)
+    check_split("image-folder", split)
     base = data_root("image-folder", root)
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -853,8 +848,7 @@ def load_image_folder(
     else:
         x, y = _read_split(base, split, classes, image_size, None)
     ref = x if ref is None else ref
-    mean = ref.mean(dim=(0, 2, 3)).tolist()
-    std = ref.std(dim=(0, 2, 3), unbiased=False).clamp_min(1e-3).tolist()
+    mean, std = channel_stats(ref)
     return ArrayDataset(x, y, classes, mean, std, name="image-folder")
 
 

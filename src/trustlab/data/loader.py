@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from trustlab.data.datasets import ArrayDataset
+from trustlab.utils.seed import generator
 
 
 def epoch_indices(
@@ -25,15 +26,11 @@ def epoch_indices(
     world_size: int = 1,
 ) -> torch.Tensor:
     """Indices this rank visits in one epoch (a seeded permutation when ``shuffle``)."""
-    if shuffle:
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n, generator=g)
-    else:
-        order = torch.arange(n)
+    order = torch.randperm(n, generator=generator(seed)) if shuffle else torch.arange(n)
     if world_size > 1:
         total = math.ceil(n / world_size) * world_size
-        if total > n:
-            order = torch.cat([order, order[: total - n]])
+        if total > n:  # wrap around as often as needed (n may be smaller than world_size)
+            order = order.repeat(math.ceil(total / n))[:total]
         order = order[rank::world_size]
     return order
 

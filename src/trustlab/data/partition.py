@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trustlab.errors import InputError
+from trustlab.utils.validate import check_int
 
 LabelsLike = Any  # Tensor | np.ndarray | Sequence[int] | dataset with .y / .targets | Dataset
 
@@ -79,21 +80,15 @@ def as_labels(labels: LabelsLike) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise InputError(f"{name} must be an integer >= {low}, got {value!r}.")
-    return int(value)
-
-
 def _setup(labels: LabelsLike, num_parties: Any, seed: Any) -> tuple[np.ndarray, int, Any]:
     y = as_labels(labels)
-    n = _check_int("num_parties", num_parties, 1)
+    n = check_int("num_parties", num_parties, 1)
     if n > y.shape[0]:
         raise InputError(
             f"num_parties={n} is more than the {y.shape[0]} samples; every party needs at least "
             "one sample. Use fewer parties or more data."
         )
-    s = _check_int("seed", seed, 0)
+    s = check_int("seed", seed, 0)
     return y, n, np.random.default_rng(s)
 
 
@@ -147,7 +142,7 @@ def iid(
     if size is None:
         parts = np.array_split(perm, n)
     else:
-        size = _check_int("size", size, 1)
+        size = check_int("size", size, 1)
         if size * n > y.shape[0]:
             raise InputError(
                 f"size={size} per party x {n} parties = {size * n} samples, but there are only "
@@ -213,7 +208,7 @@ def size_imbalanced(
             raise InputError(
                 f"unknown progression {progression!r}; use one of {sorted(PROGRESSIONS)}."
             )
-        budget = N if total is None else _check_int("total", total, n)
+        budget = N if total is None else check_int("total", total, n)
         if budget > N:
             raise InputError(f"total={budget} is more than the {N} samples; use total <= {N}.")
         counts = _apportion(budget, PROGRESSIONS[progression](n))
@@ -255,9 +250,9 @@ def class_imbalanced(
     if classes_per_party is None:
         cpp = _default_classes_per_party(n, k)
     elif isinstance(classes_per_party, numbers.Integral):
-        cpp = [_check_int("classes_per_party", classes_per_party, 1)] * n
+        cpp = [check_int("classes_per_party", classes_per_party, 1)] * n
     else:
-        cpp = [_check_int("classes_per_party entries", c, 1) for c in classes_per_party]
+        cpp = [check_int("classes_per_party entries", c, 1) for c in classes_per_party]
         if len(cpp) != n:
             raise InputError(
                 f"classes_per_party has {len(cpp)} entries for {n} parties; give one per party."
@@ -311,7 +306,7 @@ def dirichlet(
     a = float(alpha)
     if not math.isfinite(a) or a <= 0:
         raise InputError(f"alpha must be a positive number, got {alpha!r} (e.g. 0.1 or 0.5).")
-    min_size = _check_int("min_size", min_size, 1)
+    min_size = check_int("min_size", min_size, 1)
     N = y.shape[0]
     if min_size * n > N:
         raise InputError(
@@ -319,7 +314,7 @@ def dirichlet(
             f"use min_size <= {N // n}."
         )
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
-    for _ in range(_check_int("max_tries", max_tries, 1)):
+    for _ in range(check_int("max_tries", max_tries, 1)):
         sizes = np.zeros(n, dtype=np.int64)
         parts: list[list[np.ndarray]] = [[] for _ in range(n)]
         for members in by_class:

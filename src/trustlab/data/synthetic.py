@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trustlab.data.datasets import ArrayDataset, cached_tensors
+from trustlab.data.datasets import ArrayDataset, cached_tensors, channel_stats, check_split
 from trustlab.errors import InputError
 from trustlab.registry import DATASETS
 
@@ -504,8 +504,7 @@ def make_fundus2(n: int, seed: int, split: str = "train") -> dict[str, torch.Ten
     dark spot" alone does not tell the class: the best single threshold on a patch's darkest
     (blurred) value scores ~71% on the test split, a small CNN ~95%.
     """
-    if split not in ("train", "test"):
-        raise InputError(f"unknown split {split!r} for fundus2; use 'train' or 'test'.")
+    check_split("fundus2", split)
     rng = np.random.default_rng(seed)
     img, inside = _fundus_source()
     ww = inside.shape[1]
@@ -610,30 +609,6 @@ def make_moving_shapes(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_split(name: str, split: str) -> None:
-    if split not in ("train", "test"):
-        raise InputError(f"unknown split {split!r} for dataset {name!r}; use 'train' or 'test'.")
-
-
-def _channel_stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-channel mean and (population) std as float64, exactly, from a uint8 histogram or in
-    float64 for float data."""
-    means, stds = [], []
-    for c in range(x.shape[1]):
-        xc = x[:, c]
-        if xc.dtype == torch.uint8:
-            counts = torch.bincount(xc.reshape(-1), minlength=256).double()
-            values = torch.arange(256, dtype=torch.float64) / 255.0
-            m = (counts * values).sum() / counts.sum()
-            v = (counts * (values - m) ** 2).sum() / counts.sum()
-        else:
-            xd = xc.double()
-            m, v = xd.mean(), xd.var(unbiased=False)
-        means.append(m)
-        stds.append(v.sqrt())
-    return {"mean": torch.stack(means), "std": torch.stack(stds)}
-
-
 def _split_tensors(
     name: str, split: str, build: Callable[[], dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
@@ -641,7 +616,16 @@ def _split_tensors(
 
 
 def _stats(name: str, train_x: Callable[[], torch.Tensor]) -> tuple[list[float], list[float]]:
-    st = cached_tensors(f"{name}-stats-{VERSIONS[name]}", lambda: _channel_stats(train_x()))
+    """The train split's :func:`~trustlab.data.datasets.channel_stats`, cached as float64."""
+
+    def build() -> dict[str, torch.Tensor]:
+        mean, std = channel_stats(train_x())
+        return {
+            "mean": torch.tensor(mean, dtype=torch.float64),
+            "std": torch.tensor(std, dtype=torch.float64),
+        }
+
+    st = cached_tensors(f"{name}-stats-{VERSIONS[name]}", build)
     return st["mean"].tolist(), st["std"].tolist()
 
 
@@ -657,7 +641,7 @@ def _generated(
 ) -> ArrayDataset:
     """Split ``split`` of a generated set: built by ``make(n, seed, split)`` on a cache miss (the
     test split uses the dataset's seed + 1), with the train split's channel statistics."""
-    _check_split(name, split)
+    check_split(name, split)
 
     def build(which: str) -> Callable[[], dict[str, torch.Tensor]]:
         seed = SEEDS[name] + (0 if which == "train" else 1)
@@ -682,7 +666,7 @@ def digits(
 
     ``root`` and ``download`` are ignored (the data ships with scikit-learn).
     """
-    _check_split("digits", split)
+    check_split("digits", split)
 
     def part(which: str) -> dict[str, torch.Tensor]:
         return _split_tensors("digits", which, lambda: _pick(make_digits(SEEDS["digits"]), which))

@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trustlab.config import TrainConfig, parse_config
 from trustlab.data import ArrayDataset, load_dataset
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import MODELS
 from trustlab.results import Run, RunStore
 from trustlab.train import distributed as D
 from trustlab.train.checkpoint import save_model
-from trustlab.train.trainer import CHECKPOINT_NAME, Trainer, TrainResult, TrainSettings
+from trustlab.train.trainer import (
+    CHECKPOINT_NAME,
+    Trainer,
+    TrainResult,
+    TrainSettings,
+    check_model_fits,
+)
 from trustlab.utils.device import resolve_device
 from trustlab.utils.seed import seed_everything
 
@@ -36,25 +41,43 @@ class Prepared:
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Load the data and check that the model can be built for it (no run is created)."""
-    resolve_device(config.device)
+    """Load the data, build the model once and check that it fits the data (no run is created).
+
+    Everything a user can get wrong is reported here, before anything is written.
+    """
+    device = resolve_device(config.device)
     root = config.data_root
     train = load_dataset(config.dataset, "train", root=root, download=config.download)
-    test = load_dataset(config.dataset, "test", root=root, download=False)
-    if test.num_classes != train.num_classes:
-        raise InputError(
-            f"dataset {config.dataset!r}: train has {train.num_classes} classes, test "
-            f"{test.num_classes}."
-        )
+    test = load_dataset(config.dataset, "test", root=root, download=config.download)
     shape = train.input_shape
+    video = len(shape) == 4  # (C, T, H, W)
+    kind = MODELS.get(config.model).meta.get("kind", "image")
+    if video != (kind == "video"):
+        wanted = "a video model (e.g. c3d-small)" if video else "an image model"
+        raise InputError(
+            f"dataset {config.dataset!r} holds {'video clips' if video else 'images'} of shape "
+            f"{shape} but {config.model!r} is {'a video' if kind == 'video' else 'an image'} "
+            f"model; choose {wanted}."
+        )
     image_size: Any = shape[-2] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
     kwargs = dict(config.model_kwargs)
-    if len(shape) == 4:  # video (C, T, H, W)
+    if video:
         kwargs.setdefault("frames", shape[1])
     spec = ModelSpec(
         config.model, train.num_classes, shape[0], image_size, kwargs, train.mean, train.std
     )
+    seed_everything(config.seed)
+    check_model_fits(spec.build(), train, test, "cpu" if device.type == "cuda" else device)
     return Prepared(config, train, test, spec)
+
+
+def _stored_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as recorded in the store: paths made absolute so that resume works from
+    any working directory."""
+    data = cfg.model_dump()
+    if data.get("data_root"):
+        data["data_root"] = str(Path(data["data_root"]).expanduser().resolve())
+    return data
 
 
 def _run_fit(
@@ -93,7 +116,7 @@ def _guarded(run: Run | None, fn: Any) -> Any:
             run.mark_interrupted()
         raise
     except BaseException as exc:
-        if run is not None:
+        if run is not None and run.refresh().status == "running":
             run.fail(f"{type(exc).__name__}: {exc}")
         raise
 
@@ -110,7 +133,7 @@ def run_training(
     if D.env_rank() == 0:
         store = store or RunStore()
         run = store.create_run(
-            "train", cfg.name or f"{cfg.model}-{cfg.dataset}", cfg.model_dump(), seed=cfg.seed
+            "train", cfg.name or f"{cfg.model}-{cfg.dataset}", _stored_config(cfg), seed=cfg.seed
         )
 
     def go() -> TrainResult:
@@ -127,16 +150,21 @@ def resume_training(
     progress: bool = True,
     device: str | None = None,
 ) -> tuple[Run, TrainResult]:
-    """Continue an interrupted or failed training run from its last epoch checkpoint."""
+    """Continue an interrupted or failed training run from its last epoch checkpoint.
+
+    Under ``torchrun`` every rank loads the checkpoint; only rank 0 touches the store.
+    """
     store = store or RunStore()
+    main = D.env_rank() == 0
     run = store.get(run_id)
     if run.kind != "train":
         raise InputError(f"run {run.id} is a {run.kind!r} run; only training runs resume here.")
-    if run.status == "finished":
+    if main and run.status == "finished":
         raise InputError(f"run {run.id} is finished; there is nothing to resume.")
-    if run.status == "running":
+    if main and run.status == "running":
         raise InputError(
-            f"run {run.id} is still running (pid alive); stop it first or wait for it."
+            f"run {run.id} is still running (pid {run.pid} on {run.hostname}); stop that process "
+            "or wait for it to end."
         )
     data = dict(run.config)
     if device is not None:
@@ -144,15 +172,13 @@ def resume_training(
     cfg = parse_config(TrainConfig, data)
     prep = prepare(cfg)
     ckpt = run.dir / "checkpoints" / CHECKPOINT_NAME
-    run.reopen()
+    writer = run if main else None
+    if writer is not None:
+        writer.reopen()
 
     def go() -> TrainResult:
-        result = _run_fit(prep, run, progress, ckpt if ckpt.exists() else None)
-        _finish(run, prep, result)
+        result = _run_fit(prep, writer, progress, ckpt if ckpt.exists() else None)
+        _finish(writer, prep, result)
         return result
 
-    return run, _guarded(run, go)
-
-
-def default_device_name() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return run, _guarded(writer, go)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from trustlab.models.wrappers import (
     unwrap,
 )
 from trustlab.registry import MODELS
+from trustlab.utils.validate import check_int
 
 __all__ = [
     "Normalized",
@@ -44,24 +44,14 @@ __all__ = [
 _COMMON = ("num_classes", "in_channels", "image_size")
 
 
-def _positive_int(name: str, value: Any, minimum: int, fix: str) -> int:
-    try:
-        v = operator.index(value)
-    except TypeError:
-        v = None
-    if v is None or isinstance(value, bool) or v < minimum:
-        raise InputError(f"{name}={value!r} must be an integer >= {minimum}; {fix}")
-    return v
-
-
 def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
-    fix = "pass an int for square images or (H, W), e.g. image_size=32 or (28, 28)."
+    fix = "Pass an int for square images or (H, W), e.g. image_size=32 or (28, 28)."
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
-            raise InputError(f"image_size={value!r} has {len(value)} entries; {fix}")
-        h, w = (_positive_int("image_size", v, 1, fix) for v in value)
+            raise InputError(f"image_size={value!r} has {len(value)} entries. {fix}")
+        h, w = (check_int(f"image_size={value!r}: each entry", v, 1, fix=fix) for v in value)
         return h, w
-    side = _positive_int("image_size", value, 1, fix)
+    side = check_int("image_size", value, 1, fix=fix)
     return side, side
 
 
@@ -92,11 +82,11 @@ def create_model(
             too small for the architecture, or an option the model does not take.
     """
     entry = MODELS.get(name)
-    num_classes = _positive_int(
-        "num_classes", num_classes, 2, "a classifier needs at least two classes."
+    num_classes = check_int(
+        "num_classes", num_classes, 2, fix="A classifier needs at least two classes."
     )
-    in_channels = _positive_int(
-        "in_channels", in_channels, 1, "use 1 for grey-scale and 3 for colour inputs."
+    in_channels = check_int(
+        "in_channels", in_channels, 1, fix="Use 1 for grey-scale and 3 for colour inputs."
     )
     size = _image_size(image_size)
     allowed = [

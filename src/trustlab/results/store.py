@@ -10,10 +10,33 @@ versions, git commit, per-step metrics, status, summary metrics, artefacts, the 
 runs it (pid, hostname, process start time) and its timestamps (UTC, ISO 8601).
 
 Statuses: ``running`` -> ``finished`` | ``failed`` | ``interrupted``; ``failed`` and
-``interrupted`` runs can be resumed with :meth:`Run.reopen`. A ``finished`` run is never
-overwritten. A ``running`` run whose process is gone (or whose pid now belongs to another
-process) is marked ``interrupted`` by :meth:`RunStore.mark_stale`, which :meth:`RunStore.list`
-and :meth:`RunStore.get` call first, so that an interrupted run is never mistaken for a live one.
+``interrupted`` runs can be resumed with :meth:`Run.reopen` (back to ``running``). A ``finished``
+run is never overwritten. A ``running`` run whose process is gone (or whose pid now belongs to
+another process) is marked ``interrupted`` by :meth:`RunStore.mark_stale`, which
+:meth:`RunStore.list` and :meth:`RunStore.get` call first, so that an interrupted run is never
+mistaken for a live one. The allowed transitions, checked against the database (never a
+handle's cached view) inside the write transaction:
+
+============================  =====================  ========================================
+method                        needs status           needs the owning process
+============================  =====================  ========================================
+``log_metrics``,              ``running``            no: threads, a forked child or other
+``set_summary``,                                     ranks may write data to a live run
+``add_artifact``
+``finish``, ``fail``          ``running``            yes
+``mark_interrupted``          any (no-op unless      yes, when ``running``
+                              ``running``)
+``reopen``                    not ``finished``       takes the run over (refused while its
+                                                     owner is alive, unless ``force=True``)
+============================  =====================  ========================================
+
+The owner is the process that created or last reopened the run (same pid, host and process
+start time). Only it may end the run, so that another process (a CLI holding a handle, a
+forked worker inheriting one) cannot finish, fail or interrupt a run that is still training.
+Logging is deliberately not restricted to the owner: forked children and threads of the
+training process legitimately record metrics. A run whose owner died is marked
+``interrupted`` by :meth:`RunStore.mark_stale`; :meth:`Run.reopen` then makes the caller its
+owner.
 
 Concurrency: several processes may share one store. A :class:`RunStore` keeps one connection
 per process (``timeout=30``; shared by threads under a lock; a forked child opens its own), and
@@ -50,6 +73,7 @@ from typing import Any
 from trustlab.errors import InputError
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.paths import trustlab_home
+from trustlab.utils.validate import check_int
 
 __all__ = [
     "DB_NAME",
@@ -164,13 +188,9 @@ def _check_label(what: str, value: Any) -> str:
     return value
 
 
-def _check_int(what: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise InputError(f"{what} must be an integer, got {value!r}.")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise InputError(f"{what} must be an integer, got {value!r}.") from None
+def _check_int64(what: str, value: Any, minimum: int | None = None, fix: str = "") -> int:
+    """:func:`~trustlab.utils.validate.check_int`, plus SQLite's 64-bit integer range."""
+    number = check_int(what, value, minimum=minimum, fix=fix)
     if not _INT64[0] <= number <= _INT64[1]:
         raise InputError(f"{what} {number} does not fit in 64 bits; use a smaller integer.")
     return number
@@ -269,6 +289,12 @@ def _identity() -> dict[str, Any]:
         "proc_start": _process_start(pid),
         "pid_ns": _pid_namespace(),
     }
+
+
+def _owns(row: Mapping[str, Any] | sqlite3.Row, ident: Mapping[str, Any]) -> bool:
+    """Whether the run recorded in ``row`` belongs to the process ``ident`` describes: the same
+    pid, host and process start time (a forked child or a reused pid differs)."""
+    return all(row[k] == ident[k] for k in ("pid", "hostname", "proc_start"))
 
 
 @functools.cache
@@ -487,7 +513,7 @@ class RunStore:
         kind = _check_label("kind", kind)
         name = _check_label("name", name)
         config_json = _dumps(_check_mapping(config, "config"), "config", allow_nan=False)
-        seed = None if seed is None else _check_int("seed", seed)
+        seed = None if seed is None else _check_int64("seed", seed)
         self._ensure_schema(create=True)
 
         versions = package_versions()
@@ -605,9 +631,7 @@ class RunStore:
         if kind is not None and not isinstance(kind, str):
             raise InputError(f"kind must be a string such as 'train', got {kind!r}.")
         if limit is not None:
-            limit = _check_int("limit", limit)
-            if limit <= 0:
-                raise InputError(f"limit must be a positive number of runs, got {limit}.")
+            limit = _check_int64("limit", limit, 1, fix="Pass a positive number of runs.")
         if not self._ensure_schema(create=False):
             return []
         self._mark_stale_quietly()
@@ -688,8 +712,9 @@ class Run:
     """One run of the store: its record (attributes, refreshed after every change) and the
     methods that write it. Get one from :meth:`RunStore.create_run` or :meth:`RunStore.get`.
 
-    Used as a context manager, a still-running run is finished on a normal exit, marked
-    ``interrupted`` on ``KeyboardInterrupt``/``SystemExit`` and ``failed`` on any other error.
+    Used as a context manager, a still-running run that this process owns is finished on a
+    normal exit, marked ``interrupted`` on ``KeyboardInterrupt``/``SystemExit`` and ``failed`` on
+    any other error; a run that already ended, or that another process owns, is left alone.
     """
 
     id: int
@@ -732,6 +757,7 @@ class Run:
         self.pid = row["pid"]
         self.hostname = row["hostname"]
         self.attempt = int(row["attempt"])
+        self._proc_start: str | None = row["proc_start"]
 
     def __repr__(self) -> str:
         return f"Run(id={self.id}, kind={self.kind!r}, name={self.name!r}, status={self.status!r})"
@@ -746,23 +772,46 @@ class Run:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _refuse_finished(self, row: sqlite3.Row, action: str) -> None:
-        if row["status"] == "finished":
+    def _check_status(self, row: sqlite3.Row, action: str, allowed: tuple[str, ...]) -> None:
+        """Raise InputError unless the stored status is one of ``allowed``."""
+        status = row["status"]
+        if status in allowed:
+            return
+        if status == "finished":
             raise InputError(
                 f"cannot {action}: run {self.id} is finished; start a new run "
                 "(finished runs are never overwritten)."
             )
+        raise InputError(  # failed or interrupted: only a resumed (running) run is written
+            f"cannot {action}: run {self.id} is {status}; reopen it (trustlab resume "
+            f"{self.id}, or Run.reopen() in Python) first."
+        )
+
+    def _check_owner(self, row: sqlite3.Row, action: str) -> None:
+        """Raise InputError unless this process owns the running run (see the module notes)."""
+        if _owns(row, _identity()):
+            return
+        raise InputError(
+            f"cannot {action}: run {self.id} is running in another process (pid {row['pid']} "
+            f"on {row['hostname']}), not in this one (pid {os.getpid()}); only the process "
+            "running it ends it. Wait for it to end; if it is gone, reopen it (trustlab resume "
+            f"{self.id}, or Run.reopen() in Python) first."
+        )
 
     @contextlib.contextmanager
     def _modify(
-        self, action: str, allow_finished: bool = False
+        self, action: str, allowed: tuple[str, ...] = ("running",), owner: bool = False
     ) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+        """One write transaction on this run's row, after checking that its stored status is
+        one of ``allowed`` and, with ``owner=True``, that a ``running`` run belongs to this
+        process. The checks read the database, never this handle's cached view."""
         with self._store._transaction(write=True) as conn:
             row = self._store._row(conn, self.id)
             if row is None:
                 raise InputError(f"run {self.id} is no longer in {self._store.db_path}.")
-            if not allow_finished:
-                self._refuse_finished(row, action)
+            self._check_status(row, action, allowed)
+            if owner and row["status"] == "running":
+                self._check_owner(row, action)
             yield conn, row
             row = self._store._row(conn, self.id)
         assert row is not None
@@ -786,8 +835,12 @@ class Run:
         metrics of epoch 3); after :meth:`reopen`, a step logged again replaces the row the
         interrupted attempt wrote, so a re-done epoch is never duplicated. Values are numbers
         (Python, NumPy or 0-d torch scalars); NaN and infinities are kept as they are.
+
+        Raises:
+            InputError: bad arguments, or the run is not ``running`` (a ``failed`` or
+                ``interrupted`` run must be reopened first; a ``finished`` one never changes).
         """
-        step = _check_int("step", step)
+        step = _check_int64("step", step)
         phase = _check_label("phase", phase)
         values = _check_metrics(metrics)
         with self._modify("log metrics") as (conn, row):
@@ -817,7 +870,11 @@ class Run:
         return [{"step": r["step"], "phase": r["phase"], **json.loads(r["data"])} for r in rows]
 
     def set_summary(self, summary: Mapping[str, Any]) -> None:
-        """Merge ``summary`` (JSON values) into the stored summary, key by key."""
+        """Merge ``summary`` (JSON values) into the stored summary, key by key.
+
+        Raises:
+            InputError: ``summary`` is not a dict of JSON values, or the run is not ``running``.
+        """
         text = _dumps(_check_mapping(summary, "summary"), "summary", allow_nan=True)
         with self._modify("set the summary") as (conn, row):
             merged = {**json.loads(row["summary"]), **json.loads(text)}
@@ -839,7 +896,11 @@ class Run:
 
     def add_artifact(self, name: str, kind: str = "file") -> Path:
         """Record the existing file (or folder) ``<run folder>/<name>`` as an artefact, with its
-        size and SHA-256 (files only). Recording a name again updates it. Returns its path."""
+        size and SHA-256 (files only). Recording a name again updates it. Returns its path.
+
+        Raises:
+            InputError: a bad or missing name, or the run is not ``running``.
+        """
         rel = _check_artifact_name(name)
         kind = _check_label("artefact kind", kind)
         path = self.dir / rel
@@ -877,11 +938,15 @@ class Run:
     # -- status -----------------------------------------------------------------------------
 
     def finish(self, summary: Mapping[str, Any] | None = None) -> None:
-        """Mark the run ``finished`` (after merging ``summary``); it is read-only from now on."""
+        """Mark the run ``finished`` (after merging ``summary``); it is read-only from now on.
+
+        Raises:
+            InputError: the run is not ``running``, or another process owns it.
+        """
         text = None
         if summary is not None:
             text = _dumps(_check_mapping(summary, "summary"), "summary", allow_nan=True)
-        with self._modify("finish it") as (conn, row):
+        with self._modify("finish it", owner=True) as (conn, row):
             merged = json.loads(row["summary"])
             if text is not None:
                 merged.update(json.loads(text))
@@ -894,10 +959,14 @@ class Run:
 
     def fail(self, error: str | BaseException) -> None:
         """Mark the run ``failed`` with an error message (an exception is formatted as
-        ``"Type: message"``) and the time."""
+        ``"Type: message"``) and the time.
+
+        Raises:
+            InputError: the run is not ``running``, or another process owns it.
+        """
         if isinstance(error, BaseException):
             error = f"{type(error).__name__}: {error}"
-        with self._modify("mark it failed") as (conn, _row):
+        with self._modify("mark it failed", owner=True) as (conn, _row):
             now = _now()
             conn.execute(
                 "UPDATE runs SET status = 'failed', error = ?, updated = ?, ended = ? WHERE id = ?",
@@ -906,8 +975,12 @@ class Run:
 
     def mark_interrupted(self) -> None:
         """Mark a ``running`` run ``interrupted`` (e.g. on Ctrl-C) with the time. A run that
-        already ended (finished, failed, interrupted) is left as it is."""
-        with self._modify("mark it interrupted", allow_finished=True) as (conn, row):
+        already ended (finished, failed, interrupted) is left as it is.
+
+        Raises:
+            InputError: the run is ``running`` in another process.
+        """
+        with self._modify("mark it interrupted", STATUSES, owner=True) as (conn, row):
             if row["status"] == "running":
                 now = _now()
                 conn.execute(
@@ -925,10 +998,9 @@ class Run:
                 another host this cannot be checked: pass ``force=True`` if it is gone).
         """
         ident, versions, git = _identity(), package_versions(), git_info()
-        with self._modify("reopen it") as (conn, row):
+        with self._modify("reopen it", ("running", "failed", "interrupted")) as (conn, row):
             if row["status"] == "running":
-                same = all(row[k] == ident[k] for k in ("pid", "hostname", "proc_start"))
-                if same:
+                if _owns(row, ident):
                     return
                 here = row["hostname"] == ident["hostname"] and row["pid_ns"] in (
                     None,
@@ -984,8 +1056,9 @@ class Run:
         tb: TracebackType | None,
     ) -> None:
         self.refresh()
-        if self.status != "running":
-            return
+        owner = {"pid": self.pid, "hostname": self.hostname, "proc_start": self._proc_start}
+        if self.status != "running" or not _owns(owner, _identity()):
+            return  # ended already, or another process's run (e.g. a forked child's handle)
         if exc is None:
             self.finish()
         elif isinstance(exc, KeyboardInterrupt | SystemExit):

@@ -24,7 +24,7 @@ from torch import nn
 
 from trustlab.errors import CheckpointError
 from trustlab.models.spec import ModelSpec
-from trustlab.utils.io import atomic_path, write_json_atomic
+from trustlab.utils.io import atomic_path, remove_stale_temps, write_json_atomic
 
 FORMAT = "trustlab-checkpoint/1"
 _META_KEY = "trustlab"
@@ -45,6 +45,8 @@ def save_checkpoint(
     text = json.dumps(meta, sort_keys=True, default=str)
     # safetensors refuses shared or non-contiguous storage: give it private contiguous copies.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    remove_stale_temps(path)  # left by a writer killed mid-write; a checkpoint has one writer
+    remove_stale_temps(sidecar_path(path))
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp), metadata={_META_KEY: text})
     write_json_atomic(sidecar_path(path), meta)
@@ -52,7 +54,10 @@ def save_checkpoint(
 
 
 def _explain_not_safetensors(path: Path) -> str:
-    head = path.read_bytes()[:8] if path.is_file() else b""
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(8)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         kind = "a torch.save / pickle file"
     else:
@@ -89,7 +94,13 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(_explain_not_safetensors(path)) from exc
     if raw is None:
         return {}
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} has unreadable trustlab metadata ({exc}).") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has malformed trustlab metadata (not a JSON object).")
+    return meta
 
 
 def load_checkpoint(
@@ -148,6 +159,14 @@ def load_model(
                 f"{path} records no model spec; pass the model to load into: "
                 "load_model(path, model=create_model(...))."
             )
-        model = ModelSpec(**spec).build()
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{path} has a malformed model spec: {spec!r}.")
+        try:
+            model = ModelSpec(**spec).build()
+        except (TypeError, ValueError) as exc:  # InputError is a ValueError too
+            raise CheckpointError(
+                f"{path} has a model spec trustlab cannot build ({exc}). Load it into a model "
+                "you create: load_model(path, model=create_model(...))."
+            ) from None
     load_state(model, tensors, path)
     return model.to(device)

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import iterate_batches
+from trustlab.metrics import accuracy
 from trustlab.utils.device import resolve_device
 
 
@@ -49,6 +50,6 @@ def evaluate(
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
     logits = predict_logits(model, ds, batch_size, device)
     return {
-        "accuracy": float((logits.argmax(1) == ds.y).float().mean()),
+        "accuracy": accuracy(logits, ds.y),
         "loss": float(F.cross_entropy(logits, ds.y)),
     }

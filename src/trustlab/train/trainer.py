@@ -41,6 +41,7 @@ from trustlab.data.augment import augment_batch
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import epoch_indices, iterate_batches, num_batches
 from trustlab.errors import CheckpointError, InputError
+from trustlab.models.spec import ModelSpec
 from trustlab.train import distributed as D
 from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 from trustlab.train.evaluate import evaluate
@@ -51,6 +52,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 
 CHECKPOINT_NAME = "last.safetensors"
+#: settings a resumed run may change (everything else must equal the checkpoint's)
+RESUME_MAY_CHANGE = frozenset({"epochs", "eval_every", "eval_batch_size"})
 
 
 class TrainSettings(BaseModel):
@@ -69,7 +72,7 @@ class TrainSettings(BaseModel):
     milestones: list[int] = Field(
         default_factory=list,
         description="epochs at which 'step' multiplies the lr by gamma "
-        "(default: 50% and 75% of the epochs)",
+        "(default: 50% and 75% of the epochs after warm-up)",
     )
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
@@ -86,13 +89,23 @@ class TrainSettings(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainSettings:
         if self.optimizer != "sgd" and self.nesterov:
-            raise ValueError("nesterov applies to optimizer 'sgd' only")
+            raise ValueError("'nesterov' applies to optimizer 'sgd' only")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"'warmup_epochs' must be < 'epochs' ({self.epochs})")
         if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
+            raise ValueError("'nesterov' needs 'momentum' > 0")
         bad = [m for m in self.milestones if not 0 < m <= self.epochs]
         if bad:
-            raise ValueError(f"milestones {bad} are outside 1..epochs ({self.epochs})")
+            raise ValueError(f"'milestones' {bad} are outside 1..epochs ({self.epochs})")
         return self
+
+    def step_milestones(self) -> list[int]:
+        """Epochs at which the ``step`` schedule multiplies the lr by ``gamma``: the given
+        ``milestones``, else 50% and 75% of the epochs after warm-up (distinct, after warm-up)."""
+        if self.milestones:
+            return sorted(set(self.milestones))
+        w, rest = self.warmup_epochs, self.epochs - self.warmup_epochs
+        return sorted({w + max(1, round(f * rest)) for f in (0.5, 0.75)} - {self.epochs})
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate used during (0-based) ``epoch``."""
@@ -103,9 +116,45 @@ class TrainSettings(BaseModel):
         if self.schedule == "cosine":
             return 0.5 * self.lr * (1 + math.cos(math.pi * e / total))
         if self.schedule == "step":
-            marks = self.milestones or [round(0.5 * self.epochs), round(0.75 * self.epochs)]
-            return self.lr * self.gamma ** sum(epoch >= m for m in marks)
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.step_milestones())
         return self.lr
+
+
+def check_model_fits(
+    model: nn.Module,
+    train: ArrayDataset,
+    test: ArrayDataset | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Raise :class:`InputError` unless ``model`` maps ``train``'s inputs to logits covering its
+    classes and ``test`` matches ``train`` (shape and classes). Runs one eval-mode forward pass
+    on two samples; the model's mode is restored."""
+    if test is not None and test.input_shape != train.input_shape:
+        raise InputError(
+            f"train inputs are {train.input_shape} but test inputs are {test.input_shape}."
+        )
+    if test is not None and test.num_classes != train.num_classes:
+        raise InputError(
+            f"the training set has {train.num_classes} classes but the test set has "
+            f"{test.num_classes}; give both the same class list."
+        )
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(train.x[:2].to(device))
+    except RuntimeError as exc:
+        raise InputError(
+            f"the model cannot take inputs of shape {train.input_shape}: "
+            f"{str(exc).splitlines()[0]}. Create it with matching in_channels/image_size."
+        ) from exc
+    finally:
+        model.train(was)
+    if out.dim() != 2 or out.shape[1] < train.num_classes:
+        raise InputError(
+            f"the model outputs shape {tuple(out.shape)} but the dataset has "
+            f"{train.num_classes} classes; create it with num_classes={train.num_classes}."
+        )
 
 
 class Callback:
@@ -259,36 +308,15 @@ class Trainer:
             return self.loss_fn(logits, y), logits
         return F.cross_entropy(logits, y, label_smoothing=self.settings.label_smoothing), logits
 
-    def _check_compatible(self, train: ArrayDataset, test: ArrayDataset | None) -> None:
-        if test is not None and test.input_shape != train.input_shape:
-            raise InputError(
-                f"train inputs are {train.input_shape} but test inputs are {test.input_shape}."
-            )
-        was = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model(train.x[:2].to(self.device))
-        except RuntimeError as exc:
-            raise InputError(
-                f"the model cannot take inputs of shape {train.input_shape}: "
-                f"{str(exc).splitlines()[0]}. Create it with matching in_channels/image_size."
-            ) from exc
-        finally:
-            self.model.train(was)
-        if out.dim() != 2 or out.shape[1] < train.num_classes:
-            raise InputError(
-                f"the model outputs shape {tuple(out.shape)} but the dataset has "
-                f"{train.num_classes} classes; create it with num_classes={train.num_classes}."
-            )
-
     def state_tensors(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
         module = self.model
         tensors = {f"model/{k}": v for k, v in module.state_dict().items()}
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
         tensors.update(opt_tensors)
+        spec = ModelSpec.from_model(self.model)
         meta = {
             "kind": "trainer-state",
+            "model_spec": spec.to_dict() if spec is not None else None,
             "epoch": self.epoch,
             "settings": self.settings.model_dump(),
             "optimizer": opt_meta,
@@ -309,6 +337,18 @@ class Trainer:
                 f"{path} is a {meta.get('kind', 'plain')} checkpoint, not a trainer state; "
                 "resume needs the 'last.safetensors' a training run writes."
             )
+        saved = meta.get("settings", {})
+        differ = sorted(
+            k
+            for k, v in self.settings.model_dump().items()
+            if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != v
+        )
+        if differ:
+            shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(self.settings, k)!r}" for k in differ)
+            raise CheckpointError(
+                f"{path} was written with other settings ({shown}); resume with the settings "
+                f"of the original run (only {', '.join(sorted(RESUME_MAY_CHANGE))} may change)."
+            )
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
         load_state(self.model, model_sd, path)
         optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
@@ -322,7 +362,27 @@ class Trainer:
         test_data: Dataset | ArrayDataset | None = None,
         resume_from: str | Path | None = None,
     ) -> TrainResult:
-        """Train for ``settings.epochs`` epochs (continuing from ``resume_from`` if given)."""
+        """Train for ``settings.epochs`` epochs (continuing from ``resume_from`` if given).
+
+        The loop reseeds torch's global RNG every epoch (so that dropout is resumable); the
+        caller's RNG state is restored on exit, so models created after ``fit`` still get
+        fresh initial weights.
+        """
+        cpu_state = torch.random.get_rng_state()
+        cuda_states = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        try:
+            return self._fit(train_data, test_data, resume_from)
+        finally:
+            torch.random.set_rng_state(cpu_state)
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+
+    def _fit(
+        self,
+        train_data: Dataset | ArrayDataset,
+        test_data: Dataset | ArrayDataset | None,
+        resume_from: str | Path | None,
+    ) -> TrainResult:
         s = self.settings
         train = as_array_dataset(train_data)
         test = as_array_dataset(test_data) if test_data is not None else None
@@ -334,10 +394,13 @@ class Trainer:
         if fmt is not None:
             self.model.to(memory_format=fmt)
         self._memory_format = fmt
-        self._check_compatible(train, test)
+        check_model_fits(self.model, train, test, self.device)
         optimizer = build_optimizer(self.model.parameters(), s)
         if resume_from is not None:
             self._restore(resume_from, optimizer)
+            if ctx.is_main and self.log is not None:  # epochs the killed process saved but
+                for i, past in enumerate(self.history, start=1):  # may not have logged
+                    self.log(i, past)
         net: nn.Module = self.model
         if ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -379,11 +442,11 @@ class Trainer:
                     metrics["test_loss"], metrics["test_accuracy"] = ev["loss"], ev["accuracy"]
                 self.epoch = epoch + 1
                 self.history.append(metrics)
-                if ctx.is_main:
-                    if self.log is not None:
-                        self.log(self.epoch, metrics)
+                if ctx.is_main:  # checkpoint first: a kill in between loses no logged epoch
                     if self.checkpoint_dir is not None:
                         self.save(optimizer, self.checkpoint_dir / CHECKPOINT_NAME)
+                    if self.log is not None:
+                        self.log(self.epoch, metrics)
                 D.barrier(ctx)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, self.epoch, metrics)
@@ -412,8 +475,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
         # Everything random in an epoch is a function of (seed, epoch): resumable and exact.
-        seed_torch_rng(derive_seed(s.seed, "epoch", epoch), self.device)
-        aug_gen = generator(derive_seed(s.seed, "augment", epoch))
+        # (dropout and augmentation differ per rank; the shuffle is shared and sharded)
+        seed_torch_rng(derive_seed(s.seed, "epoch", epoch, ctx.rank), self.device)
+        aug_gen = generator(derive_seed(s.seed, "augment", epoch, ctx.rank))
         order = epoch_indices(
             len(train), True, derive_seed(s.seed, "shuffle", epoch), ctx.rank, ctx.world_size
         )

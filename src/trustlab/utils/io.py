@@ -39,3 +39,15 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> int:
+    """Delete temporary files that an :func:`atomic_path` write of ``path`` left behind when its
+    process was killed (SIGKILL skips the cleanup). Only for files with a single writer, such
+    as a run's checkpoint. Returns how many were removed."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
