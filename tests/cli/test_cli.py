@@ -150,10 +150,25 @@ def test_bad_input_exits_2_and_writes_nothing(
     elif case == "float64":  # numpy's default dtype is fine, not an error: train one epoch
         path = tmp_path / "f64.npz"
         rng = np.random.default_rng(0)
-        np.savez(path, x_train=rng.random((12, 1, 8, 8)), y_train=np.arange(12) % 3,
-                 x_test=rng.random((6, 1, 8, 8)), y_test=np.arange(6) % 3)
-        out = invoke("train", "--dataset", "tensors", "--data-root", str(path), "--model", "mlp",
-                     "--epochs", "1", *base)
+        np.savez(
+            path,
+            x_train=rng.random((12, 1, 8, 8)),
+            y_train=np.arange(12) % 3,
+            x_test=rng.random((6, 1, 8, 8)),
+            y_test=np.arange(6) % 3,
+        )
+        out = invoke(
+            "train",
+            "--dataset",
+            "tensors",
+            "--data-root",
+            str(path),
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            *base,
+        )
         assert out.exit_code == 0, out.output
         return
     else:
@@ -187,15 +202,29 @@ def test_download_flag_fetches_both_splits(
                 gzip.compress(header + arr.tobytes())
             )
     table = tuple(
-        files.Resource(r.filename, hashlib.md5((mirror / r.filename).read_bytes()).hexdigest(),
-                       r.splits)
+        files.Resource(
+            r.filename, hashlib.md5((mirror / r.filename).read_bytes()).hexdigest(), r.splits
+        )
         for r in files.RESOURCES["mnist"]
     )
     monkeypatch.setitem(files.RESOURCES, "mnist", table)
     monkeypatch.setitem(files.BASE_URLS, "mnist", mirror.as_uri() + "/")
     root = tmp_path / "data"
-    out = invoke("train", "--dataset", "mnist", "--data-root", str(root), "--download",
-                 "--model", "mlp", "--epochs", "1", "--quiet", "--device", "cpu")
+    out = invoke(
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-root",
+        str(root),
+        "--download",
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert out.exit_code == 0, out.output
     assert len(list(root.iterdir())) == 4
     (run,) = RunStore(_isolated_home).list()

@@ -116,13 +116,25 @@ def test_user_array_file_errors(tmp_path) -> None:
     with pytest.raises(InputError, match="training input"):  # the test split needs train stats
         load_dataset("tensors", "test", root=path)
     ok = tmp_path / "labels.safetensors"
-    save_file({"x_train": torch.rand(4, 1, 2, 2), "y_train": torch.tensor([0, 1, 0, 1]),
-               "x_test": torch.rand(2, 1, 2, 2), "y_test": torch.tensor([0, 7])}, str(ok))
+    save_file(
+        {
+            "x_train": torch.rand(4, 1, 2, 2),
+            "y_train": torch.tensor([0, 1, 0, 1]),
+            "x_test": torch.rand(2, 1, 2, 2),
+            "y_test": torch.tensor([0, 7]),
+        },
+        str(ok),
+    )
     with pytest.raises(InputError, match="labels span"):
         load_dataset("tensors", "test", root=ok)
     floats = tmp_path / "float-labels.npz"
-    np.savez(floats, x_train=np.random.random((4, 1, 2, 2)), y_train=np.array([0.0, 1.5, 0, 1]),
-             x_test=np.random.random((2, 1, 2, 2)), y_test=np.array([0, 1]))
+    np.savez(
+        floats,
+        x_train=np.random.random((4, 1, 2, 2)),
+        y_train=np.array([0.0, 1.5, 0, 1]),
+        x_test=np.random.random((2, 1, 2, 2)),
+        y_test=np.array([0, 1]),
+    )
     with pytest.raises(InputError, match="integer class indices"):
         load_dataset("tensors", "train", root=floats)
     with pytest.raises(InputError, match="does not exist"):

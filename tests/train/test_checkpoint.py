@@ -111,9 +111,13 @@ def test_zoo_model_rebuilds_from_file_alone(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "meta",
-    ["{broken", "[1, 2]", '{"model_spec": {"name": "resnet20", "bogus": 1}}',
-     '{"model_spec": [1]}', '{"model_spec": {"name": "nope", "num_classes": 2, '
-     '"in_channels": 1, "image_size": 8}}'],
+    [
+        "{broken",
+        "[1, 2]",
+        '{"model_spec": {"name": "resnet20", "bogus": 1}}',
+        '{"model_spec": [1]}',
+        '{"model_spec": {"name": "nope", "num_classes": 2, "in_channels": 1, "image_size": 8}}',
+    ],
 )
 def test_malformed_metadata_is_a_checkpoint_error(tmp_path, meta: str) -> None:
     from safetensors.torch import save_file
