@@ -30,8 +30,9 @@ demo: $(STAMP)
 	@$(VENV)/bin/trustlab train --config examples/demo-shapes10.yaml
 
 test: $(STAMP)
-	@echo "[test] ruff check, then pytest"
+	@echo "[test] ruff check and format check, then pytest"
 	@$(VENV)/bin/ruff check src tests benchmarks
+	@$(VENV)/bin/ruff format --check --quiet src tests benchmarks || { echo "run: .venv/bin/ruff format src tests benchmarks"; exit 1; }
 	@$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)

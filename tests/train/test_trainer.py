@@ -39,6 +39,8 @@ def test_schedules() -> None:
     assert s.lr_at(0) == pytest.approx(0.1)
     assert s.lr_at(5) == pytest.approx(0.05)
     assert s.lr_at(9) == pytest.approx(0.05 * (1 + math.cos(math.pi * 9 / 10)))
+    floor = TrainSettings(epochs=10, lr=0.01, min_lr=0.001)  # CosineAnnealingLR's eta_min
+    assert floor.lr_at(0) == pytest.approx(0.01) and floor.lr_at(5) == pytest.approx(0.0055)
     st = TrainSettings(epochs=8, lr=1.0, schedule="step", gamma=0.1)
     assert [st.lr_at(e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     st = TrainSettings(epochs=8, lr=1.0, schedule="step", milestones=[2], gamma=0.5)

@@ -75,6 +75,7 @@ class TrainSettings(BaseModel):
         "(default: 50% and 75% of the epochs after warm-up)",
     )
     gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0, description="the cosine schedule's floor (eta_min)")
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
     clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient L2 norm")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="for the default CE loss")
@@ -90,6 +91,8 @@ class TrainSettings(BaseModel):
     def _check(self) -> TrainSettings:
         if self.optimizer != "sgd" and self.nesterov:
             raise ValueError("'nesterov' applies to optimizer 'sgd' only")
+        if self.min_lr > self.lr:
+            raise ValueError(f"'min_lr' ({self.min_lr}) must not exceed 'lr' ({self.lr})")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"'warmup_epochs' must be < 'epochs' ({self.epochs})")
         if self.nesterov and self.momentum == 0:
@@ -114,7 +117,7 @@ class TrainSettings(BaseModel):
         e = epoch - self.warmup_epochs
         total = max(self.epochs - self.warmup_epochs, 1)
         if self.schedule == "cosine":
-            return 0.5 * self.lr * (1 + math.cos(math.pi * e / total))
+            return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * e / total))
         if self.schedule == "step":
             return self.lr * self.gamma ** sum(epoch >= m for m in self.step_milestones())
         return self.lr
