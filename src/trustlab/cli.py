@@ -49,8 +49,14 @@ def _handled(fn: F) -> F:
         except InputError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except FloatingPointError as exc:  # training diverged: a failed run, not bad input
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print("interrupted; the run is marked 'interrupted' (trustlab resume ID)")
+            err_console.print(
+                "interrupted: the run is marked 'interrupted'; `trustlab runs` lists it and "
+                "`trustlab resume <id>` continues it."
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -143,7 +149,12 @@ def train_cmd(
     seed: SeedOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a model; flags override the YAML file given with --config."""
+    """Train a model and store the run; flags override the YAML file given with --config.
+
+    The YAML file takes every training setting, also those without a flag: nesterov, gamma,
+    milestones, min_lr, warmup_epochs, channels_last, eval_every, eval_batch_size, model_kwargs
+    (see docs/training.md). Without options: digits, cnn-small, 10 epochs.
+    """
     from trustlab.config import load_train_config
     from trustlab.experiments.train import run_training
 
@@ -201,6 +212,7 @@ def eval_cmd(
     """Accuracy and loss of a saved model (safetensors only) on a dataset split."""
     from trustlab.data import load_dataset
     from trustlab.train import evaluate, load_model
+    from trustlab.train.trainer import check_model_fits
     from trustlab.utils.device import resolve_device
     from trustlab.utils.seed import seed_everything
 
@@ -208,6 +220,7 @@ def eval_cmd(
     dev = resolve_device(device)
     model = load_model(checkpoint, device=dev)
     data = load_dataset(dataset, split, root=data_root)
+    check_model_fits(model, data, device=dev)
     out = evaluate(model, data, device=dev)
     typer.echo(
         json.dumps({"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **out})
@@ -227,8 +240,10 @@ def runs_cmd(
     """List the runs in the results store ($TRUSTLAB_HOME, default ./runs)."""
     from trustlab.results import RunStore
 
-    runs = RunStore().list(status=status, kind=kind, limit=limit)
-    table = Table(title=f"runs ({len(runs)})")
+    store = RunStore()
+    runs = store.list(status=status, kind=kind, limit=limit)
+    total = len(store.list(status=status, kind=kind))
+    table = Table(title=f"runs ({len(runs)} of {total}, newest first)")
     for col in ("id", "kind", "name", "status", "created", "test acc"):
         table.add_column(col)
     for r in runs:
@@ -293,6 +308,23 @@ def show_cmd(
         console.print(table)
     if run.summary:
         console.print("summary: " + json.dumps(run.summary, sort_keys=True, default=str))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from trustlab import __version__
+
+        typer.echo(f"trustlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """Attack, defend and measure deep-learning models."""
 
 
 def main() -> None:

@@ -8,17 +8,17 @@ Unknown keys and bad values are errors that name the key and the allowed values,
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from trustlab.errors import InputError
 from trustlab.registry import DATASETS, MODELS
 from trustlab.train.trainer import TrainSettings
+from trustlab.utils.validate import parse_config
 
 
 class TrainConfig(TrainSettings):
@@ -59,43 +59,6 @@ class TrainConfig(TrainSettings):
 def _ensure_registered() -> None:
     import trustlab.data  # noqa: F401  (registers datasets)
     import trustlab.models  # noqa: F401  (registers models)
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
-    """One readable line per problem, naming the key and what is allowed."""
-    allowed = list(model.model_fields)
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(
-                f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}."
-            )
-        elif not err["loc"]:  # a check across keys; its message names them
-            lines.append("config: " + err["msg"].removeprefix("Value error, "))
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            got = err.get("input")
-            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-            lines.append(f"config key {key!r}: {msg}{shown}")
-    return "\n".join(lines)
-
-
-def parse_config(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    """Validate ``data`` against ``model``; raise :class:`InputError` with readable lines."""
-    try:
-        return model(**data)
-    except InputError:
-        raise
-    except ValidationError as exc:
-        # an InputError raised inside a validator (unknown dataset/model) keeps its own message
-        for err in exc.errors():
-            inner = (err.get("ctx") or {}).get("error")
-            if isinstance(inner, InputError):
-                raise InputError(f"config key {err['loc'][0]!r}: {inner}") from None
-        raise InputError(format_validation_error(exc, model)) from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -229,3 +229,30 @@ def test_download_flag_fetches_both_splits(
     assert len(list(root.iterdir())) == 4
     (run,) = RunStore(_isolated_home).list()
     assert run.config["data_root"] == str(root.resolve())
+
+
+def test_eval_model_on_wrong_data_and_folders(tmp_path: Path, _isolated_home: Path) -> None:
+    from trustlab.models import Normalized, create_model
+    from trustlab.train import save_model
+
+    path = tmp_path / "digits-mlp.safetensors"
+    save_model(Normalized(create_model("mlp", 10, 1, 16), [0.5], [0.5]), path)
+    out = invoke("eval", str(path), "--dataset", "fundus2", "--device", "cpu")
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    out = invoke("eval", str(tmp_path), "--dataset", "digits", "--device", "cpu")
+    assert out.exit_code == 2 and "is a folder" in out.output
+
+
+def test_diverging_training_is_one_error_line(tmp_path: Path, _isolated_home: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("dataset: digits\nmodel: mlp\nepochs: 1\nlr: 1.0e+6\n")
+    out = invoke("train", "--config", str(cfg), "--quiet", "--device", "cpu")
+    assert out.exit_code == 1 and "lower the learning rate" in out.output
+    assert "Traceback" not in out.output
+    (run,) = RunStore(_isolated_home).list()
+    assert run.status == "failed"
+
+
+def test_version() -> None:
+    out = invoke("--version")
+    assert out.exit_code == 0 and out.output.startswith("trustlab ")

@@ -32,7 +32,7 @@ def test_array_dataset_basics() -> None:
     [
         (lambda x, y: (x.clone().index_fill_(0, torch.tensor([1]), float("nan")), y), "NaN"),
         (lambda x, y: (x, y + 5), "labels span"),
-        (lambda x, y: (x, -y), "labels span"),
+        (lambda x, y: (x, -y), "labels include -1"),
         (lambda x, y: (x * 255, y), r"\[0, 1\]"),
         (lambda x, y: (x[:, 0], y), "expected"),
         (lambda x, y: (x, y[:3]), "labels have shape"),

@@ -72,6 +72,13 @@ def test_settings_reject_bad_values(bad: dict) -> None:
         TrainSettings(**bad)
 
 
+def test_bad_keyword_settings_are_input_errors() -> None:
+    with pytest.raises(InputError, match="'epochs'"):
+        Trainer(tiny(), epochs=-1)
+    with pytest.raises(InputError, match="unknown key"):
+        Trainer(tiny(), epoch=3)
+
+
 def test_learns_and_is_deterministic() -> None:
     data = blobs()
     r1 = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, device="cpu", progress=False)

@@ -98,7 +98,9 @@ class ArrayDataset(Dataset):
                 "model (trustlab.models.Normalized)."
             )
         ymin, ymax = int(y.min()), int(y.max())
-        if ymin < 0 or ymax >= k:
+        if ymin < 0:
+            raise InputError(f"{where}: labels include {ymin}; labels must be class indices >= 0.")
+        if ymax >= k:
             raise InputError(
                 f"{where}: labels span [{ymin}, {ymax}] but there are {k} classes; labels must "
                 f"be integers in [0, {k - 1}]."
@@ -241,6 +243,8 @@ def _load_user_arrays(path: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
                     )
                 x, y = torch.from_numpy(z[xk]), torch.from_numpy(z[yk])
                 classes = [str(c) for c in z["classes"]] if "classes" in z else None
+        except InputError:
+            raise
         except ValueError as exc:
             raise InputError(f"{path} is not a plain-array .npz file ({exc}).") from None
         return x, y, classes

@@ -104,7 +104,7 @@ def _finish(run: Run | None, prep: Prepared, result: TrainResult) -> None:
     path = run.artifact_path("model.safetensors")
     save_model(result.model, path, spec=prep.spec.to_dict(), dataset=prep.config.dataset)
     run.add_artifact("model.safetensors", kind="model")
-    run.finish(result.summary())
+    run.finish({**result.summary(), "world_size": D.env_world_size()})
 
 
 def _guarded(run: Run | None, fn: Any) -> Any:

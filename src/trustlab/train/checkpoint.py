@@ -70,6 +70,10 @@ def _explain_not_safetensors(path: Path) -> str:
 
 
 def _check_header(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder; pass the checkpoint file inside it (e.g. model.safetensors)."
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist. Check the path.")
     with open(path, "rb") as fh:

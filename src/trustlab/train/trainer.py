@@ -47,6 +47,7 @@ from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoi
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.device import resolve_device
 from trustlab.utils.seed import derive_seed, generator, seed_torch_rng
+from trustlab.utils.validate import parse_config
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BatchLossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
@@ -275,9 +276,9 @@ class Trainer:
         **overrides: Any,
     ) -> None:
         if settings is None:
-            settings = TrainSettings(**overrides)
+            settings = parse_config(TrainSettings, overrides)
         elif overrides:
-            settings = TrainSettings(**{**settings.model_dump(), **overrides})
+            settings = parse_config(TrainSettings, {**settings.model_dump(), **overrides})
         if loss_fn is not None and compute_loss is not None:
             raise InputError(
                 "pass either loss_fn(logits, y) or compute_loss(model, x, y), not both."

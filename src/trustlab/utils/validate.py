@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import operator
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from trustlab.errors import InputError
 
@@ -33,3 +36,40 @@ def check_int(
         hint = f" {fix}" if fix else ""
         raise InputError(f"{name} must be {rule}, got {value!r}.{hint}")
     return int(number)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:
+    """One readable line per problem, naming the key and what is allowed."""
+    allowed = list(model.model_fields)
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(
+                f"config key {key!r}: unknown key{hint}. Allowed keys: {', '.join(allowed)}."
+            )
+        elif not err["loc"]:  # a check across keys; its message names them
+            lines.append("config: " + err["msg"].removeprefix("Value error, "))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+            lines.append(f"config key {key!r}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate ``data`` against ``model``; raise :class:`InputError` with readable lines."""
+    try:
+        return model(**data)
+    except InputError:
+        raise
+    except ValidationError as exc:
+        # an InputError raised inside a validator (unknown dataset/model) keeps its own message
+        for err in exc.errors():
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, InputError):
+                raise InputError(f"config key {err['loc'][0]!r}: {inner}") from None
+        raise InputError(format_validation_error(exc, model)) from None
