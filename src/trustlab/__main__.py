@@ -2,4 +2,5 @@
 
 from trustlab.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: worker processes (spawn) re-import this module
+    main()

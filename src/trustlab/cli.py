@@ -140,6 +140,12 @@ def train_cmd(
     clip_grad_norm: Annotated[float | None, typer.Option(help="gradient-norm clip.")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="CE label smoothing.")] = None,
     augment: Annotated[str | None, typer.Option(help="none, crop, flip or crop-flip.")] = None,
+    loss: Annotated[str | None, typer.Option(help="ce, sce, gce, nce+rce, ... (APL: a+p).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="SCE/APL alpha (paper default).")] = None,
+    beta: Annotated[float | None, typer.Option(help="SCE/APL beta (paper default).")] = None,
+    noise: Annotated[
+        str | None, typer.Option(help="label noise: sym:0.4, asym:0.4, pair:0.2, idn:0.3.")
+    ] = None,
     data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="fetch real datasets (checksummed).")
@@ -172,6 +178,10 @@ def train_cmd(
         clip_grad_norm=clip_grad_norm,
         label_smoothing=label_smoothing,
         augment=augment,
+        loss=loss,
+        alpha=alpha,
+        beta=beta,
+        noise=noise,
         data_root=data_root,
         download=download,
         name=name,
@@ -192,7 +202,21 @@ def resume_cmd(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Finish an interrupted training run from its last checkpoint."""
+    """Finish an interrupted run: a training run from its last checkpoint, a reproduction
+    from its last finished job."""
+    from trustlab.results import RunStore
+
+    stored = RunStore().get(run_id)
+    if stored.kind == "reproduce":
+        from trustlab.experiments.base import resume_reproduction
+
+        if stored.status in ("finished", "running"):
+            raise InputError(f"run {stored.id} is {stored.status}; there is nothing to resume.")
+        rep = resume_reproduction(stored, device=device, progress=_progress(quiet))
+        _print_reproduction(rep)
+        if not rep.passed:
+            raise typer.Exit(1)
+        return
     from trustlab.experiments.train import resume_training
 
     run, result = resume_training(run_id, progress=_progress(quiet), device=device)
@@ -225,6 +249,79 @@ def eval_cmd(
     typer.echo(
         json.dumps({"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **out})
     )
+
+
+# -- reproductions -----------------------------------------------------------------------------
+def _print_reproduction(rep: Any) -> None:
+    from trustlab.experiments.base import get_experiment
+
+    exp = get_experiment(rep.experiment)
+    table = Table(
+        title=f"{exp.title}: {rep.experiment} ({rep.preset.name}, "
+        f"{rep.preset.dataset}, {rep.preset.model}, {rep.preset.seeds} seed(s))"
+    )
+    cols = [*rep.table.keys, *rep.table.metrics, "seeds"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in rep.table.keys else "right")
+    for e in rep.table.summary():
+        cells = [str(e[k]) for k in rep.table.keys]
+        for m in rep.table.metrics:
+            scale = 100.0 if m in exp.percent else 1.0
+            cells.append(f"{e[m] * scale:.2f} ± {e[m + '_std'] * scale:.2f}")
+        cells.append(str(e["seeds"]))
+        table.add_row(*cells)
+    console.print(table)
+    for c in rep.claims:
+        mark = "[bold green]PASS[/]" if c.passed else "[bold red]FAIL[/]"
+        console.print(f"{mark} {c.text}\n     {c.detail}", highlight=False, soft_wrap=True)
+    if rep.run is not None:
+        console.print(f"run {rep.run.id}: {rep.run.dir}")
+
+
+@app.command("reproduce")
+@_handled
+def reproduce_cmd(
+    name: Annotated[str, typer.Argument(help="an experiment (see `trustlab experiments`).")],
+    preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
+    dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="number of seeds (default: preset's).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="first seed.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce a paper's headline claim: table, PASS/FAIL per claim, exit 1 on a FAIL."""
+    from trustlab.experiments.base import reproduce
+
+    rep = reproduce(
+        name,
+        preset,
+        dataset=dataset,
+        seeds=seeds,
+        device=device,
+        workers=workers,
+        progress=_progress(quiet),
+        seed=seed,
+    )
+    _print_reproduction(rep)
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
+@app.command("experiments")
+@_handled
+def experiments_cmd() -> None:
+    """List the reproductions, their presets and their claims."""
+    from trustlab.experiments.base import list_experiments
+
+    for e in list_experiments():
+        console.print(f"[bold]{e['name']}[/]: {e['title']}\n  {e['paper']}", soft_wrap=True)
+        for k, v in e["presets"].items():
+            console.print(f"  --preset {k}: {v}", soft_wrap=True)
+        for c in e["claims"]:
+            console.print(f"  claim: {c}", soft_wrap=True)
 
 
 # -- the results store -------------------------------------------------------------------------

@@ -32,6 +32,11 @@ class TrainConfig(TrainSettings):
     data_root: str | None = Field(None, description="folder (or file) holding the dataset")
     download: bool = False
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    loss: str = Field("ce", description="a loss name, e.g. ce, sce, gce, nce+rce, nfl+mae")
+    alpha: float | None = Field(None, description="SCE/APL weight (default: the paper's)")
+    beta: float | None = Field(None, description="SCE/APL weight (default: the paper's)")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="q, gamma, A")
+    noise: str = Field("none", description="label noise on the training split: sym:0.4, ...")
     name: str | None = Field(None, description="a label for the run")
 
     @field_validator("dataset")
@@ -46,6 +51,22 @@ class TrainConfig(TrainSettings):
     def _known_device(cls, v: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v.lower()):
             raise InputError(f"unknown device {v!r}. Use one of: auto, cpu, cuda, cuda:N.")
+        return v.lower()
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        from trustlab.train.losses import make_loss
+
+        make_loss(v)  # raises with the list of names
+        return v.lower().replace(" ", "")
+
+    @field_validator("noise")
+    @classmethod
+    def _known_noise(cls, v: str) -> str:
+        from trustlab.data.noise import parse_noise
+
+        parse_noise(v)
         return v.lower()
 
     @field_validator("model")

@@ -15,12 +15,14 @@ from typing import Any
 
 from trustlab.config import TrainConfig, parse_config
 from trustlab.data import ArrayDataset, load_dataset
+from trustlab.data.noise import apply_noise
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.registry import MODELS
 from trustlab.results import Run, RunStore
 from trustlab.train import distributed as D
 from trustlab.train.checkpoint import save_model
+from trustlab.train.losses import make_loss
 from trustlab.train.trainer import (
     CHECKPOINT_NAME,
     Trainer,
@@ -29,7 +31,8 @@ from trustlab.train.trainer import (
     check_model_fits,
 )
 from trustlab.utils.device import resolve_device
-from trustlab.utils.seed import seed_everything
+from trustlab.utils.io import write_json_atomic
+from trustlab.utils.seed import derive_seed, seed_everything
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Prepared:
     train: ArrayDataset
     test: ArrayDataset
     spec: ModelSpec
+    loss_fn: Any = None
+    noise: dict[str, Any] | None = None
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -68,7 +73,22 @@ def prepare(config: TrainConfig) -> Prepared:
     )
     seed_everything(config.seed)
     check_model_fits(spec.build(), train, test, "cpu" if device.type == "cuda" else device)
-    return Prepared(config, train, test, spec)
+    loss_fn = None
+    if config.loss != "ce" or config.alpha is not None or config.beta is not None:
+        if config.label_smoothing > 0:
+            raise InputError("label_smoothing applies to the default CE loss only; drop one.")
+        loss_fn = make_loss(
+            config.loss, config.alpha, config.beta, dataset=config.dataset, **config.loss_kwargs
+        )
+    elif config.loss_kwargs:
+        raise InputError("loss_kwargs need a loss that takes them (e.g. --loss gce with q).")
+    noise = None
+    if config.noise not in ("none", "clean"):
+        train, record = apply_noise(
+            train, config.noise, seed=derive_seed(config.seed, "noise"), dataset_name=config.dataset
+        )
+        noise = record.to_dict()
+    return Prepared(config, train, test, spec, loss_fn, noise)
 
 
 def _stored_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -90,6 +110,7 @@ def _run_fit(
     trainer = Trainer(
         model,
         settings,
+        loss_fn=prep.loss_fn,
         device=cfg.device,
         progress=progress,
         checkpoint_dir=run.dir / "checkpoints" if run is not None else None,
@@ -104,7 +125,12 @@ def _finish(run: Run | None, prep: Prepared, result: TrainResult) -> None:
     path = run.artifact_path("model.safetensors")
     save_model(result.model, path, spec=prep.spec.to_dict(), dataset=prep.config.dataset)
     run.add_artifact("model.safetensors", kind="model")
-    run.finish({**result.summary(), "world_size": D.env_world_size()})
+    extra: dict[str, Any] = {"world_size": D.env_world_size()}
+    if prep.noise is not None:
+        extra["noise_rate"] = prep.noise["rate"]
+        write_json_atomic(run.artifact_path("noise.json"), prep.noise)
+        run.add_artifact("noise.json", kind="noise")
+    run.finish({**result.summary(), **extra})
 
 
 def _guarded(run: Run | None, fn: Any) -> Any:

@@ -1,0 +1,395 @@
+"""The reproduction machinery shared by every paper: presets, jobs, the results table, claims.
+
+An :class:`Experiment` declares
+
+- ``presets``: ``smoke`` (seconds, part of the test suite), ``quick`` (minutes on 2 CPU cores, what
+  a new user runs first) and ``full`` (the paper's protocol, for a GPU and the real dataset);
+- ``jobs(preset)``: the independent trainings/evaluations the table needs, each a plain dict of
+  the row's keys (e.g. ``{"loss": "sce", "noise": "sym:0.4"}``), run once per seed;
+- ``run_job(preset, job, seed, device)``: runs one job and returns its metrics;
+- ``claims``: the paper's qualitative headline written as predicates over the table.
+
+:func:`reproduce` runs the jobs (in worker processes on CPU, each single-threaded, so the numbers
+do not depend on how many workers ran them), aggregates them into a :class:`ResultTable` (mean and
+std over seeds), checks the claims and stores everything as one ``reproduce`` run: one stored
+row per finished job (so an interrupted reproduction resumes where it stopped), the table as an
+artefact, and the claims in the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from trustlab.errors import InputError
+from trustlab.registry import EXPERIMENTS
+from trustlab.results import Run, RunStore
+from trustlab.utils.device import resolve_device
+from trustlab.utils.io import write_json_atomic, write_text_atomic
+
+PRESETS = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One scale of an experiment. ``options`` holds the experiment's own knobs."""
+
+    name: str
+    dataset: str
+    model: str
+    seeds: int
+    train: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def with_overrides(self, dataset: str | None = None, seeds: int | None = None) -> Preset:
+        out = self
+        if dataset is not None:
+            out = replace(out, dataset=dataset)
+        if seeds is not None:
+            if seeds < 1:
+                raise InputError(f"--seeds must be >= 1, got {seeds}.")
+            out = replace(out, seeds=seeds)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "seeds": self.seeds,
+            "train": self.train,
+            "options": self.options,
+        }
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: str
+    text: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's headline as a predicate: ``check(table) -> (passed, detail with the numbers)``."""
+
+    name: str
+    text: str
+    check: Callable[[ResultTable], tuple[bool, str]]
+
+    def evaluate(self, table: ResultTable) -> ClaimResult:
+        passed, detail = self.check(table)
+        return ClaimResult(self.name, self.text, bool(passed), detail)
+
+
+class ResultTable:
+    """Rows of per-seed metrics grouped by ``keys``; :meth:`summary` gives mean/std over seeds."""
+
+    def __init__(self, keys: Sequence[str], metrics: Sequence[str], rows: Iterable[dict]) -> None:
+        self.keys = tuple(keys)
+        self.metrics = tuple(metrics)
+        self.rows = [dict(r) for r in rows]
+
+    def _groups(self) -> dict[tuple, list[dict]]:
+        groups: dict[tuple, list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault(tuple(row[k] for k in self.keys), []).append(row)
+        return groups
+
+    def summary(self) -> list[dict[str, Any]]:
+        out = []
+        for key, rows in self._groups().items():
+            entry: dict[str, Any] = dict(zip(self.keys, key, strict=True))
+            entry["seeds"] = len(rows)
+            for m in self.metrics:
+                vals = [float(r[m]) for r in rows if m in r]
+                entry[m] = statistics.fmean(vals) if vals else math.nan
+                entry[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+            out.append(entry)
+        return out
+
+    def mean(self, metric: str, **where: Any) -> float:
+        """The mean over seeds of ``metric`` for the group matching ``where``."""
+        rows = [r for r in self.rows if all(r.get(k) == v for k, v in where.items())]
+        if not rows:
+            raise KeyError(f"no rows match {where}")
+        return statistics.fmean(float(r[metric]) for r in rows)
+
+    def has(self, **where: Any) -> bool:
+        return any(all(r.get(k) == v for k, v in where.items()) for r in self.rows)
+
+    def to_markdown(self, digits: int = 2, percent: Sequence[str] = ()) -> str:
+        cols = [*self.keys, *self.metrics, "seeds"]
+        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        for e in self.summary():
+            cells = [str(e[k]) for k in self.keys]
+            for m in self.metrics:
+                scale = 100.0 if m in percent else 1.0
+                cells.append(f"{e[m] * scale:.{digits}f} ± {e[m + '_std'] * scale:.{digits}f}")
+            cells.append(str(e["seeds"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "metrics": self.metrics,
+            "rows": self.rows,
+            "summary": self.summary(),
+        }
+
+
+class Experiment:
+    """Base class of a reproduction; subclasses set the class attributes and two methods."""
+
+    name: str = ""
+    title: str = ""
+    paper: str = ""
+    keys: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    percent: tuple[str, ...] = ()  # metrics shown as percentages
+    presets: dict[str, Preset] = {}
+    claims: tuple[Claim, ...] = ()
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            raise InputError(
+                f"experiment {self.name!r} has no preset {name!r}; use one of "
+                f"{', '.join(self.presets)}."
+            )
+        return self.presets[name]
+
+    def check_claims(self, table: ResultTable) -> list[ClaimResult]:
+        return [c.evaluate(table) for c in self.claims]
+
+
+@dataclass
+class Reproduction:
+    experiment: str
+    preset: Preset
+    table: ResultTable
+    claims: list[ClaimResult]
+    run: Run | None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.claims)
+
+
+# -- running jobs --------------------------------------------------------------------------------
+def _job_in_worker(name: str, preset: Preset, job: dict, seed: int, device: str) -> dict:
+    """Worker entry point: one job, single-threaded (numbers independent of the worker count)."""
+    torch.set_num_threads(1)
+    exp = get_experiment(name)
+    return exp.run_job(preset, job, seed, torch.device(device))
+
+
+def _job_in_process(
+    exp: Experiment, preset: Preset, job: dict, seed: int, dev: torch.device
+) -> dict:
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return exp.run_job(preset, job, seed, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def default_workers(device: torch.device, n_jobs: int) -> int:
+    if device.type != "cpu":
+        return 1
+    return max(1, min(n_jobs, os.cpu_count() or 1))
+
+
+def get_experiment(name: str) -> Experiment:
+    import trustlab.experiments.registry  # noqa: F401  (registers the reproductions)
+
+    return EXPERIMENTS.get(name).factory()
+
+
+def reproduce(
+    name: str,
+    preset: str = "quick",
+    dataset: str | None = None,
+    seeds: int | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    store: RunStore | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    resume: Run | None = None,
+) -> Reproduction:
+    """Run an experiment's preset, check its claims, store the run; see the module docstring.
+
+    Seeds ``seed, seed + 1, ...`` (``preset.seeds`` of them, or ``seeds``). ``resume`` continues
+    a stored, reopened run of the same experiment and preset, skipping the jobs it finished.
+    """
+    exp = get_experiment(name)
+    pre = exp.preset(preset).with_overrides(dataset, seeds)
+    dev = resolve_device(device)
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}.")
+    jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
+    run = resume
+    if run is None:
+        store = store or RunStore()
+        config = {"experiment": name, "preset": pre.to_dict(), "device": str(dev), "seed": seed}
+        run = store.create_run("reproduce", f"{name}-{pre.name}", config, seed=seed)
+    # a stored row is (job index -> metrics); the job's keys come from the preset, which a
+    # resumed run shares, so only numbers go to the store
+    rows: dict[int, dict] = {}
+    for r in run.metrics(phase="row"):
+        i = int(r["step"])
+        if i < len(jobs):
+            metrics = {k: v for k, v in r.items() if k not in ("step", "phase", "seed")}
+            rows[i] = {**jobs[i][0], "seed": jobs[i][1], **metrics}
+    todo = [i for i in range(len(jobs)) if i not in rows]
+
+    def record(i: int, metrics: dict) -> None:
+        job, seed = jobs[i]
+        rows[i] = {**job, "seed": seed, **metrics}
+        run.log_metrics(i, {"seed": seed, **metrics}, phase="row")
+
+    try:
+        _run_jobs(exp, pre, jobs, todo, dev, workers, progress, record)
+        table = ResultTable(exp.keys, exp.metrics, [rows[i] for i in sorted(rows)])
+        claims = exp.check_claims(table)
+        write_json_atomic(run.artifact_path("table.json"), table.to_json())
+        run.add_artifact("table.json", kind="table")
+        text = render_markdown(exp, pre, table, claims)
+        write_text_atomic(run.artifact_path("report.md"), text)
+        run.add_artifact("report.md", kind="report")
+        run.finish(
+            {
+                "passed": all(c.passed for c in claims),
+                "claims": {c.claim: {"passed": c.passed, "detail": c.detail} for c in claims},
+            }
+        )
+    except KeyboardInterrupt:
+        run.mark_interrupted()
+        raise
+    except BaseException as exc:
+        if run.refresh().status == "running":
+            run.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    return Reproduction(name, pre, table, claims, run)
+
+
+def _run_jobs(
+    exp: Experiment,
+    pre: Preset,
+    jobs: list,
+    todo: list[int],
+    dev: torch.device,
+    workers: int | None,
+    progress: bool,
+    record: Callable[[int, dict], None],
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    n_workers = workers if workers is not None else default_workers(dev, len(todo))
+    if n_workers < 1:
+        raise InputError(f"--workers must be >= 1, got {n_workers}.")
+    bar = Progress(
+        "[bold]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+    )
+    with bar:
+        task = bar.add_task(f"{exp.name} ({pre.name})", total=len(todo))
+        if n_workers == 1 or len(todo) <= 1:
+            for i in todo:
+                job, seed = jobs[i]
+                record(i, _job_in_process(exp, pre, job, seed, dev))
+                bar.advance(task)
+            return
+        ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            futures = {
+                pool.submit(_job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev)): i
+                for i in todo
+            }
+            for fut in as_completed(futures):
+                record(futures[fut], fut.result())
+                bar.advance(task)
+
+
+def render_markdown(
+    exp: Experiment, pre: Preset, table: ResultTable, claims: list[ClaimResult]
+) -> str:
+    lines = [
+        f"# {exp.title} ({exp.name}, preset {pre.name})",
+        "",
+        exp.paper,
+        "",
+        f"dataset `{pre.dataset}`, model `{pre.model}`, {pre.seeds} seed(s), "
+        f"training {json.dumps(pre.train, sort_keys=True)}",
+        "",
+        table.to_markdown(percent=exp.percent),
+        "",
+        "## Claims",
+        "",
+    ]
+    for c in claims:
+        lines.append(f"- **{'PASS' if c.passed else 'FAIL'}** {c.text}: {c.detail}")
+    return "\n".join(lines) + "\n"
+
+
+def resume_reproduction(
+    run: Run, device: str | None = None, workers: int | None = None, progress: bool = True
+) -> Reproduction:
+    """Finish an interrupted ``reproduce`` run: the jobs it stored are kept, the rest run."""
+    cfg = run.config
+    pre = cfg["preset"]
+    run.reopen()
+    return reproduce(
+        cfg["experiment"],
+        pre["name"],
+        dataset=pre["dataset"],
+        seeds=pre["seeds"],
+        device=device or cfg.get("device", "auto"),
+        workers=workers,
+        progress=progress,
+        seed=int(cfg.get("seed", 0)),
+        resume=run,
+    )
+
+
+def list_experiments() -> list[dict[str, Any]]:
+    import trustlab.experiments.registry  # noqa: F401
+
+    out = []
+    for entry in EXPERIMENTS:
+        exp = entry.factory()
+        out.append(
+            {
+                "name": exp.name,
+                "title": exp.title,
+                "paper": exp.paper,
+                "presets": {k: p.description for k, p in exp.presets.items()},
+                "claims": [c.text for c in exp.claims],
+            }
+        )
+    return out

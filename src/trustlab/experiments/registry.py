@@ -1,0 +1,10 @@
+"""Registers every reproduction in :data:`trustlab.registry.EXPERIMENTS` (imported lazily)."""
+
+from __future__ import annotations
+
+from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
+from trustlab.registry import EXPERIMENTS
+
+for _cls in (APLReproduction, SCEReproduction):
+    if _cls.name not in EXPERIMENTS:
+        EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

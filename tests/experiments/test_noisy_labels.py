@@ -1,0 +1,98 @@
+"""The apl and sce reproductions at the smoke preset, end to end, and noisy training from the CLI.
+
+The smoke preset (an MLP on digits, 30 epochs, clean and 60% symmetric noise) is too short for
+CE to memorise the noise the way the papers' 50-120 epoch runs do, so its claims are checked and
+reported, not required to pass: the test asserts what the command reports, and that the exit
+code follows the claims (docs/noisy-labels.md has the quick-preset numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustlab.cli import app
+from trustlab.experiments.base import reproduce
+from trustlab.results import RunStore
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_reproduce_apl_smoke_cli(_isolated_home: Path) -> None:
+    out = runner.invoke(
+        app,
+        ["reproduce", "apl", "--preset", "smoke", "--device", "cpu", "--workers", "1", "--quiet"],
+        catch_exceptions=False,
+    )
+    text = out.output
+    assert "nce+rce" in text and "sym:0.6" in text
+    claims = re.findall(r"(PASS|FAIL) ", text)
+    assert len(claims) == 2
+    assert out.exit_code == (0 if claims == ["PASS", "PASS"] else 1)
+    assert re.search(r"sym:0.6 nce\+rce \d+\.\d vs CE \d+\.\d", text)
+    (run,) = RunStore(_isolated_home).list()
+    assert run.kind == "reproduce" and run.status == "finished"
+    assert run.summary["passed"] == (out.exit_code == 0)
+    rows = json.loads((run.dir / "table.json").read_text())["rows"]
+    assert len(rows) == 6 and all(0 <= r["last_acc"] <= 1 for r in rows)
+    noisy = [r for r in rows if r["noise"] == "sym:0.6"]
+    assert all(abs(r["noise_rate"] - 0.6) < 0.01 for r in noisy)
+
+
+@pytest.mark.slow
+def test_sce_smoke_numbers_do_not_depend_on_workers(_isolated_home: Path) -> None:
+    one = reproduce("sce", "smoke", device="cpu", workers=1, progress=False)
+    two = reproduce("sce", "smoke", device="cpu", workers=2, progress=False)
+    key = lambda r: (r["noise"], r["loss"], r["seed"])  # noqa: E731
+    assert sorted(one.table.rows, key=key) == sorted(two.table.rows, key=key)
+    assert [c.passed for c in one.claims] == [c.passed for c in two.claims]
+
+
+def test_train_with_loss_and_noise(_isolated_home: Path) -> None:
+    out = runner.invoke(
+        app,
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--loss",
+            "sce",
+            "--noise",
+            "asym:0.4",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 0, out.output
+    (run,) = RunStore(_isolated_home).list()
+    noise = json.loads((run.dir / "noise.json").read_text())
+    assert noise["kind"] == "asym" and run.summary["noise_rate"] == noise["rate"] > 0
+    assert run.config["loss"] == "sce" and run.config["noise"] == "asym:0.4"
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--loss", "nce+gce"], "unknown loss"),
+        (["--noise", "sym:1.5"], "noise rate"),
+        (["--noise", "asym:0.4", "--dataset", "fundus2"], "asymmetric"),
+        (["--loss", "sce", "--label-smoothing", "0.1"], "label_smoothing"),
+    ],
+)
+def test_noise_and_loss_errors(args: list[str], pattern: str, _isolated_home: Path) -> None:
+    out = runner.invoke(app, ["train", "--quiet", "--device", "cpu", *args], catch_exceptions=False)
+    assert out.exit_code == 2 and re.search(pattern, out.output), out.output
+    assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()
