@@ -96,3 +96,52 @@ def test_noise_and_loss_errors(args: list[str], pattern: str, _isolated_home: Pa
     out = runner.invoke(app, ["train", "--quiet", "--device", "cpu", *args], catch_exceptions=False)
     assert out.exit_code == 2 and re.search(pattern, out.output), out.output
     assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()
+
+
+def test_full_preset_without_cifar_files_fails_before_storing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_home: Path
+) -> None:
+    monkeypatch.setenv("TRUSTLAB_DATA", str(tmp_path / "no-data"))
+    out = runner.invoke(
+        app,
+        ["reproduce", "apl", "--preset", "full", "--device", "cpu", "--quiet"],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 2 and "cifar-10-batches-py" in out.output, out.output
+    assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()
+
+
+def test_full_preset_job_on_cifar10_files(tmp_path: Path) -> None:
+    """One job of the papers' CIFAR-10 protocol (cnn8, CIFAR-10 map and weights) on tiny files
+    in the real format, shortened to one epoch: the full preset's plumbing without the hours."""
+    import pickle
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from trustlab.experiments.base import get_experiment
+
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+            b"labels": [j % 10 for j in range(20)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [b"c%d" % k for k in range(10)]}, protocol=4)
+    )
+    exp = get_experiment("apl")
+    full = exp.preset("full")
+    assert (full.model, full.train["epochs"], full.train["clip_grad_norm"]) == ("cnn8", 120, 5.0)
+    short = replace(
+        full,
+        train={**full.train, "epochs": 1, "eval_every": 1},
+        options={**full.options, "data_root": str(tmp_path / "cifar10")},
+    )
+    exp.check(short)
+    out = exp.run_job(short, {"noise": "asym:0.4", "loss": "nce+rce"}, 0, torch.device("cpu"))
+    assert 0 <= out["last_acc"] <= 1 and out["noise_rate"] == pytest.approx(0.4 * 5 / 10)

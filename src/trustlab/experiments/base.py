@@ -170,6 +170,14 @@ class Experiment:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def check(self, preset: Preset) -> None:
+        """Fail fast, before a run is stored, on input the jobs would reject (by default: the
+        preset's dataset must load, e.g. its files must be present)."""
+        from trustlab.data import load_dataset
+
+        for split in ("train", "test"):
+            load_dataset(preset.dataset, split, root=preset.options.get("data_root"))
+
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
             raise InputError(
@@ -250,6 +258,7 @@ def reproduce(
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}.")
     jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
+    exp.check(pre)
     run = resume
     if run is None:
         store = store or RunStore()

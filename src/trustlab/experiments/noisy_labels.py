@@ -82,7 +82,8 @@ def beats_ce(losses: tuple[str, ...], margin: float = 0.05) -> Claim:
     names = " and ".join(n.upper() for n in losses)
     return Claim(
         "beats-ce-under-noise",
-        f"{names} beat CE by >= {100 * margin:.0f} points of last-epoch test accuracy at 40% and "
+        f"{names} {'beat' if len(losses) > 1 else 'beats'} CE by >= {100 * margin:.0f} points "
+        "of last-epoch test accuracy at 40% and "
         "60% symmetric and 40% asymmetric noise",
         check,
     )
