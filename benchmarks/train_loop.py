@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048, help="training images per epoch")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
