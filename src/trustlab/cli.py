@@ -284,6 +284,7 @@ def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="an experiment (see `trustlab experiments`).")],
     preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
     dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (default: preset's).")] = None,
     workers: Annotated[
         int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
@@ -304,6 +305,7 @@ def reproduce_cmd(
         workers=workers,
         progress=_progress(quiet),
         seed=seed,
+        data_root=data_root,
     )
     _print_reproduction(rep)
     if not rep.passed:

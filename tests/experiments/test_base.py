@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-import torch
 
 from trustlab.errors import InputError
 from trustlab.experiments.base import (
@@ -126,4 +125,24 @@ def test_interrupted_reproduction_resumes_without_redoing_jobs(_isolated_home) -
     assert rep.passed and len(CALLS) == 4 and CALLS[:2] == done  # only the two missing jobs
     assert {r["seed"] for r in rep.table.rows} == {5, 6}
     assert not math.isnan(rep.table.mean("score", arm="b"))
-    torch.set_num_threads(1)
+
+
+def test_resume_refuses_a_changed_preset(_isolated_home, monkeypatch) -> None:
+    CALLS.clear()
+    INTERRUPT_AT.append(1)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("toy-test", "smoke", device="cpu", workers=1, progress=False)
+    (run,) = RunStore(_isolated_home).list()
+    changed = Preset("smoke", "digits", "mlp", seeds=2, options={"arms": ("b", "a")})
+    monkeypatch.setattr(Toy, "presets", {"smoke": changed})
+    with pytest.raises(InputError, match="cannot be reused"):
+        resume_reproduction(run, workers=1, progress=False)
+    assert run.refresh().status == "interrupted"  # a refused resume leaves the run as it was
+
+
+def test_bad_workers_and_device_store_nothing(_isolated_home) -> None:
+    with pytest.raises(InputError, match="--workers"):
+        reproduce("toy-test", "smoke", device="cpu", workers=0, progress=False)
+    with pytest.raises(InputError):
+        reproduce("toy-test", "smoke", device="tpu", progress=False)
+    assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()

@@ -35,6 +35,7 @@ def test_reproduce_apl_smoke_cli(_isolated_home: Path) -> None:
     assert len(claims) == 2
     assert out.exit_code == (0 if claims == ["PASS", "PASS"] else 1)
     assert re.search(r"sym:0.6 nce\+rce \d+\.\d vs CE \d+\.\d", text)
+    assert "not run at this preset: sym:0.4, asym:0.4" in text
     (run,) = RunStore(_isolated_home).list()
     assert run.kind == "reproduce" and run.status == "finished"
     assert run.summary["passed"] == (out.exit_code == 0)
@@ -42,6 +43,10 @@ def test_reproduce_apl_smoke_cli(_isolated_home: Path) -> None:
     assert len(rows) == 6 and all(0 <= r["last_acc"] <= 1 for r in rows)
     noisy = [r for r in rows if r["noise"] == "sym:0.6"]
     assert all(abs(r["noise_rate"] - 0.6) < 0.01 for r in noisy)
+    # single-threaded jobs are deterministic: SCE beats CE at 60% noise even at smoke scale
+    acc = {r["loss"]: r["last_acc"] for r in noisy}
+    assert acc["sce"] > acc["ce"]
+    assert run.config["loss_params"]["sce"]["alpha"] == 0.01  # digits -> the MNIST weights
 
 
 @pytest.mark.slow
@@ -145,3 +150,29 @@ def test_full_preset_job_on_cifar10_files(tmp_path: Path) -> None:
     exp.check(short)
     out = exp.run_job(short, {"noise": "asym:0.4", "loss": "nce+rce"}, 0, torch.device("cpu"))
     assert 0 <= out["last_acc"] <= 1 and out["noise_rate"] == pytest.approx(0.4 * 5 / 10)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "pattern"),
+    [("moving-shapes", "expects"), ("fundus2", "eta")],
+)
+def test_bad_dataset_override_fails_before_storing(
+    dataset: str, pattern: str, _isolated_home: Path
+) -> None:
+    out = runner.invoke(
+        app,
+        [
+            "reproduce",
+            "sce",
+            "--preset",
+            "smoke",
+            "--dataset",
+            dataset,
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 2 and re.search(pattern, out.output), out.output
+    assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()

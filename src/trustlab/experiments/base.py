@@ -26,6 +26,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,10 +52,15 @@ class Preset:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def with_overrides(self, dataset: str | None = None, seeds: int | None = None) -> Preset:
+    def with_overrides(
+        self, dataset: str | None = None, seeds: int | None = None, data_root: str | None = None
+    ) -> Preset:
         out = self
         if dataset is not None:
             out = replace(out, dataset=dataset)
+        if data_root is not None:
+            root = str(Path(data_root).expanduser().resolve())
+            out = replace(out, options={**out.options, "data_root": root})
         if seeds is not None:
             if seeds < 1:
                 raise InputError(f"--seeds must be >= 1, got {seeds}.")
@@ -178,6 +184,10 @@ class Experiment:
         for split in ("train", "test"):
             load_dataset(preset.dataset, split, root=preset.options.get("data_root"))
 
+    def describe(self, preset: Preset) -> dict[str, Any]:
+        """Extra facts recorded in the run's config (e.g. the loss weights actually used)."""
+        return {}
+
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
             raise InputError(
@@ -246,6 +256,7 @@ def reproduce(
     progress: bool = True,
     seed: int = 0,
     resume: Run | None = None,
+    data_root: str | None = None,
 ) -> Reproduction:
     """Run an experiment's preset, check its claims, store the run; see the module docstring.
 
@@ -253,17 +264,31 @@ def reproduce(
     a stored, reopened run of the same experiment and preset, skipping the jobs it finished.
     """
     exp = get_experiment(name)
-    pre = exp.preset(preset).with_overrides(dataset, seeds)
+    pre = exp.preset(preset).with_overrides(dataset, seeds, data_root)
     dev = resolve_device(device)
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}.")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}.")
     jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
-    exp.check(pre)
+    exp.check(pre)  # everything a job would reject, before anything is stored
+    config = {"experiment": name, "preset": pre.to_dict(), "seed": seed, **exp.describe(pre)}
     run = resume
     if run is None:
         store = store or RunStore()
-        config = {"experiment": name, "preset": pre.to_dict(), "device": str(dev), "seed": seed}
-        run = store.create_run("reproduce", f"{name}-{pre.name}", config, seed=seed)
+        run = store.create_run(
+            "reproduce", f"{name}-{pre.name}", {**config, "device": str(dev)}, seed=seed
+        )
+    else:
+        stored = {k: run.config.get(k) for k in config}
+        if json.dumps(stored, sort_keys=True, default=str) != json.dumps(
+            json.loads(json.dumps(config, default=str)), sort_keys=True
+        ):
+            raise InputError(
+                f"run {run.id} was made with another experiment, preset or seed than this "
+                "code defines now; its rows cannot be reused. Start a new reproduction."
+            )
+        run.reopen()
     # a stored row is (job index -> metrics); the job's keys come from the preset, which a
     # resumed run shares, so only numbers go to the store
     rows: dict[int, dict] = {}
@@ -317,8 +342,6 @@ def _run_jobs(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     n_workers = workers if workers is not None else default_workers(dev, len(todo))
-    if n_workers < 1:
-        raise InputError(f"--workers must be >= 1, got {n_workers}.")
     bar = Progress(
         "[bold]{task.description}",
         BarColumn(),
@@ -335,14 +358,26 @@ def _run_jobs(
                 bar.advance(task)
             return
         ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(_job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev)): i
-                for i in todo
-            }
+        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
+        futures = {
+            pool.submit(_job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev)): i
+            for i in todo
+        }
+        recorded: set[int] = set()
+        try:
             for fut in as_completed(futures):
                 record(futures[fut], fut.result())
+                recorded.add(futures[fut])
                 bar.advance(task)
+        except BaseException:
+            # stop at the first failure: cancel what has not started, keep what has finished
+            pool.shutdown(wait=False, cancel_futures=True)
+            for fut, i in futures.items():
+                ok = fut.done() and not fut.cancelled() and fut.exception() is None
+                if ok and i not in recorded:
+                    record(i, fut.result())
+            raise
+        pool.shutdown(wait=True)
 
 
 def render_markdown(
@@ -372,8 +407,7 @@ def resume_reproduction(
     """Finish an interrupted ``reproduce`` run: the jobs it stored are kept, the rest run."""
     cfg = run.config
     pre = cfg["preset"]
-    run.reopen()
-    return reproduce(
+    return reproduce(  # checks everything, then reopens the run
         cfg["experiment"],
         pre["name"],
         dataset=pre["dataset"],
@@ -383,6 +417,7 @@ def resume_reproduction(
         progress=progress,
         seed=int(cfg.get("seed", 0)),
         resume=run,
+        data_root=pre.get("options", {}).get("data_root"),
     )
 
 

@@ -126,6 +126,8 @@ def _finish(run: Run | None, prep: Prepared, result: TrainResult) -> None:
     save_model(result.model, path, spec=prep.spec.to_dict(), dataset=prep.config.dataset)
     run.add_artifact("model.safetensors", kind="model")
     extra: dict[str, Any] = {"world_size": D.env_world_size()}
+    if prep.loss_fn is not None and hasattr(prep.loss_fn, "hparams"):
+        extra["loss_params"] = prep.loss_fn.hparams()  # the weights actually used
     if prep.noise is not None:
         extra["noise_rate"] = prep.noise["rate"]
         write_json_atomic(run.artifact_path("noise.json"), prep.noise)
