@@ -1,0 +1,1 @@
+"""Attacks: evasion (adversarial examples); backdoor and privacy attacks come later."""

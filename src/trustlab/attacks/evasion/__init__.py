@@ -1,0 +1,17 @@
+"""Evasion attacks: ``atk = PGD(model, eps=8/255); x_adv = atk(x, y)``."""
+
+from trustlab.attacks.evasion.base import Attack, frozen, parse_eps, project
+from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustness
+from trustlab.attacks.evasion.fgsm import FGSM
+from trustlab.attacks.evasion.pgd import PGD
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "RobustnessReport",
+    "evaluate_robustness",
+    "frozen",
+    "parse_eps",
+    "project",
+]

@@ -1,0 +1,178 @@
+"""What every evasion attack shares: input checks, a frozen model, norm-ball geometry, gradients.
+
+Contract (architecture section 3): inputs are images in ``[0, 1]`` (``(N, C, H, W)`` or video),
+labels ``int64``; normalisation lives inside the model. ``atk = PGD(model, eps=8/255, ...)``;
+``x_adv = atk(x, y)`` returns a detached tensor on the input's device and dtype, inside the
+``eps`` ball of ``x`` and inside ``[0, 1]``. While an attack runs the model is in eval mode with
+``requires_grad`` off for its parameters; both are restored on exit, also after an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+from trustlab.errors import InputError
+from trustlab.utils.seed import generator
+
+NORMS = ("linf", "l2")
+
+
+def parse_eps(value: float | str) -> float:
+    """``0.03``, ``"8/255"`` or ``"0.5"`` -> float (the CLI's ``--eps 8/255``)."""
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    else:
+        try:
+            eps = float(Fraction(str(value).strip()))
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"eps {value!r} is not a number; write e.g. 8/255 or 0.5.") from None
+    if not eps >= 0:
+        raise InputError(f"eps must be >= 0, got {value!r}.")
+    return eps
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients inside; the previous state is restored on exit."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, *([1] * (like.dim() - 1)))
+
+
+def norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample ``||delta||`` (L-inf or L2)."""
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project each perturbation onto the ``eps`` ball of the norm."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    n = norms(delta, "l2")
+    factor = torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
+    return delta * _view(factor, delta)
+
+
+def random_start(
+    x: torch.Tensor, eps: float, norm: str, gen: torch.Generator | None
+) -> torch.Tensor:
+    """A uniform point of the L-inf ball, or a uniform direction at a uniform radius in L2."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        return (2 * u - 1) * eps
+    d = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    d = d / _view(norms(d, "l2").clamp_min(1e-12), d)
+    r = torch.rand(x.shape[0], generator=gen, dtype=x.dtype).to(x.device)
+    return d * _view(r * eps, d)
+
+
+def step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit norm: ``sign(g)`` (L-inf) or ``g / ||g||_2`` (L2)."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _view(norms(grad, "l2").clamp_min(1e-12), grad)
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise InputError("attack inputs must be a float tensor of images in [0, 1].")
+    if x.dim() < 2 or not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+        raise InputError(
+            f"attack inputs {tuple(x.shape)} and labels {tuple(getattr(y, 'shape', ()))} do not "
+            "match: labels must be a (N,) tensor for N inputs."
+        )
+    if y.is_floating_point():
+        raise InputError("attack labels must be integer class indices.")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1 or not torch.isfinite(x).all()):
+        raise InputError(
+            "attack inputs must lie in [0, 1] (normalisation belongs inside the model: "
+            "trustlab.models.Normalized)."
+        )
+
+
+class Attack:
+    """Base class: subclasses implement :meth:`perturb` on a frozen model.
+
+    Args:
+        model: maps ``[0, 1]`` inputs to logits.
+        eps: radius of the threat model (float or ``"8/255"``).
+        norm: ``"linf"`` or ``"l2"``.
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target``.
+        seed: seeds the attack's own random numbers (random starts): same seed, same result.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float | str = 8 / 255,
+        norm: str = "linf",
+        targeted: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if norm not in NORMS:
+            raise InputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}.")
+        self.model = model
+        self.eps = parse_eps(eps)
+        self.norm = norm
+        self.targeted = targeted
+        self.seed = seed
+
+    def generator(self) -> torch.Generator:
+        return generator(self.seed)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def grad(
+        self, x: torch.Tensor, y: torch.Tensor, objective, target: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(objective per sample, its gradient w.r.t. x, logits)`` at ``x``."""
+        x = x.detach().requires_grad_(True)
+        logits = self.logits(x)
+        obj = objective(logits, y, target)
+        (g,) = torch.autograd.grad(obj.sum(), x)
+        return obj.detach(), g.detach(), logits.detach()
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        check_inputs(x, y)
+        if self.targeted and target is None:
+            raise InputError("a targeted attack needs target classes: atk(x, y, target).")
+        if x.shape[0] == 0 or self.eps == 0:
+            return x.detach().clone()
+        with frozen(self.model), torch.enable_grad():
+            adv = self.perturb(
+                x.detach(), y.to(x.device), None if target is None else target.to(x.device)
+            )
+        adv = (x + project(adv - x, self.eps, self.norm)).clamp(0, 1)
+        return adv.detach().to(x.dtype)
+
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def succeeded(
+        self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred == target if target is not None else pred != y

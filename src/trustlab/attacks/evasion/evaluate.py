@@ -1,0 +1,122 @@
+"""Worst-case robustness: a cascade of attacks, as AutoAttack reports it (Croce & Hein, 2020).
+
+The first attack runs on every correctly classified point; each later attack runs only on the
+points still robust. A point counts as robust only if *no* attack fooled it, so the final robust
+accuracy is the pointwise worst case over the attacks, and it is never above any single attack's.
+The report gives the clean accuracy, the robust accuracy after each attack of the cascade and the
+final (worst-case) robust accuracy.
+
+Long evaluations are resumable: with ``state_path`` the per-sample robust mask is written
+(atomically, safetensors) after every attack and batch, and a rerun skips what is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import Dataset
+
+from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.errors import InputError
+from trustlab.train.evaluate import predict_logits
+from trustlab.utils.device import resolve_device
+from trustlab.utils.io import atomic_path
+
+
+@dataclass
+class RobustnessReport:
+    clean_accuracy: float
+    robust_accuracy: float  # the pointwise worst case over all attacks
+    after_attack: dict[str, float] = field(default_factory=dict)  # cumulative, in cascade order
+    n: int = 0
+    robust_mask: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "clean_accuracy": self.clean_accuracy,
+            "robust_accuracy": self.robust_accuracy,
+            "after_attack": dict(self.after_attack),
+            "n": self.n,
+        }
+
+
+def _load_state(path: Path, n: int, names: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not path.exists():
+        return None
+    st = load_file(str(path))
+    if st["robust"].numel() != n or st["progress"].numel() != len(names):
+        raise InputError(
+            f"{path} holds the state of another evaluation ({st['robust'].numel()} points, "
+            f"{st['progress'].numel()} attacks); delete it or pass another state_path."
+        )
+    return st["robust"].bool(), st["progress"].long()
+
+
+def _save_state(path: Path, robust: torch.Tensor, progress: torch.Tensor) -> None:
+    with atomic_path(path) as tmp:
+        save_file({"robust": robust.to(torch.uint8), "progress": progress}, str(tmp))
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    data: Dataset | ArrayDataset,
+    attacks: Mapping[str, Attack],
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    state_path: str | Path | None = None,
+) -> RobustnessReport:
+    """Run ``attacks`` (name -> attack, in order) as a cascade over ``data``; see the module."""
+    if not attacks:
+        raise InputError("evaluate_robustness needs at least one attack.")
+    ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
+    if device is not None:
+        dev = resolve_device(device)
+    else:
+        p = next(iter(model.parameters()), None)
+        dev = p.device if p is not None else torch.device("cpu")
+    with frozen(model):
+        return _cascade(model, ds, attacks, batch_size, dev, state_path)
+
+
+def _cascade(
+    model: nn.Module,
+    ds: ArrayDataset,
+    attacks: Mapping[str, Attack],
+    batch_size: int,
+    dev: torch.device,
+    state_path: str | Path | None,
+) -> RobustnessReport:
+    logits = predict_logits(model, ds, batch_size, dev)
+    names = list(attacks)
+    n = len(ds)
+    robust = logits.argmax(1) == ds.y
+    clean = float(robust.float().mean())
+    progress = torch.zeros(len(names), dtype=torch.long)  # next batch start per attack
+    path = Path(state_path) if state_path is not None else None
+    if path is not None:
+        loaded = _load_state(path, n, names)
+        if loaded is not None:
+            robust, progress = loaded
+    after: dict[str, float] = {}
+    for a, name in enumerate(names):
+        atk = attacks[name]
+        for start in range(int(progress[a]), n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n))
+            idx = idx[robust[idx]]
+            if idx.numel():
+                x, y = ds.x[idx].to(dev), ds.y[idx].to(dev)
+                adv = atk(x, y)
+                with torch.no_grad():
+                    fooled = (model(adv).argmax(1) != y).cpu()
+                robust[idx[fooled]] = False
+            progress[a] = min(start + batch_size, n)
+            if path is not None:
+                _save_state(path, robust, progress)
+        after[name] = float(robust.float().mean())
+    return RobustnessReport(clean, float(robust.float().mean()), after, n, robust.clone())
