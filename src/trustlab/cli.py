@@ -146,6 +146,8 @@ def train_cmd(
     noise: Annotated[
         str | None, typer.Option(help="label noise: sym:0.4, asym:0.4, pair:0.2, idn:0.3.")
     ] = None,
+    adv: Annotated[str | None, typer.Option(help="adversarial training: pgd or trades.")] = None,
+    eps: Annotated[str | None, typer.Option(help="adversarial radius, e.g. 8/255.")] = None,
     data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="fetch real datasets (checksummed).")
@@ -182,6 +184,8 @@ def train_cmd(
         alpha=alpha,
         beta=beta,
         noise=noise,
+        adv=adv,
+        eps=eps,
         data_root=data_root,
         download=download,
         name=name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, field_validator
@@ -37,6 +37,12 @@ class TrainConfig(TrainSettings):
     beta: float | None = Field(None, description="SCE/APL weight (default: the paper's)")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="q, gamma, A")
     noise: str = Field("none", description="label noise on the training split: sym:0.4, ...")
+    adv: Literal["none", "pgd", "trades"] = Field("none", description="adversarial training")
+    eps: float | str | None = Field(
+        None, description="adversarial radius, e.g. 8/255 (default: 8/255 PGD, 0.031 TRADES)"
+    )
+    adv_alpha: float | str | None = Field(None, description="inner step size")
+    adv_steps: int = Field(10, ge=1, description="inner PGD steps")
     name: str | None = Field(None, description="a label for the run")
 
     @field_validator("dataset")

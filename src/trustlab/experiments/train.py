@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustlab.attacks.evasion.base import parse_eps
 from trustlab.config import TrainConfig, parse_config
 from trustlab.data import ArrayDataset, load_dataset
 from trustlab.data.noise import apply_noise
@@ -21,6 +22,7 @@ from trustlab.models.spec import ModelSpec
 from trustlab.registry import MODELS
 from trustlab.results import Run, RunStore
 from trustlab.train import distributed as D
+from trustlab.train.adversarial import TRADES, PGDTraining
 from trustlab.train.checkpoint import save_model
 from trustlab.train.losses import make_loss
 from trustlab.train.trainer import (
@@ -43,6 +45,7 @@ class Prepared:
     spec: ModelSpec
     loss_fn: Any = None
     noise: dict[str, Any] | None = None
+    compute_loss: Any = None
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -73,8 +76,14 @@ def prepare(config: TrainConfig) -> Prepared:
     )
     seed_everything(config.seed)
     check_model_fits(spec.build(), train, test, "cpu" if device.type == "cuda" else device)
-    loss_fn = None
-    if config.loss != "ce" or config.alpha is not None or config.beta is not None:
+    loss_fn = compute_loss = None
+    if config.adv != "none":
+        compute_loss = adversarial_loss(config)
+    elif config.eps is not None or config.adv_alpha is not None:
+        raise InputError(
+            "--eps/--adv-alpha set the adversarial training radius; add --adv pgd or --adv trades."
+        )
+    elif config.loss != "ce" or config.alpha is not None or config.beta is not None:
         if config.label_smoothing > 0:
             raise InputError("label_smoothing applies to the default CE loss only; drop one.")
         loss_fn = make_loss(
@@ -88,7 +97,26 @@ def prepare(config: TrainConfig) -> Prepared:
             train, config.noise, seed=derive_seed(config.seed, "noise"), dataset_name=config.dataset
         )
         noise = record.to_dict()
-    return Prepared(config, train, test, spec, loss_fn, noise)
+    return Prepared(config, train, test, spec, loss_fn, noise, compute_loss)
+
+
+def adversarial_loss(config: TrainConfig) -> Any:
+    """The ``compute_loss`` of ``--adv pgd`` (Madry; label smoothing applies to its CE) or
+    ``--adv trades`` (``--beta``, default 6)."""
+    if config.loss != "ce" or config.alpha is not None:
+        raise InputError("adversarial training brings its own loss; drop --loss/--alpha.")
+    kw: dict[str, Any] = {"steps": config.adv_steps, "seed": config.seed}
+    if config.eps is not None:
+        kw["eps"] = parse_eps(config.eps)
+    if config.adv_alpha is not None:
+        kw["alpha"] = parse_eps(config.adv_alpha)
+    if config.adv == "pgd":
+        if config.beta is not None:
+            raise InputError("--beta is TRADES' weight; it does not apply to --adv pgd.")
+        return PGDTraining(label_smoothing=config.label_smoothing, **kw)
+    if config.label_smoothing > 0:
+        raise InputError("label smoothing combines with --adv pgd, not with --adv trades.")
+    return TRADES(beta=6.0 if config.beta is None else config.beta, **kw)
 
 
 def _stored_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -107,10 +135,13 @@ def _run_fit(
     seed_everything(cfg.seed)
     model = prep.spec.build()
     settings = TrainSettings(**{k: getattr(cfg, k) for k in TrainSettings.model_fields})
+    if prep.compute_loss is not None:  # PGD-AT applies label smoothing to its own CE
+        settings = settings.model_copy(update={"label_smoothing": 0.0})
     trainer = Trainer(
         model,
         settings,
         loss_fn=prep.loss_fn,
+        compute_loss=prep.compute_loss,
         device=cfg.device,
         progress=progress,
         checkpoint_dir=run.dir / "checkpoints" if run is not None else None,
