@@ -255,6 +255,92 @@ def eval_cmd(
     )
 
 
+# -- attacks -----------------------------------------------------------------------------------
+def _target(ref: str, dataset: str | None, data_root: str | None, n: int, device: str) -> Any:
+    """(model, data, label) from a run id or a model checkpoint; ``n`` test points."""
+    from trustlab.data import load_dataset
+    from trustlab.results import RunStore
+    from trustlab.train import load_model
+    from trustlab.train.trainer import check_model_fits
+    from trustlab.utils.device import resolve_device
+
+    dev = resolve_device(device)
+    if ref.isdigit() or ref.startswith("run-"):
+        run = RunStore().get(ref)
+        path = run.dir / "model.safetensors"
+        if not path.exists():
+            raise InputError(f"run {run.id} has no model.safetensors (status {run.status}).")
+        dataset = dataset or run.config.get("dataset")
+        data_root = data_root or run.config.get("data_root")
+    else:
+        path = Path(ref)
+    if not dataset:
+        raise InputError("which data? pass --dataset (a run id knows its dataset).")
+    if n < 1:
+        raise InputError(f"--n must be >= 1, got {n}.")
+    model = load_model(path, device=dev)
+    data = load_dataset(dataset, "test", root=data_root)
+    data = data.subset(range(min(n, len(data))))
+    check_model_fits(model, data, device=dev)
+    return model, data, dev
+
+
+@app.command("attack")
+@_handled
+def attack_cmd(
+    target: Annotated[str, typer.Argument(help="a run id or a model .safetensors file.")],
+    attack: Annotated[
+        str, typer.Option(help="fgsm, pgd, pgd-cw, apgd-ce, apgd-t, md, mdmt.")
+    ] = "pgd",
+    eps: Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")] = "8/255",
+    dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
+    png: Annotated[Path | None, typer.Option(help="write a grid of examples here.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Robust accuracy of a model under one attack (and an optional PNG of examples)."""
+    from trustlab.attacks.evasion import evaluate_robustness
+    from trustlab.attacks.evasion.suite import make_attack
+
+    model, data, dev = _target(target, dataset, data_root, n, device)
+    atk = (
+        make_attack(attack, model, eps, seed=seed or 0)
+        if attack != "fgsm"
+        else make_attack(attack, model, eps)
+    )
+    rep = evaluate_robustness(model, data, {attack: atk}, device=dev)
+    typer.echo(json.dumps({"attack": attack, "eps": eps, **rep.to_dict()}))
+    if png is not None:
+        from trustlab.attacks.evasion.grid import save_grid
+
+        k = min(8, len(data))
+        x, y = data.x[:k].to(dev), data.y[:k].to(dev)
+        save_grid(png, x, atk(x, y))
+
+
+@app.command("evaluate")
+@_handled
+def evaluate_cmd(
+    target: Annotated[str, typer.Argument(help="a run id or a model .safetensors file.")],
+    suite: Annotated[str, typer.Option(help="quick or standard.")] = "quick",
+    eps: Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")] = "8/255",
+    dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Worst-case robust accuracy over a suite of attacks (a cascade, as AutoAttack reports)."""
+    from trustlab.attacks.evasion import evaluate_robustness
+    from trustlab.attacks.evasion.suite import make_suite
+
+    model, data, dev = _target(target, dataset, data_root, n, device)
+    rep = evaluate_robustness(model, data, make_suite(suite, model, eps), device=dev)
+    typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
+
+
 # -- reproductions -----------------------------------------------------------------------------
 def _print_reproduction(rep: Any) -> None:
     from trustlab.experiments.base import get_experiment

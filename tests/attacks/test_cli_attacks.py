@@ -1,0 +1,105 @@
+"""`trustlab attack` and `trustlab evaluate` on a stored run or a model file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustlab.attacks.evasion.suite import attack_names, make_attack, make_suite
+from trustlab.cli import app
+from trustlab.errors import InputError
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def digits_run(_isolated_home: Path) -> str:
+    out = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.05",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
+    assert out.exit_code == 0, out.output
+    return "1"
+
+
+def test_attack_a_run_and_write_a_grid(digits_run: str, tmp_path: Path) -> None:
+    png = tmp_path / "grid.png"
+    out = invoke(
+        "attack",
+        digits_run,
+        "--attack",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--n",
+        "60",
+        "--png",
+        str(png),
+        "--device",
+        "cpu",
+    )
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["n"] == 60 and rep["robust_accuracy"] <= rep["clean_accuracy"]
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+    model_file = Path(_home()) / "run-000001" / "model.safetensors"
+    out = invoke(
+        "attack",
+        str(model_file),
+        "--attack",
+        "fgsm",
+        "--dataset",
+        "digits",
+        "--n",
+        "30",
+        "--device",
+        "cpu",
+    )
+    assert out.exit_code == 0 and json.loads(out.output)["n"] == 30
+
+
+def _home() -> str:
+    import os
+
+    return os.environ["TRUSTLAB_HOME"]
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["--attack", "zzz"], "unknown attack"),
+        (["--eps", "big"], "not a number"),
+        (["--n", "0"], "--n"),
+        (["--dataset", "fundus2"], ""),
+    ],
+)
+def test_attack_errors(digits_run: str, args: list[str], pattern: str) -> None:
+    out = invoke("attack", digits_run, *args, "--device", "cpu")
+    assert out.exit_code == 2 and pattern in out.output, out.output
+
+
+def test_names_and_suites() -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    assert {"fgsm", "pgd", "pgd-cw"} <= set(attack_names())
+    assert make_attack("pgd", model, "8/255").steps == 20
+    with pytest.raises(InputError, match="suite"):
+        make_suite("huge", model)
