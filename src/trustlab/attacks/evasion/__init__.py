@@ -3,15 +3,19 @@
 from trustlab.attacks.evasion.base import Attack, frozen, parse_eps, project
 from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustness
 from trustlab.attacks.evasion.fgsm import FGSM
+from trustlab.attacks.evasion.md import MD, MDMT, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
 
 __all__ = [
     "FGSM",
+    "MD",
+    "MDMT",
     "PGD",
     "Attack",
     "RobustnessReport",
     "evaluate_robustness",
     "frozen",
+    "imbalance_ratio",
     "parse_eps",
     "project",
 ]
