@@ -1,5 +1,6 @@
 """Evasion attacks: ``atk = PGD(model, eps=8/255); x_adv = atk(x, y)``."""
 
+from trustlab.attacks.evasion.apgd import APGD, APGDT
 from trustlab.attacks.evasion.base import Attack, frozen, parse_eps, project
 from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustness
 from trustlab.attacks.evasion.fgsm import FGSM
@@ -7,6 +8,8 @@ from trustlab.attacks.evasion.md import MD, MDMT, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
 
 __all__ = [
+    "APGD",
+    "APGDT",
     "FGSM",
     "MD",
     "MDMT",
