@@ -103,3 +103,13 @@ def test_names_and_suites() -> None:
     assert make_attack("pgd", model, "8/255").steps == 20
     with pytest.raises(InputError, match="suite"):
         make_suite("huge", model)
+
+
+def test_evaluate_suite_cascade(digits_run: str) -> None:
+    out = invoke("evaluate", digits_run, "--suite", "quick", "--n", "40", "--device", "cpu")
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert list(rep["after_attack"]) == ["pgd", "md"]
+    assert rep["robust_accuracy"] == rep["after_attack"]["md"] <= rep["after_attack"]["pgd"]
+    out = invoke("evaluate", digits_run, "--suite", "nope", "--device", "cpu")
+    assert out.exit_code == 2
