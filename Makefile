@@ -37,6 +37,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) -m pip install --quiet -e ".[dev,bench]"
+	@$(PY) -m pip install --quiet --no-deps torchattacks  # it asks for torchvision; not needed
 	@for f in benchmarks/*.py; do echo "[bench] $$f"; $(PY) $$f || exit 1; done
 
 lint: $(STAMP)
