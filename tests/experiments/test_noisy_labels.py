@@ -154,7 +154,7 @@ def test_full_preset_job_on_cifar10_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("dataset", "pattern"),
-    [("moving-shapes", "expects"), ("fundus2", "eta")],
+    [("moving-shapes", "video model"), ("fundus2", "eta")],
 )
 def test_bad_dataset_override_fails_before_storing(
     dataset: str, pattern: str, _isolated_home: Path

@@ -119,13 +119,7 @@ class MDReproduction(Experiment):
     def check(self, preset: Preset) -> None:
         train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
         test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
-        check_model_fits(self._spec(preset, train).build(), train, test)
-
-    @staticmethod
-    def _spec(preset: Preset, train: Any) -> ModelSpec:
-        shape = train.input_shape
-        size = shape[-1] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
-        return ModelSpec(preset.model, train.num_classes, shape[0], size, {}, train.mean, train.std)
+        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
@@ -135,7 +129,7 @@ class MDReproduction(Experiment):
         train = load_dataset(preset.dataset, "train", root=root)
         test = load_dataset(preset.dataset, "test", root=root).subset(range(o["n"]))
         torch.manual_seed(derive_seed(seed, "init"))
-        model = self._spec(preset, train).build()
+        model = ModelSpec.for_data(preset.model, train).build()
         kind = job["model"]
         ls = LS if kind.endswith("ls") else 0.0
         settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})

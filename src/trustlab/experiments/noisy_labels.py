@@ -138,7 +138,7 @@ class NoisyLabelExperiment(Experiment):
                 asymmetric_map(preset.dataset, getattr(train, "coarse_y", None), train.y)
         for loss in preset.options["losses"]:
             make_loss(loss, dataset=preset.dataset)
-        check_model_fits(self._spec(preset, train).build(), train, test)
+        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
 
     def describe(self, preset: Preset) -> dict[str, Any]:
         return {
@@ -147,12 +147,6 @@ class NoisyLabelExperiment(Experiment):
                 for loss in preset.options["losses"]
             }
         }
-
-    @staticmethod
-    def _spec(preset: Preset, train: Any) -> ModelSpec:
-        shape = train.input_shape
-        size = shape[-1] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
-        return ModelSpec(preset.model, train.num_classes, shape[0], size, {}, train.mean, train.std)
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
@@ -163,7 +157,7 @@ class NoisyLabelExperiment(Experiment):
             train, job["noise"], seed=derive_seed(seed, "noise"), dataset_name=preset.dataset
         )
         torch.manual_seed(derive_seed(seed, "init"))  # the same initial weights for every loss
-        model = self._spec(preset, train).build()
+        model = ModelSpec.for_data(preset.model, train).build()
         loss = make_loss(job["loss"], dataset=preset.dataset)
         settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
         result = Trainer(model, settings, loss_fn=loss, device=device, progress=False).fit(

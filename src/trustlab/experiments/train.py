@@ -19,7 +19,6 @@ from trustlab.data import ArrayDataset, load_dataset
 from trustlab.data.noise import apply_noise
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
-from trustlab.registry import MODELS
 from trustlab.results import Run, RunStore
 from trustlab.train import distributed as D
 from trustlab.train.adversarial import TRADES, PGDTraining
@@ -57,23 +56,7 @@ def prepare(config: TrainConfig) -> Prepared:
     root = config.data_root
     train = load_dataset(config.dataset, "train", root=root, download=config.download)
     test = load_dataset(config.dataset, "test", root=root, download=config.download)
-    shape = train.input_shape
-    video = len(shape) == 4  # (C, T, H, W)
-    kind = MODELS.get(config.model).meta.get("kind", "image")
-    if video != (kind == "video"):
-        wanted = "a video model (e.g. c3d-small)" if video else "an image model"
-        raise InputError(
-            f"dataset {config.dataset!r} holds {'video clips' if video else 'images'} of shape "
-            f"{shape} but {config.model!r} is {'a video' if kind == 'video' else 'an image'} "
-            f"model; choose {wanted}."
-        )
-    image_size: Any = shape[-2] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
-    kwargs = dict(config.model_kwargs)
-    if video:
-        kwargs.setdefault("frames", shape[1])
-    spec = ModelSpec(
-        config.model, train.num_classes, shape[0], image_size, kwargs, train.mean, train.std
-    )
+    spec = ModelSpec.for_data(config.model, train, **config.model_kwargs)
     seed_everything(config.seed)
     check_model_fits(spec.build(), train, test, "cpu" if device.type == "cuda" else device)
     loss_fn = compute_loss = None

@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from trustlab.errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -40,6 +42,28 @@ class ModelSpec:
         if self.mean is not None and self.std is not None:
             model = Normalized(model, self.mean, self.std)
         return model
+
+    @classmethod
+    def for_data(cls, name: str, data: Any, **kwargs: Any) -> ModelSpec:
+        """The spec of model ``name`` sized for a dataset (``.input_shape``, ``.num_classes``,
+        ``.mean``, ``.std``): channels, image size (and ``frames`` for video) follow the data."""
+        from trustlab.models import MODELS  # imported here: trustlab.models registers them
+
+        shape = tuple(data.input_shape)
+        video = len(shape) == 4  # (C, T, H, W)
+        kind = MODELS.get(name).meta.get("kind", "image")
+        if video != (kind == "video"):
+            what = "video clips" if video else "images"
+            wanted = "a video model (e.g. c3d-small)" if video else "an image model"
+            is_a = "a video" if kind == "video" else "an image"
+            raise InputError(
+                f"the data holds {what} of shape {shape} but {name!r} is {is_a} model; "
+                f"choose {wanted}."
+            )
+        size: Any = shape[-1] if shape[-2] == shape[-1] else (shape[-2], shape[-1])
+        if video:
+            kwargs.setdefault("frames", shape[1])
+        return cls(name, data.num_classes, shape[0], size, kwargs, data.mean, data.std)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
