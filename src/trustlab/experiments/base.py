@@ -33,7 +33,7 @@ import torch
 
 from trustlab.errors import InputError
 from trustlab.registry import EXPERIMENTS
-from trustlab.results import Run, RunStore
+from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 
@@ -304,7 +304,7 @@ def reproduce(
         rows[i] = {**job, "seed": seed, **metrics}
         run.log_metrics(i, {"seed": seed, **metrics}, phase="row")
 
-    try:
+    with recording_outcome(run):
         _run_jobs(exp, pre, jobs, todo, dev, workers, progress, record)
         table = ResultTable(exp.keys, exp.metrics, [rows[i] for i in sorted(rows)])
         claims = exp.check_claims(table)
@@ -319,13 +319,6 @@ def reproduce(
                 "claims": {c.claim: {"passed": c.passed, "detail": c.detail} for c in claims},
             }
         )
-    except KeyboardInterrupt:
-        run.mark_interrupted()
-        raise
-    except BaseException as exc:
-        if run.refresh().status == "running":
-            run.fail(f"{type(exc).__name__}: {exc}")
-        raise
     return Reproduction(name, pre, table, claims, run)
 
 

@@ -19,7 +19,7 @@ from trustlab.data import ArrayDataset, load_dataset
 from trustlab.data.noise import apply_noise
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
-from trustlab.results import Run, RunStore
+from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train import distributed as D
 from trustlab.train.adversarial import TRADES, PGDTraining
 from trustlab.train.checkpoint import save_model
@@ -150,17 +150,9 @@ def _finish(run: Run | None, prep: Prepared, result: TrainResult) -> None:
 
 
 def _guarded(run: Run | None, fn: Any) -> Any:
-    """Run ``fn``; record failure or interruption on the run, then re-raise."""
-    try:
+    """Run ``fn``, recording an interruption or failure on the run."""
+    with recording_outcome(run):
         return fn()
-    except KeyboardInterrupt:
-        if run is not None:
-            run.mark_interrupted()
-        raise
-    except BaseException as exc:
-        if run is not None and run.refresh().status == "running":
-            run.fail(f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def run_training(

@@ -8,6 +8,7 @@ from trustlab.results.store import (
     RunStore,
     git_info,
     package_versions,
+    recording_outcome,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "RunStore",
     "git_info",
     "package_versions",
+    "recording_outcome",
 ]

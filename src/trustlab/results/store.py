@@ -1065,3 +1065,20 @@ class Run:
             self.mark_interrupted()
         else:
             self.fail(exc)
+
+
+@contextlib.contextmanager
+def recording_outcome(run: Run | None) -> Iterator[Run | None]:
+    """Inside: the run's work. On Ctrl-C the run is marked ``interrupted``, on any other error
+    ``failed`` (with the error), and the exception is re-raised; a normal exit leaves the status
+    to the caller (who finishes the run with its summary). ``None`` records nothing."""
+    try:
+        yield run
+    except KeyboardInterrupt:
+        if run is not None:
+            run.mark_interrupted()
+        raise
+    except BaseException as exc:
+        if run is not None and run.refresh().status == "running":
+            run.fail(f"{type(exc).__name__}: {exc}")
+        raise
