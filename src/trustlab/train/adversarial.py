@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen, parse_eps, project, step_direction
+from trustlab.attacks.evasion.base import Ball, frozen, parse_eps, step_direction
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
 from trustlab.utils.seed import generator
@@ -88,13 +88,13 @@ class TRADES:
         with frozen(model), torch.enable_grad():
             p_clean = F.softmax(model(x), 1).detach()
             noise = 0.001 * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+            ball = Ball(x, self.eps, "linf")
             adv = (x + noise).clamp(0, 1)
             for _ in range(self.steps):
                 adv = adv.detach().requires_grad_(True)
                 kl = F.kl_div(F.log_softmax(model(adv), 1), p_clean, reduction="sum")
                 (grad,) = torch.autograd.grad(kl, adv)
-                adv = adv.detach() + self.alpha * step_direction(grad, "linf")
-                adv = (x + project(adv - x, self.eps, "linf")).clamp(0, 1)
+                adv = ball(adv.detach() + self.alpha * step_direction(grad, "linf"))
         logits = model(x)
         robust = F.kl_div(
             F.log_softmax(model(adv.detach()), 1), F.softmax(logits, 1), reduction="batchmean"

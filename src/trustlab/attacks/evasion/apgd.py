@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import Attack, _view, project, random_start, step_direction
+from trustlab.attacks.evasion.base import Attack, Ball, _view, random_start, step_direction
 from trustlab.attacks.evasion.losses import Objective, cw, dlr, objective
 from trustlab.errors import InputError
 
@@ -103,9 +103,6 @@ class APGD(Attack):
         self.loss = objective(loss)
         self.checkpoints = apgd_checkpoints(steps)
 
-    def _proj(self, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-        return (x + project(adv - x, self.eps, self.norm)).clamp(0, 1)
-
     def run(
         self,
         x: torch.Tensor,
@@ -120,7 +117,8 @@ class APGD(Attack):
         ``won``, else the best-loss point; ``best_loss`` is the best objective value. The final
         per-sample step sizes are left in ``self.step_size_``.
         """
-        adv = self._proj(x, x + random_start(x, self.eps, self.norm, gen))
+        ball = Ball(x, self.eps, self.norm)
+        adv = ball(x + random_start(x, self.eps, self.norm, gen))
         obj, g, logits = self.grad(adv, y, loss, target)
         won = logits.argmax(1) != y
         found = adv.clone()
@@ -134,8 +132,8 @@ class APGD(Attack):
         checks = set(self.checkpoints[1:])
         for k in range(self.steps):
             a = 1.0 if k == 0 else MOMENTUM
-            z = self._proj(x, adv + _view(eta, adv) * step_direction(g, self.norm))
-            new = self._proj(x, adv + a * (z - adv) + (1 - a) * (adv - prev))
+            z = ball(adv + _view(eta, adv) * step_direction(g, self.norm))
+            new = ball(adv + a * (z - adv) + (1 - a) * (adv - prev))
             prev, adv = adv, new
             obj, g, logits = self.grad(adv, y, loss, target)
             newly = _view((logits.argmax(1) != y) & ~won, adv)

@@ -71,6 +71,26 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return delta * _view(factor, delta)
 
 
+class Ball:
+    """The feasible set of an attack on ``x``: its ``eps`` ball intersected with ``[0, 1]``.
+
+    ``ball(adv)`` moves ``adv`` into it. For L-inf this is the exact projection, one clamp
+    against bounds computed once per attack; for L2 it is the projection onto the ball followed
+    by the clamp to ``[0, 1]`` (the usual approximation of the projection onto the intersection).
+    """
+
+    def __init__(self, x: torch.Tensor, eps: float, norm: str) -> None:
+        self.x, self.eps, self.norm = x, eps, norm
+        if norm == "linf":
+            self.lo = (x - eps).clamp_(min=0)
+            self.hi = (x + eps).clamp_(max=1)
+
+    def __call__(self, adv: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return torch.clamp(adv, self.lo, self.hi)
+        return (self.x + project(adv - self.x, self.eps, self.norm)).clamp(0, 1)
+
+
 def random_start(
     x: torch.Tensor, eps: float, norm: str, gen: torch.Generator | None
 ) -> torch.Tensor:
@@ -163,8 +183,7 @@ class Attack:
             adv = self.perturb(
                 x.detach(), y.to(x.device), None if target is None else target.to(x.device)
             )
-        adv = (x + project(adv - x, self.eps, self.norm)).clamp(0, 1)
-        return adv.detach().to(x.dtype)
+        return Ball(x, self.eps, self.norm)(adv).detach().to(x.dtype)
 
     def perturb(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

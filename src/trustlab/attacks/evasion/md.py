@@ -29,9 +29,9 @@ from torch import nn
 
 from trustlab.attacks.evasion.base import (
     Attack,
+    Ball,
     check_inputs,
     frozen,
-    project,
     random_start,
     step_direction,
 )
@@ -133,7 +133,8 @@ class MD(Attack):
         gen: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One two-stage run: ``(first misclassifying iterate else last iterate, fooled)``."""
-        adv = (x + random_start(x, self.eps, self.norm, gen)).clamp(0, 1)
+        ball = Ball(x, self.eps, self.norm)
+        adv = ball(x + random_start(x, self.eps, self.norm, gen))
         best = adv.clone()
         won = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for step in range(self.steps + 1):
@@ -149,8 +150,7 @@ class MD(Attack):
             z_y, z_o = margin_terms(logits, y, other)
             (g,) = torch.autograd.grad(_objective(name, z_y, z_o).sum(), adv_in)
             alpha = stage_step(step, self.steps, self.switch, self.eps)
-            adv = adv + alpha * step_direction(g.detach(), self.norm)
-            adv = (x + project(adv - x, self.eps, self.norm)).clamp(0, 1)
+            adv = ball(adv + alpha * step_direction(g.detach(), self.norm))
         best[~won] = adv[~won]
         return best, won
 
