@@ -24,6 +24,7 @@ IMAGE_MODELS = [
     "mlp",
     "cnn-small",
     "cnn8",
+    "resnet8",
     "resnet20",
     "resnet18",
     "wrn-16-4",
@@ -41,6 +42,7 @@ SPECS = [(n, {}) for n in IMAGE_MODELS if n not in ("vgg13", "vgg16")] + [
     ("c3d-small", {}),
 ]
 RESIDUAL_SPECS = [
+    ("resnet8", {}, 3),
     ("resnet20", {}, 9),
     ("resnet18", {}, 8),
     ("resnet18", {"preact": True}, 8),
@@ -318,6 +320,7 @@ def test_list_models_reports_parameter_counts() -> None:
     for row in rows.values():
         assert set(row) == {"name", "description", "kind", "params"}
         assert isinstance(row["params"], int) and row["params"] > 0
+    assert rows["resnet8"]["params"] == 75_290  # 6n+2, n=1: a third of ResNet-20's blocks
     assert rows["resnet20"]["params"] == 269_722  # He et al.: 0.27M
     assert rows["resnet18"]["params"] == 11_173_962  # 11.2M
     assert rows["wrn-16-4"]["params"] == 2_748_890  # Zagoruyko & Komodakis: 2.7M

@@ -1,4 +1,4 @@
-"""CIFAR-style residual networks: ``resnet20``, ``resnet18`` (optionally pre-act), ``wrn-16-4``.
+"""CIFAR-style residual networks: ``resnet8``, ``resnet20``, ``resnet18`` (optionally pre-act), ``wrn-16-4``.
 
 Every block exposes its residual branch as the sub-module ``residual`` and its skip path as
 ``shortcut`` (``nn.Identity`` when there is none):
@@ -198,6 +198,24 @@ class ResNet(Classifier):
         for i in range(1, self.num_stages + 1):
             x = getattr(self, f"layer{i}")(x)
         return self.flatten(self.pool(self.final(x)))
+
+
+@MODELS.register(
+    "resnet8",
+    "ResNet-8 for CIFAR (He et al. 2016, 6n+2 with n=1), 16/32/64 channels, 75K",
+    kind="image",
+)
+def resnet8(
+    *, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
+) -> ResNet:
+    """ResNet-8: the smallest of He et al.'s CIFAR family ResNet-(6n+2) (CVPR 2016, section
+    4.2), n = 1: 3 stages x 1 basic block, 16/32/64 channels, option A shortcuts, ~75K
+    parameters, about a third of ResNet-20's compute. The residual model for experiments that
+    must train several (adversarially trained) networks on a CPU in minutes."""
+    check_min_size("resnet8", image_size, 4, "two stride-2 stages")
+    return ResNet(
+        (16, 32, 64), (1, 1, 1), num_classes=num_classes, in_channels=in_channels, shortcut="A"
+    )
 
 
 @MODELS.register(
