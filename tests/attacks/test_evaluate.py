@@ -60,3 +60,22 @@ def test_resumes_from_state(tmp_path, monkeypatch) -> None:
         evaluate_robustness(model, data.subset(range(50)), {"pgd": atk}, state_path=state)
     with pytest.raises(InputError):
         evaluate_robustness(model, data, {})
+
+
+def test_report_carries_the_imbalanced_gradient_diagnostic() -> None:
+    from trustlab.attacks.evasion.md import imbalance_ratio
+
+    model, data = setup()
+    attacks = {"fgsm": FGSM(model, eps=0.05)}
+    rep = evaluate_robustness(model, data, attacks, batch_size=32)
+    clean = model(data.x).argmax(1) == data.y
+    want = float(imbalance_ratio(model, data.x[clean], data.y[clean]).median())
+    assert rep.imbalance == pytest.approx(want)
+    assert rep.imbalance >= 1
+    assert rep.to_dict()["imbalance"] == pytest.approx(want)
+    flagged = evaluate_robustness(model, data, attacks, imbalance_threshold=0.5)
+    assert flagged.imbalance_flag and "overestimated" in flagged.to_dict()["warning"]
+    calm = evaluate_robustness(model, data, attacks, imbalance_threshold=float("inf"))
+    assert not calm.imbalance_flag and "warning" not in calm.to_dict()
+    off = evaluate_robustness(model, data, attacks, diagnostic=False)
+    assert off.imbalance is None and not off.imbalance_flag

@@ -1,4 +1,5 @@
-"""CIFAR-style residual networks: ``resnet8``, ``resnet20``, ``resnet18`` (optionally pre-act), ``wrn-16-4``.
+"""CIFAR-style residual networks: ``resnet8``, ``resnet20``, ``resnet18`` (optionally pre-act),
+``wrn-16-4``.
 
 Every block exposes its residual branch as the sub-module ``residual`` and its skip path as
 ``shortcut`` (``nn.Identity`` when there is none):

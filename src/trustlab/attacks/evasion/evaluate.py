@@ -6,6 +6,14 @@ accuracy is the pointwise worst case over the attacks, and it is never above any
 The report gives the clean accuracy, the robust accuracy after each attack of the cascade and the
 final (worst-case) robust accuracy.
 
+The report also carries the imbalanced-gradient diagnostic of Ma et al. ("Imbalanced
+Gradients"): the median over the correctly classified points of ``max(r, 1/r)``, ``r`` the ratio
+of the input-gradient norms of the two margin terms ``z_y`` and ``z_max``
+(:func:`~trustlab.attacks.evasion.md.imbalance_ratio`). When it exceeds ``imbalance_threshold``
+(default 2: at the median input one term's gradient is more than twice the other's; trustlab's
+heuristic, the paper gives no cut-off) the report is flagged "robustness may be overestimated by
+PGD": run the margin decomposition attacks (``md``, ``mdmt``) before trusting the number.
+
 Long evaluations are resumable: with ``state_path`` the per-sample robust mask is written
 (atomically, safetensors) after every attack and batch, and a rerun skips what is done.
 """
@@ -22,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.attacks.evasion.md import imbalance_ratio
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
 from trustlab.train.evaluate import predict_logits
@@ -36,14 +45,27 @@ class RobustnessReport:
     after_attack: dict[str, float] = field(default_factory=dict)  # cumulative, in cascade order
     n: int = 0
     robust_mask: torch.Tensor | None = None
+    imbalance: float | None = None  # median max(r, 1/r) over correctly classified points
+    imbalance_flag: bool = False  # imbalance > threshold: PGD may overestimate robustness
+    clean_mask: torch.Tensor | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
             "after_attack": dict(self.after_attack),
             "n": self.n,
+            "imbalance": self.imbalance,
         }
+        if self.imbalance_flag:
+            out["warning"] = IMBALANCE_WARNING
+        return out
+
+
+IMBALANCE_THRESHOLD = 2.0
+IMBALANCE_WARNING = (
+    "imbalanced gradients: robustness may be overestimated by PGD; check it with md and mdmt"
+)
 
 
 def _load_state(path: Path, n: int, names: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -70,8 +92,14 @@ def evaluate_robustness(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     state_path: str | Path | None = None,
+    diagnostic: bool = True,
+    imbalance_threshold: float = IMBALANCE_THRESHOLD,
 ) -> RobustnessReport:
-    """Run ``attacks`` (name -> attack, in order) as a cascade over ``data``; see the module."""
+    """Run ``attacks`` (name -> attack, in order) as a cascade over ``data``; see the module.
+
+    With ``diagnostic`` (default) the imbalanced-gradient diagnostic is computed on the
+    correctly classified points and the report flagged above ``imbalance_threshold``.
+    """
     if not attacks:
         raise InputError("evaluate_robustness needs at least one attack.")
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
@@ -81,7 +109,26 @@ def evaluate_robustness(
         p = next(iter(model.parameters()), None)
         dev = p.device if p is not None else torch.device("cpu")
     with frozen(model):
-        return _cascade(model, ds, attacks, batch_size, dev, state_path)
+        report = _cascade(model, ds, attacks, batch_size, dev, state_path)
+        if diagnostic:
+            report.imbalance = _median_imbalance(model, ds, report.clean_mask, batch_size, dev)
+            report.imbalance_flag = (
+                report.imbalance is not None and report.imbalance > imbalance_threshold
+            )
+    return report
+
+
+def _median_imbalance(
+    model: nn.Module, ds: ArrayDataset, clean: torch.Tensor, batch_size: int, dev: torch.device
+) -> float | None:
+    idx = torch.nonzero(clean).flatten()
+    if not idx.numel():
+        return None
+    ratios = [
+        imbalance_ratio(model, ds.x[b].to(dev), ds.y[b].to(dev)).cpu()
+        for b in idx.split(batch_size)
+    ]
+    return float(torch.cat(ratios).median())
 
 
 def _cascade(
@@ -96,6 +143,7 @@ def _cascade(
     names = list(attacks)
     n = len(ds)
     robust = logits.argmax(1) == ds.y
+    clean_mask = robust.clone()
     clean = float(robust.float().mean())
     progress = torch.zeros(len(names), dtype=torch.long)  # next batch start per attack
     path = Path(state_path) if state_path is not None else None
@@ -119,4 +167,6 @@ def _cascade(
             if path is not None:
                 _save_state(path, robust, progress)
         after[name] = float(robust.float().mean())
-    return RobustnessReport(clean, float(robust.float().mean()), after, n, robust.clone())
+    report = RobustnessReport(clean, float(robust.float().mean()), after, n, robust.clone())
+    report.clean_mask = clean_mask
+    return report
