@@ -22,6 +22,7 @@ __all__ = [
     "feature_taps",
     "layer_names",
     "residual_branches",
+    "resolve_layer",
     "unwrap",
 ]
 
@@ -165,7 +166,8 @@ def residual_branches(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def _resolve(model: nn.Module, name: str) -> nn.Module:
+def resolve_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name`` (through wrappers too); a clear error with close matches."""
     modules = dict(model.named_modules())
     if name in modules and name:
         return modules[name]
@@ -210,7 +212,7 @@ def feature_taps(
             "feature_taps needs at least one layer name; see trustlab.models.layer_names(model)."
         )
     names = list(dict.fromkeys(names))
-    targets = [(name, _resolve(model, name)) for name in names]
+    targets = [(name, resolve_layer(model, name)) for name in names]
     outputs: dict[str, torch.Tensor] = {}
 
     def make_hook(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:

@@ -10,7 +10,7 @@ labels ``int64``; normalisation lives inside the model. ``atk = PGD(model, eps=8
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 
 import torch
@@ -162,11 +162,17 @@ class Attack:
         return self.model(x)
 
     def grad(
-        self, x: torch.Tensor, y: torch.Tensor, objective, target: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        objective,
+        target: torch.Tensor | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(objective per sample, its gradient w.r.t. x, logits)`` at ``x``."""
+        """``(objective per sample, its gradient w.r.t. x, logits)`` at ``x``; with
+        ``transform`` the model sees ``transform(x)`` and the gradient flows through it."""
         x = x.detach().requires_grad_(True)
-        logits = self.logits(x)
+        logits = self.logits(x if transform is None else transform(x))
         obj = objective(logits, y, target)
         (g,) = torch.autograd.grad(obj.sum(), x)
         return obj.detach(), g.detach(), logits.detach()

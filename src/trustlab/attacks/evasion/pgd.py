@@ -7,6 +7,12 @@ gradient for L2) from a uniform random start in the ``eps`` ball, maximising the
 adversarial example, else the one of highest loss (with one run, its last iterate). Targeted
 mode maximises the loss toward the target class. Defaults (the paper's CIFAR-10 setting):
 ``eps = 8/255``, ``alpha = 2/255``, ``steps = 10``, L-inf, CE, random start, 1 restart.
+
+The same loop runs the transfer attacks (:mod:`trustlab.attacks.evasion.transfer`): ``momentum``
+``mu > 0`` accumulates ``g <- mu g + grad / ||grad||_1`` and steps along ``g`` (MI-FGSM, Dong et
+al. 2018); ``diversity p > 0`` computes each gradient on DI's randomly resized and padded input
+(:mod:`~trustlab.attacks.evasion.diversity`); the Skip Gradient Method is a context around it
+(:mod:`~trustlab.attacks.evasion.sgm`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import Attack, Ball, parse_eps, random_start, step_direction
+from trustlab.attacks.evasion.base import (
+    Attack,
+    Ball,
+    _view,
+    parse_eps,
+    random_start,
+    step_direction,
+)
+from trustlab.attacks.evasion.diversity import check_diversity, input_diversity
 from trustlab.attacks.evasion.losses import objective
 from trustlab.errors import InputError
 
@@ -32,10 +46,19 @@ class PGD(Attack):
         random_start: bool = True,
         targeted: bool = False,
         seed: int = 0,
+        momentum: float = 0.0,
+        diversity: float = 0.0,
+        resize_rate: float = 0.9,
     ) -> None:
         super().__init__(model, eps, norm, targeted, seed)
         if steps < 1 or restarts < 1:
             raise InputError(f"steps and restarts must be >= 1 (got {steps}, {restarts}).")
+        if not momentum >= 0:
+            raise InputError(f"momentum must be >= 0, got {momentum}; MI-FGSM uses 1.0.")
+        check_diversity(diversity, resize_rate)
+        self.momentum = float(momentum)
+        self.diversity = float(diversity)
+        self.resize_rate = float(resize_rate)
         self.alpha = parse_eps(alpha)
         self.steps = steps
         self.restarts = restarts
@@ -51,14 +74,25 @@ class PGD(Attack):
         best = x.clone()
         best_obj = torch.full((x.shape[0],), float("-inf"), device=x.device)
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        transform = None
+        if self.diversity > 0:
+
+            def transform(t: torch.Tensor) -> torch.Tensor:
+                return input_diversity(t, gen, self.diversity, self.resize_rate)
+
         for _ in range(self.restarts):
             adv = (
                 ball(x + random_start(x, self.eps, self.norm, gen))
                 if self.random_start
                 else x.clone()
             )
+            velocity = torch.zeros_like(x)
             for _ in range(self.steps):
-                _, g, _ = self.grad(adv, y, self.loss, target)
+                _, g, _ = self.grad(adv, y, self.loss, target, transform)
+                if self.momentum > 0:
+                    l1 = g.abs().flatten(1).sum(1).clamp_min(1e-12)
+                    velocity = self.momentum * velocity + g / _view(l1, g)
+                    g = velocity
                 adv = ball(adv + self.alpha * step_direction(g, self.norm))
             if self.restarts == 1:
                 return adv  # one run: its last iterate, as in the paper (no scoring pass)

@@ -1,7 +1,9 @@
 """Attacks by name and the standard suites, for configs and the CLI.
 
 ``make_attack("pgd", model, eps=8/255)``; names: ``fgsm``, ``pgd`` (PGD-20 with CE, the MD
-paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``md``, ``mdmt``. Suites for
+paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``md``, ``mdmt``; the transfer attacks
+``mifgsm``, ``difgsm``, ``sgm`` (gamma 0.2), ``sgm-mi`` and ``sgm-mi-di`` (SGM with MI's momentum
+and step ``eps / steps``, and DI). Suites for
 :func:`~trustlab.attacks.evasion.evaluate.evaluate_robustness`:
 
 - ``quick``: PGD-20 (CE), then MD.
@@ -28,6 +30,11 @@ _ATTACKS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "apgd-t": ("apgd", "APGDT", {}),
     "md": ("md", "MD", {}),
     "mdmt": ("md", "MDMT", {}),
+    "mifgsm": ("transfer", "MIFGSM", {}),
+    "difgsm": ("transfer", "DIFGSM", {}),
+    "sgm": ("sgm", "SGM", {}),
+    "sgm-mi": ("sgm", "SGM", {"momentum": 1.0, "alpha": None}),
+    "sgm-mi-di": ("sgm", "SGM", {"momentum": 1.0, "diversity": 0.5, "alpha": None}),
 }
 
 SUITES: dict[str, tuple[str, ...]] = {
