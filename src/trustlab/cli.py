@@ -256,29 +256,36 @@ def eval_cmd(
 
 
 # -- attacks -----------------------------------------------------------------------------------
-def _target(ref: str, dataset: str | None, data_root: str | None, n: int, device: str) -> Any:
-    """(model, data, label) from a run id or a model checkpoint; ``n`` test points."""
-    from trustlab.data import load_dataset
+def _model_ref(ref: str, device: Any) -> tuple[Any, str | None, str | None]:
+    """(model, the run's dataset, its data root) from a run id or a model checkpoint."""
     from trustlab.results import RunStore
     from trustlab.train import load_model
-    from trustlab.train.trainer import check_model_fits
-    from trustlab.utils.device import resolve_device
 
-    dev = resolve_device(device)
+    dataset = data_root = None
     if ref.isdigit() or ref.startswith("run-"):
         run = RunStore().get(ref)
         path = run.dir / "model.safetensors"
         if not path.exists():
             raise InputError(f"run {run.id} has no model.safetensors (status {run.status}).")
-        dataset = dataset or run.config.get("dataset")
-        data_root = data_root or run.config.get("data_root")
+        dataset, data_root = run.config.get("dataset"), run.config.get("data_root")
     else:
         path = Path(ref)
-    if not dataset:
-        raise InputError("which data? pass --dataset (a run id knows its dataset).")
+    return load_model(path, device=device), dataset, data_root
+
+
+def _target(ref: str, dataset: str | None, data_root: str | None, n: int, device: str) -> Any:
+    """(model, data, device) from a run id or a model checkpoint; ``n`` test points."""
+    from trustlab.data import load_dataset
+    from trustlab.train.trainer import check_model_fits
+    from trustlab.utils.device import resolve_device
+
+    dev = resolve_device(device)
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}.")
-    model = load_model(path, device=dev)
+    model, run_dataset, run_root = _model_ref(ref, dev)
+    dataset, data_root = dataset or run_dataset, data_root or run_root
+    if not dataset:
+        raise InputError("which data? pass --dataset (a run id knows its dataset).")
     data = load_dataset(dataset, "test", root=data_root)
     data = data.subset(range(min(n, len(data))))
     check_model_fits(model, data, device=dev)
@@ -339,6 +346,78 @@ def evaluate_cmd(
     model, data, dev = _target(target, dataset, data_root, n, device)
     rep = evaluate_robustness(model, data, make_suite(suite, model, eps), device=dev)
     typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
+
+
+TRANSFER_ATTACKS = ("pgd", "mifgsm", "difgsm", "sgm", "sgm-mi", "sgm-mi-di")
+
+
+@app.command(
+    "transfer", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+@_handled
+def transfer_cmd(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option(help="run id or model file the attack is crafted on.")],
+    targets: Annotated[
+        list[str],
+        typer.Option(help="run ids or model files to test on: --targets 4 5 6 (or 4,5,6)."),
+    ],
+    attack: Annotated[str, typer.Option(help=", ".join(TRANSFER_ATTACKS) + ".")] = "sgm",
+    eps: Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")] = "8/255",
+    steps: Annotated[int, typer.Option(help="attack iterations.")] = 10,
+    gamma: Annotated[float, typer.Option(help="SGM's residual-gradient decay.")] = 0.2,
+    dataset: Annotated[str | None, typer.Option(help="default: the source run's dataset.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
+    name: Annotated[str | None, typer.Option(help="a name for the stored run.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Craft adversarial examples on SOURCE and report their success rate on each target.
+
+    The success rate on a target is measured on the points that the source and that target
+    both classify correctly. The result is stored as a run (kind ``transfer``).
+    """
+    from trustlab.attacks.evasion import evaluate_transfer
+    from trustlab.attacks.evasion.suite import make_attack
+    from trustlab.results import RunStore, recording_outcome
+    from trustlab.train.trainer import check_model_fits
+    from trustlab.utils.io import write_json_atomic
+
+    extra = [a for a in ctx.args if a.startswith("-")]
+    if extra:
+        raise InputError(f"unknown option {extra[0]!r}; see trustlab transfer --help.")
+    refs = [r for t in [*targets, *ctx.args] for r in t.split(",") if r]
+    if attack not in TRANSFER_ATTACKS:
+        raise InputError(
+            f"unknown transfer attack {attack!r}; use one of {', '.join(TRANSFER_ATTACKS)}."
+        )
+    if steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}.")
+    src, data, dev = _target(source, dataset, data_root, n, device)
+    models = {}
+    for ref in refs:
+        if ref in models:
+            raise InputError(f"target {ref!r} is given twice.")
+        models[ref] = _model_ref(ref, dev)[0]
+        check_model_fits(models[ref], data, device=dev)
+    kwargs: dict[str, Any] = {"steps": steps, "seed": seed or 0}
+    if attack.startswith("sgm"):
+        kwargs["gamma"] = gamma
+    atk = make_attack(attack, src, eps, **kwargs)
+    config = {
+        "source": source, "targets": refs, "attack": attack, "eps": eps, "steps": steps,
+        "gamma": gamma if attack.startswith("sgm") else None, "dataset": data.name, "n": len(data),
+        "seed": seed or 0,
+    }  # fmt: skip
+    run = RunStore().create_run("transfer", name or f"transfer-{attack}", config, seed=seed or 0)
+    with recording_outcome(run):
+        report = evaluate_transfer(src, models, data, atk, device=dev)
+        out = {"run": run.id, "attack": attack, "eps": eps, **report.to_dict()}
+        write_json_atomic(run.artifact_path("transfer.json"), out)
+        run.add_artifact("transfer.json")
+        run.finish({"mean_success": report.mean_success(), "source_success": report.source_success})
+    typer.echo(json.dumps(out))
 
 
 # -- reproductions -----------------------------------------------------------------------------

@@ -113,3 +113,48 @@ def test_evaluate_suite_cascade(digits_run: str) -> None:
     assert rep["robust_accuracy"] == rep["after_attack"]["md"] <= rep["after_attack"]["pgd"]
     out = invoke("evaluate", digits_run, "--suite", "nope", "--device", "cpu")
     assert out.exit_code == 2
+
+
+def _train(dataset: str, model: str, seed: str) -> None:
+    out = invoke(
+        "train", "--dataset", dataset, "--model", model, "--epochs", "1", "--lr", "0.05",
+        "--seed", seed, "--quiet", "--device", "cpu",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+
+
+def test_transfer_from_a_residual_source_to_two_targets(_isolated_home: Path) -> None:
+    from trustlab.results import RunStore
+
+    for model, seed in [("resnet8", "0"), ("mlp", "1"), ("cnn-small", "2")]:
+        _train("digits", model, seed)
+    out = invoke(
+        "transfer", "--source", "1", "--targets", "2", "3", "--attack", "sgm-mi",
+        "--n", "40", "--steps", "3", "--device", "cpu",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert set(rep["targets"]) == {"2", "3"}
+    for t in rep["targets"].values():
+        assert 0 <= t["success_rate"] <= 1 and t["n"] <= 40
+    run = RunStore().get(rep["run"])
+    assert run.kind == "transfer" and run.status == "finished"
+    assert run.config["targets"] == ["2", "3"] and run.config["dataset"] == "digits"
+    assert json.loads((run.dir / "transfer.json").read_text())["mean_success"] == pytest.approx(
+        rep["mean_success"]
+    )
+    comma = invoke("transfer", "--source", "1", "--targets", "2,3", "--n", "10", "--steps", "1")
+    assert comma.exit_code == 0 and set(json.loads(comma.output)["targets"]) == {"2", "3"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--attack", "apgd-ce"], "unknown transfer attack"),
+        (["--bogus", "1"], "unknown option '--bogus'"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_transfer_bad_input(digits_run: str, args: list[str], message: str) -> None:
+    out = runner.invoke(app, ["transfer", "--source", "1", "--targets", "1", *args])
+    assert out.exit_code == 2 and message in out.output
