@@ -426,3 +426,13 @@ def test_input_of_the_wrong_rank_is_an_input_error() -> None:
     with pytest.raises(InputError, match=r"\(N, C, T, H, W\)"):
         create_model("c3d-small")(torch.rand(2, 3, 32, 32))
     assert issubclass(InputError, ValueError)
+
+
+def test_vgg_width_multiplier() -> None:
+    quarter = create_model("vgg11", width=0.25)
+    convs = [m.out_channels for m in quarter.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [16, 32, 64, 64, 128, 128, 128, 128]
+    assert quarter.classifier.in_features == 128
+    assert quarter(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(InputError, match="width must be in"):
+        create_model("vgg11", width=0)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from trustlab.errors import InputError
 from trustlab.models.cnn import Classifier, check_min_size
 from trustlab.registry import MODELS
 
@@ -82,15 +83,23 @@ def _register(name: str, depth: int) -> Callable[..., VGG]:
     stages = CONFIGS[name]
 
     def factory(
-        *, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: tuple[int, int] = (32, 32),
+        width: float = 1.0,
     ) -> VGG:
         check_min_size(name, image_size, 32, "five 2x2 max-pools")
-        return VGG(stages, num_classes=num_classes, in_channels=in_channels)
+        if not 0 < width <= 4:
+            raise InputError(f"{name}: width must be in (0, 4], got {width}.")
+        scaled = [[max(1, round(c * width)) for c in stage] for stage in stages]
+        return VGG(scaled, num_classes=num_classes, in_channels=in_channels)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = (
         f"VGG-{depth} with BatchNorm, CIFAR-style (conv stack, Linear 512 -> classes). "
-        "Needs images of at least 32x32 (five 2x2 max-pools)."
+        "Needs images of at least 32x32 (five 2x2 max-pools). ``width`` multiplies every "
+        "convolution's channels (default 1, the paper's; 0.25 is a CPU-sized VGG)."
     )
     role = "the SGM paper's transfer target" if name == "vgg19" else "CIFAR-style"
     description = f"VGG-{depth} with BatchNorm ({role}: conv stack, Linear 512 -> classes)"
