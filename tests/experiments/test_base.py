@@ -146,3 +146,40 @@ def test_bad_workers_and_device_store_nothing(_isolated_home) -> None:
     with pytest.raises(InputError):
         reproduce("toy-test", "smoke", device="tpu", progress=False)
     assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()
+
+
+class Staged(Experiment):
+    """Jobs leave files in the work folder; summarize builds the table from them."""
+
+    name = "staged-test"
+    title = "staged"
+    paper = "none"
+    keys = ("pair",)
+    metrics = ("total",)
+    presets = {"smoke": Preset("smoke", "digits", "mlp", seeds=1)}
+    claims = ()
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        return [{"part": p} for p in ("x", "y")]
+
+    def run_job(self, preset, job, seed, device) -> dict[str, float]:
+        assert self.workdir is not None and self.workdir.name == "work"
+        (self.workdir / f"{job['part']}.txt").write_text(str(len(job["part"]) + seed))
+        return {"done": 1.0}
+
+    def summarize(self, preset, rows, device):
+        assert [r["part"] for r in rows] == ["x", "y"]
+        values = {p: int((self.workdir / f"{p}.txt").read_text()) for p in ("x", "y")}
+        return [{"pair": "x+y", "seed": 0, "total": float(values["x"] + values["y"])}]
+
+
+if "staged-test" not in EXPERIMENTS:
+    EXPERIMENTS.register("staged-test", "staged")(Staged)
+
+
+def test_summarize_builds_the_table_from_files_the_jobs_left(tmp_path) -> None:
+    # (worker processes get the same work folder: tests/experiments/test_sgm_reproduction.py)
+    store = RunStore(tmp_path)
+    rep = reproduce("staged-test", "smoke", store=store, progress=False, workers=1)
+    assert rep.table.summary()[0]["total"] == 2.0
+    assert sorted(p.name for p in (rep.run.dir / "work").iterdir()) == ["x.txt", "y.txt"]

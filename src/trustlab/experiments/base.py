@@ -7,7 +7,11 @@ An :class:`Experiment` declares
 - ``jobs(preset)``: the independent trainings/evaluations the table needs, each a plain dict of
   the row's keys (e.g. ``{"loss": "sce", "noise": "sym:0.4"}``), run once per seed;
 - ``run_job(preset, job, seed, device)``: runs one job and returns its metrics;
-- ``claims``: the paper's qualitative headline written as predicates over the table.
+- ``claims``: the paper's qualitative headline written as predicates over the table;
+- optionally ``summarize(preset, rows, device)``: a second stage in the main process that turns
+  the job rows into the table's rows, e.g. attacks across models that separate jobs trained. Jobs
+  leave such files in ``self.workdir`` (the run folder's ``work/``, set before every job and
+  before ``summarize``; kept, so a resumed reproduction reuses what its finished jobs wrote).
 
 :func:`reproduce` runs the jobs (in worker processes on CPU, each single-threaded, so the numbers
 do not depend on how many workers ran them), aggregates them into a :class:`ResultTable` (mean and
@@ -18,12 +22,13 @@ artefact, and the claims in the summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,9 +172,17 @@ class Experiment:
     percent: tuple[str, ...] = ()  # metrics shown as percentages
     presets: dict[str, Preset] = {}
     claims: tuple[Claim, ...] = ()
+    workdir: Path | None = None  # the run folder's work/ while jobs and summarize run
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def summarize(
+        self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
+    ) -> list[dict[str, Any]]:
+        """The table's rows from the job rows (each with its job's keys, ``seed`` and metrics);
+        by default the job rows themselves."""
+        return rows
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
@@ -214,23 +227,33 @@ class Reproduction:
 
 
 # -- running jobs --------------------------------------------------------------------------------
-def _job_in_worker(name: str, preset: Preset, job: dict, seed: int, device: str) -> dict:
+def _job_in_worker(
+    name: str, preset: Preset, job: dict, seed: int, device: str, workdir: Path | None
+) -> dict:
     """Worker entry point: one job, single-threaded (numbers independent of the worker count)."""
     torch.set_num_threads(1)
     exp = get_experiment(name)
+    exp.workdir = workdir
     return exp.run_job(preset, job, seed, torch.device(device))
+
+
+@contextlib.contextmanager
+def _single_threaded(dev: torch.device) -> Iterator[None]:
+    """One torch thread on CPU inside, like the workers, so numbers do not depend on the cores."""
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _job_in_process(
     exp: Experiment, preset: Preset, job: dict, seed: int, dev: torch.device
 ) -> dict:
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with _single_threaded(dev):
         return exp.run_job(preset, job, seed, dev)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def default_workers(device: torch.device, n_jobs: int) -> int:
@@ -305,8 +328,12 @@ def reproduce(
         run.log_metrics(i, {"seed": seed, **metrics}, phase="row")
 
     with recording_outcome(run):
+        exp.workdir = run.dir / "work"
+        exp.workdir.mkdir(exist_ok=True)
         _run_jobs(exp, pre, jobs, todo, dev, workers, progress, record)
-        table = ResultTable(exp.keys, exp.metrics, [rows[i] for i in sorted(rows)])
+        with _single_threaded(dev):
+            table_rows = exp.summarize(pre, [rows[i] for i in sorted(rows)], dev)
+        table = ResultTable(exp.keys, exp.metrics, table_rows)
         claims = exp.check_claims(table)
         write_json_atomic(run.artifact_path("table.json"), table.to_json())
         run.add_artifact("table.json", kind="table")
@@ -353,7 +380,9 @@ def _run_jobs(
         ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
         pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
         futures = {
-            pool.submit(_job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev)): i
+            pool.submit(
+                _job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev), exp.workdir
+            ): i
             for i in todo
         }
         recorded: set[int] = set()

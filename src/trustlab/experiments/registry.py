@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
+from trustlab.experiments.transferability import SGMReproduction
 from trustlab.registry import EXPERIMENTS
 
-for _cls in (APLReproduction, SCEReproduction, MDReproduction):
+for _cls in (APLReproduction, SCEReproduction, MDReproduction, SGMReproduction):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)
