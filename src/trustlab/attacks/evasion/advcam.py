@@ -1,0 +1,297 @@
+"""AdvCam: Duan, Ma, Wang, Bailey, Qin & Yang, "Adversarial Camouflage: Hiding Physical-World
+Attacks with Natural Styles", CVPR 2020.
+
+Inside a region mask, find ``x'`` minimising
+
+    w_s L_style + w_c L_content + w_tv L_tv + w_adv L_adv
+
+- ``L_style``: squared distance between the Gram matrices of ``x'`` and of a style exemplar, summed
+  over the style layers of a convolutional feature extractor (the region's features only: each
+  feature map is weighted by the mask resized to it, and its Gram matrix divided by the masked
+  area times the channels);
+- ``L_content``: mean squared distance between ``x'`` and ``x`` at one deeper layer;
+- ``L_tv``: total variation (mean squared difference of neighbouring pixels);
+- ``L_adv``: ``-CE(f(x'), y)`` (untargeted) or ``CE(f(x'), t) - CE(f(x'), y)`` (targeted), capped
+  at ``-adv_cap`` (default ``ln 100``): the push stops once the true class's probability is below
+  1% (untargeted; for up to 100 classes that guarantees a misclassification), or once the target
+  is ``e^cap`` times likelier than the true class (targeted). The paper's loss is uncapped; with
+  features whose losses are far smaller than VGG-19's, an uncapped term at weight 5e3 grows
+  without bound and overrides the style (measured: style loss 17x that of the clean image,
+  10x that of PGD at 8/255).
+
+Defaults are the paper's weights: style 100, content 5, TV 1e-3, adversarial 5e3, Adam with
+learning rate 1.0 in 0..255 units (1/255 here, in [0, 1] units); pixels outside the mask never
+change and every iterate is clamped to [0, 1]. The paper runs a few thousand iterations with VGG-19
+features; no pretrained VGG is available offline, so the feature extractor is the victim's own
+convolutional stages (default: the stages of trustlab's ResNets and VGGs; pass ``style_layers`` /
+``content_layer`` for another network, or ``features=`` a separately trained CNN). Feature
+magnitudes therefore differ from VGG-19's, and so does the balance the weights strike.
+
+Physical adaptation (``eot=True``): every step, the adversarial loss is taken on a random
+transformation of ``x'``: scale in [0.8, 1.2], rotation within +-15 degrees, translation within
++-10% of the side, an additive brightness change in [-0.1, 0.1] (drawn per step, per sample) and,
+when ``backgrounds`` are given, a random background outside the mask (expectation over
+transformation, Athalye et al. 2018). :func:`random_transform` applies the same family at test
+time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trustlab.attacks.evasion.base import check_inputs, frozen
+from trustlab.errors import InputError
+from trustlab.models.wrappers import feature_taps, layer_names, unwrap
+from trustlab.utils.seed import generator
+
+
+def default_layers(model: nn.Module) -> tuple[list[str], str]:
+    """``(style layers, content layer)`` for trustlab's ResNets (the stem and every stage; the
+    last stage for content) and VGGs (the last ReLU of every stage; the fourth stage's)."""
+    names = set(layer_names(unwrap(model)))
+    stages = sorted(n for n in names if n.startswith("layer") and n[5:].isdigit())
+    if stages and "stem" in names:
+        return ["stem", *stages], stages[-1]
+    relus = [n for n in names if n.startswith("body.relu")]
+    if relus:
+        last: dict[str, str] = {}
+        for n in sorted(relus, key=lambda s: tuple(int(p) for p in s[9:].split("_"))):
+            last[n[9:].split("_")[0]] = n
+        ordered = list(last.values())
+        return ordered, ordered[min(3, len(ordered) - 1)]
+    raise InputError(
+        f"no default AdvCam layers for {type(unwrap(model)).__name__}; pass style_layers=[...] "
+        "and content_layer='...' (names from trustlab.models.layer_names(model))."
+    )
+
+
+def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, C, C)`` Gram matrices of ``(N, C, H, W)`` features, over the (masked) positions,
+    normalised by ``C`` times the area."""
+    n, c = features.shape[:2]
+    if mask is not None:
+        m = F.interpolate(mask, size=features.shape[-2:], mode="bilinear", align_corners=False)
+        features = features * m
+        area = m.flatten(1).sum(1).clamp_min(1e-6)
+    else:
+        area = torch.full((n,), float(features[0, 0].numel()), device=features.device)
+    f = features.flatten(2)
+    return (f @ f.transpose(1, 2)) / (c * area).view(n, 1, 1)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared difference of vertically and horizontally adjacent pixels."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
+    return dh + dw
+
+
+def random_transform(
+    x: torch.Tensor,
+    gen: torch.Generator | None,
+    scale: tuple[float, float] = (0.8, 1.2),
+    rotation: float = 15.0,
+    translation: float = 0.1,
+    brightness: float = 0.1,
+    background: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One random physical-world transformation per sample (see the module), differentiable."""
+    n = x.shape[0]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(x.device, x.dtype)
+
+    if background is not None and mask is not None:
+        pick = torch.randint(0, background.shape[0], (n,), generator=gen).to(x.device)
+        x = mask * x + (1 - mask) * background[pick].to(x.device, x.dtype)
+    s, a = u(*scale), u(-rotation, rotation) * math.pi / 180
+    tx, ty = u(-translation, translation) * 2, u(-translation, translation) * 2
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack(
+        [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
+    )  # (N, 2, 3): output -> input sampling grid
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return (out + u(-brightness, brightness).view(n, 1, 1, 1)).clamp(0, 1)
+
+
+class AdvCam:
+    """``AdvCam(model, style)(x, y)`` -> camouflaged examples; ``history_`` holds the losses.
+
+    Args:
+        model: the victim (inputs in [0, 1]).
+        style: the style exemplar ``(C, H, W)`` in [0, 1] (resized to the inputs), e.g.
+            ``trustlab.data.synthetic.bundled_image("chelsea")``.
+        mask: the region that may change: ``(H, W)``, ``(1, H, W)`` or ``(N, 1, H, W)`` in [0, 1]
+            (default: the whole image).
+        features: the feature extractor (default: the victim).
+        style_layers, content_layer: layer names of ``features`` (default: :func:`default_layers`).
+        steps, lr: Adam iterations and learning rate (1/255: the paper's 1.0 in 0..255 units).
+        style_weight, content_weight, tv_weight, adv_weight: the paper's 100, 5, 1e-3, 5e3.
+        adv_cap: where the adversarial term stops pushing (see the module).
+        targeted: ``atk(x, y, target)`` pushes toward ``target``.
+        eot: expectation over random physical transformations (see the module).
+        backgrounds: ``(B, C, H, W)`` scenes pasted outside the mask when ``eot``.
+        seed: seeds the transformations.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        style: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        features: nn.Module | None = None,
+        style_layers: Sequence[str] | None = None,
+        content_layer: str | None = None,
+        steps: int = 300,
+        lr: float = 1 / 255,
+        style_weight: float = 100.0,
+        content_weight: float = 5.0,
+        tv_weight: float = 1e-3,
+        adv_weight: float = 5e3,
+        adv_cap: float = math.log(100),
+        targeted: bool = False,
+        eot: bool = False,
+        backgrounds: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(style, torch.Tensor) or style.dim() != 3:
+            raise InputError("the style exemplar must be a (C, H, W) tensor in [0, 1].")
+        if float(style.min()) < 0 or float(style.max()) > 1:
+            raise InputError("the style exemplar must lie in [0, 1].")
+        if steps < 1 or not lr > 0:
+            raise InputError(f"steps must be >= 1 and lr > 0 (got {steps}, {lr}).")
+        weights = (style_weight, content_weight, tv_weight, adv_weight)
+        if min(weights) < 0:
+            raise InputError(f"loss weights must be >= 0, got {weights}.")
+        self.model = model
+        self.features = features if features is not None else model
+        if style_layers is None or content_layer is None:
+            d_style, d_content = default_layers(self.features)
+            style_layers = style_layers or d_style
+            content_layer = content_layer or d_content
+        self.style_layers = list(style_layers)
+        self.content_layer = content_layer
+        self.style = style
+        self.mask = mask
+        self.steps, self.lr = steps, lr
+        self.weights = dict(zip(("style", "content", "tv", "adv"), weights, strict=True))
+        if not adv_cap > 0:
+            raise InputError(f"adv_cap must be > 0, got {adv_cap}.")
+        self.adv_cap = adv_cap
+        self.targeted, self.eot, self.backgrounds, self.seed = targeted, eot, backgrounds, seed
+        self.history_: list[dict[str, float]] = []
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            return torch.ones_like(x[:, :1])
+        m = self.mask.to(x.device, x.dtype)
+        m = m.view(1, 1, *m.shape[-2:]) if m.dim() in (2, 3) else m
+        if m.shape[-2:] != x.shape[-2:] or m.shape[0] not in (1, x.shape[0]):
+            raise InputError(
+                f"mask {tuple(self.mask.shape)} does not match inputs {tuple(x.shape)}: give "
+                "(H, W), (1, H, W) or (N, 1, H, W)."
+            )
+        return m.expand(x.shape[0], 1, *x.shape[-2:])
+
+    def _feats(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        names = [*self.style_layers, self.content_layer]
+        with feature_taps(self.features, names) as out:
+            self.features(x)
+        return dict(out)
+
+    def losses(
+        self,
+        adv: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        mask: torch.Tensor,
+        style_grams: dict[str, torch.Tensor],
+        content: torch.Tensor,
+        logits_input: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample style, content, TV and adversarial losses of ``adv``."""
+        feats = self._feats(adv)
+        style = sum(
+            (gram(feats[k], mask) - style_grams[k]).pow(2).flatten(1).sum(1)
+            for k in self.style_layers
+        )
+        content_l = (feats[self.content_layer] - content).pow(2).flatten(1).mean(1)
+        logits = self.model(adv if logits_input is None else logits_input)
+        ce_y = F.cross_entropy(logits, y, reduction="none")
+        if target is not None:
+            adv_l = F.cross_entropy(logits, target, reduction="none") - ce_y
+        else:
+            adv_l = -ce_y
+        adv_l = adv_l.clamp_min(-self.adv_cap)
+        return {"style": style, "content": content_l, "tv": total_variation(adv), "adv": adv_l}
+
+    def style_loss(self, adv: torch.Tensor) -> torch.Tensor:
+        """Per-sample style loss of any images (e.g. PGD examples) to the exemplar, in the
+        region, with the same layers."""
+        with frozen(self.model), frozen(self.features), torch.no_grad():
+            mask = self._mask(adv)
+            grams = self._style_grams(adv)
+            feats = self._feats(adv)
+            return sum(
+                (gram(feats[k], mask) - grams[k]).pow(2).flatten(1).sum(1)
+                for k in self.style_layers
+            )
+
+    def _style_grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = F.interpolate(
+            self.style[None].to(x.device, x.dtype), size=x.shape[-2:], mode="bilinear",
+            align_corners=False,
+        ).clamp(0, 1)  # fmt: skip
+        if s.shape[1] != x.shape[1]:
+            if s.shape[1] == 3 and x.shape[1] == 1:
+                s = s.mean(1, keepdim=True)
+            else:
+                raise InputError(f"style has {s.shape[1]} channels, the inputs {x.shape[1]}.")
+        feats = self._feats(s)
+        return {k: gram(feats[k]).detach() for k in self.style_layers}
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        check_inputs(x, y)
+        if x.dim() != 4:
+            raise InputError("AdvCam works on image batches (N, C, H, W).")
+        if self.targeted and target is None:
+            raise InputError("a targeted AdvCam needs target classes: atk(x, y, target).")
+        gen = generator(self.seed)
+        x, y = x.detach(), y.to(x.device)
+        target = None if target is None else target.to(x.device)
+        self.history_ = []
+        with frozen(self.model), frozen(self.features), torch.enable_grad():
+            mask = self._mask(x)
+            grams = self._style_grams(x)
+            with torch.no_grad():
+                content = self._feats(x)[self.content_layer].detach()
+            adv = x.clone().requires_grad_(True)
+            opt = torch.optim.Adam([adv], lr=self.lr)
+            for _ in range(self.steps):
+                seen = None
+                if self.eot:
+                    seen = random_transform(adv, gen, background=self.backgrounds, mask=mask)
+                parts = self.losses(adv, x, y, target, mask, grams, content, seen)
+                total = sum(self.weights[k] * v.sum() for k, v in parts.items())
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                with torch.no_grad():  # only the region changes; stay an image
+                    adv.copy_((x + mask * (adv - x)).clamp(0, 1))
+                self.history_.append(
+                    {
+                        "total": float(total.detach()),
+                        **{k: float(v.detach().mean()) for k, v in parts.items()},
+                    }
+                )
+        return adv.detach()
