@@ -348,6 +348,70 @@ def evaluate_cmd(
     typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
 
 
+@app.command("advcam")
+@_handled
+def advcam_cmd(
+    target: Annotated[str, typer.Argument(help="a run id or a model .safetensors file.")],
+    png: Annotated[Path, typer.Option(help="write the grid (original, camouflaged, difference).")],
+    style: Annotated[
+        str, typer.Option(help="a bundled photograph (chelsea, coffee, ...) or an image file.")
+    ] = "chelsea",
+    region: Annotated[
+        float, typer.Option(help="side of the central region that may change.")
+    ] = 0.6,
+    steps: Annotated[int, typer.Option(help="Adam iterations.")] = 300,
+    target_class: Annotated[
+        int | None, typer.Option(help="targeted: the class to reach (default: untargeted).")
+    ] = None,
+    eot: Annotated[bool, typer.Option(help="expectation over physical transformations.")] = False,
+    style_layers: Annotated[
+        str | None, typer.Option(help="comma-separated layer names (default: the conv stages).")
+    ] = None,
+    content_layer: Annotated[str | None, typer.Option(help="default: the last stage.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    n: Annotated[int, typer.Option(help="number of test images.")] = 8,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Camouflage adversarial examples in a natural style (AdvCam) and write a PNG grid."""
+    import torch
+
+    from trustlab.attacks.evasion.advcam import AdvCam, style_image
+    from trustlab.attacks.evasion.grid import save_grid
+    from trustlab.experiments.camouflage import central_mask
+
+    if not 0 < region <= 1:
+        raise InputError(f"--region must be in (0, 1], got {region}.")
+    model, data, dev = _target(target, dataset, data_root, n, device)
+    x, y = data.x.to(dev), data.y.to(dev)
+    goal = None
+    if target_class is not None:
+        if not 0 <= target_class < data.num_classes:
+            raise InputError(
+                f"--target-class must be in [0, {data.num_classes}), got {target_class}."
+            )
+        goal = torch.full_like(y, target_class)
+    atk = AdvCam(
+        model, style_image(style), mask=central_mask(tuple(x.shape[-2:]), region), steps=steps,
+        targeted=goal is not None, eot=eot, seed=seed or 0, content_layer=content_layer,
+        style_layers=[n for n in style_layers.split(",") if n] if style_layers else None,
+    )  # fmt: skip
+    adv = atk(x, y, goal)
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    hit = pred == goal if goal is not None else pred != y
+    save_grid(png, x, adv)
+    out = {
+        "success": float(hit.float().mean()),
+        "style_loss": float(atk.style_loss(adv).mean()),
+        "style_loss_clean": float(atk.style_loss(x).mean()),
+        "n": len(x),
+        "png": str(png),
+    }
+    typer.echo(json.dumps(out))
+
+
 TRANSFER_ATTACKS = ("pgd", "mifgsm", "difgsm", "sgm", "sgm-mi", "sgm-mi-di")
 
 

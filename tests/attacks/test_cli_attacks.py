@@ -158,3 +158,35 @@ def test_transfer_from_a_residual_source_to_two_targets(_isolated_home: Path) ->
 def test_transfer_bad_input(digits_run: str, args: list[str], message: str) -> None:
     out = runner.invoke(app, ["transfer", "--source", "1", "--targets", "1", *args])
     assert out.exit_code == 2 and message in out.output
+
+
+def test_advcam_writes_the_grid_where_it_says(_isolated_home: Path, tmp_path: Path) -> None:
+    _train("digits", "resnet8", "0")
+    png = tmp_path / "cam" / "grid.png"
+    png.parent.mkdir()
+    out = invoke(
+        "advcam", "1", "--png", str(png), "--steps", "5", "--n", "4",
+        "--style", "coffee", "--device", "cpu",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["png"] == str(png) and png.stat().st_size > 0 and rep["n"] == 4
+    assert 0 <= rep["success"] <= 1
+    targeted = invoke("advcam", "1", "--png", str(png), "--steps", "2", "--n", "2",
+                      "--target-class", "3", "--eot", "--style-layers", "layer1,layer2",
+                      "--content-layer", "layer2")  # fmt: skip
+    assert targeted.exit_code == 0, targeted.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--style", "nosuch"], "neither a bundled photograph"),
+        (["--region", "0"], "--region must be in"),
+        (["--target-class", "10"], "--target-class must be in"),
+        ([], "no default AdvCam layers for MLP"),
+    ],
+)
+def test_advcam_bad_input(digits_run: str, tmp_path: Path, args: list[str], message: str) -> None:
+    out = runner.invoke(app, ["advcam", "1", "--png", str(tmp_path / "g.png"), *args])
+    assert out.exit_code == 2 and message in out.output

@@ -754,6 +754,15 @@ def _read_image(path: Path) -> np.ndarray:
     return img
 
 
+def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """One image file (PNG, JPEG, ...) as a float tensor ``(C, H, W)`` in ``[0, 1]`` (C = 1 or
+    3; alpha composited over white)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {path} does not exist.")
+    return torch.from_numpy(np.ascontiguousarray(_read_image(path).transpose(2, 0, 1)))
+
+
 def _class_names(root: Path) -> list[str]:
     names: set[str] = set()
     for split in SPLITS:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
 from trustlab.experiments.transferability import SGMReproduction
 from trustlab.registry import EXPERIMENTS
 
-for _cls in (APLReproduction, SCEReproduction, MDReproduction, SGMReproduction):
+for _cls in (
+    APLReproduction,
+    SCEReproduction,
+    MDReproduction,
+    SGMReproduction,
+    AdvCamReproduction,
+):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,22 @@ from trustlab.attacks.evasion.base import check_inputs, frozen
 from trustlab.errors import InputError
 from trustlab.models.wrappers import feature_taps, layer_names, unwrap
 from trustlab.utils.seed import generator
+
+
+def style_image(name_or_path: str) -> torch.Tensor:
+    """A style exemplar: one of scikit-image's bundled photographs by name (``"chelsea"``,
+    ``"coffee"``, ...; :data:`trustlab.data.synthetic.BUNDLED_IMAGES`) or an image file."""
+    from trustlab.data.files import read_image
+    from trustlab.data.synthetic import BUNDLED_IMAGES, bundled_image
+
+    if str(name_or_path).lower() in BUNDLED_IMAGES:
+        return bundled_image(str(name_or_path))
+    if not Path(name_or_path).is_file():
+        raise InputError(
+            f"style {name_or_path!r} is neither a bundled photograph ({', '.join(BUNDLED_IMAGES)}) "
+            "nor an image file."
+        )
+    return read_image(name_or_path)
 
 
 def default_layers(model: nn.Module) -> tuple[list[str], str]:

@@ -1,0 +1,197 @@
+"""Reproduction ``advcam``: Duan, Ma, Wang, Bailey, Qin & Yang, "Adversarial Camouflage: Hiding
+Physical-World Attacks with Natural Styles", CVPR 2020.
+
+One job trains the victim (``preset.model`` on ``preset.dataset``) and leaves it in the run's work
+folder. Then, on the first ``n`` correctly classified test points, with a central square region
+(``region`` of the side) and a style exemplar from scikit-image's bundled photographs:
+
+- ``pgd``: PGD-10 at L-inf 8/255 (the baseline of equal or higher success);
+- ``advcam``: AdvCam with the paper's weights (style 100, content 5, TV 1e-3, adversarial 5e3),
+  Adam at 1/255 per step, ``steps`` iterations, untargeted;
+- ``advcam-eot``: the same with expectation over random physical transformations.
+
+Metrics: ``success`` (misclassified as crafted), ``transformed_success`` (misclassified under
+``draws`` random transformations each: scale, rotation, translation, brightness; the mean over
+draws) and ``style_loss`` (Gram distance to the exemplar in the region, the victim's features).
+The PNG ``advcam.png`` in the run folder shows originals, camouflaged examples and differences.
+
+Claims (methods.md): AdvCam fools the victim at >= 80% success while its style loss to the
+exemplar is far lower (trustlab reads "far" as at most half) than that of PGD examples; the EOT
+variant keeps >= 60% success under random transformations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trustlab.attacks.evasion import PGD
+from trustlab.attacks.evasion.advcam import AdvCam, random_transform
+from trustlab.attacks.evasion.grid import save_grid
+from trustlab.data import load_dataset
+from trustlab.data.synthetic import bundled_image
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.models.spec import ModelSpec
+from trustlab.train import Trainer, TrainSettings
+from trustlab.train.checkpoint import load_model, save_model
+from trustlab.train.trainer import check_model_fits
+from trustlab.utils.seed import derive_seed, generator
+
+METHODS = ("pgd", "advcam", "advcam-eot")
+
+
+def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
+    """``(H, W)`` mask of ones on the central square covering ``fraction`` of each side."""
+    h, w = size
+    mh, mw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    m = torch.zeros(h, w)
+    top, left = (h - mh) // 2, (w - mw) // 2
+    m[top : top + mh, left : left + mw] = 1
+    return m
+
+
+def _success(t: ResultTable) -> tuple[bool, str]:
+    s = t.mean("success", method="advcam")
+    return s >= 0.8 - 1e-9, f"AdvCam success {100 * s:.1f}%"
+
+
+def _style(t: ResultTable) -> tuple[bool, str]:
+    a, p = t.mean("style_loss", method="advcam"), t.mean("style_loss", method="pgd")
+    sp = t.mean("success", method="pgd")
+    return a <= 0.5 * p, (
+        f"style loss AdvCam {a:.3g} vs PGD {p:.3g} (ratio {a / p:.2f}; PGD success {100 * sp:.1f}%)"
+    )
+
+
+def _eot(t: ResultTable) -> tuple[bool, str]:
+    e = t.mean("transformed_success", method="advcam-eot")
+    plain = t.mean("transformed_success", method="advcam")
+    return e >= 0.6 - 1e-9, (
+        f"under random transformations: AdvCam-EOT {100 * e:.1f}%, AdvCam without EOT "
+        f"{100 * plain:.1f}%"
+    )
+
+
+class AdvCamReproduction(Experiment):
+    name = "advcam"
+    title = "Adversarial camouflage with natural styles"
+    paper = (
+        "Duan, Ma, Wang, Bailey, Qin, Yang. Adversarial Camouflage: Hiding Physical-World "
+        "Attacks with Natural Styles. CVPR 2020."
+    )
+    keys = ("method",)
+    metrics = ("success", "transformed_success", "style_loss")
+    percent = ("success", "transformed_success")
+    claims = (
+        Claim("success", "AdvCam fools the victim at >= 80% success", _success),
+        Claim(
+            "style",
+            "AdvCam's style loss to the exemplar is far lower (<= half) than PGD's",
+            _style,
+        ),
+        Claim("eot", "the EOT variant keeps >= 60% success under random transformations", _eot),
+    )
+    presets = {
+        "smoke": Preset(
+            "smoke",
+            "digits",
+            "resnet8",
+            seeds=1,
+            train=dict(epochs=1, lr=0.05, batch_size=64),
+            options={"n": 16, "steps": 20, "style": "chelsea", "region": 0.6, "draws": 2},
+            description="seconds: a 1-epoch ResNet-8 on digits (grey style), 16 images, 20 steps",
+        ),
+        "quick": Preset(
+            "quick",
+            "shapes10",
+            "resnet8",
+            seeds=1,
+            train=dict(
+                epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
+            ),
+            options={"n": 100, "steps": 300, "style": "chelsea", "region": 0.6, "draws": 10},
+            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 100 images, 300 steps",
+        ),
+        "full": Preset(
+            "full",
+            "cifar10",
+            "resnet20",
+            seeds=1,
+            train=dict(epochs=100, lr=0.1, batch_size=128, augment="crop-flip", schedule="step"),
+            options={"n": 1000, "steps": 2000, "style": "chelsea", "region": 0.6, "draws": 20},
+            description="CIFAR-10, ResNet-20, 1000 images, 2000 steps",
+        ),
+    }
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        return [{"model": "victim"}]
+
+    def check(self, preset: Preset) -> None:
+        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
+        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
+        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
+        bundled_image(preset.options["style"])
+
+    def _path(self, seed: int) -> Path:
+        if self.workdir is None:
+            raise RuntimeError("the advcam reproduction runs through trustlab reproduce")
+        return self.workdir / f"victim-seed{seed}.safetensors"
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        root = preset.options.get("data_root")
+        train = load_dataset(preset.dataset, "train", root=root)
+        test = load_dataset(preset.dataset, "test", root=root)
+        torch.manual_seed(derive_seed(seed, "init"))
+        spec = ModelSpec.for_data(preset.model, train)
+        model = spec.build()
+        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
+        result = Trainer(model, settings, device=device, progress=False).fit(train, test)
+        save_model(model, self._path(seed), spec=spec.to_dict())
+        return {"clean_acc": result.final["test_accuracy"]}
+
+    def summarize(
+        self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
+    ) -> list[dict[str, Any]]:
+        o = preset.options
+        test = load_dataset(preset.dataset, "test", root=o.get("data_root"))
+        out = []
+        for seed in sorted({r["seed"] for r in rows}):
+            model = load_model(self._path(seed), device=device).eval()
+            with torch.no_grad():
+                pred = torch.cat([model(b.to(device)).argmax(1).cpu() for b in test.x.split(512)])
+            keep = torch.nonzero(pred == test.y).flatten()[: o["n"]]
+            x, y = test.x[keep].to(device), test.y[keep].to(device)
+            mask = central_mask(tuple(x.shape[-2:]), o["region"])
+            style = bundled_image(o["style"])
+            cam = AdvCam(model, style, mask=mask, steps=o["steps"], seed=seed)
+            eot = AdvCam(model, style, mask=mask, steps=o["steps"], eot=True, seed=seed)
+            examples = {
+                "pgd": PGD(model, 8 / 255, 2 / 255, 10, seed=seed)(x, y),
+                "advcam": cam(x, y),
+                "advcam-eot": eot(x, y),
+            }
+            gen = generator(derive_seed(seed, "draws"))
+            for method, adv in examples.items():
+                with torch.no_grad():
+                    success = float((model(adv).argmax(1) != y).float().mean())
+                    draws = [
+                        float((model(random_transform(adv, gen)).argmax(1) != y).float().mean())
+                        for _ in range(o["draws"])
+                    ]
+                out.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "success": success,
+                        "transformed_success": sum(draws) / len(draws),
+                        "style_loss": float(cam.style_loss(adv).mean()),
+                    }
+                )
+            k = min(8, len(x))
+            save_grid(self.workdir.parent / "advcam.png", x[:k], examples["advcam"][:k])
+            save_grid(self.workdir.parent / "advcam-eot.png", x[:k], examples["advcam-eot"][:k])
+        return out
