@@ -23,6 +23,7 @@ __all__ = [
     "layer_names",
     "residual_branches",
     "resolve_layer",
+    "stage_layers",
     "unwrap",
 ]
 
@@ -152,6 +153,26 @@ def layer_names(model: nn.Module) -> list[str]:
     """Names of every sub-module a forward hook can tap (``model.named_modules()`` minus the
     root), in registration order, e.g. ``["stem", "stem.conv", ..., "classifier"]``."""
     return [name for name, _ in model.named_modules() if name]
+
+
+def stage_layers(model: nn.Module) -> list[str]:
+    """The stage outputs of trustlab's networks, for feature-based methods (AdvCam's style
+    layers, LID's layers): ``stem`` and ``layer1..K`` of the ResNets, the last ReLU of each stage
+    of the VGGs (``body.reluS_I``). Names are valid for :func:`feature_taps` on ``model``."""
+    names = set(layer_names(unwrap(model)))
+    stages = sorted(n for n in names if n.startswith("layer") and n[5:].isdigit())
+    if stages and "stem" in names:
+        return ["stem", *stages]
+    relus = [n for n in names if n.startswith("body.relu")]
+    if relus:
+        last: dict[str, str] = {}
+        for n in sorted(relus, key=lambda s: tuple(int(p) for p in s[9:].split("_"))):
+            last[n[9:].split("_")[0]] = n
+        return list(last.values())
+    raise InputError(
+        f"no stage layers known for {type(unwrap(model)).__name__}; pass the layer names "
+        "yourself (trustlab.models.layer_names(model) lists them)."
+    )
 
 
 def residual_branches(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -47,7 +47,7 @@ from torch import nn
 
 from trustlab.attacks.evasion.base import check_inputs, frozen
 from trustlab.errors import InputError
-from trustlab.models.wrappers import feature_taps, layer_names, unwrap
+from trustlab.models.wrappers import feature_taps, stage_layers, unwrap
 from trustlab.utils.seed import generator
 
 
@@ -68,23 +68,18 @@ def style_image(name_or_path: str) -> torch.Tensor:
 
 
 def default_layers(model: nn.Module) -> tuple[list[str], str]:
-    """``(style layers, content layer)`` for trustlab's ResNets (the stem and every stage; the
-    last stage for content) and VGGs (the last ReLU of every stage; the fourth stage's)."""
-    names = set(layer_names(unwrap(model)))
-    stages = sorted(n for n in names if n.startswith("layer") and n[5:].isdigit())
-    if stages and "stem" in names:
-        return ["stem", *stages], stages[-1]
-    relus = [n for n in names if n.startswith("body.relu")]
-    if relus:
-        last: dict[str, str] = {}
-        for n in sorted(relus, key=lambda s: tuple(int(p) for p in s[9:].split("_"))):
-            last[n[9:].split("_")[0]] = n
-        ordered = list(last.values())
-        return ordered, ordered[min(3, len(ordered) - 1)]
-    raise InputError(
-        f"no default AdvCam layers for {type(unwrap(model)).__name__}; pass style_layers=[...] "
-        "and content_layer='...' (names from trustlab.models.layer_names(model))."
-    )
+    """``(style layers, content layer)``: the stages of trustlab's ResNets (the last for content)
+    and VGGs (the fourth stage's for content); :func:`trustlab.models.wrappers.stage_layers`."""
+    try:
+        stages = stage_layers(model)
+    except InputError:
+        raise InputError(
+            f"no default AdvCam layers for {type(unwrap(model)).__name__}; pass "
+            "style_layers=[...] and content_layer='...' (names from "
+            "trustlab.models.layer_names(model))."
+        ) from None
+    content = stages[-1] if stages[0] == "stem" else stages[min(3, len(stages) - 1)]
+    return stages, content
 
 
 def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

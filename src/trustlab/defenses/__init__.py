@@ -1,0 +1,1 @@
+"""Defenses: input detectors (``detection``); backdoor and privacy defenses follow."""

@@ -1,0 +1,252 @@
+"""The adversarial-detection protocol shared by every detector.
+
+Ma, Niu, Gu, Wang, Zhao, Bailey & Lu, "Understanding adversarial attacks on deep learning based
+medical image analysis systems", Pattern Recognition 2020, following Ma et al. (LID, ICLR 2018)
+and Feinman et al. (KD/BU, 2017):
+
+- positives: *successful* adversarial examples of *correctly classified* inputs;
+- negatives: those clean inputs, and the same inputs with Gaussian noise whose L2 norm matches
+  each adversarial perturbation's (clipped to [0, 1]);
+- a detector maps inputs to feature vectors (:class:`FeatureDetector.features`, which sees the
+  clean, noisy and adversarial sets together because LID compares each point with its clean
+  minibatch), then a standard scaler and a logistic regression (or random forest) are fit on a
+  random 80% training split only, and ROC-AUC is measured on the other 20%; 3 random splits.
+
+:class:`InputDetector` is the protocol of a fitted detector (``fit``, ``score``: higher means more
+likely adversarial), so that detectors plug into the defenses and the benchmark alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.errors import InputError
+from trustlab.utils.seed import generator
+
+CLASSIFIERS = ("lr", "rf")
+
+
+@runtime_checkable
+class InputDetector(Protocol):
+    def fit(
+        self, clean: torch.Tensor, adversarial: torch.Tensor, noisy: torch.Tensor | None = None
+    ) -> InputDetector: ...
+
+    def score(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class DetectionSet:
+    """Aligned clean, noisy and adversarial inputs (row ``i`` of each comes from one input)."""
+
+    clean: torch.Tensor
+    noisy: torch.Tensor
+    adversarial: torch.Tensor
+    labels: torch.Tensor
+    attack_success: float  # among correctly classified inputs
+    n_correct: int
+
+
+def noise_like(
+    clean: torch.Tensor, adversarial: torch.Tensor, gen: torch.Generator | None
+) -> torch.Tensor:
+    """Gaussian noise scaled to each adversarial perturbation's L2 norm, clipped to [0, 1]."""
+    target = (adversarial - clean).flatten(1).norm(dim=1)
+    z = torch.randn(clean.shape, generator=gen, dtype=clean.dtype).to(clean.device)
+    z = z * (target / z.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (z.dim() - 1))
+    return (clean + z).clamp(0, 1)
+
+
+def build_detection_set(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> DetectionSet:
+    """Attack the correctly classified inputs; keep the successful ones with their clean and
+    noisy counterparts."""
+    dev = x.device
+    with frozen(model), torch.no_grad():
+        correct = torch.cat([model(b).argmax(1) for b in x.split(batch_size)]) == y
+    xc, yc = x[correct], y[correct]
+    if not len(xc):
+        raise InputError("the model classifies none of these inputs correctly.")
+    adv = torch.cat(
+        [
+            attack(xc[i : i + batch_size], yc[i : i + batch_size])
+            for i in range(0, len(xc), batch_size)
+        ]
+    )
+    with frozen(model), torch.no_grad():
+        fooled = torch.cat([model(b).argmax(1) for b in adv.split(batch_size)]) != yc
+    if int(fooled.sum()) < 4:
+        raise InputError(
+            f"the attack fooled only {int(fooled.sum())} of {len(xc)} inputs; detection needs "
+            "successful adversarial examples (raise eps or the number of steps)."
+        )
+    gen = generator(seed)
+    clean, adv, labels = xc[fooled], adv[fooled], yc[fooled]
+    noisy = noise_like(clean.cpu(), adv.cpu(), gen).to(dev)
+    return DetectionSet(clean, noisy, adv, labels, float(fooled.float().mean()), len(xc))
+
+
+class FeatureDetector:
+    """A detector = features per input + a scaler + a classifier (see the module).
+
+    Subclasses implement :meth:`features`. ``classifier`` is ``"lr"`` (logistic regression, the
+    papers' choice) or ``"rf"`` (random forest).
+    """
+
+    name = "features"
+
+    def __init__(self, classifier: str = "lr", seed: int = 0) -> None:
+        if classifier not in CLASSIFIERS:
+            raise InputError(
+                f"unknown classifier {classifier!r}; use one of {', '.join(CLASSIFIERS)}."
+            )
+        self.classifier = classifier
+        self.seed = seed
+        self.pipeline = None
+
+    # -- features ------------------------------------------------------------------------------
+    def features(
+        self, clean: torch.Tensor, noisy: torch.Tensor, adversarial: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def features_of(self, x: torch.Tensor) -> np.ndarray:
+        """Features of arbitrary inputs (after :meth:`fit`)."""
+        raise NotImplementedError
+
+    # -- the classifier ------------------------------------------------------------------------
+    def _new_pipeline(self):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.linear_model import LogisticRegressionCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        clf = (
+            LogisticRegressionCV(max_iter=1000, n_jobs=1)
+            if self.classifier == "lr"
+            else RandomForestClassifier(n_estimators=100, random_state=self.seed, n_jobs=1)
+        )
+        return _Quiet(make_pipeline(StandardScaler(), clf))
+
+    def fit(
+        self, clean: torch.Tensor, adversarial: torch.Tensor, noisy: torch.Tensor | None = None
+    ) -> FeatureDetector:
+        """Fit on clean (and noisy) negatives and adversarial positives."""
+        if noisy is None:
+            noisy = clean
+        fc, fn, fa = self.features(clean, noisy, adversarial)
+        x, t = _stack(fc, fn, fa)
+        self.pipeline = self._new_pipeline().fit(x, t)
+        return self
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pipeline is None:
+            raise InputError(f"the {self.name} detector is not fitted: call fit() first.")
+        p = self.pipeline.predict_proba(self.features_of(x))[:, 1]
+        return torch.from_numpy(p).float()
+
+
+class _Quiet:
+    """A scikit-learn pipeline whose ``fit`` hides the FutureWarnings of newer scikit-learn
+    releases about LogisticRegressionCV defaults (trustlab supports scikit-learn >= 1.3)."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+
+    def fit(self, x: np.ndarray, t: np.ndarray) -> _Quiet:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.pipeline.fit(x, t)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.pipeline.predict_proba(x)
+
+
+def _stack(fc: np.ndarray, fn: np.ndarray, fa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([fc, fn, fa])
+    t = np.concatenate([np.zeros(len(fc) + len(fn)), np.ones(len(fa))])
+    return x, t
+
+
+@dataclass
+class DetectionReport:
+    detector: str
+    aucs: list[float] = field(default_factory=list)
+    n_adversarial: int = 0
+    attack_success: float = 0.0
+    roc: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+
+    @property
+    def mean_auc(self) -> float:
+        return float(np.mean(self.aucs)) if self.aucs else float("nan")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "detector": self.detector,
+            "auc": self.aucs,
+            "mean_auc": self.mean_auc,
+            "n_adversarial": self.n_adversarial,
+            "attack_success": self.attack_success,
+        }
+
+
+def evaluate_detector(
+    detector: FeatureDetector,
+    data: DetectionSet,
+    splits: int = 3,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    transfer_to: DetectionSet | None = None,
+) -> DetectionReport:
+    """ROC-AUC of ``detector`` over ``splits`` random train/test splits (scaler and classifier
+    fit on the training split only). With ``transfer_to`` the classifier trained on ``data``
+    (one attack) is tested on the other set's test split (another attack): cross-attack
+    transfer."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if splits < 1 or not 0 < test_fraction < 1:
+        raise InputError(
+            f"need splits >= 1 and 0 < test_fraction < 1 (got {splits}, {test_fraction})."
+        )
+    x, t = _stack(*detector.features(data.clean, data.noisy, data.adversarial))
+    other = None
+    if transfer_to is not None:
+        other = _stack(
+            *detector.features(transfer_to.clean, transfer_to.noisy, transfer_to.adversarial)
+        )
+    rng = np.random.default_rng(seed)
+    report = DetectionReport(detector.name, n_adversarial=len(data.adversarial),
+                             attack_success=data.attack_success)  # fmt: skip
+    for _ in range(splits):
+        order = rng.permutation(len(x))
+        cut = int(round(len(x) * (1 - test_fraction)))
+        train, test = order[:cut], order[cut:]
+        if len(np.unique(t[train])) < 2:
+            raise InputError("too few samples for a train/test split with both classes.")
+        pipe = detector._new_pipeline().fit(x[train], t[train])
+        if other is not None:
+            ox, ot = other
+            o = rng.permutation(len(ox))[: max(1, int(round(len(ox) * test_fraction)))]
+            xs, ts = ox[o], ot[o]
+        else:
+            xs, ts = x[test], t[test]
+        p = pipe.predict_proba(xs)[:, 1]
+        report.aucs.append(float(roc_auc_score(ts, p)) if len(np.unique(ts)) == 2 else float("nan"))
+        fpr, tpr, _ = roc_curve(ts, p)
+        report.roc.append((fpr, tpr))
+    return report

@@ -1,0 +1,78 @@
+"""LID detector: Ma et al., "Characterizing Adversarial Subspaces Using Local Intrinsic
+Dimensionality", ICLR 2018.
+
+Features: for every layer in ``layers``, the LID (maximum likelihood, ``k = 20``) of a point's
+activation against the activations of its clean minibatch (``batch_size = 100``; a clean point
+excludes itself), computed with the one estimator :mod:`trustlab.metrics.lid`. Default layers:
+the stem and stages of trustlab's ResNets (the last ReLU of each stage for VGGs), the
+penultimate features and the logits (the paper uses the output of every layer). At
+:meth:`~trustlab.defenses.detection.base.FeatureDetector.score` time a new input is compared with
+a clean minibatch kept from ``fit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from trustlab.attacks.evasion.base import frozen
+from trustlab.defenses.detection.base import FeatureDetector
+from trustlab.errors import InputError
+from trustlab.metrics.lid import lid, lid_in_batches
+from trustlab.models.wrappers import feature_taps, stage_layers
+
+
+class LIDDetector(FeatureDetector):
+    name = "lid"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str] | None = None,
+        k: int = 20,
+        batch_size: int = 100,
+        classifier: str = "lr",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(classifier, seed)
+        self.model = model
+        self.layers = list(layers) if layers is not None else stage_layers(model)
+        self.k, self.batch_size = k, batch_size
+        self.reference: torch.Tensor | None = None
+
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer ``(N, D)`` activations, then the penultimate features and the logits."""
+        acts: list[list[torch.Tensor]] = [[] for _ in range(len(self.layers) + 1)]
+        with frozen(self.model), torch.no_grad():
+            for b in x.split(256):
+                with feature_taps(self.model, self.layers) as taps:
+                    logits = self.model(b)
+                for i, name in enumerate(self.layers):
+                    acts[i].append(taps[name].flatten(1))
+                acts[-1].append(logits)
+        return [torch.cat(a) for a in acts]
+
+    def features(self, clean, noisy, adversarial):
+        ac, an, aa = (self.activations(t) for t in (clean, noisy, adversarial))
+        out = ([], [], [])
+        for c, n, a in zip(ac, an, aa, strict=True):
+            out[0].append(lid_in_batches(c, c, self.batch_size, self.k))
+            out[1].append(lid_in_batches(n, c, self.batch_size, self.k))
+            out[2].append(lid_in_batches(a, c, self.batch_size, self.k))
+        return tuple(torch.stack(o, 1).double().cpu().numpy() for o in out)
+
+    def fit(self, clean, adversarial, noisy=None):
+        self.reference = clean[: self.batch_size].detach()
+        return super().fit(clean, adversarial, noisy)
+
+    def features_of(self, x: torch.Tensor) -> np.ndarray:
+        if self.reference is None:
+            raise InputError("the lid detector is not fitted: call fit() first.")
+        ref = self.activations(self.reference)
+        acts = self.activations(x)
+        k = min(self.k, self.reference.shape[0])
+        cols = [lid(a, r, k, exclude_self=False) for a, r in zip(acts, ref, strict=True)]
+        return torch.stack(cols, 1).double().cpu().numpy()
