@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
+from trustlab.experiments.medical import MedicalReproduction
 from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
 from trustlab.experiments.transferability import SGMReproduction
 from trustlab.registry import EXPERIMENTS
@@ -14,6 +15,7 @@ for _cls in (
     MDReproduction,
     SGMReproduction,
     AdvCamReproduction,
+    MedicalReproduction,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

@@ -1,0 +1,183 @@
+"""Reproduction ``medical``: Ma, Niu, Gu, Wang, Zhao, Bailey & Lu, "Understanding adversarial
+attacks on deep learning based medical image analysis systems", Pattern Recognition 2020.
+
+Jobs (parallel) train the same architecture on a two-class medical-style set (``fundus2``: retina
+patches, healthy vs microaneurysms) and on a ten-class natural-style set (``shapes10``), each
+leaving its model in the run's work folder. Then, at the same L-inf ``eps`` (1/255: the paper
+studies budgets of 0.5/255 to a few /255, where medical models already fall), on the first
+``n`` test points of each set:
+
+- ``robust_acc``: accuracy under PGD-10 (step eps/4, random start);
+- detection of the successful PGD examples (the protocol of
+  :mod:`trustlab.defenses.detection.base`: negatives are the clean inputs and noise-matched
+  copies; scaler fit on the training split; ROC-AUC over 3 random 80/20 splits) by the
+  deep-feature, LID and KD+BU detectors, with logistic regression; ROC curves of the first split
+  as ``roc-<dataset>.png`` in the run folder.
+
+Claims (methods.md): at the same eps the medical-style model's robust accuracy is lower than the
+10-class model's; the deep-feature and LID detectors reach AUC >= 0.95 on PGD against the
+medical-style model (the paper reports > 0.98).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trustlab.attacks.evasion import PGD
+from trustlab.data import load_dataset
+from trustlab.defenses.detection import (
+    DeepFeatureDetector,
+    KDBUDetector,
+    LIDDetector,
+    build_detection_set,
+    evaluate_detector,
+)
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.models.spec import ModelSpec
+from trustlab.results.plots import curves_png
+from trustlab.train import Trainer, TrainSettings
+from trustlab.train.checkpoint import load_model, save_model
+from trustlab.train.trainer import check_model_fits
+from trustlab.utils.seed import derive_seed
+
+MEDICAL, NATURAL = "fundus2", "shapes10"
+
+
+def _less_robust(t: ResultTable) -> tuple[bool, str]:
+    med, nat = t.mean("robust_acc", dataset=MEDICAL), t.mean("robust_acc", dataset=NATURAL)
+    return med < nat, f"robust accuracy {MEDICAL} {100 * med:.1f}% vs {NATURAL} {100 * nat:.1f}%"
+
+
+def _detected(t: ResultTable) -> tuple[bool, str]:
+    deep, lid = t.mean("deep_auc", dataset=MEDICAL), t.mean("lid_auc", dataset=MEDICAL)
+    return min(deep, lid) >= 0.95 - 1e-9, f"{MEDICAL}: deep-feature AUC {deep:.3f}, LID {lid:.3f}"
+
+
+class MedicalReproduction(Experiment):
+    name = "medical"
+    title = "Adversarial attacks on medical images: easier to attack, easier to detect"
+    paper = (
+        "Ma, Niu, Gu, Wang, Zhao, Bailey, Lu. Understanding adversarial attacks on deep learning "
+        "based medical image analysis systems. Pattern Recognition, 2020."
+    )
+    keys = ("dataset",)
+    metrics = ("clean_acc", "robust_acc", "attack_success", "deep_auc", "lid_auc", "kdbu_auc")
+    percent = ("clean_acc", "robust_acc", "attack_success")
+    claims = (
+        Claim(
+            "medical-less-robust",
+            "at the same eps the medical-style model's robust accuracy is lower than the "
+            "10-class model's",
+            _less_robust,
+        ),
+        Claim(
+            "detectable",
+            "deep-feature and LID detectors reach AUC >= 0.95 on PGD against the medical model",
+            _detected,
+        ),
+    )
+    presets = {
+        "smoke": Preset(
+            "smoke",
+            MEDICAL,
+            "resnet8",
+            seeds=1,
+            train=dict(epochs=1, lr=0.05, batch_size=128),
+            options={"eps": 1 / 255, "n": 120, "train_subset": 1000},
+            description="seconds: ResNet-8, 1 epoch on 1000 images of each set, 120 test points",
+        ),
+        "quick": Preset(
+            "quick",
+            MEDICAL,
+            "resnet8",
+            seeds=1,
+            train=dict(
+                epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
+            ),
+            options={"eps": 1 / 255, "n": 1000},
+            description="minutes on 2 CPU cores: ResNet-8 on fundus2 and shapes10, 1000 points",
+        ),
+        "full": Preset(
+            "full",
+            MEDICAL,
+            "resnet18",
+            seeds=1,
+            train=dict(epochs=50, lr=0.05, batch_size=128, augment="crop-flip"),
+            options={"eps": 1 / 255, "n": 1000},
+            description="ResNet-18 (the paper: ImageNet-pretrained ResNet-50) on both sets",
+        ),
+    }
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        return [{"dataset": MEDICAL}, {"dataset": NATURAL}]
+
+    def check(self, preset: Preset) -> None:
+        for name in (MEDICAL, NATURAL):
+            train = load_dataset(name, "train")
+            check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, train)
+
+    def _path(self, dataset: str, seed: int) -> Path:
+        if self.workdir is None:
+            raise RuntimeError("the medical reproduction runs through trustlab reproduce")
+        return self.workdir / f"{dataset}-seed{seed}.safetensors"
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        name = job["dataset"]
+        train, test = load_dataset(name, "train"), load_dataset(name, "test")
+        if "train_subset" in preset.options:
+            train = train.subset(range(min(len(train), preset.options["train_subset"])))
+        torch.manual_seed(derive_seed(seed, "init", name))
+        spec = ModelSpec.for_data(preset.model, train)
+        model = spec.build()
+        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", name)})
+        result = Trainer(model, settings, device=device, progress=False).fit(train, test)
+        save_model(model, self._path(name, seed), spec=spec.to_dict())
+        return {"trained_acc": result.final["test_accuracy"]}
+
+    def summarize(
+        self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
+    ) -> list[dict[str, Any]]:
+        o = preset.options
+        eps = o["eps"]
+        out = []
+        for seed in sorted({r["seed"] for r in rows}):
+            for name in (MEDICAL, NATURAL):
+                model = load_model(self._path(name, seed), device=device).eval()
+                test = load_dataset(name, "test").subset(range(o["n"]))
+                train = load_dataset(name, "train")
+                x, y = test.x.to(device), test.y.to(device)
+                atk = PGD(model, eps, eps / 4, 10, seed=seed)
+                with torch.no_grad():
+                    clean = model(x).argmax(1) == y
+                adv = atk(x, y)
+                with torch.no_grad():
+                    robust = clean & (model(adv).argmax(1) == y)
+                data = build_detection_set(model, x, y, atk, seed=seed)
+                detectors = {
+                    "deep": DeepFeatureDetector(model, seed=seed),
+                    "lid": LIDDetector(model, seed=seed),
+                    "kdbu": KDBUDetector(model, train.x.to(device), train.y, seed=seed),
+                }
+                reports = {
+                    k: evaluate_detector(d, data, 3, seed=seed) for k, d in detectors.items()
+                }
+                curves_png(
+                    self.workdir.parent / f"roc-{name}.png",
+                    {k: r.roc[0] for k, r in reports.items()},
+                )
+                out.append(
+                    {
+                        "dataset": name,
+                        "seed": seed,
+                        "clean_acc": float(clean.float().mean()),
+                        "robust_acc": float(robust.float().mean()),
+                        "attack_success": data.attack_success,
+                        **{f"{k}_auc": r.mean_auc for k, r in reports.items()},
+                    }
+                )
+        return out
