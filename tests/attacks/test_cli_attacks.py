@@ -190,3 +190,20 @@ def test_advcam_writes_the_grid_where_it_says(_isolated_home: Path, tmp_path: Pa
 def test_advcam_bad_input(digits_run: str, tmp_path: Path, args: list[str], message: str) -> None:
     out = runner.invoke(app, ["advcam", "1", "--png", str(tmp_path / "g.png"), *args])
     assert out.exit_code == 2 and message in out.output
+
+
+def test_detect_prints_auc_per_split(_isolated_home: Path) -> None:
+    _train("digits", "resnet8", "0")
+    out = invoke(
+        "detect", "1", "--detector", "deep-features", "--eps", "0.3", "--n", "150",
+        "--splits", "2", "--device", "cpu",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert len(rep["auc"]) == 2 and 0 <= rep["mean_auc"] <= 1 and rep["n_adversarial"] > 0
+    cross = invoke("detect", "1", "--detector", "kd-bu", "--eps", "0.3", "--n", "150",
+                   "--splits", "1", "--transfer-attack", "fgsm")  # fmt: skip
+    assert cross.exit_code == 0, cross.output
+    assert json.loads(cross.output)["tested_on"] == "fgsm"
+    bad = runner.invoke(app, ["detect", "1", "--detector", "magic"])
+    assert bad.exit_code == 2 and "unknown detector" in bad.output
