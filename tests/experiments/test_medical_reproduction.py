@@ -32,3 +32,9 @@ def test_reproduce_medical_smoke(_isolated_home: Path) -> None:
             assert 0 <= r[k] <= 1
     for name in ("fundus2", "shapes10"):
         assert (run.dir / f"roc-{name}.png").stat().st_size > 0
+
+
+def test_reproduce_medical_refuses_another_dataset(_isolated_home: Path) -> None:
+    out = CliRunner().invoke(app, ["reproduce", "medical", "--dataset", "digits"])
+    assert out.exit_code == 2 and "takes no other dataset" in out.output
+    assert RunStore(_isolated_home).list() == []

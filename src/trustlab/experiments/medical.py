@@ -35,6 +35,7 @@ from trustlab.defenses.detection import (
     build_detection_set,
     evaluate_detector,
 )
+from trustlab.errors import InputError
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.results.plots import curves_png
@@ -115,6 +116,11 @@ class MedicalReproduction(Experiment):
         return [{"dataset": MEDICAL}, {"dataset": NATURAL}]
 
     def check(self, preset: Preset) -> None:
+        if preset.dataset != MEDICAL:
+            raise InputError(
+                f"the medical reproduction compares {MEDICAL} with {NATURAL}; it takes no "
+                f"other dataset (got --dataset {preset.dataset})."
+            )
         for name in (MEDICAL, NATURAL):
             train = load_dataset(name, "train")
             check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, train)
