@@ -1,0 +1,74 @@
+"""MGDA's min-norm weights (closed form, Frank-Wolfe) and fixed weights."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from trustlab.errors import InputError
+from trustlab.train.balance import MGDA, FixedWeights, min_norm_weights, min_norm_weights_from_gram
+
+
+@pytest.mark.parametrize(
+    "g1, g2, want",
+    [
+        ([1.0, 0.0], [0.0, 1.0], 0.5),  # orthogonal, equal norms: the midpoint
+        ([1.0, 0.0], [2.0, 0.0], 1.0),  # the shorter one is the min-norm point
+        ([3.0, 0.0], [1.0, 0.0], 0.0),
+        ([1.0, 0.0], [-1.0, 0.0], 0.5),  # opposite: they cancel
+        ([2.0, 0.0], [0.0, 1.0], 0.2),  # a = (g2.g2 - g1.g2) / |g1 - g2|^2 = 1 / 5
+    ],
+)
+def test_two_tasks_closed_form(g1, g2, want) -> None:
+    w = min_norm_weights([torch.tensor(g1), torch.tensor(g2)])
+    assert float(w[0]) == pytest.approx(want, abs=1e-6)
+    assert float(w.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_three_tasks_is_the_min_norm_point(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    grads = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    w = min_norm_weights(list(grads)).double()
+    assert (w >= -1e-9).all() and float(w.sum()) == pytest.approx(1.0)
+    ours = float((w @ grads).norm())
+    steps = 400  # brute force: every point of a simplex grid of step 1/400
+    ab = (
+        torch.tensor(
+            [(a, b) for a, b in itertools.product(range(steps + 1), repeat=2) if a + b <= steps],
+            dtype=torch.float64,
+        )
+        / steps
+    )
+    grid = torch.cat([ab, 1 - ab.sum(1, keepdim=True)], 1)  # (M, 3)
+    best = float((grid @ grads).norm(dim=1).min())
+    assert ours <= best + 1e-6
+
+
+def test_gram_edge_cases() -> None:
+    assert min_norm_weights_from_gram(torch.ones(1, 1)).tolist() == [1.0]
+    with pytest.raises(InputError, match="square"):
+        min_norm_weights_from_gram(torch.ones(2, 3))
+
+
+def test_mgda_and_fixed_weights_combine_losses() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    x = torch.randn(8, 4)
+    out = model(x)
+    losses = [out[:, 0].pow(2).mean(), (out[:, 1] - 1).pow(2).mean()]
+    total, w = MGDA(model)(losses)
+    assert float(w.sum()) == pytest.approx(1.0) and total.requires_grad
+    total.backward()
+    assert model.weight.grad is not None
+    out = model(x)
+    total, w = FixedWeights([1.0, 0.5])([out.sum(), out.mean()])
+    assert w.tolist() == [1.0, 0.5]
+    assert float(total.detach()) == pytest.approx(float((out.sum() + 0.5 * out.mean()).detach()))
+    with pytest.raises(InputError, match="2 weights for 1 losses"):
+        FixedWeights([1.0, 0.5])([out.sum()])
+    with pytest.raises(InputError, match="normalisation"):
+        MGDA(model, normalize="max")
