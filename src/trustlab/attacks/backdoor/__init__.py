@@ -1,0 +1,27 @@
+"""Backdoor attacks: triggers, label policies, the poisoner (issue 7, in progress)."""
+
+from trustlab.attacks.backdoor.labels import AllToAll, AllToOne, CleanLabel, LabelPolicy
+from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
+from trustlab.attacks.backdoor.triggers import (
+    BlendTrigger,
+    PatchTrigger,
+    PixelTrigger,
+    ReflectionTrigger,
+    Trigger,
+    trigger_from_state,
+)
+
+__all__ = [
+    "AllToAll",
+    "AllToOne",
+    "BlendTrigger",
+    "CleanLabel",
+    "LabelPolicy",
+    "PatchTrigger",
+    "PixelTrigger",
+    "PoisonedDataset",
+    "ReflectionTrigger",
+    "Trigger",
+    "poison_dataset",
+    "trigger_from_state",
+]

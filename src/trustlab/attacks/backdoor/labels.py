@@ -1,0 +1,109 @@
+"""Label policies: which samples may carry the trigger and what label they get.
+
+- :class:`AllToOne` (BadNets): any sample not of the target class; label -> ``target``.
+- :class:`AllToAll` (BadNets): any sample; label ``y -> (y + 1) mod K``.
+- :class:`CleanLabel` (Turner et al. 2019; Refool; the clean-label video backdoor): only samples
+  already of the target class; labels never change.
+
+``policy.eligible(y)`` is the mask of samples that may be poisoned, ``policy(y)`` the poisoned
+labels, ``policy.target_for(y)`` the class a triggered test sample should be pushed to (for the
+attack success rate).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trustlab.errors import InputError
+
+
+class LabelPolicy:
+    name = "policy"
+
+    def eligible(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def target_for(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state(self) -> dict[str, object]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _check_class(target: int, num_classes: int | None) -> int:
+    if target < 0 or (num_classes is not None and target >= num_classes):
+        raise InputError(f"target class {target} is out of range for {num_classes} classes.")
+    return int(target)
+
+
+class AllToOne(LabelPolicy):
+    name = "all-to-one"
+
+    def __init__(self, target: int = 0, num_classes: int | None = None) -> None:
+        self.target = _check_class(target, num_classes)
+
+    def eligible(self, y: torch.Tensor) -> torch.Tensor:
+        return y != self.target
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(y, self.target)
+
+    def target_for(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(y, self.target)
+
+    def state(self) -> dict[str, object]:
+        return {"policy": self.name, "target": self.target}
+
+
+class AllToAll(LabelPolicy):
+    name = "all-to-all"
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise InputError(f"all-to-all needs at least 2 classes, got {num_classes}.")
+        self.num_classes = int(num_classes)
+
+    def eligible(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(y, dtype=torch.bool)
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return (y + 1) % self.num_classes
+
+    def target_for(self, y: torch.Tensor) -> torch.Tensor:
+        return (y + 1) % self.num_classes
+
+    def state(self) -> dict[str, object]:
+        return {"policy": self.name, "num_classes": self.num_classes}
+
+
+class CleanLabel(LabelPolicy):
+    name = "clean-label"
+
+    def __init__(self, target: int = 0, num_classes: int | None = None) -> None:
+        self.target = _check_class(target, num_classes)
+
+    def eligible(self, y: torch.Tensor) -> torch.Tensor:
+        return y == self.target
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return y.clone()
+
+    def target_for(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(y, self.target)
+
+    def state(self) -> dict[str, object]:
+        return {"policy": self.name, "target": self.target}
+
+
+def policy_from_state(state: dict[str, object]) -> LabelPolicy:
+    kind = state.get("policy")
+    if kind == "all-to-one":
+        return AllToOne(int(state["target"]))
+    if kind == "all-to-all":
+        return AllToAll(int(state["num_classes"]))
+    if kind == "clean-label":
+        return CleanLabel(int(state["target"]))
+    raise InputError(f"unknown label policy {kind!r} in the artefact.")

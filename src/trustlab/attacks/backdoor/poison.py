@@ -1,0 +1,74 @@
+"""The poisoner: which training samples carry the trigger, with the poison mask recorded.
+
+``poison_dataset(data, trigger, policy, rate=0.1, seed=0)`` picks exactly
+``round(rate * n)`` samples uniformly (seeded) among those the label policy allows
+(``of="dataset"``: ``n`` is the whole training set, as BadNets counts its poisoning rate;
+``of="eligible"``: ``n`` is the eligible set, e.g. "30% of the target class" for clean-label
+attacks), applies the trigger to them and relabels them, and returns a :class:`PoisonedDataset`:
+an :class:`~trustlab.data.datasets.ArrayDataset` with ``poison_mask``, ``clean_y`` (the labels
+before poisoning) and ``poison_indices``. ``transform=`` (e.g. the clean-label attack's
+adversarial perturbation) runs on the chosen samples before the trigger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from trustlab.attacks.backdoor.labels import LabelPolicy
+from trustlab.attacks.backdoor.triggers import Trigger
+from trustlab.data.datasets import ArrayDataset
+from trustlab.errors import InputError
+from trustlab.utils.seed import generator
+
+
+class PoisonedDataset(ArrayDataset):
+    """An :class:`ArrayDataset` that remembers which samples were poisoned."""
+
+    poison_mask: torch.Tensor
+    clean_y: torch.Tensor
+
+    @property
+    def poison_indices(self) -> torch.Tensor:
+        return torch.nonzero(self.poison_mask).flatten()
+
+
+def poison_dataset(
+    data: ArrayDataset,
+    trigger: Trigger,
+    policy: LabelPolicy,
+    rate: float = 0.1,
+    of: str = "dataset",
+    seed: int = 0,
+    transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 512,
+) -> PoisonedDataset:
+    """Poison ``data``; see the module."""
+    if of not in ("dataset", "eligible"):
+        raise InputError(f"of must be 'dataset' or 'eligible', got {of!r}.")
+    if not 0 <= rate <= 1:
+        raise InputError(f"the poisoning rate must be in [0, 1], got {rate}.")
+    eligible = torch.nonzero(policy.eligible(data.y)).flatten()
+    base = len(data) if of == "dataset" else len(eligible)
+    count = round(rate * base)
+    if count > len(eligible):
+        raise InputError(
+            f"{count} poisoned samples asked ({rate:.1%} of {base}) but only {len(eligible)} "
+            f"are eligible under {policy.name}; lower the rate."
+        )
+    pick = eligible[torch.randperm(len(eligible), generator=generator(seed))[:count]]
+    pick = pick.sort().values
+    x, y = data.x.clone(), data.y.clone()
+    for s in range(0, count, batch_size):
+        idx = pick[s : s + batch_size]
+        xs = x[idx]
+        if transform is not None:
+            xs = transform(xs, y[idx])
+        x[idx] = trigger(xs).to(x.dtype)
+        y[idx] = policy(y[idx])
+    out = PoisonedDataset(x, y, data.classes, data.mean, data.std, f"{data.name}+poison")
+    out.poison_mask = torch.zeros(len(data), dtype=torch.bool)
+    out.poison_mask[pick] = True
+    out.clean_y = data.y.clone()
+    return out
