@@ -1,0 +1,170 @@
+"""A trained backdoor as an artefact on disk, and the data-poisoning attacks that make one.
+
+``train_backdoor("badnets", train, test, model_name, ...)`` poisons the training set
+(:func:`~trustlab.attacks.backdoor.poison.poison_dataset`), trains with the one trainer and
+measures C-Acc, ASR and RA (:mod:`trustlab.metrics.backdoor`). :func:`save_artifact` writes
+everything a defense needs into a folder, independent of the paths it came from:
+
+- ``model.safetensors``: the weights and the spec that rebuilds the model;
+- ``trigger.safetensors``: the trigger's tensors, its parameters in the header;
+- ``poison.safetensors``: the poisoned training indices;
+- ``backdoor.json``: attack, label policy, trigger parameters, config, seed and metrics.
+
+:func:`load_artifact` reads it back (safetensors and JSON only; nothing is unpickled).
+
+Data-poisoning attacks by name (:data:`ATTACKS`): ``badnets`` (3x3 checkerboard at the
+bottom-right, all-to-one), ``badnets-all2all`` (the same patch, ``y -> y + 1``), ``pixel`` (one
+white pixel, all-to-one), ``blend`` (uniform-noise pattern, alpha 0.2, all-to-one) and
+``refool`` (an out-of-focus reflection of a bundled photograph on target-class images only,
+clean-label).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trustlab.attacks.backdoor.labels import (
+    AllToAll,
+    AllToOne,
+    CleanLabel,
+    LabelPolicy,
+    policy_from_state,
+)
+from trustlab.attacks.backdoor.poison import poison_dataset
+from trustlab.attacks.backdoor.triggers import (
+    BlendTrigger,
+    PatchTrigger,
+    PixelTrigger,
+    ReflectionTrigger,
+    Trigger,
+    trigger_from_state,
+)
+from trustlab.attacks.evasion.base import frozen
+from trustlab.data.datasets import ArrayDataset
+from trustlab.errors import InputError
+from trustlab.metrics.backdoor import attack_success_rate, backdoor_robust_accuracy
+from trustlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
+from trustlab.utils.io import write_json_atomic
+
+ATTACKS = ("badnets", "badnets-all2all", "pixel", "blend", "refool")
+
+
+@dataclass
+class BackdoorArtifact:
+    model: nn.Module
+    trigger: Trigger
+    policy: LabelPolicy
+    poison_indices: torch.Tensor
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def make_poisoning(
+    name: str, data: ArrayDataset, target: int = 0, seed: int = 0
+) -> tuple[Trigger, LabelPolicy, str]:
+    """``(trigger, label policy, "dataset" or "eligible")`` of a named attack for ``data``."""
+    c, size = data.x.shape[1], tuple(data.x.shape[-2:])
+    k = data.num_classes
+    if name == "badnets":
+        return PatchTrigger(size=3, channels=c), AllToOne(target, k), "dataset"
+    if name == "badnets-all2all":
+        return PatchTrigger(size=3, channels=c), AllToAll(k), "dataset"
+    if name == "pixel":
+        return PixelTrigger(channels=c), AllToOne(target, k), "dataset"
+    if name == "blend":
+        return BlendTrigger("random", 0.2, c, size, seed), AllToOne(target, k), "dataset"
+    if name == "refool":
+        trig = ReflectionTrigger("chelsea", "out-of-focus", 0.4, c, size, seed)
+        return trig, CleanLabel(target, k), "dataset"
+    raise InputError(f"unknown backdoor attack {name!r}; use one of {', '.join(ATTACKS)}.")
+
+
+def evaluate_backdoor(
+    model: nn.Module,
+    test: ArrayDataset,
+    trigger: Trigger,
+    policy: LabelPolicy,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """``{"clean_acc", "asr", "ra"}`` on a clean test set and its triggered copy."""
+    clean, trig = [], []
+    with frozen(model), torch.no_grad():
+        for s in range(0, len(test), batch_size):
+            x = test.x[s : s + batch_size].to(device)
+            clean.append(model(x).argmax(1).cpu())
+            trig.append(model(trigger(x)).argmax(1).cpu())
+    pc, pt = torch.cat(clean), torch.cat(trig)
+    t = policy.target_for(test.y)
+    return {
+        "clean_acc": float((pc == test.y).float().mean()),
+        "asr": attack_success_rate(pt, test.y, t),
+        "ra": backdoor_robust_accuracy(pt, test.y, t),
+    }
+
+
+def save_artifact(folder: str | Path, art: BackdoorArtifact) -> Path:
+    """Write the artefact into ``folder`` (see the module); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(art.model, folder / "model.safetensors")
+    tconf, tensors = art.trigger.state()
+    save_checkpoint(folder / "trigger.safetensors", tensors, {"kind": "trigger", "trigger": tconf})
+    save_checkpoint(
+        folder / "poison.safetensors", {"indices": art.poison_indices.long()}, {"kind": "poison"}
+    )
+    doc = {
+        "config": art.config, "trigger": tconf, "policy": art.policy.state(),
+        "metrics": art.metrics, "poisoned": int(art.poison_indices.numel()),
+    }  # fmt: skip
+    write_json_atomic(folder / "backdoor.json", doc)
+    return folder
+
+
+def load_artifact(folder: str | Path, device: str | torch.device = "cpu") -> BackdoorArtifact:
+    """Read an artefact written by :func:`save_artifact` (a folder, e.g. a ``backdoor`` run)."""
+    folder = Path(folder)
+    doc_path = folder / "backdoor.json"
+    if not doc_path.is_file():
+        raise InputError(f"{folder} holds no backdoor artefact (backdoor.json is missing).")
+    doc = json.loads(doc_path.read_text())
+    tensors, meta = load_checkpoint(folder / "trigger.safetensors")
+    poison, _ = load_checkpoint(folder / "poison.safetensors")
+    return BackdoorArtifact(
+        model=load_model(folder / "model.safetensors", device=device),
+        trigger=trigger_from_state(meta["trigger"], tensors),
+        policy=policy_from_state(doc["policy"]),
+        poison_indices=poison["indices"],
+        config=doc.get("config", {}),
+        metrics=doc.get("metrics", {}),
+    )
+
+
+def train_backdoor(
+    attack: str,
+    train: ArrayDataset,
+    test: ArrayDataset,
+    model: nn.Module,
+    settings: Any,
+    rate: float = 0.1,
+    target: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> BackdoorArtifact:
+    """Poison ``train`` with the named attack, train ``model`` with ``settings``
+    (:class:`~trustlab.train.TrainSettings`) and measure it; see the module."""
+    from trustlab.train import Trainer
+
+    trigger, policy, of = make_poisoning(attack, train, target, seed)
+    poisoned = poison_dataset(train, trigger, policy, rate=rate, of=of, seed=seed)
+    Trainer(model, settings, device=device, progress=progress).fit(poisoned, test)
+    metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
+    config = {"attack": attack, "rate": rate, "target": target, "seed": seed, "of": of}
+    return BackdoorArtifact(model, trigger, policy, poisoned.poison_indices, config, metrics)
