@@ -72,3 +72,16 @@ def test_mgda_and_fixed_weights_combine_losses() -> None:
         FixedWeights([1.0, 0.5])([out.sum()])
     with pytest.raises(InputError, match="normalisation"):
         MGDA(model, normalize="max")
+
+
+@pytest.mark.parametrize("normalize", ["none", "l2", "loss", "loss+"])
+def test_normalisations(normalize: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    x = torch.randn(16, 3)
+    out = model(x).squeeze(1)
+    losses = [(out - 1).pow(2).mean(), 10 * (out + 1).pow(2).mean()]
+    w = MGDA(model, normalize).weights(losses)
+    assert float(w.sum()) == pytest.approx(1.0) and (w >= 0).all()
+    if normalize == "l2":  # unit vectors: the min-norm point of two is always the midpoint
+        assert w.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)

@@ -12,9 +12,11 @@ backdoors use). Given per-task gradients ``g_1 .. g_n`` of the shared parameters
   each step moving toward the vertex ``t = argmin_i (G a)_i`` by the exact two-point line search,
   until the step is below ``tol`` (default ``1e-6``) or ``max_iter`` (250) steps.
 
-Gradients may first be normalised (``normalize="l2"``: each to unit norm; ``"loss"``: divided
-by its loss value), as Sener & Koltun's code offers. :class:`MGDA` combines losses with the
-resulting (detached) weights; :class:`FixedWeights` with given ones.
+Gradients may first be normalised, as Sener & Koltun's code offers: ``"l2"`` (each to unit norm;
+for two tasks this always gives equal weights), ``"loss"`` (divided by its loss value) or
+``"loss+"`` (divided by loss times norm: the task with the higher loss gets the larger
+weight). :class:`MGDA` combines losses with the resulting (detached) weights;
+:class:`FixedWeights` with given ones.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 
 from trustlab.errors import InputError
 
-NORMALIZATIONS = ("none", "l2", "loss")
+NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
 def _pair(g11: float, g12: float, g22: float) -> tuple[float, float]:
@@ -122,11 +124,11 @@ class MGDA:
         grads = _shared_gradients(losses, self.params)
         if self.normalize == "l2":
             grads = [g / g.norm().clamp_min(1e-12) for g in grads]
-        elif self.normalize == "loss":
-            grads = [
-                g / loss.detach().abs().clamp_min(1e-12)
-                for g, loss in zip(grads, losses, strict=True)
-            ]
+        elif self.normalize in ("loss", "loss+"):
+            scale = [loss.detach().abs().clamp_min(1e-12) for loss in losses]
+            if self.normalize == "loss+":
+                scale = [s * g.norm().clamp_min(1e-12) for s, g in zip(scale, grads, strict=True)]
+            grads = [g / s for g, s in zip(grads, scale, strict=True)]
         return min_norm_weights(grads, self.max_iter, self.tol)
 
     def __call__(self, losses: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
