@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trustlab.experiments.backdoors import BlindReproduction
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.medical import MedicalReproduction
@@ -16,6 +17,7 @@ for _cls in (
     SGMReproduction,
     AdvCamReproduction,
     MedicalReproduction,
+    BlindReproduction,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)
