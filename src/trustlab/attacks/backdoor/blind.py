@@ -69,11 +69,12 @@ class BlindBackdoorLoss:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(main loss, backdoor loss, main logits)`` of one batch."""
-        logits = model(x)
+        # one forward pass over the clean and the triggered batch together (BatchNorm sees one
+        # batch, as it would if the poisoned copies were part of the data)
+        both = model(torch.cat([x, self.trigger(x)]))
+        logits, logits_b = both[: len(x)], both[len(x) :]
         main = F.cross_entropy(logits, y)
-        xb = self.trigger(x)
-        yb = self.policy(y)
-        backdoor = F.cross_entropy(model(xb), yb)
+        backdoor = F.cross_entropy(logits_b, self.policy(y))
         return main, backdoor, logits
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
