@@ -28,4 +28,4 @@ def test_reproduce_blind_smoke(_isolated_home: Path) -> None:
     assert [r["model"] for r in rows] == ["clean", "badnets", "blind-pattern", "blind-pixel"]
     for r in rows:
         assert 0 <= r["asr"] <= 1 and 0 <= r["clean_acc"] <= 1
-        assert r["asr"] + r["ra"] <= 1 + 1e-9
+        assert r["asr"] + r["ra"] <= 1 + 1e-6
