@@ -122,3 +122,15 @@ def test_der_sign() -> None:
     assert defense_effectiveness_rating(1.0, 1.0, 0.9, 0.5) == pytest.approx(0.3)
     assert defense_effectiveness_rating(1.0, 0.0, 0.9, 0.8) < 1.0
     assert defense_effectiveness_rating(0.5, 0.9, 0.9, 0.95) == 0.5  # worse ASR: no credit
+
+
+def test_metrics_take_any_integer_target_and_blur_fits_small_images() -> None:
+    import numpy as np
+
+    y = torch.tensor([0, 1, 2])
+    pred = torch.tensor([2, 2, 2])
+    for t in (2, np.int64(2), torch.tensor(2)):
+        assert attack_success_rate(pred, y, t) == 1.0
+    for seed in range(6):
+        out = ReflectionTrigger("chelsea", "out-of-focus", size=(8, 8), seed=seed)(_x(2, 3, 8))
+        assert out.shape == (2, 3, 8, 8)

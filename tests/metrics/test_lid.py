@@ -68,3 +68,22 @@ def test_bad_input() -> None:
         lid(x, k=2, estimator="knn")
     with pytest.raises(InputError, match="aligned"):
         lid_in_batches(x, torch.randn(6, 3))
+
+
+@pytest.mark.parametrize("n", [101, 102, 103, 250])
+def test_batches_with_a_tiny_remainder_and_both_estimators(n: int) -> None:
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(n))
+    for est in ("mle", "mom"):
+        out = lid_in_batches(x, x, batch_size=100, k=20, estimator=est)
+        assert out.shape == (n,) and torch.isfinite(out).all()
+
+
+def test_an_aligned_copy_does_not_count_its_own_original() -> None:
+    # adversarial copies at distance 1e-3 of their clean originals: without excluding the
+    # original, r_1 would be tiny and the copies' LID would collapse
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(100, 50, generator=g, dtype=torch.float64)
+    copies = clean + 1e-3 * torch.randn(100, 50, generator=g, dtype=torch.float64)
+    own = lid_in_batches(clean, clean, 100, 20)
+    adv = lid_in_batches(copies, clean, 100, 20)
+    assert float((adv.mean() - own.mean()).abs()) < 0.05 * float(own.mean())

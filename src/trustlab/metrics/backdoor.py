@@ -18,7 +18,9 @@ import torch
 
 
 def _targets(target: int | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.full_like(y, int(target)) if isinstance(target, int) else target.to(y.device)
+    """One target per sample from an int (any integer type), a 0-d or an ``(N,)`` tensor."""
+    t = torch.as_tensor(target, device=y.device).long()
+    return t.expand_as(y) if t.dim() == 0 else t
 
 
 def _selection(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@ estimator of Amsaleg et al., KDD 2015, in a minibatch):
 
 with ``r_i(x)`` the distance from ``x`` to its ``i``-th nearest neighbour among the *reference*
 points (the clean minibatch). ``x`` itself is excluded only when it is one of the reference
-points (``exclude_self``; by default when ``queries is reference``). The method-of-moments
+points (``exclude_self``; by default when ``queries is reference``; with aligned batches,
+:func:`lid_in_batches` also excludes an adversarial copy's clean original, as the authors' code
+does by dropping every query's nearest neighbour). The method-of-moments
 estimate ``m / (r_k - m)``, ``m`` the mean of ``r_1 .. r_{k-1}`` (as the design's methods page
 specifies it), is ``estimator="mom"``. Defaults: ``k = 20`` (the paper's choice for minibatches
 of 100).
@@ -60,7 +62,9 @@ def _check(queries: torch.Tensor, reference: torch.Tensor, k: int, exclude_self:
             f"got {reference.shape[0]}."
         )
     if exclude_self and queries.shape[0] != reference.shape[0]:
-        raise InputError("exclude_self needs the queries to be the reference points.")
+        raise InputError(
+            "exclude_self needs queries aligned with the reference (the same number of points)."
+        )
 
 
 def _knn(q: torch.Tensor, ref: torch.Tensor, k: int, exclude_self: bool) -> torch.Tensor:
@@ -127,27 +131,31 @@ def lid_in_batches(
 ) -> torch.Tensor:
     """LID of ``queries[i]`` against the clean minibatch ``reference[j:j+b]`` that holds the
     same positions (the paper's protocol: queries and references are aligned, e.g. adversarial
-    examples of the clean points). Pass the clean tensor itself as ``queries`` for the clean
-    points' own LIDs: each then excludes itself. ``k`` shrinks to ``b - 1`` for a short last
-    batch. All full minibatches are computed at once (batched matrix products)."""
+    examples of the clean points). Each query excludes the reference point at its own position:
+    itself for the clean points, its clean original for a noisy or adversarial copy (the
+    authors' code drops the nearest neighbour of every query, which is that point). ``k``
+    shrinks to ``b - 1`` for a short last batch; a last batch of fewer than 3 points joins the
+    one before. All full minibatches are computed at once (batched matrix products)."""
     if queries.shape[0] != reference.shape[0]:
         raise InputError("queries and reference must be aligned (the same number of points).")
-    if batch_size < 2:
-        raise InputError(f"batch_size must be >= 2, got {batch_size}.")
+    if batch_size < 3:
+        raise InputError(f"batch_size must be >= 3, got {batch_size}.")
     _check_estimator(estimator, k)
-    same = queries is reference
     n, b = queries.shape[0], batch_size
+    if n < 3:
+        raise InputError(f"LID in minibatches needs at least 3 points, got {n}.")
     q, ref = queries.flatten(1), reference.flatten(1)
+    same = queries is reference
     full = (n // b) * b
+    if 0 < n - full < 3 and full:  # a tiny last batch joins the one before
+        full -= b
     out = []
     if full:
         kk = min(k, b - 1)
-        _check(q[:b], ref[:b], kk, same)
         qv = q[:full].view(-1, b, q.shape[1])
         rv = qv if same else ref[:full].view(-1, b, q.shape[1])
-        r = _knn(qv, rv, kk, same)
-        out.append(_estimate(r, estimator).flatten())
+        out.append(_estimate(_knn(qv, rv, kk, True), estimator).flatten())
     if full < n:
         kk = min(k, n - full - 1)
-        out.append(lid(q[full:], ref[full:], kk, estimator, exclude_self=same))
+        out.append(lid(q[full:], ref[full:], kk, estimator, exclude_self=True))
     return torch.cat(out)

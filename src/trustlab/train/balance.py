@@ -121,6 +121,8 @@ class MGDA:
         self.normalize, self.max_iter, self.tol = normalize, max_iter, tol
 
     def weights(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.normalize == "l2" and len(losses) == 2:
+            return torch.tensor([0.5, 0.5])  # two unit vectors: always the midpoint
         grads = _shared_gradients(losses, self.params)
         if self.normalize == "l2":
             grads = [g / g.norm().clamp_min(1e-12) for g in grads]

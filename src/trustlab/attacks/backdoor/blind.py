@@ -39,7 +39,7 @@ from torch import nn
 from trustlab.attacks.backdoor.labels import AllToOne, LabelPolicy
 from trustlab.attacks.backdoor.triggers import PatchTrigger, Trigger
 from trustlab.errors import InputError
-from trustlab.train.balance import MGDA, FixedWeights
+from trustlab.train.balance import MGDA, NORMALIZATIONS, FixedWeights
 
 
 class BlindBackdoorLoss:
@@ -59,6 +59,10 @@ class BlindBackdoorLoss:
             raise InputError(f"balance must be 'mgda' or two weights, got {balance!r}.")
         if not isinstance(balance, str) and len(balance) != 2:
             raise InputError(f"two fixed weights (main, backdoor) are needed, got {balance!r}.")
+        if normalize not in NORMALIZATIONS:
+            raise InputError(
+                f"unknown normalisation {normalize!r}; use {', '.join(NORMALIZATIONS)}."
+            )
         self.balance, self.start_below, self.normalize = balance, start_below, normalize
         self._mgda: MGDA | None = None
         self._mgda_model: nn.Module | None = None

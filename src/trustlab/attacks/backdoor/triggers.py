@@ -182,7 +182,7 @@ class BlendTrigger(Trigger):
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
+    radius = max(1, min(math.ceil(3 * sigma), min(img.shape[-2:]) - 1))
     t = torch.arange(-radius, radius + 1, dtype=img.dtype)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()

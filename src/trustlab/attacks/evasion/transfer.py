@@ -161,9 +161,11 @@ def evaluate_transfer(
         n=len(ds),
     )
     for name, model in targets.items():
+        p = next(iter(model.parameters()), None)
+        tdev = p.device if p is not None else dev
         with frozen(model):
-            clean = _predict(model, ds.x, batch_size, dev) == y
-            robust = _predict(model, adv, batch_size, dev) == y
+            clean = _predict(model, ds.x, batch_size, tdev) == y
+            robust = _predict(model, adv, batch_size, tdev) == y
         both = clean & src_clean
         report.targets[name] = {
             "clean_accuracy": float(clean.float().mean()),

@@ -27,8 +27,11 @@ def extract(
             f"{type(model).__name__} has no features(x); pass layer='...' (a layer name)."
         )
     out = []
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else torch.device("cpu")
     with frozen(model), torch.no_grad():
         for b in x.split(batch_size):
+            b = b.to(dev)
             if layer is None:
                 out.append(model.features(b).flatten(1))
             else:

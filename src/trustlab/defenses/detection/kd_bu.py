@@ -66,6 +66,7 @@ class KDBUDetector(FeatureDetector):
         d2 = pairwise_distances(feats, self.train_feats).square()
         logk = -d2 / (2 * self.bandwidth**2)
         same = self.train_y[None, :] == pred[:, None]
+        same[~same.any(1)] = True  # a class with no training points: all points instead
         logk = logk.masked_fill(~same, float("-inf"))
         count = same.sum(1).clamp_min(1)
         return torch.logsumexp(logk, 1) - torch.log(count.to(logk.dtype))

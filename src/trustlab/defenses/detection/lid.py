@@ -25,6 +25,11 @@ from trustlab.metrics.lid import lid, lid_in_batches
 from trustlab.models.wrappers import feature_taps, stage_layers
 
 
+def _device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class LIDDetector(FeatureDetector):
     name = "lid"
 
@@ -44,14 +49,22 @@ class LIDDetector(FeatureDetector):
         self.reference: torch.Tensor | None = None
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per layer ``(N, D)`` activations, then the penultimate features and the logits."""
-        acts: list[list[torch.Tensor]] = [[] for _ in range(len(self.layers) + 1)]
+        """Per layer ``(N, D)`` activations, then the penultimate features (when the model has
+        ``features``) and the logits."""
+        penultimate = hasattr(self.model, "features")
+        acts: list[list[torch.Tensor]] = [
+            [] for _ in range(len(self.layers) + 1 + int(penultimate))
+        ]
+        dev = _device(self.model)
         with frozen(self.model), torch.no_grad():
             for b in x.split(256):
+                b = b.to(dev)
                 with feature_taps(self.model, self.layers) as taps:
                     logits = self.model(b)
                 for i, name in enumerate(self.layers):
                     acts[i].append(taps[name].flatten(1))
+                if penultimate:
+                    acts[-2].append(self.model.features(b).flatten(1))
                 acts[-1].append(logits)
         return [torch.cat(a) for a in acts]
 
