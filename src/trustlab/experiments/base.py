@@ -226,6 +226,35 @@ class Reproduction:
         return all(c.passed for c in self.claims)
 
 
+def train_and_save(
+    preset: Preset,
+    model_name: str,
+    train: Any,
+    test: Any,
+    seed: int,
+    device: torch.device,
+    path: Path,
+    *labels: object,
+    **model_kwargs: Any,
+) -> float:
+    """The usual job of a multi-stage reproduction: build ``model_name`` sized for ``train``
+    (initial weights from ``(seed, "init", *labels)``), train it with ``preset.train`` (seed
+    ``(seed, "train", *labels)``), save it with its spec to ``path``; returns the final test
+    accuracy."""
+    from trustlab.models.spec import ModelSpec
+    from trustlab.train import Trainer, TrainSettings
+    from trustlab.train.checkpoint import save_model
+    from trustlab.utils.seed import derive_seed
+
+    torch.manual_seed(derive_seed(seed, "init", *labels))
+    spec = ModelSpec.for_data(model_name, train, **model_kwargs)
+    model = spec.build()
+    settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", *labels)})
+    result = Trainer(model, settings, device=device, progress=False).fit(train, test)
+    save_model(model, path, spec=spec.to_dict())
+    return float(result.final["test_accuracy"])
+
+
 # -- running jobs --------------------------------------------------------------------------------
 def _job_in_worker(
     name: str, preset: Preset, job: dict, seed: int, device: str, workdir: Path | None

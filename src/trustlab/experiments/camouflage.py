@@ -32,10 +32,9 @@ from trustlab.attacks.evasion.advcam import AdvCam, random_transform
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data import load_dataset
 from trustlab.data.synthetic import bundled_image
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
 from trustlab.models.spec import ModelSpec
-from trustlab.train import Trainer, TrainSettings
-from trustlab.train.checkpoint import load_model, save_model
+from trustlab.train.checkpoint import load_model
 from trustlab.train.trainer import check_model_fits
 from trustlab.utils.seed import derive_seed, generator
 
@@ -145,13 +144,8 @@ class AdvCamReproduction(Experiment):
         root = preset.options.get("data_root")
         train = load_dataset(preset.dataset, "train", root=root)
         test = load_dataset(preset.dataset, "test", root=root)
-        torch.manual_seed(derive_seed(seed, "init"))
-        spec = ModelSpec.for_data(preset.model, train)
-        model = spec.build()
-        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
-        result = Trainer(model, settings, device=device, progress=False).fit(train, test)
-        save_model(model, self._path(seed), spec=spec.to_dict())
-        return {"clean_acc": result.final["test_accuracy"]}
+        acc = train_and_save(preset, preset.model, train, test, seed, device, self._path(seed))
+        return {"clean_acc": acc}
 
     def summarize(
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device

@@ -36,13 +36,11 @@ from trustlab.defenses.detection import (
     evaluate_detector,
 )
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
 from trustlab.models.spec import ModelSpec
 from trustlab.results.plots import curves_png
-from trustlab.train import Trainer, TrainSettings
-from trustlab.train.checkpoint import load_model, save_model
+from trustlab.train.checkpoint import load_model
 from trustlab.train.trainer import check_model_fits
-from trustlab.utils.seed import derive_seed
 
 MEDICAL, NATURAL = "fundus2", "shapes10"
 
@@ -137,13 +135,9 @@ class MedicalReproduction(Experiment):
         train, test = load_dataset(name, "train"), load_dataset(name, "test")
         if "train_subset" in preset.options:
             train = train.subset(range(min(len(train), preset.options["train_subset"])))
-        torch.manual_seed(derive_seed(seed, "init", name))
-        spec = ModelSpec.for_data(preset.model, train)
-        model = spec.build()
-        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", name)})
-        result = Trainer(model, settings, device=device, progress=False).fit(train, test)
-        save_model(model, self._path(name, seed), spec=spec.to_dict())
-        return {"trained_acc": result.final["test_accuracy"]}
+        path = self._path(name, seed)
+        acc = train_and_save(preset, preset.model, train, test, seed, device, path, name)
+        return {"trained_acc": acc}
 
     def summarize(
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device

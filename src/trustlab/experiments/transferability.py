@@ -30,12 +30,10 @@ import torch
 from trustlab.attacks.evasion import MIFGSM, PGD, SGM, evaluate_transfer
 from trustlab.data import load_dataset
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
 from trustlab.models.spec import ModelSpec
-from trustlab.train import Trainer, TrainSettings
-from trustlab.train.checkpoint import load_model, save_model
+from trustlab.train.checkpoint import load_model
 from trustlab.train.trainer import check_model_fits
-from trustlab.utils.seed import derive_seed
 
 ATTACKS = ("pgd", "sgm", "mi", "sgm+mi")
 SOURCE = "source"
@@ -171,13 +169,9 @@ class SGMReproduction(Experiment):
         test = load_dataset(preset.dataset, "test", root=root)
         label = job["model"]
         name, kwargs = self._arch(preset, label)
-        torch.manual_seed(derive_seed(seed, "init", label))
-        spec = ModelSpec.for_data(name, train, **kwargs)
-        model = spec.build()
-        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", label)})
-        result = Trainer(model, settings, device=device, progress=False).fit(train, test)
-        save_model(model, self._path(label, seed), spec=spec.to_dict())
-        return {"clean_acc": result.final["test_accuracy"]}
+        path = self._path(label, seed)
+        acc = train_and_save(preset, name, train, test, seed, device, path, label, **kwargs)
+        return {"clean_acc": acc}
 
     def summarize(
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
