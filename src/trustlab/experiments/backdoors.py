@@ -26,7 +26,6 @@ from trustlab.data import load_dataset
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
-from trustlab.train.trainer import check_model_fits
 from trustlab.utils.seed import derive_seed
 
 MODELS = ("clean", "badnets", "blind-pattern", "blind-pixel")
@@ -92,11 +91,6 @@ class BlindReproduction(Experiment):
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
         return [{"model": m} for m in MODELS]
-
-    def check(self, preset: Preset) -> None:
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
-        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

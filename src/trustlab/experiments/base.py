@@ -191,11 +191,25 @@ class Experiment:
 
     def check(self, preset: Preset) -> None:
         """Fail fast, before a run is stored, on input the jobs would reject (by default: the
-        preset's dataset must load, e.g. its files must be present)."""
+        preset's dataset must load, e.g. its files must be present, and the preset's model
+        must fit it)."""
         from trustlab.data import load_dataset
+        from trustlab.models.spec import ModelSpec
+        from trustlab.train.trainer import check_model_fits
 
-        for split in ("train", "test"):
-            load_dataset(preset.dataset, split, root=preset.options.get("data_root"))
+        root = preset.options.get("data_root")
+        train = load_dataset(preset.dataset, "train", root=root)
+        test = load_dataset(preset.dataset, "test", root=root)
+        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
+
+    def work_path(self, name: str) -> Path:
+        """``<run folder>/work/<name>``: where a job leaves what ``summarize`` reads."""
+        if self.workdir is None:
+            raise RuntimeError(
+                f"the {self.name} reproduction runs through trustlab.experiments.reproduce, "
+                "which sets its work folder."
+            )
+        return self.workdir / name
 
     def describe(self, preset: Preset) -> dict[str, Any]:
         """Extra facts recorded in the run's config (e.g. the loss weights actually used)."""

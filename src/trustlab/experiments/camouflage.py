@@ -33,9 +33,7 @@ from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data import load_dataset
 from trustlab.data.synthetic import bundled_image
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
-from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model
-from trustlab.train.trainer import check_model_fits
 from trustlab.utils.seed import derive_seed, generator
 
 METHODS = ("pgd", "advcam", "advcam-eot")
@@ -128,15 +126,11 @@ class AdvCamReproduction(Experiment):
         return [{"model": "victim"}]
 
     def check(self, preset: Preset) -> None:
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
-        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
+        super().check(preset)
         bundled_image(preset.options["style"])
 
     def _path(self, seed: int) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("the advcam reproduction runs through trustlab reproduce")
-        return self.workdir / f"victim-seed{seed}.safetensors"
+        return self.work_path(f"victim-seed{seed}.safetensors")
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

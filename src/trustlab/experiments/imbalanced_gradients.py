@@ -27,7 +27,6 @@ from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
 from trustlab.train.adversarial import PGDTraining
-from trustlab.train.trainer import check_model_fits
 from trustlab.utils.seed import derive_seed
 
 MODELS = ("standard", "pgd-at", "ls", "pgd-at+ls")
@@ -124,11 +123,6 @@ class MDReproduction(Experiment):
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
         return [{"model": m} for m in MODELS]
-
-    def check(self, preset: Preset) -> None:
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
-        check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -124,9 +124,7 @@ class MedicalReproduction(Experiment):
             check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, train)
 
     def _path(self, dataset: str, seed: int) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("the medical reproduction runs through trustlab reproduce")
-        return self.workdir / f"{dataset}-seed{seed}.safetensors"
+        return self.work_path(f"{dataset}-seed{seed}.safetensors")
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

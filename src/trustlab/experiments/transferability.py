@@ -157,9 +157,7 @@ class SGMReproduction(Experiment):
             check_model_fits(ModelSpec.for_data(name, train, **kwargs).build(), train, test)
 
     def _path(self, label: str, seed: int) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("the sgm reproduction runs through trustlab.experiments.reproduce")
-        return self.workdir / f"{label}-seed{seed}.safetensors"
+        return self.work_path(f"{label}-seed{seed}.safetensors")
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -6,7 +6,8 @@ gradient for L2) from a uniform random start in the ``eps`` ball, maximising the
 ``cw`` margin or ``dlr``); ``restarts`` independent runs, keeping per sample the first successful
 adversarial example, else the one of highest loss (with one run, its last iterate). Targeted
 mode maximises the loss toward the target class. Defaults (the paper's CIFAR-10 setting):
-``eps = 8/255``, ``alpha = 2/255``, ``steps = 10``, L-inf, CE, random start, 1 restart.
+``eps = 8/255``, ``alpha = 2/255``, ``steps = 10``, L-inf, CE, random start, 1 restart;
+``alpha=None`` takes the iterative-FGSM step ``eps / steps``.
 
 The same loop runs the transfer attacks (:mod:`trustlab.attacks.evasion.transfer`): ``momentum``
 ``mu > 0`` accumulates ``g <- mu g + grad / ||grad||_1`` and steps along ``g`` (MI-FGSM, Dong et
@@ -38,7 +39,7 @@ class PGD(Attack):
         self,
         model: nn.Module,
         eps: float | str = 8 / 255,
-        alpha: float | str = 2 / 255,
+        alpha: float | str | None = 2 / 255,
         steps: int = 10,
         norm: str = "linf",
         loss: str = "ce",
@@ -59,7 +60,7 @@ class PGD(Attack):
         self.momentum = float(momentum)
         self.diversity = float(diversity)
         self.resize_rate = float(resize_rate)
-        self.alpha = parse_eps(alpha)
+        self.alpha = self.eps / steps if alpha is None else parse_eps(alpha)
         self.steps = steps
         self.restarts = restarts
         self.random_start = random_start

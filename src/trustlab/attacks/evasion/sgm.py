@@ -33,7 +33,6 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import parse_eps
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
 from trustlab.models.wrappers import residual_branches, resolve_layer
@@ -108,11 +107,10 @@ class SGM(PGD):
         diversity: float = 0.0,
         resize_rate: float = 0.9,
     ) -> None:
-        eps = parse_eps(eps)
         super().__init__(
             model,
             eps,
-            eps / max(steps, 1) if alpha is None else alpha,
+            alpha,
             steps,
             norm,
             loss,

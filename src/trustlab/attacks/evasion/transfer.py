@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import Attack, frozen, parse_eps
+from trustlab.attacks.evasion.base import Attack, frozen
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
@@ -50,10 +50,8 @@ class MIFGSM(PGD):
         seed: int = 0,
         diversity: float = 0.0,
     ) -> None:
-        e = parse_eps(eps)
-        a = e / max(steps, 1) if alpha is None else alpha
         super().__init__(
-            model, e, a, steps, norm, loss, 1, False, targeted, seed, momentum, diversity
+            model, eps, alpha, steps, norm, loss, 1, False, targeted, seed, momentum, diversity
         )
 
 
@@ -74,12 +72,10 @@ class DIFGSM(PGD):
         seed: int = 0,
         momentum: float = 0.0,
     ) -> None:
-        e = parse_eps(eps)
-        a = e / max(steps, 1) if alpha is None else alpha
         super().__init__(
             model,
-            e,
-            a,
+            eps,
+            alpha,
             steps,
             norm,
             loss,

@@ -46,7 +46,7 @@ class LIDDetector(FeatureDetector):
         self.model = model
         self.layers = list(layers) if layers is not None else stage_layers(model)
         self.k, self.batch_size = k, batch_size
-        self.reference: torch.Tensor | None = None
+        self.reference: list[torch.Tensor] | None = None  # clean activations kept by fit
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per layer ``(N, D)`` activations, then the penultimate features (when the model has
@@ -78,14 +78,13 @@ class LIDDetector(FeatureDetector):
         return tuple(torch.stack(o, 1).double().cpu().numpy() for o in out)
 
     def fit(self, clean, adversarial, noisy=None):
-        self.reference = clean[: self.batch_size].detach()
+        self.reference = self.activations(clean[: self.batch_size].detach())
         return super().fit(clean, adversarial, noisy)
 
     def features_of(self, x: torch.Tensor) -> np.ndarray:
         if self.reference is None:
             raise InputError("the lid detector is not fitted: call fit() first.")
-        ref = self.activations(self.reference)
         acts = self.activations(x)
-        k = min(self.k, self.reference.shape[0])
-        cols = [lid(a, r, k, exclude_self=False) for a, r in zip(acts, ref, strict=True)]
+        k = min(self.k, self.reference[0].shape[0])
+        cols = [lid(a, r, k, exclude_self=False) for a, r in zip(acts, self.reference, strict=True)]
         return torch.stack(cols, 1).double().cpu().numpy()
