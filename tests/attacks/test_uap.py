@@ -59,6 +59,23 @@ def test_universal_patch_in_range_and_targeted() -> None:
     assert fixed.shape == (3, 4, 4)
 
 
+def test_universal_patch_by_signed_steps() -> None:
+    model, data = _linear()
+    kw = dict(size=4, target=1, location=(2, 2), epochs=5, batch_size=32, step="sign")
+    patch = universal_patch(model, data, lr=0.05, **kw)
+    assert float(patch.min()) >= 0 and float(patch.max()) <= 1
+    assert torch.equal(patch, universal_patch(model, data, lr=0.05, **kw))
+    before = fooling_rate(model, data, lambda x: x, target=1)
+    after = fooling_rate(model, data, lambda x: apply_patch(x, patch, (2, 2)), target=1)
+    assert after > before
+    # each step moves a pixel by lr at most: 5 epochs x 3 batches (96 points, batch 32)
+    start = universal_patch(model, data, lr=0.0, **kw)
+    moved = (patch - start).abs()
+    assert float(moved.max()) <= 15 * 0.05 + 1e-6 and float(moved.max()) > 0.1
+    with pytest.raises(InputError, match="step must be"):
+        universal_patch(model, data, size=4, step="newton")
+
+
 def test_apply_patch_places_it_and_works_on_clips() -> None:
     x = torch.zeros(2, 3, 8, 8)
     patch = torch.ones(3, 2, 2)

@@ -7,7 +7,9 @@ from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.medical import MedicalReproduction
 from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
+from trustlab.experiments.refool import RefoolReproduction
 from trustlab.experiments.transferability import SGMReproduction
+from trustlab.experiments.video_backdoor import VideoBackdoorReproduction
 from trustlab.registry import EXPERIMENTS
 
 for _cls in (
@@ -18,6 +20,8 @@ for _cls in (
     AdvCamReproduction,
     MedicalReproduction,
     BlindReproduction,
+    RefoolReproduction,
+    VideoBackdoorReproduction,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

@@ -109,18 +109,32 @@ def evaluate_backdoor(
     }
 
 
+def save_trigger(path: str | Path, trigger: Trigger) -> Path:
+    """Write a trigger to a safetensors file (its tensors; its parameters in the header)."""
+    tconf, tensors = trigger.state()
+    save_checkpoint(path, tensors, {"kind": "trigger", "trigger": tconf})
+    return Path(path)
+
+
+def load_trigger(path: str | Path) -> Trigger:
+    """Read a trigger written by :func:`save_trigger` (nothing is unpickled)."""
+    tensors, meta = load_checkpoint(path)
+    if "trigger" not in meta:
+        raise InputError(f"{path} holds no trigger (its header has no 'trigger' entry).")
+    return trigger_from_state(meta["trigger"], tensors)
+
+
 def save_artifact(folder: str | Path, art: BackdoorArtifact) -> Path:
     """Write the artefact into ``folder`` (see the module); returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(art.model, folder / "model.safetensors")
-    tconf, tensors = art.trigger.state()
-    save_checkpoint(folder / "trigger.safetensors", tensors, {"kind": "trigger", "trigger": tconf})
+    save_trigger(folder / "trigger.safetensors", art.trigger)
     save_checkpoint(
         folder / "poison.safetensors", {"indices": art.poison_indices.long()}, {"kind": "poison"}
     )
     doc = {
-        "config": art.config, "trigger": tconf, "policy": art.policy.state(),
+        "config": art.config, "trigger": art.trigger.state()[0], "policy": art.policy.state(),
         "metrics": art.metrics, "poisoned": int(art.poison_indices.numel()),
     }  # fmt: skip
     write_json_atomic(folder / "backdoor.json", doc)
@@ -134,11 +148,10 @@ def load_artifact(folder: str | Path, device: str | torch.device = "cpu") -> Bac
     if not doc_path.is_file():
         raise InputError(f"{folder} holds no backdoor artefact (backdoor.json is missing).")
     doc = json.loads(doc_path.read_text())
-    tensors, meta = load_checkpoint(folder / "trigger.safetensors")
     poison, _ = load_checkpoint(folder / "poison.safetensors")
     return BackdoorArtifact(
         model=load_model(folder / "model.safetensors", device=device),
-        trigger=trigger_from_state(meta["trigger"], tensors),
+        trigger=load_trigger(folder / "trigger.safetensors"),
         policy=policy_from_state(doc["policy"]),
         poison_indices=poison["indices"],
         config=doc.get("config", {}),

@@ -7,12 +7,14 @@
 attacks), applies the trigger to them and relabels them, and returns a :class:`PoisonedDataset`:
 an :class:`~trustlab.data.datasets.ArrayDataset` with ``poison_mask``, ``clean_y`` (the labels
 before poisoning) and ``poison_indices``. ``transform=`` (e.g. the clean-label attack's
-adversarial perturbation) runs on the chosen samples before the trigger.
+adversarial perturbation) runs on the chosen samples before the trigger. A sequence of triggers
+(Refool's set of reflections) is spread over the chosen samples in turn: the ``i``-th chosen
+sample (in index order) gets ``triggers[i % len(triggers)]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,7 +38,7 @@ class PoisonedDataset(ArrayDataset):
 
 def poison_dataset(
     data: ArrayDataset,
-    trigger: Trigger,
+    trigger: Trigger | Sequence[Trigger],
     policy: LabelPolicy,
     rate: float = 0.1,
     of: str = "dataset",
@@ -49,6 +51,9 @@ def poison_dataset(
         raise InputError(f"of must be 'dataset' or 'eligible', got {of!r}.")
     if not 0 <= rate <= 1:
         raise InputError(f"the poisoning rate must be in [0, 1], got {rate}.")
+    triggers = [trigger] if isinstance(trigger, Trigger) else list(trigger)
+    if not triggers or not all(isinstance(t, Trigger) for t in triggers):
+        raise InputError("poison_dataset needs a Trigger or a non-empty sequence of Triggers.")
     eligible = torch.nonzero(policy.eligible(data.y)).flatten()
     base = len(data) if of == "dataset" else len(eligible)
     count = round(rate * base)
@@ -60,12 +65,18 @@ def poison_dataset(
     pick = eligible[torch.randperm(len(eligible), generator=generator(seed))[:count]]
     pick = pick.sort().values
     x, y = data.x.clone(), data.y.clone()
+    which = torch.arange(count) % len(triggers)
     for s in range(0, count, batch_size):
         idx = pick[s : s + batch_size]
         xs = x[idx]
         if transform is not None:
             xs = transform(xs, y[idx])
-        x[idx] = trigger(xs).to(x.dtype)
+        out = xs.clone()
+        for k, trig in enumerate(triggers):
+            sel = which[s : s + batch_size] == k
+            if bool(sel.any()):
+                out[sel] = trig(xs[sel]).to(x.dtype)
+        x[idx] = out
         y[idx] = policy(y[idx])
     out = PoisonedDataset(x, y, data.classes, data.mean, data.std, f"{data.name}+poison")
     out.poison_mask = torch.zeros(len(data), dtype=torch.bool)

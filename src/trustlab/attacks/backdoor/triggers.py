@@ -103,7 +103,8 @@ class PatchTrigger(Trigger):
         self.pattern = p
         self.location = location
 
-    def _place(self, x: torch.Tensor) -> tuple[int, int]:
+    def position(self, x: torch.Tensor) -> tuple[int, int]:
+        """``(top, left)`` of the patch on inputs shaped like ``x``."""
         h, w = self.pattern.shape[-2:]
         H, W = x.shape[-2:]
         if isinstance(self.location, str):
@@ -124,7 +125,7 @@ class PatchTrigger(Trigger):
                 f"a {self.pattern.shape[0]}-channel pattern for {x.shape[1]}-channel inputs; "
                 "make the trigger with channels= the data's channels."
             )
-        return apply_patch(x, self.pattern, self._place(x))
+        return apply_patch(x, self.pattern, self.position(x))
 
     def state(self):
         loc = self.location if isinstance(self.location, str) else list(self.location)
@@ -217,6 +218,7 @@ class ReflectionTrigger(Trigger):
             raise InputError(f"unknown reflection model {model!r}; use {', '.join(REFLECTIONS)}.")
         if not 0 < weight <= 1:
             raise InputError(f"weight must be in (0, 1], got {weight}.")
+        self.source = reflection if isinstance(reflection, str) else "image"
         if isinstance(reflection, str):
             from trustlab.data.synthetic import bundled_image
 
@@ -250,7 +252,7 @@ class ReflectionTrigger(Trigger):
     def state(self):
         config = {
             "kind": self.kind, "model": self.model, "weight": self.weight, "sigma": self.sigma,
-            "shift": list(self.shift), "attenuation": self.attenuation,
+            "shift": list(self.shift), "attenuation": self.attenuation, "source": self.source,
         }  # fmt: skip
         return config, {"reflection": self.reflection}
 
@@ -272,5 +274,6 @@ def trigger_from_state(config: dict[str, Any], tensors: dict[str, torch.Tensor])
         t.reflection, t.model, t.weight = tensors["reflection"], config["model"], config["weight"]
         t.sigma, t.shift = config["sigma"], tuple(config["shift"])
         t.attenuation = config["attenuation"]
+        t.source = config.get("source", "image")
         return t
     raise InputError(f"unknown trigger kind {kind!r} in the artefact; expected {', '.join(KINDS)}.")

@@ -8,10 +8,12 @@
   to the target class when targeted). Defaults: ``eps = 10/255``, ``lr = eps / 10``, 5 epochs,
   batch 128.
 - :func:`universal_patch`: a ``size`` x ``size`` patch pasted onto every input (Brown et al.,
-  "Adversarial Patch", 2017), optimised with Adam (lr 0.05) on the same losses, at a random
-  location per batch (so it works anywhere) or at a fixed one. Video inputs ``(N, C, T, H, W)``
-  get the same patch on every frame, which is the universal adversarial trigger of the
-  clean-label video backdoor (Zhao et al., CVPR 2020).
+  "Adversarial Patch", 2017), optimised on the same losses, at a random location per batch (so it
+  works anywhere) or at a fixed one: ``step="adam"`` (default; Adam at lr 0.05 on the patch's
+  logits, so it stays in [0, 1]) or ``step="sign"`` (signed-gradient steps of ``lr`` on the patch
+  itself, clipped to [0, 1]; the update of the universal adversarial trigger of the clean-label
+  video backdoor, Zhao et al., CVPR 2020; ``lr`` defaults to 2/255 there). Video inputs
+  ``(N, C, T, H, W)`` get the same patch on every frame.
 
 Both return the tensor (on CPU) and never change the model (frozen, mode restored).
 :func:`apply_perturbation` and :func:`apply_patch` apply them; :func:`fooling_rate` measures
@@ -133,9 +135,10 @@ def universal_patch(
     location: Sequence[int] | str = "random",
     epochs: int = 5,
     batch_size: int = 128,
-    lr: float = 0.05,
+    lr: float | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    step: str = "adam",
 ) -> torch.Tensor:
     """One ``(C, size, size)`` patch in ``[0, 1]`` for all inputs of ``data``; see the module.
 
@@ -150,11 +153,20 @@ def universal_patch(
     if location != "random":
         apply_patch(ds.x[:1], torch.zeros(ds.x.shape[1], size, size), location)  # checks it
     _check_target(target, ds.num_classes)
+    if step not in ("adam", "sign"):
+        raise InputError(f"step must be 'adam' or 'sign', got {step!r}.")
+    if lr is None:
+        lr = 0.05 if step == "adam" else 2 / 255
     gen = generator(seed)
-    # the patch is sigmoid(theta): always in [0, 1], started at a uniform random image
     start = torch.rand(ds.x.shape[1], size, size, generator=gen).clamp(0.01, 0.99)
-    theta = torch.logit(start).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
+    if step == "adam":  # the patch is sigmoid(theta): always in [0, 1]
+        theta = torch.logit(start).to(dev).requires_grad_(True)
+        opt = torch.optim.Adam([theta], lr=lr)
+        patch_of = torch.sigmoid
+    else:
+        theta = start.to(dev).requires_grad_(True)
+        opt = None
+        patch_of = _identity
     with frozen(model), torch.enable_grad():
         for _ in range(epochs):
             order = torch.randperm(len(ds), generator=gen)
@@ -164,11 +176,20 @@ def universal_patch(
                     left = int(torch.randint(0, W - size + 1, (1,), generator=gen))
                 else:
                     top, left = int(location[0]), int(location[1])
-                loss = -_loss(model(_place(x, torch.sigmoid(theta), top, left)), y, target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    return torch.sigmoid(theta).detach().cpu()
+                loss = -_loss(model(_place(x, patch_of(theta), top, left)), y, target)
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                else:
+                    (grad,) = torch.autograd.grad(loss, theta)
+                    with torch.no_grad():
+                        theta.sub_(lr * grad.sign()).clamp_(0, 1)
+    return patch_of(theta).detach().cpu()
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def fooling_rate(

@@ -1,0 +1,208 @@
+"""Reproduction ``refool``: Liu, Ma, Bailey & Lu, "Reflection Backdoor: A Natural Backdoor Attack
+on Deep Neural Networks", ECCV 2020.
+
+Three jobs of the same architecture on the same data:
+
+- ``clean``: no attack (the clean accuracy reference; the chosen reflection's ASR on it is the
+  "natural" rate at which reflections alone push images to the target class);
+- ``refool``: the candidate reflections of :func:`~trustlab.attacks.backdoor.refool.
+  reflection_candidates` (every bundled photograph x in-focus, out-of-focus, ghost) ranked by
+  trial poisoning (:func:`~trustlab.attacks.backdoor.refool.select_reflections`: ``rounds``
+  rounds, ``keep`` candidates each, trial models trained ``trial_epochs`` on 90% of the training
+  split and scored on the other 10%), then the best one poisons ``rate`` of the training set,
+  target-class images only, labels unchanged, and a fresh model trains on it;
+- ``unranked``: the same final attack with ``trustlab backdoor --attack refool``'s fixed
+  reflection (chelsea, out-of-focus), to show what the ranking adds.
+
+Metrics: clean accuracy (C-Acc), ASR (triggered non-target test images classified as the
+target) and RA. The selection's rounds, ranking and chosen candidate are in
+``work/refool-seed*.json``, clean vs reflected test images in ``work/refool-seed*.png``.
+
+Claim (methods.md): Refool reaches ASR >= 70% poisoning <= 5% of the training set with clean
+labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trustlab.attacks.backdoor import CleanLabel, poison_dataset
+from trustlab.attacks.backdoor.artifact import evaluate_backdoor, make_poisoning, save_trigger
+from trustlab.attacks.backdoor.refool import (
+    candidate_name,
+    reflection_candidates,
+    select_reflections,
+)
+from trustlab.attacks.backdoor.triggers import Trigger
+from trustlab.attacks.evasion.grid import save_grid
+from trustlab.data import load_dataset
+from trustlab.data.datasets import ArrayDataset
+from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.models.spec import ModelSpec
+from trustlab.train import Trainer, TrainSettings
+from trustlab.train.checkpoint import save_model
+from trustlab.train.evaluate import evaluate
+from trustlab.utils.io import write_json_atomic
+from trustlab.utils.seed import derive_seed, generator
+
+MODELS = ("clean", "refool", "unranked")
+TARGET = 0
+
+
+def _asr(t: ResultTable) -> tuple[bool, str]:
+    asr, acc = t.mean("asr", model="refool"), t.mean("clean_acc", model="refool")
+    rate = t.mean("rate", model="refool")
+    clean = t.mean("clean_acc", model="clean")
+    base = t.mean("asr", model="clean")
+    unranked = t.mean("asr", model="unranked")
+    return asr >= 0.70 - 1e-9 and rate <= 0.05 + 1e-9, (
+        f"Refool ASR {100 * asr:.1f}% at {100 * rate:.1f}% poisoned, clean labels "
+        f"(C-Acc {100 * acc:.1f}% vs clean model {100 * clean:.1f}%; the same reflection on the "
+        f"clean model {100 * base:.1f}%; unranked reflection {100 * unranked:.1f}%)"
+    )
+
+
+class RefoolReproduction(Experiment):
+    name = "refool"
+    title = "Reflection backdoor: clean-label poisoning with ranked reflections"
+    paper = (
+        "Liu, Ma, Bailey, Lu. Reflection Backdoor: A Natural Backdoor Attack on Deep Neural "
+        "Networks. ECCV 2020."
+    )
+    keys = ("model",)
+    metrics = ("clean_acc", "asr", "ra", "rate")
+    percent = ("clean_acc", "asr", "ra", "rate")
+    claims = (
+        Claim(
+            "clean-label-asr",
+            "Refool reaches ASR >= 70% poisoning <= 5% of the training set with clean labels",
+            _asr,
+        ),
+    )
+    presets = {
+        "smoke": Preset(
+            "smoke",
+            "digits",
+            "cnn-small",
+            seeds=1,
+            train=dict(epochs=2, lr=0.05, batch_size=64),
+            options={
+                "rate": 0.05,
+                "rounds": 1,
+                "keep": 3,
+                "trial_epochs": 1,
+                "images": ["chelsea", "camera"],
+                "val_fraction": 0.1,
+            },  # fmt: skip
+            description="seconds: cnn-small on digits, 2 epochs, 6 candidates, one round",
+        ),
+        "quick": Preset(
+            "quick",
+            "shapes10",
+            "resnet8",
+            seeds=1,
+            train=dict(
+                epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
+            ),
+            options={"rate": 0.05, "rounds": 3, "keep": 8, "trial_epochs": 2, "val_fraction": 0.1},
+            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 69 candidates, 3 rounds",
+        ),
+        "full": Preset(
+            "full",
+            "cifar10",
+            "resnet18",
+            seeds=1,
+            train=dict(epochs=100, lr=0.1, batch_size=128, augment="crop-flip", schedule="step"),
+            options={
+                "rate": 0.033,
+                "rounds": 16,
+                "keep": 20,
+                "trial_epochs": 5,
+                "val_fraction": 0.1,
+            },
+            description="CIFAR-10, ResNet-18, 3.3% poisoned (the paper's headline regime)",
+        ),
+    }
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        return [{"model": m} for m in MODELS]
+
+    def _train(
+        self, preset: Preset, data: ArrayDataset, seed: int, device: torch.device, *labels: object
+    ) -> torch.nn.Module:
+        torch.manual_seed(derive_seed(seed, "init", *labels))
+        model = ModelSpec.for_data(preset.model, data).build()
+        train = dict(preset.train)
+        if labels and labels[0] == "trial":
+            train["epochs"] = preset.options["trial_epochs"]
+        settings = TrainSettings(**{**train, "seed": derive_seed(seed, "train", *labels)})
+        Trainer(model, settings, device=device, progress=False).fit(data)
+        return model
+
+    def _select(
+        self, preset: Preset, train: ArrayDataset, seed: int, device: torch.device
+    ) -> Trigger:
+        o = preset.options
+        c, size = train.x.shape[1], tuple(train.x.shape[-2:])
+        candidates = reflection_candidates(o.get("images"), channels=c, size=size, seed=seed)
+        perm = torch.randperm(len(train), generator=generator(derive_seed(seed, "val")))
+        n_val = max(1, round(o["val_fraction"] * len(train)))
+        val, rest = train.subset(perm[:n_val].tolist()), train.subset(perm[n_val:].tolist())
+        sel = select_reflections(
+            candidates,
+            rest,
+            val,
+            lambda data, r: self._train(preset, data, seed, device, "trial", r),
+            target=TARGET,
+            rate=o["rate"],
+            keep=o["keep"],
+            rounds=o["rounds"],
+            seed=seed,
+            device=device,
+        )
+        doc = {
+            "chosen": candidate_name(sel.best),
+            "ranking": [
+                {"candidate": candidate_name(t), "weight": sel.weights[i]}
+                for t, i in zip(sel.triggers, sel.indices, strict=True)
+            ],
+            "rounds": [
+                {**r, "used": [candidate_name(candidates[i]) for i in r["used"]]}
+                for r in sel.rounds
+            ],
+        }
+        write_json_atomic(self.work_path(f"refool-seed{seed}.json"), doc)
+        return sel.best
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        root = preset.options.get("data_root")
+        train = load_dataset(preset.dataset, "train", root=root)
+        test = load_dataset(preset.dataset, "test", root=root)
+        kind, rate = job["model"], preset.options["rate"]
+        policy = CleanLabel(TARGET, train.num_classes)
+        if kind == "clean":
+            model = self._train(preset, train, seed, device, "final")
+            save_model(model, clean_model_path(self, seed))
+            return {"clean_acc": evaluate(model, test, device=device)["accuracy"], "rate": 0.0}
+        if kind == "refool":
+            trigger = self._select(preset, train, seed, device)
+        else:
+            trigger, _, _ = make_poisoning("refool", train, TARGET, seed)
+        poisoned = poison_dataset(train, trigger, policy, rate, seed=derive_seed(seed, "poison"))
+        model = self._train(preset, poisoned, seed, device, "final")
+        if kind == "refool":
+            x = test.x[test.y != TARGET][:8]
+            save_grid(self.work_path(f"refool-seed{seed}.png"), x, trigger(x))
+            save_trigger(trigger_path(self, seed), trigger)
+        metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
+        return {**metrics, "rate": float(poisoned.poison_mask.float().mean())}
+
+    def summarize(
+        self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
+    ) -> list[dict[str, Any]]:
+        return add_natural_asr(self, preset, rows, device, TARGET)
