@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trustlab.experiments.advtrojan import AdvTrojanReproduction
 from trustlab.experiments.backdoors import BlindReproduction
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
@@ -22,6 +23,7 @@ for _cls in (
     BlindReproduction,
     RefoolReproduction,
     VideoBackdoorReproduction,
+    AdvTrojanReproduction,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

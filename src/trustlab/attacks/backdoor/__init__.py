@@ -1,5 +1,6 @@
 """Backdoor attacks: triggers, label policies, the poisoner (issue 7, in progress)."""
 
+from trustlab.attacks.backdoor.advtrojan import AdvTrojanTraining, evaluate_advtrojan
 from trustlab.attacks.backdoor.labels import AllToAll, AllToOne, CleanLabel, LabelPolicy
 from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
 from trustlab.attacks.backdoor.triggers import (
@@ -12,6 +13,7 @@ from trustlab.attacks.backdoor.triggers import (
 )
 
 __all__ = [
+    "AdvTrojanTraining",
     "AllToAll",
     "AllToOne",
     "BlendTrigger",
@@ -22,6 +24,7 @@ __all__ = [
     "PoisonedDataset",
     "ReflectionTrigger",
     "Trigger",
+    "evaluate_advtrojan",
     "poison_dataset",
     "trigger_from_state",
 ]
