@@ -49,18 +49,17 @@ class PGDTraining:
         self.seed = seed
         self.calls = 0
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        # a fresh random start per batch, reproducible from (seed, call count)
-        self.calls += 1
-        atk = PGD(
-            model,
-            self.eps,
-            self.alpha,
-            self.steps,
-            self.norm,
+    def attack(self, model: nn.Module) -> PGD:
+        """The PGD of the current batch: a fresh random start per batch, reproducible from
+        ``(seed, call count)``."""
+        return PGD(
+            model, self.eps, self.alpha, self.steps, self.norm,
             seed=self.seed * 1_000_003 + self.calls,
-        )
-        adv = atk(x, y)
+        )  # fmt: skip
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        self.calls += 1
+        adv = self.attack(model)(x, y)
         logits = model(adv)
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 

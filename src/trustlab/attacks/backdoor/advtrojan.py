@@ -180,13 +180,6 @@ class AdvTrojanTraining(PGDTraining):
             self.trigger = PatchTrigger(size=3, channels=x.shape[1])
         return self.trigger
 
-    def _attack(self, model: nn.Module) -> PGD:
-        # a fresh random start per batch, reproducible from (seed, call count), as PGDTraining
-        return PGD(
-            model, self.eps, self.alpha, self.steps, self.norm,
-            seed=self.seed * 1_000_003 + self.calls,
-        )  # fmt: skip
-
     def mixture(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> AdvTrojanBatch:
         """The poisoned adversarial batch of ``(x, y)`` (one PGD call); see the module."""
         if x.dim() < 2 or y.shape != (x.shape[0],):
@@ -214,7 +207,7 @@ class AdvTrojanTraining(PGDTraining):
         out = base.clone()
         perturb = part != TRIGGER_ONLY
         if bool(perturb.any()):
-            out[perturb] = self._attack(model)(base[perturb], y[perturb])
+            out[perturb] = self.attack(model)(base[perturb], y[perturb])
         labels = torch.where(part == TROJAN, self.policy(y), y)
         return AdvTrojanBatch(out, labels, part)
 
