@@ -131,6 +131,16 @@ def test_c3d_takes_longer_clips_than_its_frames_argument() -> None:
     assert model(torch.rand(1, 3, 16, 32, 32)).shape == (1, 4)
 
 
+def test_c3d_width_multiplier() -> None:
+    half = create_model("c3d-small", num_classes=4, width=0.5).eval()
+    assert half.body.conv1a.out_channels == 16 and half.body.conv4a.out_channels == 128
+    assert half(torch.rand(2, 3, 8, 32, 32)).shape == (2, 4)
+    full = create_model("c3d-small", num_classes=4)
+    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in full.parameters())
+    with pytest.raises(InputError, match="width must be in"):
+        create_model("c3d-small", width=0)
+
+
 @pytest.mark.parametrize("name", [n for n in IMAGE_MODELS + VIDEO_MODELS if n[:4] != "vgg1"])
 def test_init_is_deterministic_given_the_seed(name: str) -> None:
     torch.manual_seed(123)

@@ -12,7 +12,8 @@ Linear(classes)``. Unlike the original we put BatchNorm after every convolution 
 trains from scratch on a few thousand clips; the global average pool (instead of the original
 flatten) lets it take any clip length >= 4 frames and any frame size >= 8x8.
 Inputs are ``(N, C, T, H, W)``. Initialisation: Kaiming-normal convolutions (fan-out, ReLU),
-BatchNorm 1/0, PyTorch's default Linear.
+BatchNorm 1/0, PyTorch's default Linear. ``width`` (default 1) multiplies every convolution's
+channels (``width=0.5``: about a quarter of the compute, for CPU budgets).
 """
 
 from __future__ import annotations
@@ -36,11 +37,19 @@ class C3DSmall(Classifier):
     Args:
         num_classes, in_channels: output classes and input channels.
         dropout: dropout after ``fc6`` (default 0; C3D uses 0.5).
+        width: multiplies the convolutions' channels (default 1).
     """
 
     input_ndim = 5
 
-    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.0):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        width: float = 1.0,
+    ):
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         plan = (
@@ -51,13 +60,14 @@ class C3DSmall(Classifier):
             ("4a", 256, None),
         )
         c = in_channels
-        for tag, width, pool in plan:
-            layers[f"conv{tag}"] = nn.Conv3d(c, width, 3, padding=1, bias=False)
-            layers[f"bn{tag}"] = nn.BatchNorm3d(width)
+        for tag, channels, pool in plan:
+            k = max(1, round(channels * width))
+            layers[f"conv{tag}"] = nn.Conv3d(c, k, 3, padding=1, bias=False)
+            layers[f"bn{tag}"] = nn.BatchNorm3d(k)
             layers[f"relu{tag}"] = nn.ReLU()
             if pool is not None:
                 layers[f"pool{tag[0]}"] = nn.MaxPool3d(pool, pool)
-            c = width
+            c = k
         self.body = nn.Sequential(layers)
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.flatten = nn.Flatten(1)
@@ -89,6 +99,7 @@ def c3d_small(
     image_size: tuple[int, int] = (32, 32),
     frames: int = 8,
     dropout: float = 0.0,
+    width: float = 1.0,
 ) -> C3DSmall:
     """:class:`C3DSmall` for clips of ``frames`` (default 8) frames of ``image_size``; needs at
     least 4 frames (two temporal 2x pools) of at least 8x8 (three spatial 2x pools)."""
@@ -103,4 +114,6 @@ def c3d_small(
         )
     check_min_size("c3d-small", image_size, 8, "three spatial 2x2 max-pools")
     p = check_probability("c3d-small", "dropout", dropout)
-    return C3DSmall(num_classes=num_classes, in_channels=in_channels, dropout=p)
+    if isinstance(width, bool) or not isinstance(width, int | float) or not 0 < width <= 4:
+        raise InputError(f"model 'c3d-small': width must be in (0, 4], got {width!r}.")
+    return C3DSmall(num_classes=num_classes, in_channels=in_channels, dropout=p, width=width)
