@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor, load_artifact
@@ -38,6 +39,15 @@ def test_backdoor_cli_writes_an_artefact_that_loads_back(_isolated_home: Path) -
     test = load_dataset("digits", "test")
     again = evaluate_backdoor(art.model, test, art.trigger, art.policy)
     assert again == pytest.approx({k: rep[k] for k in ("clean_acc", "asr", "ra")})
+    # the exact training set comes back: the trigger on the poisoned indices, label 1
+    seen = art.training_set(train)
+    idx = art.poison_indices
+    assert torch.equal(seen.poison_mask.nonzero().flatten(), idx)
+    assert torch.equal(seen.x[idx], art.trigger(train.x[idx])) and (seen.y[idx] == 1).all()
+    rest = ~seen.poison_mask
+    assert torch.equal(seen.x[rest], train.x[rest]) and torch.equal(seen.y[rest], train.y[rest])
+    with pytest.raises(InputError, match="training set has"):
+        art.training_set(test)
 
 
 def test_backdoor_cli_bad_input(_isolated_home: Path) -> None:

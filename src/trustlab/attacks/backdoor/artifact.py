@@ -7,7 +7,8 @@ everything a defense needs into a folder, independent of the paths it came from:
 
 - ``model.safetensors``: the weights and the spec that rebuilds the model;
 - ``trigger.safetensors``: the trigger's tensors, its parameters in the header;
-- ``poison.safetensors``: the poisoned training indices;
+- ``poison.safetensors``: the poisoned training indices, and the poisoned inputs and labels
+  themselves (so a dataset filter sees exactly the training set, whatever transformed it);
 - ``backdoor.json``: attack, label policy, trigger parameters, config, seed and metrics.
 
 :func:`load_artifact` reads it back (safetensors and JSON only; nothing is unpickled).
@@ -36,7 +37,7 @@ from trustlab.attacks.backdoor.labels import (
     LabelPolicy,
     policy_from_state,
 )
-from trustlab.attacks.backdoor.poison import poison_dataset
+from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
 from trustlab.attacks.backdoor.triggers import (
     BlendTrigger,
     PatchTrigger,
@@ -63,6 +64,27 @@ class BackdoorArtifact:
     poison_indices: torch.Tensor
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    poisoned_x: torch.Tensor | None = None  # the poisoned inputs, in index order
+    poisoned_y: torch.Tensor | None = None  # and their training labels
+
+    def training_set(self, train: ArrayDataset) -> PoisonedDataset:
+        """The poisoned training set the model saw, rebuilt from the clean ``train`` split."""
+        idx = self.poison_indices.long()
+        if len(idx) and (self.poisoned_x is None or self.poisoned_y is None):
+            raise InputError("this artefact does not hold its poisoned samples; retrain it.")
+        if len(idx) and int(idx.max()) >= len(train):
+            raise InputError(
+                f"the artefact poisoned index {int(idx.max())} but the training set has "
+                f"{len(train)} samples; pass the split it was trained on."
+            )
+        x, y = train.x.clone(), train.y.clone()
+        if len(idx):
+            x[idx], y[idx] = self.poisoned_x.to(x.dtype), self.poisoned_y.to(y.dtype)
+        out = PoisonedDataset(x, y, train.classes, train.mean, train.std, f"{train.name}+poison")
+        out.poison_mask = torch.zeros(len(train), dtype=torch.bool)
+        out.poison_mask[idx] = True
+        out.clean_y = train.y.clone()
+        return out
 
 
 def make_poisoning(
@@ -130,9 +152,10 @@ def save_artifact(folder: str | Path, art: BackdoorArtifact) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_model(art.model, folder / "model.safetensors")
     save_trigger(folder / "trigger.safetensors", art.trigger)
-    save_checkpoint(
-        folder / "poison.safetensors", {"indices": art.poison_indices.long()}, {"kind": "poison"}
-    )
+    poison = {"indices": art.poison_indices.long()}
+    if art.poisoned_x is not None and art.poisoned_y is not None:
+        poison.update(inputs=art.poisoned_x.float(), labels=art.poisoned_y.long())
+    save_checkpoint(folder / "poison.safetensors", poison, {"kind": "poison"})
     doc = {
         "config": art.config, "trigger": art.trigger.state()[0], "policy": art.policy.state(),
         "metrics": art.metrics, "poisoned": int(art.poison_indices.numel()),
@@ -156,6 +179,8 @@ def load_artifact(folder: str | Path, device: str | torch.device = "cpu") -> Bac
         poison_indices=poison["indices"],
         config=doc.get("config", {}),
         metrics=doc.get("metrics", {}),
+        poisoned_x=poison.get("inputs"),
+        poisoned_y=poison.get("labels"),
     )
 
 
@@ -180,4 +205,7 @@ def train_backdoor(
     Trainer(model, settings, device=device, progress=progress).fit(poisoned, test)
     metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
     config = {"attack": attack, "rate": rate, "target": target, "seed": seed, "of": of}
-    return BackdoorArtifact(model, trigger, policy, poisoned.poison_indices, config, metrics)
+    idx = poisoned.poison_indices
+    return BackdoorArtifact(
+        model, trigger, policy, idx, config, metrics, poisoned.x[idx], poisoned.y[idx]
+    )
