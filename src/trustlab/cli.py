@@ -475,10 +475,22 @@ def detect_cmd(
 @app.command("backdoor")
 @_handled
 def backdoor_cmd(
-    attack: Annotated[str, typer.Option(help="badnets, badnets-all2all, pixel, blend, refool.")],
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="badnets, badnets-all2all, pixel, blend, refool, clean-label (adversarial "
+            "patch), blind (compromised loss)."
+        ),
+    ],
     dataset: Annotated[str, typer.Option(help="training data, e.g. shapes10.")] = "shapes10",
     model: Annotated[str, typer.Option(help="architecture, e.g. resnet8.")] = "resnet8",
-    rate: Annotated[float, typer.Option(help="fraction of the training set poisoned.")] = 0.1,
+    rate: Annotated[
+        float,
+        typer.Option(
+            help="fraction of the training set poisoned (clean-label: of the target class; "
+            "blind: unused)."
+        ),
+    ] = 0.1,
     target: Annotated[int, typer.Option(help="the target class.")] = 0,
     epochs: Annotated[int, typer.Option(help="training epochs.")] = 5,
     lr: Annotated[float, typer.Option(help="peak learning rate.")] = 0.05,

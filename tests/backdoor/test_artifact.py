@@ -59,3 +59,29 @@ def test_backdoor_cli_bad_input(_isolated_home: Path) -> None:
     assert RunStore().list() == []
     with pytest.raises(InputError, match="no backdoor artefact"):
         load_artifact(_isolated_home)
+
+
+@pytest.mark.parametrize("attack", ["clean-label", "blind"])
+def test_backdoor_cli_runs_the_surrogate_and_loss_attacks(
+    attack: str, _isolated_home: Path
+) -> None:
+    out = CliRunner().invoke(
+        app,
+        ["backdoor", "--attack", attack, "--dataset", "digits", "--model", "cnn-small",
+         "--epochs", "2", "--rate", "0.3", "--quiet", "--device", "cpu"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    art = load_artifact(RunStore().get(rep["run"]).dir)
+    train = load_dataset("digits", "train")
+    seen = art.training_set(train)
+    if attack == "blind":  # the data is untouched: the loss carried the backdoor
+        assert art.poison_indices.numel() == 0 and torch.equal(seen.x, train.x)
+        assert rep["asr"] > 0.5
+    else:  # 30% of the target class, labels kept, PGD-erased and patched
+        idx = art.poison_indices
+        assert idx.numel() == round(0.3 * int((train.y == 0).sum()))
+        assert (train.y[idx] == 0).all() and torch.equal(seen.y, train.y)
+        assert not torch.equal(seen.x[idx], art.trigger(train.x[idx]))  # the PGD perturbation
+        assert art.trigger.pattern.shape[-1] == 4  # a quarter of the 16-pixel side

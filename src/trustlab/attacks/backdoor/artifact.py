@@ -17,7 +17,16 @@ Data-poisoning attacks by name (:data:`ATTACKS`): ``badnets`` (3x3 checkerboard 
 bottom-right, all-to-one), ``badnets-all2all`` (the same patch, ``y -> y + 1``), ``pixel`` (one
 white pixel, all-to-one), ``blend`` (uniform-noise pattern, alpha 0.2, all-to-one) and
 ``refool`` (an out-of-focus reflection of a bundled photograph on target-class images only,
-clean-label).
+clean-label). Two more need more than a poisoned copy of the data:
+
+- ``clean-label``: the clean-label adversarial-patch backdoor
+  (:mod:`~trustlab.attacks.backdoor.clean_label`): a surrogate of the same architecture (its own
+  initial weights) is trained on the clean data first; it gives the universal adversarial patch
+  (a quarter of the image side, bottom-right) and the PGD feature erasing (8/255, 10 steps);
+  ``rate`` is the fraction of the *target class* poisoned (the paper's convention);
+- ``blind``: the blind backdoor (:class:`~trustlab.attacks.backdoor.blind.BlindBackdoorLoss`,
+  3x3 checkerboard, all-to-one): the data stays clean, the compromised loss does the work
+  (``rate`` is unused; no index is poisoned).
 """
 
 from __future__ import annotations
@@ -52,8 +61,9 @@ from trustlab.errors import InputError
 from trustlab.metrics.backdoor import attack_success_rate, backdoor_robust_accuracy
 from trustlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from trustlab.utils.io import write_json_atomic
+from trustlab.utils.seed import derive_seed
 
-ATTACKS = ("badnets", "badnets-all2all", "pixel", "blend", "refool")
+ATTACKS = ("badnets", "badnets-all2all", "pixel", "blend", "refool", "clean-label", "blind")
 
 
 @dataclass
@@ -104,6 +114,11 @@ def make_poisoning(
     if name == "refool":
         trig = ReflectionTrigger("chelsea", "out-of-focus", 0.4, c, size, seed)
         return trig, CleanLabel(target, k), "dataset"
+    if name in ("clean-label", "blind"):
+        raise InputError(
+            f"{name!r} is not a plain data poisoning (it needs a surrogate or a compromised "
+            "loss); run it with train_backdoor."
+        )
     raise InputError(f"unknown backdoor attack {name!r}; use one of {', '.join(ATTACKS)}.")
 
 
@@ -200,9 +215,38 @@ def train_backdoor(
     (:class:`~trustlab.train.TrainSettings`) and measure it; see the module."""
     from trustlab.train import Trainer
 
-    trigger, policy, of = make_poisoning(attack, train, target, seed)
-    poisoned = poison_dataset(train, trigger, policy, rate=rate, of=of, seed=seed)
-    Trainer(model, settings, device=device, progress=progress).fit(poisoned, test)
+    if attack not in ATTACKS:
+        raise InputError(f"unknown backdoor attack {attack!r}; use one of {', '.join(ATTACKS)}.")
+    compute_loss = None
+    if attack == "blind":
+        from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
+
+        of, policy = "dataset", AllToOne(target, train.num_classes)
+        trigger = PatchTrigger(size=3, channels=train.x.shape[1])
+        compute_loss = BlindBackdoorLoss(trigger, policy)
+        poisoned = poison_dataset(train, trigger, policy, rate=0.0, seed=seed)
+    elif attack == "clean-label":
+        from trustlab.attacks.backdoor.clean_label import (
+            adversarial_trigger,
+            clean_label_poisoning,
+        )
+        from trustlab.models.spec import ModelSpec
+
+        spec = ModelSpec.from_model(model)
+        if spec is None:
+            raise InputError("the clean-label attack builds its surrogate from a trustlab model.")
+        torch.manual_seed(derive_seed(seed, "surrogate"))
+        surrogate = spec.build()
+        Trainer(surrogate, settings, device=device, progress=progress).fit(train)
+        size = max(3, min(train.x.shape[-2:]) // 4)
+        trigger = adversarial_trigger(surrogate, train, target, size, seed=seed, device=device)
+        poisoned = clean_label_poisoning(train, trigger, surrogate, target, rate, seed=seed)
+        of, policy = "eligible", CleanLabel(target, train.num_classes)
+    else:
+        trigger, policy, of = make_poisoning(attack, train, target, seed)
+        poisoned = poison_dataset(train, trigger, policy, rate=rate, of=of, seed=seed)
+    trainer = Trainer(model, settings, compute_loss=compute_loss, device=device, progress=progress)
+    trainer.fit(poisoned, test)
     metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
     config = {"attack": attack, "rate": rate, "target": target, "seed": seed, "of": of}
     idx = poisoned.poison_indices
