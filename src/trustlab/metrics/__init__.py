@@ -1,5 +1,14 @@
 """Pure metric functions (no models, no I/O)."""
 
 from trustlab.metrics.classification import accuracy, confusion_matrix, num_correct
+from trustlab.metrics.detection import auroc, flag_precision_recall, roc_curve, tpr_at_fpr
 
-__all__ = ["accuracy", "confusion_matrix", "num_correct"]
+__all__ = [
+    "accuracy",
+    "auroc",
+    "confusion_matrix",
+    "flag_precision_recall",
+    "num_correct",
+    "roc_curve",
+    "tpr_at_fpr",
+]
