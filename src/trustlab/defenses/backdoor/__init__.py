@@ -1,10 +1,50 @@
 """Backdoor defenses: model inspectors and repairers, input detectors, dataset filters."""
 
+from trustlab.defenses.backdoor.activation_clustering import (
+    ActivationClustering,
+    cluster_activations,
+)
+from trustlab.defenses.backdoor.adversarial_filter import (
+    AdversarialFilter,
+    RetrainResult,
+    filter_then_retrain,
+    robust_loss,
+)
+from trustlab.defenses.backdoor.base import DatasetFilter, FilterReport, Repairer
+from trustlab.defenses.backdoor.fine_pruning import FinePruning, FinePruningReport, last_conv
 from trustlab.defenses.backdoor.neural_cleanse import (
     NCReport,
     NeuralCleanse,
     anomaly_index,
     flagged_classes,
 )
+from trustlab.defenses.backdoor.spectral import (
+    SpectralSignatures,
+    spectral_filter,
+    spectral_scores,
+)
+from trustlab.defenses.backdoor.strip import STRIP, superimpose
 
-__all__ = ["NCReport", "NeuralCleanse", "anomaly_index", "flagged_classes"]
+__all__ = [
+    "STRIP",
+    "ActivationClustering",
+    "AdversarialFilter",
+    "DatasetFilter",
+    "FilterReport",
+    "FinePruning",
+    "FinePruningReport",
+    "NCReport",
+    "NeuralCleanse",
+    "Repairer",
+    "RetrainResult",
+    "SpectralSignatures",
+    "anomaly_index",
+    "cluster_activations",
+    "filter_then_retrain",
+    "flagged_classes",
+    "last_conv",
+    "robust_loss",
+    "spectral_filter",
+    "spectral_scores",
+    "superimpose",
+]
