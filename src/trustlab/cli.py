@@ -552,6 +552,83 @@ def backdoor_cmd(
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **art.metrics}))
 
 
+def _artifact_dir(ref: str) -> Path:
+    """The folder of a backdoor artefact: a run id or a folder holding backdoor.json."""
+    from trustlab.results import RunStore
+
+    if ref.isdigit():
+        return RunStore().get(int(ref)).dir
+    folder = Path(ref).expanduser()
+    if not (folder / "backdoor.json").is_file():
+        raise InputError(
+            f"{ref} is neither a run id nor a folder with a backdoor artefact (backdoor.json); "
+            "make one with `trustlab backdoor`."
+        )
+    return folder
+
+
+@app.command("defend")
+@_handled
+def defend_cmd(
+    artefact: Annotated[str, typer.Argument(help="a backdoor run id or artefact folder.")],
+    defense: Annotated[
+        str, typer.Option(help="nc, strip, spectral, ac, fine-pruning or adv-filter.")
+    ] = "nc",
+    epochs: Annotated[
+        int | None, typer.Option(help="the defense's own epochs (Neural Cleanse: 15).")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar.")] = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+) -> None:
+    """Run a backdoor defense against an attack artefact (trustlab backdoor) and store the
+    result: the defense's numbers as JSON (and, for Neural Cleanse, a PNG of the recovered
+    triggers and masks)."""
+    from trustlab.attacks.backdoor.artifact import load_artifact
+    from trustlab.data import load_dataset
+    from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense
+    from trustlab.results import RunStore, recording_outcome
+    from trustlab.utils.device import resolve_device
+    from trustlab.utils.io import write_json_atomic
+
+    if defense not in DEFENSES:
+        raise InputError(f"unknown defense {defense!r}; use one of {', '.join(DEFENSES)}.")
+    folder = _artifact_dir(artefact)
+    dev = resolve_device(device)
+    art = load_artifact(folder, device=dev)
+    dataset = art.config.get("dataset")
+    if not dataset:
+        raise InputError(f"the artefact in {folder} does not name its dataset.")
+    train = load_dataset(dataset, "train", root=data_root)
+    test = load_dataset(dataset, "test", root=data_root)
+    options = {} if epochs is None else {"epochs": epochs}
+    s = seed or 0
+    config = {"artefact": str(folder), "defense": defense, "options": options, "seed": s}
+    run = RunStore().create_run("defend", f"{defense}-{folder.name}", config, seed=s)
+    keep: dict[str, Any] = {}
+    with recording_outcome(run):
+        out = run_defense(
+            defense, art, train, test, options=options, seed=s, progress=_progress(quiet),
+            keep=keep,
+        )  # fmt: skip
+        report = keep.get("report")
+        doc = {"defense": defense, "metrics": out}
+        if report is not None and hasattr(report, "to_dict"):
+            doc["report"] = report.to_dict()
+        write_json_atomic(run.artifact_path("defense.json"), doc)
+        run.add_artifact("defense.json")
+        if defense == "nc" and report is not None:
+            from trustlab.attacks.evasion.grid import save_rows
+
+            # row 1: each class's mask; row 2: mask x pattern (what NC pastes)
+            m = report.masks[:, None]
+            save_rows(run.artifact_path("triggers.png"), [m, m * report.patterns])
+            run.add_artifact("triggers.png")
+        run.finish(out)
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
+
+
 TRANSFER_ATTACKS = ("pgd", "mifgsm", "difgsm", "sgm", "sgm-mi", "sgm-mi-di")
 
 

@@ -1,4 +1,5 @@
-"""A PNG of clean images, adversarial images and their (amplified) differences, row by row."""
+"""PNGs of image rows: clean images, adversarial images and their (amplified) differences
+(:func:`save_grid`), or any rows of equally sized images (:func:`save_rows`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from trustlab.utils.io import atomic_path
 def save_grid(path: str | Path, x: torch.Tensor, adv: torch.Tensor, scale: int = 4) -> Path:
     """Rows: clean, adversarial, ``0.5 + 5 * (adv - clean)``; images upscaled ``scale`` times."""
     diff = (0.5 + 5 * (adv - x)).clamp(0, 1)
-    rows = [torch.cat(list(t.detach().cpu()), dim=-1) for t in (x, adv, diff)]
-    img = torch.cat(rows, dim=-2)  # (C, 3H, kW)
+    return save_rows(path, [x, adv, diff], scale)
+
+
+def save_rows(path: str | Path, rows: list[torch.Tensor], scale: int = 4) -> Path:
+    """One row per ``(k, C, H, W)`` batch in [0, 1] (grey rows are shown grey next to colour
+    ones); images upscaled ``scale`` times."""
+    c = max(t.shape[1] for t in rows)
+    strips = [torch.cat(list(t.detach().cpu().expand(-1, c, -1, -1)), dim=-1) for t in rows]
+    img = torch.cat(strips, dim=-2)  # (C, rows * H, k W)
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)
     img = img.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
