@@ -762,6 +762,61 @@ def reproduce_cmd(
         raise typer.Exit(1)
 
 
+bench_app = typer.Typer(help="Benchmark matrices (stored, resumable runs).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("backdoor")
+@_handled
+def bench_backdoor_cmd(
+    attacks: Annotated[
+        str | None,
+        typer.Option(help="comma-separated, e.g. badnets,blend,refool,blind,clean-label."),
+    ] = None,
+    defenses: Annotated[
+        str | None,
+        typer.Option(help="comma-separated, e.g. nc,strip,spectral,ac,fine-pruning,adv-filter."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
+    preset: Annotated[str, typer.Option(help="smoke or quick.")] = "quick",
+    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="first seed.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """The backdoor attack x defense matrix: every attack's model is trained, every defense run
+    against it; each cell is stored as it finishes (`trustlab resume ID` skips finished cells);
+    prints the table and writes matrix.html into the run folder."""
+    from trustlab.experiments.base import reproduce
+    from trustlab.experiments.bench_backdoor import bench_options
+
+    rep = reproduce(
+        "bench-backdoor",
+        preset,
+        dataset=dataset,
+        device=device,
+        workers=workers,
+        progress=_progress(quiet),
+        seed=seed,
+        data_root=data_root,
+        options=bench_options(attacks, defenses),
+    )
+    from trustlab.experiments.bench_backdoor import matrix
+
+    header, lines = matrix(rep.table.rows)
+    table = Table(title=f"bench backdoor ({rep.preset.name}, {rep.preset.dataset})")
+    for h in header:
+        table.add_column(h, overflow="fold")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
+    if rep.run is not None:
+        console.print(f"run {rep.run.id}: {rep.run.dir} (matrix.html, report.md, table.json)")
+
+
 @app.command("experiments")
 @_handled
 def experiments_cmd() -> None:

@@ -323,14 +323,18 @@ def reproduce(
     seed: int = 0,
     resume: Run | None = None,
     data_root: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Reproduction:
     """Run an experiment's preset, check its claims, store the run; see the module docstring.
 
     Seeds ``seed, seed + 1, ...`` (``preset.seeds`` of them, or ``seeds``). ``resume`` continues
     a stored, reopened run of the same experiment and preset, skipping the jobs it finished.
+    ``options`` overrides entries of the preset's options (e.g. the bench's attacks).
     """
     exp = get_experiment(name)
     pre = exp.preset(preset).with_overrides(dataset, seeds, data_root)
+    if options:
+        pre = replace(pre, options={**pre.options, **options})
     dev = resolve_device(device)
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}.")
@@ -483,6 +487,7 @@ def resume_reproduction(
         seed=int(cfg.get("seed", 0)),
         resume=run,
         data_root=pre.get("options", {}).get("data_root"),
+        options=pre.get("options"),
     )
 
 

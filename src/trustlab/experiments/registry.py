@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trustlab.experiments.advtrojan import AdvTrojanReproduction
 from trustlab.experiments.backdoors import BlindReproduction
+from trustlab.experiments.bench_backdoor import BackdoorBench
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.medical import MedicalReproduction
@@ -24,6 +25,7 @@ for _cls in (
     RefoolReproduction,
     VideoBackdoorReproduction,
     AdvTrojanReproduction,
+    BackdoorBench,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

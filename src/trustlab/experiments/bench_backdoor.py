@@ -1,0 +1,230 @@
+"""``trustlab bench backdoor``: the attack x defense matrix.
+
+One job per attack: it trains the backdoored model (:func:`~trustlab.attacks.backdoor.artifact.
+train_backdoor`, stored as an artefact in the run's ``work/<attack>-seed<s>/``), then runs every
+defense against it (:func:`~trustlab.defenses.backdoor.evaluate.run_defense`), writing each
+cell to ``work/cell-<attack>-<defense>-seed<s>.json`` as it finishes. A resumed run
+(``trustlab resume ID``) reuses the stored artefacts and skips the finished cells. The table has
+one row per (attack, defense) with the defense's numbers (see ``run_defense``; a number a
+defense does not produce is empty), and ``matrix.html`` in the run folder shows the matrix:
+attacks down, defenses across, each cell with the defense's headline number.
+
+Presets: ``smoke`` (digits, cnn-small, two attacks, small defense budgets; seconds),
+``quick`` (shapes10, ResNet-8 5 epochs; BadNets, blend, Refool, blind, clean-label x Neural
+Cleanse, STRIP, spectral signatures, activation clustering, fine-pruning, the adversarial
+filter). ``--attacks`` and ``--defenses`` pick a sub-matrix. There is no claim: the bench
+measures; the claims live in the reproductions.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+import torch
+
+from trustlab.attacks.backdoor.artifact import (
+    ATTACKS,
+    load_artifact,
+    save_artifact,
+    train_backdoor,
+)
+from trustlab.data import load_dataset
+from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense
+from trustlab.errors import InputError
+from trustlab.experiments.base import Experiment, Preset
+from trustlab.models.spec import ModelSpec
+from trustlab.train import TrainSettings
+from trustlab.utils.io import write_json_atomic, write_text_atomic
+from trustlab.utils.seed import derive_seed
+
+METRICS = (
+    "clean_acc", "asr", "anomaly", "detected", "auroc", "tpr_at_5fpr", "precision", "recall",
+    "clean_acc_after", "asr_after", "der",
+)  # fmt: skip
+
+#: per defense, the number shown in the HTML matrix
+HEADLINE = {
+    "nc": ("anomaly", "anomaly index of the target"),
+    "strip": ("auroc", "AUROC"),
+    "spectral": ("recall", "recall of poisoned samples"),
+    "ac": ("recall", "recall of poisoned samples"),
+    "fine-pruning": ("asr_after", "ASR after repair"),
+    "adv-filter": ("recall", "recall of poisoned samples"),
+}
+
+
+def _names(value: Any, known: tuple[str, ...], what: str) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [n.strip() for n in names if n.strip()]
+    bad = [n for n in names if n not in known]
+    if not names or bad:
+        raise InputError(f"unknown {what} {', '.join(bad) or '(none)'}; use {', '.join(known)}.")
+    return names
+
+
+class BackdoorBench(Experiment):
+    name = "bench-backdoor"
+    title = "Backdoor attacks x defenses"
+    paper = "trustlab's attack x defense matrix (BackdoorBench-style)."
+    keys = ("attack", "defense")
+    metrics = METRICS
+    percent = ("clean_acc", "asr", "clean_acc_after", "asr_after")
+    claims = ()
+    presets = {
+        "smoke": Preset(
+            "smoke",
+            "digits",
+            "cnn-small",
+            seeds=1,
+            train=dict(epochs=3, lr=0.05, batch_size=64),
+            options={
+                "attacks": ["badnets", "blind"],
+                "defenses": list(DEFENSES),
+                "rate": 0.1,
+                "defense_epochs": 1,
+                "defense_options": {
+                    "nc": {"epochs": 2},
+                    "strip": {"overlays": 10},
+                    "adv-filter": {"eps": 0.1, "alpha": 0.05, "steps": 2},
+                },
+            },  # fmt: skip
+            description="seconds: digits, cnn-small, BadNets and blind x every defense",
+        ),
+        "quick": Preset(
+            "quick",
+            "shapes10",
+            "resnet8",
+            seeds=1,
+            train=dict(
+                epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
+            ),
+            options={
+                "attacks": ["badnets", "blend", "refool", "blind", "clean-label"],
+                "defenses": list(DEFENSES),
+                "rate": 0.1,
+                "defense_epochs": 2,
+                "defense_options": {"adv-filter": {"steps": 5}},
+            },  # fmt: skip
+            description="minutes on 2 CPU cores: shapes10, ResNet-8 5 epochs, 5 attacks x 6 "
+            "defenses",
+        ),
+    }
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        attacks = _names(preset.options["attacks"], ATTACKS, "attack")
+        _names(preset.options["defenses"], DEFENSES, "defense")
+        return [{"attack": a} for a in attacks]
+
+    def _rate(self, preset: Preset, attack: str) -> float:
+        # clean-label attacks poison a fraction of the target class (their papers' convention)
+        return 0.3 if attack == "clean-label" else preset.options["rate"]
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        o = preset.options
+        root = o.get("data_root")
+        train = load_dataset(preset.dataset, "train", root=root)
+        test = load_dataset(preset.dataset, "test", root=root)
+        attack = job["attack"]
+        folder = self.work_path(f"{attack}-seed{seed}")
+        if (folder / "backdoor.json").is_file():
+            art = load_artifact(folder, device=device)
+        else:
+            torch.manual_seed(derive_seed(seed, "init"))
+            model = ModelSpec.for_data(preset.model, train).build()
+            settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
+            art = train_backdoor(
+                attack, train, test, model, settings, self._rate(preset, attack), 0, seed, device
+            )
+            art.config["dataset"] = preset.dataset
+            save_artifact(folder, art)
+        budget = TrainSettings(
+            **{**preset.train, "epochs": o["defense_epochs"], "seed": derive_seed(seed, "def")}
+        )
+        for defense in _names(o["defenses"], DEFENSES, "defense"):
+            cell = self.work_path(f"cell-{attack}-{defense}-seed{seed}.json")
+            if cell.is_file():
+                continue
+            opts = o.get("defense_options", {}).get(defense, {})
+            out = run_defense(defense, art, train, test, budget, opts, seed=seed)
+            write_json_atomic(cell, out)
+        return {"clean_acc": art.metrics["clean_acc"], "asr": art.metrics["asr"]}
+
+    def summarize(
+        self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
+    ) -> list[dict[str, Any]]:
+        out = []
+        defenses = _names(preset.options["defenses"], DEFENSES, "defense")
+        for row in rows:
+            for defense in defenses:
+                path = self.work_path(f"cell-{row['attack']}-{defense}-seed{row['seed']}.json")
+                cell = json.loads(path.read_text())
+                out.append(
+                    {"attack": row["attack"], "defense": defense, "seed": row["seed"],
+                     **{k: v for k, v in cell.items() if k in METRICS}}
+                )  # fmt: skip
+        assert self.workdir is not None
+        write_text_atomic(self.workdir.parent / "matrix.html", matrix_html(out, preset))
+        return out
+
+
+def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """``(header, lines)`` of the matrix: one line per attack (C-Acc and ASR of its model, then
+    each defense's headline number, the mean over seeds; "-" where there is none)."""
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+
+    def mean(attack: str, defense: str | None, key: str) -> str:
+        vals = [
+            float(r[key]) for r in rows
+            if r["attack"] == attack and (defense is None or r["defense"] == defense) and key in r
+        ]  # fmt: skip
+        vals = [v for v in vals if not math.isnan(v)]
+        return f"{sum(vals) / len(vals):.2f}" if vals else "-"
+
+    header = ["attack", "C-Acc", "ASR", *(f"{d}: {HEADLINE[d][1]}" for d in defenses)]
+    lines = [
+        [a, mean(a, None, "clean_acc"), mean(a, None, "asr"),
+         *(mean(a, d, HEADLINE[d][0]) for d in defenses)]
+        for a in attacks
+    ]  # fmt: skip
+    return header, lines
+
+
+def matrix_html(rows: list[dict[str, Any]], preset: Preset) -> str:
+    """The matrix (:func:`matrix`) as a standalone HTML page."""
+    header, lines = matrix(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + f"<th>{html.escape(line[0])}</th>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in line[1:]) + "</tr>"
+        for line in lines
+    )  # fmt: skip
+    title = f"trustlab bench backdoor: {preset.dataset}, {preset.model} ({preset.name})"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #999;padding:4px 8px;text-align:center}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
+        "<p>Every number of every cell is in table.json and report.md of the run; C-Acc and "
+        "ASR are the attacked model's on the evaluation half of the test split.</p>"
+        "</body></html>\n"
+    )
+
+
+def bench_options(attacks: str | None, defenses: str | None) -> dict[str, Any]:
+    """Preset option overrides from ``--attacks`` / ``--defenses`` (comma-separated)."""
+    out: dict[str, Any] = {}
+    if attacks:
+        out["attacks"] = _names(attacks, ATTACKS, "attack")
+    if defenses:
+        out["defenses"] = _names(defenses, DEFENSES, "defense")
+    return out
+
+
+__all__ = ["BackdoorBench", "bench_options", "matrix", "matrix_html"]
