@@ -28,6 +28,7 @@ import math
 import multiprocessing as mp
 import os
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -270,6 +271,17 @@ def train_and_save(
 
 
 # -- running jobs --------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to end this worker when the process that
+    started it dies (a killed ``trustlab reproduce`` otherwise leaves its workers training)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError):  # no glibc (e.g. musl): nothing to ask
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _job_in_worker(
     name: str, preset: Preset, job: dict, seed: int, device: str, workdir: Path | None
 ) -> dict:
@@ -425,7 +437,9 @@ def _run_jobs(
                 bar.advance(task)
             return
         ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
-        pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=_die_with_parent
+        )
         futures = {
             pool.submit(
                 _job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev), exp.workdir
