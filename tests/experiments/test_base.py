@@ -140,6 +140,19 @@ def test_resume_refuses_a_changed_preset(_isolated_home, monkeypatch) -> None:
     assert run.refresh().status == "interrupted"  # a refused resume leaves the run as it was
 
 
+def test_option_overrides_are_recorded_and_kept_on_resume(_isolated_home) -> None:
+    CALLS.clear()
+    INTERRUPT_AT.append(1)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("toy-test", "smoke", device="cpu", workers=1, progress=False,
+                  options={"arms": ("b", "a")})  # fmt: skip
+    (run,) = RunStore(_isolated_home).list()
+    assert run.config["overrides"] == {"arms": ["b", "a"]}
+    rep = resume_reproduction(run, workers=1, progress=False)
+    assert CALLS == [("b", 0), ("b", 1), ("a", 0), ("a", 1)]  # the overridden order, none twice
+    assert [r["arm"] for r in rep.table.rows] == ["b", "b", "a", "a"]
+
+
 def test_bad_workers_and_device_store_nothing(_isolated_home) -> None:
     with pytest.raises(InputError, match="--workers"):
         reproduce("toy-test", "smoke", device="cpu", workers=0, progress=False)

@@ -355,6 +355,8 @@ def reproduce(
     jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
     exp.check(pre)  # everything a job would reject, before anything is stored
     config = {"experiment": name, "preset": pre.to_dict(), "seed": seed, **exp.describe(pre)}
+    if options:
+        config["overrides"] = dict(options)
     run = resume
     if run is None:
         store = store or RunStore()
@@ -501,7 +503,7 @@ def resume_reproduction(
         seed=int(cfg.get("seed", 0)),
         resume=run,
         data_root=pre.get("options", {}).get("data_root"),
-        options=pre.get("options"),
+        options=cfg.get("overrides"),
     )
 
 
