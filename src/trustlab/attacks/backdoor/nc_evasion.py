@@ -1,0 +1,84 @@
+"""The blind backdoor's Neural-Cleanse evasion task.
+
+Bagdasaryan & Shmatikov, "Blind Backdoors in Deep Learning Models", USENIX Security 2021: to
+evade Neural Cleanse (Wang et al., S&P 2019), the compromised loss adds a third task. Every so
+often it runs NC's own optimisation on the model being trained, for the backdoor's target
+class, and the evasion loss asks the model to classify inputs stamped with that reverse-
+engineered trigger as their *true* class. The small trigger NC would find stops working, so
+NC's minimal trigger for the target class grows towards the other classes' and its anomaly
+index falls, while the real trigger keeps working (the backdoor task keeps training on it).
+
+:class:`NCEvasion` is that task as a ``loss(model, x, y)``: it keeps the latest clean inputs it
+saw (``buffer``), re-runs NC (:meth:`~trustlab.defenses.backdoor.NeuralCleanse.reverse`, a short
+run: ``nc_epochs`` epochs over the buffer) every ``every`` calls, and returns
+``CE(model((1 - m) x + m p), y)`` with the latest mask ``m`` and pattern ``p``. Until its first
+NC run (after ``every`` batches) it is not :attr:`active` and returns ``None``: the caller
+leaves the task out (a zero loss has a zero gradient, which MGDA's min-norm point would pick).
+:class:`~trustlab.attacks.backdoor.blind.BlindBackdoorLoss` takes it as ``evasion=`` and
+balances the three losses with MGDA (Frank-Wolfe for three tasks).
+
+Defaults (trustlab's; the paper does not give its schedule): NC every 100 batches, 2 epochs of
+NC over a buffer of the last 256 clean inputs, NC's own optimiser settings otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trustlab.errors import InputError
+
+
+class NCEvasion:
+    """``loss(model, x, y)``: the Neural-Cleanse evasion task; see the module."""
+
+    def __init__(
+        self,
+        target: int = 0,
+        every: int = 100,
+        nc_epochs: int = 2,
+        buffer: int = 256,
+        seed: int = 0,
+    ) -> None:
+        if every < 1 or nc_epochs < 1 or buffer < 2:
+            raise InputError("every and nc_epochs must be >= 1 and buffer >= 2.")
+        self.target, self.every, self.nc_epochs, self.buffer = target, every, nc_epochs, buffer
+        self.seed = seed
+        self.calls = 0
+        self.runs = 0
+        self._seen: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
+        self.pattern: torch.Tensor | None = None
+        self.norms: list[float] = []  # the L1 norm of each NC run's mask (how NC sees the model)
+
+    def _remember(self, x: torch.Tensor) -> None:
+        x = x.detach()
+        self._seen = (x if self._seen is None else torch.cat([x, self._seen]))[: self.buffer]
+
+    def refresh(self, model: nn.Module) -> None:
+        """Run NC for the target class on the remembered inputs (the model is not changed)."""
+        from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
+
+        assert self._seen is not None
+        nc = NeuralCleanse(epochs=self.nc_epochs, samples=self.buffer, seed=self.seed + self.runs)
+        masks, patterns, _, _ = nc.reverse(model, self._seen, [self.target])
+        dev = self._seen.device
+        self.mask, self.pattern = masks[0].to(dev), patterns[0].to(dev)
+        self.norms.append(float(masks[0].sum()))
+        self.runs += 1
+
+    @property
+    def active(self) -> bool:
+        """Whether NC has run at least once (there is a trigger to evade)."""
+        return self.mask is not None and self.pattern is not None
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        self._remember(x)
+        self.calls += 1
+        if self.calls % self.every == 0:
+            self.refresh(model)
+        if self.mask is None or self.pattern is None:
+            return None
+        stamped = (1 - self.mask) * x + self.mask * self.pattern
+        return F.cross_entropy(model(stamped), y)
