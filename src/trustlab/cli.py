@@ -575,7 +575,7 @@ def defend_cmd(
         str, typer.Option(help="nc, strip, spectral, ac, fine-pruning or adv-filter.")
     ] = "nc",
     epochs: Annotated[
-        int | None, typer.Option(help="the defense's own epochs (Neural Cleanse: 15).")
+        int | None, typer.Option(help="the defense's own epochs (Neural Cleanse: 5).")
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar.")] = False,
