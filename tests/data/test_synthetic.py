@@ -183,6 +183,44 @@ def test_shapes10_generation_time_and_disjoint_splits() -> None:
     assert not keys(tr.x) & keys(te.x)
 
 
+def test_shapes10_records_the_texture_source_without_changing_the_images() -> None:
+    """The background photograph is recorded per image (``texture``) from the random numbers
+    the generator always drew: labels and images are those of shapes10 v1 (pinned below from
+    the generator before the attribute was added; per-image pixel sums, robust to a rare
+    last-bit rounding difference between machines)."""
+    d = syn.make_shapes10(12, 7)
+    assert d["y"].tolist() == [4, 6, 0, 0, 1, 3, 8, 7, 2, 5, 9, 1]
+    sums = [437922, 314332, 113189, 554814, 380029, 64058, 417001, 285909, 394738, 469152,
+            298491, 458546]  # fmt: skip
+    assert (d["x"].long().sum((1, 2, 3)) - torch.tensor(sums)).abs().max() <= 3
+    assert d["texture"].tolist() == [2, 1, 4, 10, 5, 4, 7, 12, 5, 7, 5, 7]
+    again = syn.make_shapes10(12, 7)
+    assert torch.equal(d["texture"], again["texture"]) and d["texture"].dtype == torch.int64
+    # the record matches the pixels: hubble_deep_field crops are far darker than the rest
+    big = syn.make_shapes10(1_300, 3)
+    dark = syn.TEXTURE_SOURCES.index("hubble_deep_field")
+    luma = big["x"].float().mean((1, 2, 3)) / 255
+    assert float(luma[big["texture"] == dark].mean()) < 0.6 * float(
+        luma[big["texture"] != dark].mean()
+    )
+    # restricted to one photograph: every texture index is that one
+    only = syn.make_shapes10(20, 9, sources=["brick"])
+    assert (only["texture"] == syn.TEXTURE_SOURCES.index("brick")).all()
+    with pytest.raises(InputError, match="texture source"):
+        syn.make_shapes10(4, 9, sources=["nope"])
+
+
+def test_shapes10_dataset_carries_the_texture() -> None:
+    te = load_dataset("shapes10", "test")
+    d = syn.make_shapes10(syn.SIZES["shapes10"]["test"], syn.SEEDS["shapes10"] + 1)
+    assert torch.equal(te.texture, d["texture"]) and te.texture_names == syn.TEXTURE_SOURCES
+    assert torch.equal((te.x * 255).round().to(torch.uint8), d["x"])
+    counts = torch.bincount(te.texture, minlength=len(syn.TEXTURE_SOURCES))
+    assert int(counts.min()) > 100  # every photograph is used (~154 of 2,000 each)
+    sub = te.subset([5, 2])
+    assert torch.equal(sub.texture, te.texture[[5, 2]])
+
+
 def test_shapes10_linear_model_stays_weak() -> None:
     """Cheap proxy for "not trivial": a linear model on raw pixels is near chance (measured:
     logistic regression on all 10,000 training images scores ~11% on the test split)."""

@@ -15,6 +15,8 @@ for both splits.
   Colour and texture are independent of the class, so only the outline tells the class: a
   logistic regression on raw pixels stays at chance (~10%) while a CIFAR ResNet-20 reaches
   ~95-98% in 5 epochs.
+  Each image's background photograph is recorded (``.texture``, an index into
+  :data:`TEXTURE_SOURCES`): a natural attribute for semantic backdoors and covert tasks.
 - ``fundus2``: 3x32x32 patches of scikit-image's bundled fundus photograph
   (``skimage.data.retina``, from Häggström, "Medical gallery of Mikael Häggström 2014",
   WikiJournal of Medicine 1(2), doi:10.15347/wjm/2014.008, CC0); class 1 carries 1-3 synthetic
@@ -52,6 +54,7 @@ __all__ = [
     "MOVING_CLASSES",
     "MOVING_SHAPES",
     "SHAPES",
+    "TEXTURE_SOURCES",
     "bundled_image",
     "make_digits",
     "make_fundus2",
@@ -61,7 +64,8 @@ __all__ = [
 ]
 
 #: Bump a dataset's version whenever its generator changes: it is part of the cache key.
-VERSIONS = {"digits": "v1", "shapes10": "v1", "fundus2": "v1", "moving-shapes": "v1"}
+#: shapes10 v2: the cache also holds each image's texture source (the images are those of v1).
+VERSIONS = {"digits": "v1", "shapes10": "v2", "fundus2": "v1", "moving-shapes": "v1"}
 #: Fixed per-dataset seeds: the built-in sets are fixed benchmarks.
 SEEDS = {
     "digits": 20_240_601,
@@ -325,15 +329,16 @@ def render_shapes(
 # --------------------------------------------------------------------------------------------
 
 
-def _texture_pool() -> list[torch.Tensor]:
+def _texture_pool(sources: Sequence[str] = TEXTURE_SOURCES) -> list[torch.Tensor]:
     """The texture sources as ``(1, 3, H, W)`` tensors."""
-    return [bundled_image(name)[None] for name in TEXTURE_SOURCES]
+    return [bundled_image(name)[None] for name in sources]
 
 
 def _texture_crops(
     rng: np.random.Generator, n: int, size: int, pool: list[torch.Tensor]
-) -> torch.Tensor:
-    """``n`` random ``size x size`` crops of the texture photographs, ``(n, 3, size, size)``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random ``size x size`` crops of the texture photographs, ``(n, 3, size, size)``, and
+    the index into ``pool`` of each crop's source, int64 ``(n,)``.
 
     Each crop takes a random source, zoom (0.75 to 3 source pixels per output pixel, log-uniform),
     position and horizontal / vertical flips, sampled bilinearly (one ``grid_sample`` per source).
@@ -366,7 +371,8 @@ def _texture_crops(
             out[sel] = crops.view(3, len(sel), size, size).transpose(0, 1)
     mix = torch.eye(3)[perm]  # (n, 3, 3): a channel permutation, or averaging for grey
     mix[grey] = 1.0 / 3.0
-    return torch.bmm(mix, out.view(n, 3, size * size)).view(n, 3, size, size)
+    crops = torch.bmm(mix, out.view(n, 3, size * size)).view(n, 3, size, size)
+    return crops, src.long()
 
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -428,14 +434,26 @@ def make_digits(seed: int = SEEDS["digits"], test_fraction: float = 0.2) -> dict
     }
 
 
-def make_shapes10(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """``n`` balanced ``shapes10`` images: ``x`` uint8 ``(n, 3, 32, 32)``, ``y`` int64 ``(n,)``.
+def make_shapes10(
+    n: int, seed: int, sources: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """``n`` balanced ``shapes10`` images: ``x`` uint8 ``(n, 3, 32, 32)``, ``y`` int64 ``(n,)``,
+    and ``texture`` int64 ``(n,)``: the index into :data:`TEXTURE_SOURCES` of the photograph the
+    image's background was cropped from (a natural attribute, e.g. for semantic backdoors).
 
     Per image: a shape from :data:`SHAPES` with circumradius 7-12 px, centre anywhere that keeps
     most of it in frame, rotation uniform in ``[0, 2 pi)``, a random colour whose luma differs from
     the background's by 0.2-0.6, and a faint texture of its own; the background is a random
     texture crop with its contrast scaled by 0.4-1; Gaussian pixel noise of std 0-0.04.
+    ``sources`` (default: all of :data:`TEXTURE_SOURCES`) restricts the backgrounds to some of
+    those photographs; the default draws exactly the random numbers it always drew.
     """
+    names = TEXTURE_SOURCES if sources is None else tuple(sources)
+    unknown = sorted(set(names) - set(TEXTURE_SOURCES))
+    if unknown or not names:
+        raise InputError(
+            f"unknown texture source(s) {unknown or names}; use names from {TEXTURE_SOURCES}."
+        )
     rng = np.random.default_rng(seed)
     size = 32
     y = _balanced_labels(rng, n, len(SHAPES))
@@ -446,8 +464,8 @@ def make_shapes10(n: int, seed: int) -> dict[str, torch.Tensor]:
     angles = torch.from_numpy(rng.uniform(0, 2 * math.pi, n)).float()
     alpha = render_shapes(y, torch.stack([cx, cy], 1), radii, angles, size)[:, None]
 
-    pool = _texture_pool()
-    bg = _texture_crops(rng, n, size, pool)
+    bg, src = _texture_crops(rng, n, size, _texture_pool(names))
+    texture = torch.tensor([TEXTURE_SOURCES.index(name) for name in names])[src]
     mean = bg.mean(dim=(1, 2, 3), keepdim=True)
     bg = mean + torch.from_numpy(rng.uniform(0.4, 1.0, (n, 1, 1, 1))).float() * (bg - mean)
     colour = _contrasting_colours(rng, bg, 0.2, 0.6)[:, :, None, None]
@@ -455,7 +473,7 @@ def make_shapes10(n: int, seed: int) -> dict[str, torch.Tensor]:
     x = (fill - bg).mul_(alpha).add_(bg)
     sigma = torch.from_numpy(rng.uniform(0.0, 0.04, (n, 1, 1, 1))).float()
     x += torch.from_numpy(rng.standard_normal((n, 3, size, size), dtype=np.float32)).mul_(sigma)
-    return {"x": _to_uint8(x), "y": y}
+    return {"x": _to_uint8(x), "y": y, "texture": texture}
 
 
 @functools.lru_cache(maxsize=1)
@@ -588,8 +606,7 @@ def make_moving_shapes(
         wrap=True,
     ).view(n, 1, frames, size, size)
 
-    pool = _texture_pool()
-    bg = _texture_crops(rng, n, size, pool)
+    bg, _ = _texture_crops(rng, n, size, _texture_pool())
     mean = bg.mean(dim=(1, 2, 3), keepdim=True)
     bg = mean + torch.from_numpy(rng.uniform(0.3, 0.8, (n, 1, 1, 1))).float() * (bg - mean)
     colour = _contrasting_colours(rng, bg, 0.25, 0.6)
@@ -649,7 +666,10 @@ def _generated(
 
     t = _split_tensors(name, split, build(split))
     mean, std = _stats(name, lambda: _split_tensors(name, "train", build("train"))["x"])
-    return ArrayDataset(_as_float(t["x"]), t["y"], classes, mean, std, name=name)
+    ds = ArrayDataset(_as_float(t["x"]), t["y"], classes, mean, std, name=name)
+    for key in sorted(set(t) - {"x", "y"}):  # per-image attributes, e.g. shapes10's texture
+        setattr(ds, key, t[key])
+    return ds
 
 
 @DATASETS.register(
@@ -690,8 +710,14 @@ def _pick(parts: dict[str, torch.Tensor], which: str) -> dict[str, torch.Tensor]
 def shapes10(
     split: str = "train", root: str | os.PathLike[str] | None = None, download: bool = False
 ) -> ArrayDataset:
-    """``shapes10`` (see :func:`make_shapes10`); classes :data:`SHAPES`. Ignores ``root``."""
-    return _generated("shapes10", split, lambda n, s, _w: make_shapes10(n, s), SHAPES)
+    """``shapes10`` (see :func:`make_shapes10`); classes :data:`SHAPES`. Ignores ``root``.
+
+    ``.texture`` (int64 ``(N,)``) is each image's background source, an index into
+    ``.texture_names`` (:data:`TEXTURE_SOURCES`); ``subset`` keeps it aligned.
+    """
+    ds = _generated("shapes10", split, lambda n, s, _w: make_shapes10(n, s), SHAPES)
+    ds.texture_names = TEXTURE_SOURCES
+    return ds
 
 
 @DATASETS.register(
