@@ -575,7 +575,11 @@ def defend_cmd(
         str, typer.Option(help="nc, strip, spectral, ac, fine-pruning or adv-filter.")
     ] = "nc",
     epochs: Annotated[
-        int | None, typer.Option(help="the defense's own epochs (Neural Cleanse: 5).")
+        int | None,
+        typer.Option(
+            help="Neural Cleanse's epochs (default 5), or the training epochs of fine-pruning "
+            "and the adversarial filter (default 10, lr 0.05)."
+        ),
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar.")] = False,
@@ -594,6 +598,10 @@ def defend_cmd(
 
     if defense not in DEFENSES:
         raise InputError(f"unknown defense {defense!r}; use one of {', '.join(DEFENSES)}.")
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs must be >= 1, got {epochs}.")
+    if epochs is not None and defense in ("strip", "spectral", "ac"):
+        raise InputError(f"{defense} trains nothing; it takes no --epochs.")
     folder = _artifact_dir(artefact)
     dev = resolve_device(device)
     art = load_artifact(folder, device=dev)
@@ -602,14 +610,21 @@ def defend_cmd(
         raise InputError(f"the artefact in {folder} does not name its dataset.")
     train = load_dataset(dataset, "train", root=data_root)
     test = load_dataset(dataset, "test", root=data_root)
-    options = {} if epochs is None else {"epochs": epochs}
     s = seed or 0
-    config = {"artefact": str(folder), "defense": defense, "options": options, "seed": s}
+    options: dict[str, Any] = {}
+    settings = None
+    if epochs is not None and defense == "nc":
+        options = {"epochs": epochs}
+    elif epochs is not None:  # fine-pruning's fine-tuning, the adversarial filter's training
+        from trustlab.train import TrainSettings
+
+        settings = TrainSettings(epochs=epochs, lr=0.05, batch_size=64, seed=s)
+    config = {"artefact": str(folder), "defense": defense, "epochs": epochs, "seed": s}
     run = RunStore().create_run("defend", f"{defense}-{folder.name}", config, seed=s)
     keep: dict[str, Any] = {}
     with recording_outcome(run):
         out = run_defense(
-            defense, art, train, test, options=options, seed=s, progress=_progress(quiet),
+            defense, art, train, test, settings, options, seed=s, progress=_progress(quiet),
             keep=keep,
         )  # fmt: skip
         report = keep.get("report")

@@ -89,3 +89,14 @@ def test_defend_cli_stores_the_result(badnets, _isolated_home: Path) -> None:
     assert bad.exit_code == 2 and "unknown defense" in bad.output
     missing = CliRunner().invoke(app, ["defend", str(_isolated_home / "nowhere")])
     assert missing.exit_code == 2 and "backdoor artefact" in missing.output
+    runs = len(RunStore().list())
+    no_epochs = CliRunner().invoke(
+        app, ["defend", str(run.id), "--defense", "strip", "--epochs", "3"]
+    )
+    assert no_epochs.exit_code == 2 and "takes no --epochs" in no_epochs.output
+    assert len(RunStore().list()) == runs  # refused before anything was stored
+    fp = CliRunner().invoke(
+        app, ["defend", str(run.id), "--defense", "fine-pruning", "--epochs", "1", "--quiet"]
+    )
+    assert fp.exit_code == 0, fp.output
+    assert {"pruned", "asr_after", "der"} <= set(json.loads(fp.output))

@@ -241,6 +241,34 @@ class Reproduction:
         return all(c.passed for c in self.claims)
 
 
+def train_model(
+    preset: Preset,
+    model_name: str,
+    train: Any,
+    seed: int,
+    device: torch.device,
+    *labels: object,
+    test: Any = None,
+    epochs: int | None = None,
+    **model_kwargs: Any,
+) -> tuple[Any, Any]:
+    """``(model, TrainResult)``: build ``model_name`` sized for ``train`` (initial weights from
+    ``(seed, "init", *labels)``) and train it with ``preset.train`` (``epochs`` overrides its
+    epochs; batch order from ``(seed, "train", *labels)``), evaluating on ``test`` if given."""
+    from trustlab.models.spec import ModelSpec
+    from trustlab.train import Trainer, TrainSettings
+    from trustlab.utils.seed import derive_seed
+
+    torch.manual_seed(derive_seed(seed, "init", *labels))
+    model = ModelSpec.for_data(model_name, train, **model_kwargs).build()
+    extra = {} if epochs is None else {"epochs": epochs}
+    settings = TrainSettings(
+        **{**preset.train, **extra, "seed": derive_seed(seed, "train", *labels)}
+    )
+    result = Trainer(model, settings, device=device, progress=False).fit(train, test)
+    return model, result
+
+
 def train_and_save(
     preset: Preset,
     model_name: str,
@@ -252,34 +280,30 @@ def train_and_save(
     *labels: object,
     **model_kwargs: Any,
 ) -> float:
-    """The usual job of a multi-stage reproduction: build ``model_name`` sized for ``train``
-    (initial weights from ``(seed, "init", *labels)``), train it with ``preset.train`` (seed
-    ``(seed, "train", *labels)``), save it with its spec to ``path``; returns the final test
-    accuracy."""
-    from trustlab.models.spec import ModelSpec
-    from trustlab.train import Trainer, TrainSettings
+    """The usual job of a multi-stage reproduction: :func:`train_model`, then save the model
+    with its spec to ``path``; returns the final test accuracy."""
     from trustlab.train.checkpoint import save_model
-    from trustlab.utils.seed import derive_seed
 
-    torch.manual_seed(derive_seed(seed, "init", *labels))
-    spec = ModelSpec.for_data(model_name, train, **model_kwargs)
-    model = spec.build()
-    settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", *labels)})
-    result = Trainer(model, settings, device=device, progress=False).fit(train, test)
-    save_model(model, path, spec=spec.to_dict())
+    model, result = train_model(
+        preset, model_name, train, seed, device, *labels, test=test, **model_kwargs
+    )
+    save_model(model, path)
     return float(result.final["test_accuracy"])
 
 
 # -- running jobs --------------------------------------------------------------------------------
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Worker initializer: on Linux, ask the kernel to end this worker when the process that
-    started it dies (a killed ``trustlab reproduce`` otherwise leaves its workers training)."""
+    started it dies (a killed ``trustlab reproduce`` otherwise leaves its workers training);
+    and end at once if it died while this worker was starting."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
 
         with contextlib.suppress(OSError):  # no glibc (e.g. musl): nothing to ask
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _job_in_worker(
@@ -440,7 +464,10 @@ def _run_jobs(
             return
         ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
         pool = ProcessPoolExecutor(
-            max_workers=n_workers, mp_context=ctx, initializer=_die_with_parent
+            max_workers=n_workers,
+            mp_context=ctx,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
         futures = {
             pool.submit(

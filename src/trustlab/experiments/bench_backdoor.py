@@ -41,8 +41,8 @@ from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.seed import derive_seed
 
 METRICS = (
-    "clean_acc", "asr", "anomaly", "detected", "auroc", "tpr_at_5fpr", "precision", "recall",
-    "clean_acc_after", "asr_after", "der",
+    "clean_acc", "asr", "anomaly", "max_anomaly", "detected", "flagged", "auroc", "tpr_at_5fpr",
+    "tpr", "fpr", "precision", "recall", "pruned", "clean_acc_after", "asr_after", "der",
 )  # fmt: skip
 
 #: per defense, the number shown in the HTML matrix
@@ -119,8 +119,23 @@ class BackdoorBench(Experiment):
         return [{"attack": a} for a in attacks]
 
     def _rate(self, preset: Preset, attack: str) -> float:
-        # clean-label attacks poison a fraction of the target class (their papers' convention)
-        return 0.3 if attack == "clean-label" else preset.options["rate"]
+        """The adversarial-patch clean-label attack poisons 30% of the target class (its
+        paper's convention); Refool 5% of the training set (its claim's regime, and within the
+        target class); the dirty-label attacks ``rate`` of the training set."""
+        if attack == "clean-label":
+            return 0.3
+        return 0.05 if attack == "refool" else preset.options["rate"]
+
+    def check(self, preset: Preset) -> None:
+        super().check(preset)
+        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
+        per_class = int(torch.bincount(train.y).min())
+        for attack in _names(preset.options["attacks"], ATTACKS, "attack"):
+            if attack == "refool" and round(self._rate(preset, attack) * len(train)) > per_class:
+                raise InputError(
+                    f"refool poisons 5% of {preset.dataset}'s training set, more than its "
+                    f"smallest class ({per_class}); pick a dataset with more per class."
+                )
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

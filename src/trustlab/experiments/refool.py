@@ -40,9 +40,7 @@ from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data import load_dataset
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
-from trustlab.models.spec import ModelSpec
-from trustlab.train import Trainer, TrainSettings
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
 from trustlab.train.checkpoint import save_model
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.io import write_json_atomic
@@ -133,14 +131,9 @@ class RefoolReproduction(Experiment):
     def _train(
         self, preset: Preset, data: ArrayDataset, seed: int, device: torch.device, *labels: object
     ) -> torch.nn.Module:
-        torch.manual_seed(derive_seed(seed, "init", *labels))
-        model = ModelSpec.for_data(preset.model, data).build()
-        train = dict(preset.train)
-        if labels and labels[0] == "trial":
-            train["epochs"] = preset.options["trial_epochs"]
-        settings = TrainSettings(**{**train, "seed": derive_seed(seed, "train", *labels)})
-        Trainer(model, settings, device=device, progress=False).fit(data)
-        return model
+        trial = labels[0] == "trial"
+        epochs = preset.options["trial_epochs"] if trial else None
+        return train_model(preset, preset.model, data, seed, device, *labels, epochs=epochs)[0]
 
     def _select(
         self, preset: Preset, train: ArrayDataset, seed: int, device: torch.device

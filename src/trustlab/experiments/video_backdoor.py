@@ -39,12 +39,9 @@ from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data import load_dataset
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
-from trustlab.models.spec import ModelSpec
-from trustlab.train import Trainer, TrainSettings
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
 from trustlab.train.checkpoint import save_model
 from trustlab.train.evaluate import evaluate
-from trustlab.utils.seed import derive_seed
 
 MODELS = ("clean", "plain", "adversarial")
 TARGET = 0
@@ -139,11 +136,8 @@ class VideoBackdoorReproduction(Experiment):
         # every victim starts from the same weights and sees the same batches; the surrogate
         # has weights of its own
         init = "surrogate" if role == "surrogate" else "victim"
-        torch.manual_seed(derive_seed(seed, "init", init))
-        spec = ModelSpec.for_data(preset.model, data, **preset.options.get("model_kwargs", {}))
-        model = spec.build()
-        settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train", init)})
-        Trainer(model, settings, device=device, progress=False).fit(data)
+        kwargs = preset.options.get("model_kwargs", {})
+        model, _ = train_model(preset, preset.model, data, seed, device, init, **kwargs)
         return model.eval()
 
     def run_job(

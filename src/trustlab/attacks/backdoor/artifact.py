@@ -82,6 +82,11 @@ class BackdoorArtifact:
         idx = self.poison_indices.long()
         if len(idx) and (self.poisoned_x is None or self.poisoned_y is None):
             raise InputError("this artefact does not hold its poisoned samples; retrain it.")
+        if len(idx) and tuple(self.poisoned_x.shape[1:]) != tuple(train.x.shape[1:]):
+            raise InputError(
+                f"the artefact's poisoned inputs are {tuple(self.poisoned_x.shape[1:])} but the "
+                f"training set holds {tuple(train.x.shape[1:])}; pass the split it was trained on."
+            )
         if len(idx) and int(idx.max()) >= len(train):
             raise InputError(
                 f"the artefact poisoned index {int(idx.max())} but the training set has "

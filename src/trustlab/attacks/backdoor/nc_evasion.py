@@ -80,5 +80,6 @@ class NCEvasion:
             self.refresh(model)
         if self.mask is None or self.pattern is None:
             return None
-        stamped = (1 - self.mask) * x + self.mask * self.pattern
-        return F.cross_entropy(model(stamped), y)
+        from trustlab.defenses.backdoor.neural_cleanse import apply_reversed
+
+        return F.cross_entropy(model(apply_reversed(x, self.mask, self.pattern)), y)

@@ -4,7 +4,8 @@ Liu, Ma, Bailey & Lu, "Reflection Backdoor: A Natural Backdoor Attack on Deep Ne
 ECCV 2020. The trigger is a reflection (:class:`~trustlab.attacks.backdoor.triggers.
 ReflectionTrigger`: in-focus, out-of-focus or ghost) added to *target-class* images whose labels
 never change (clean-label). Not every reflection makes a good trigger, so the paper ranks a pool
-of candidates by how well they work (its Algorithm 1):
+of candidates by how well they work (its Algorithm 1, with the weight update of the authors'
+code as TrojanZoo documents it):
 
 1. every candidate starts with weight ``W = 1``;
 2. each round poisons the training set with the ``keep`` candidates of highest weight (spread

@@ -17,8 +17,10 @@ measuring the outcome. Every defense returns a flat dict of numbers:
   ``tpr_at_5fpr``, and ``tpr`` / ``fpr`` at STRIP's own boundary (1% FRR);
 - ``spectral``, ``ac`` (activation clustering) and ``adv-filter`` (the adversarial-training
   filter): on the training set: ``precision``, ``recall`` (of the flagged samples against the
-  poison mask), ``auroc`` of their scores; ``adv-filter`` also retrains a fresh model on the
-  kept samples (``filter_then_retrain``): ``clean_acc_after``, ``asr_after``, ``der``;
+  poison mask), ``auroc`` of their scores (all NaN when nothing in the data was poisoned, as
+  for the blind backdoor); ``adv-filter`` trains its robust model from fresh weights and then
+  retrains a fresh model on the kept samples (``filter_then_retrain``): ``clean_acc_after``,
+  ``asr_after``, ``der``;
 - ``fine-pruning`` (:class:`~trustlab.defenses.backdoor.FinePruning`) on the clean half:
   ``pruned`` (fraction of channels), ``clean_acc_after``, ``asr_after``, ``der``.
 
@@ -90,10 +92,12 @@ def _nc(c: _Case) -> dict[str, float]:
     nc = NeuralCleanse(seed=c.seed, progress=c.progress, **c.options)
     report = nc.inspect(c.art.model, c.clean)
     target = getattr(c.art.policy, "target", None)
+    classes = report.extra.get("classes", list(range(len(report.norms))))
+    row = classes.index(target) if target in classes else None
     out = {
         "max_anomaly": report.max_anomaly_of_small,
         "flagged": float(len(report.flagged)),
-        "anomaly": float(report.anomaly[target]) if target is not None else math.nan,
+        "anomaly": float(report.anomaly[row]) if row is not None else math.nan,
         "detected": float(target in report.flagged) if target is not None else math.nan,
     }
     model = nc.repair(copy.deepcopy(c.art.model), c.clean, report)
@@ -120,6 +124,10 @@ def _strip(c: _Case) -> dict[str, float]:
 
 
 def _filter_metrics(report: Any, train: Any) -> dict[str, float]:
+    """Precision, recall and AUROC of a filter against the poison mask; NaN when nothing was
+    poisoned (the blind backdoor: there is nothing in the data to find, not a miss)."""
+    if not bool(train.poison_mask.any()):
+        return {"precision": math.nan, "recall": math.nan, "auroc": math.nan}
     m = report.evaluate(train.poison_mask)
     return {k: float(m[k]) for k in ("precision", "recall", "auroc") if k in m}
 
@@ -159,12 +167,16 @@ def _adv_filter(c: _Case) -> dict[str, float]:
     from trustlab.models.spec import ModelSpec
 
     kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
-    flt = AdversarialFilter(c.art.model, seed=c.seed, progress=c.progress, **kw)
     spec = ModelSpec.from_model(c.art.model)
     if spec is None:
-        raise InputError("the adversarial filter retrains a trustlab model; this one is not.")
+        raise InputError("the adversarial filter trains trustlab models; this one is not.")
+    dev = next(c.art.model.parameters()).device
+    # the robust model and the retrained one start from fresh weights (the theory paper's
+    # filter trains its own robust learner; the backdoored model already fits the poison)
+    torch.manual_seed(derive_seed(c.seed, "robust"))
+    flt = AdversarialFilter(spec.build().to(dev), seed=c.seed, progress=c.progress, **kw)
     torch.manual_seed(derive_seed(c.seed, "retrain"))
-    fresh = spec.build().to(next(c.art.model.parameters()).device)
+    fresh = spec.build().to(dev)
     result = filter_then_retrain(flt, c.train, fresh, flt.settings, progress=c.progress)
     assert result.report is not None
     c.keep["report"] = result.report

@@ -21,12 +21,16 @@ one clean batch and runs them in one forward/backward pass (Adam's update is ele
 this equals ``K`` separate runs with the same batches). Defaults as the authors' code (1000
 clean samples, batch 32, an epoch = one pass over them, the schedule above) except the number
 of epochs: the authors allow up to 1000 with early stopping; trustlab defaults to ``epochs=5``
-(160 Adam steps per class) so that a 10-class scan of a ResNet-20 on 32x32 images fits in about
-three minutes on 2 CPU cores (``benchmarks/neural_cleanse.py``). Measured on a BadNets model of
+(160 Adam steps per class; timing in ``benchmarks/neural_cleanse.py`` and
+docs/backdoor-defenses.md). Measured on a BadNets model of
 digits (cnn-small), 5 epochs already single out the target (anomaly index 4.5, no other class
 flagged); raise
 ``epochs`` for larger models, subtle triggers, or when the cost schedule should act (it needs
-``patience`` epochs per move). Early stopping as the authors' (no better norm for
+``patience`` epochs per move: with the defaults, epochs = patience = 5, neither the schedule nor
+early stopping acts). Other departures: ``lambda`` starts at ``init_cost`` rather than at 0 (the
+authors' code can start at 0 and set ``init_cost`` once the triggers succeed), the counters are
+not cleared when ``lambda`` is reset from 0, and an epoch is ``ceil(samples / batch)`` steps
+(the authors' ``samples // batch``). Early stopping as the authors' (no better norm for
 ``5 * patience`` epochs after the cost has moved both ways).
 """
 
@@ -110,7 +114,8 @@ class NCReport:
 
 
 def apply_reversed(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-    """``(1 - m) x + m p`` (mask ``(H, W)``, pattern ``(C, H, W)``)."""
+    """``(1 - m) x + m p``: mask ``(H, W)`` and pattern ``(C, H, W)`` for the whole batch, or
+    per input ``(N, 1, H, W)`` and ``(N, C, H, W)``."""
     m = mask.to(x.device, x.dtype)
     return (1 - m) * x + m * pattern.to(x.device, x.dtype)
 
@@ -289,8 +294,8 @@ class NeuralCleanse:
                 xb, yb = clean.x[idx].to(dev), clean.y[idx].to(dev)
                 k = max(1, round(fraction * len(xb)))
                 which = torch.randint(0, len(rows), (k,), generator=g).to(dev)
-                m = masks[which][:, None]
-                xb = torch.cat([(1 - m) * xb[:k] + m * patterns[which], xb[k:]])
+                stamped = apply_reversed(xb[:k], masks[which][:, None], patterns[which])
+                xb = torch.cat([stamped, xb[k:]])
                 loss = F.cross_entropy(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
