@@ -36,3 +36,29 @@ def test_inactive_until_nc_has_run_then_the_loss_of_the_stamped_batch() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(InputError, match="every and nc_epochs"):
         NCEvasion(every=0)
+
+
+@pytest.mark.parametrize("balance", ["mgda", (1.0, 1.0, 0.5)])
+def test_blind_loss_adds_the_evasion_task_once_nc_has_run(balance) -> None:
+    from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
+    from trustlab.attacks.backdoor.triggers import PatchTrigger
+
+    model = _model()
+    g = torch.Generator().manual_seed(2)
+    ev = NCEvasion(target=0, every=2, nc_epochs=1, buffer=32)
+    loss_fn = BlindBackdoorLoss(PatchTrigger(size=2), balance=balance, evasion=ev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    for _ in range(4):  # a plain loop that only calls loss_fn
+        x, y = torch.rand(16, 3, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+        loss = loss_fn(model, x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen.append(len(loss_fn.last_weights))
+    assert seen == [2, 3, 3, 3] and ev.runs == 2
+    if balance == "mgda":
+        w = loss_fn.last_weights
+        assert abs(float(w.sum()) - 1) < 1e-5 and bool((w >= 0).all())
+    with pytest.raises(InputError, match="3 fixed weights"):
+        BlindBackdoorLoss(balance=(1.0, 1.0), evasion=ev)

@@ -33,6 +33,12 @@ y_b)`` replaces both (the semantic variant, :mod:`~trustlab.attacks.backdoor.sem
 that carry a natural feature, relabelled). A batch that yields no backdoor input (a semantic
 feature absent) returns the main loss alone.
 
+``evasion=`` adds a third task, the Neural-Cleanse evasion loss
+(:class:`~trustlab.attacks.backdoor.nc_evasion.NCEvasion`: the model must keep the true labels of
+inputs stamped with the trigger NC reverse-engineers for the target); once it is active the
+three losses are balanced together (MGDA: Frank-Wolfe for three tasks; fixed weights: three
+weights).
+
 ``start_below=`` delays the backdoor until the main loss falls below that value (the paper
 starts once the model has learnt the main task; until then only the main loss is returned).
 Defaults: pattern trigger (3x3 checkerboard), all-to-one to class 0, MGDA on l2-normalised
@@ -71,6 +77,8 @@ class BlindBackdoorLoss:
         *,
         backdoor_labels: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         synthesize: Synthesizer | None = None,
+        evasion: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor | None]
+        | None = None,
     ) -> None:
         if synthesize is not None and (
             trigger is not None or policy is not None or backdoor_labels is not None
@@ -89,8 +97,11 @@ class BlindBackdoorLoss:
         self.policy = policy if policy is not None else AllToOne(0)
         if isinstance(balance, str) and balance != "mgda":
             raise InputError(f"balance must be 'mgda' or two weights, got {balance!r}.")
-        if not isinstance(balance, str) and len(balance) != 2:
-            raise InputError(f"two fixed weights (main, backdoor) are needed, got {balance!r}.")
+        tasks = 2 if evasion is None else 3
+        if not isinstance(balance, str) and len(balance) != tasks:
+            what = "(main, backdoor)" if tasks == 2 else "(main, backdoor, evasion)"
+            raise InputError(f"{tasks} fixed weights {what} are needed, got {balance!r}.")
+        self.evasion = evasion
         if normalize not in NORMALIZATIONS:
             raise InputError(
                 f"unknown normalisation {normalize!r}; use {', '.join(NORMALIZATIONS)}."
@@ -137,11 +148,19 @@ class BlindBackdoorLoss:
         main, backdoor, _ = self.losses(model, x, y)
         if backdoor is None:
             return main
+        tasks = [main, backdoor]
+        weights = self.balance
+        if self.evasion is not None:
+            evade = self.evasion(model, x, y)
+            if evade is not None:
+                tasks.append(evade)
+            elif not isinstance(weights, str):
+                weights = tuple(weights)[:2]
         if self.balance == "mgda":
             if self._mgda is None or self._mgda_model is not model:
                 self._mgda, self._mgda_model = MGDA(model, self.normalize), model
-            total, w = self._mgda([main, backdoor])
+            total, w = self._mgda(tasks)
         else:
-            total, w = FixedWeights(self.balance)([main, backdoor])
+            total, w = FixedWeights(weights)(tasks)
         self.last_weights = w.detach().cpu()
         return total
