@@ -114,7 +114,9 @@ def _strip(c: _Case) -> dict[str, float]:
     s_clean, s_trig = det.score(c.ev.x), det.score(x_trig)
     scores = torch.cat([s_clean, s_trig])
     labels = torch.cat([torch.zeros(len(s_clean)), torch.ones(len(s_trig))]).bool()
-    flagged_clean, flagged_trig = det.detect(c.ev.x), det.detect(x_trig)
+    # STRIP's own boundary on the entropies just computed (detect() would compute them again)
+    assert det.threshold is not None
+    flagged_clean, flagged_trig = -s_clean < det.threshold, -s_trig < det.threshold
     return {
         "auroc": auroc(scores, labels),
         "tpr_at_5fpr": tpr_at_fpr(scores, labels, 0.05),
