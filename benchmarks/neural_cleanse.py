@@ -2,11 +2,11 @@
 
 Scans every class of ``--model`` (default resnet20, random weights or ``--checkpoint``) on
 ``--samples`` clean test images of ``--dataset`` (default shapes10) with trustlab's defaults
-(``NeuralCleanse()``: 5 epochs of batch 32 over 1000 images, all classes in one pass per step), then times a bare
-PyTorch loop of the same number of forward + input-gradient backward passes on batches of the
-same shape. Prints one JSON object: the scan's seconds, the bare seconds and ``ratio`` = bare /
-scan (1.0 = no overhead over the passes themselves). The issue's bar: a 10-class ResNet-20 scan
-on shapes10 in under 3 minutes on 2 CPU cores.
+(``NeuralCleanse()``: 5 epochs of batch 32 over 1000 images, all classes in one pass per
+step), then times a bare PyTorch loop of the same number of forward + input-gradient backward
+passes on batches of the same shape. Prints one JSON object: the scan's seconds, the bare
+seconds and ``ratio`` = bare / scan (1.0 = no overhead over the passes themselves). The
+issue's bar: a 10-class ResNet-20 scan on shapes10 in under 3 minutes on 2 CPU cores.
 
     python benchmarks/neural_cleanse.py
     python benchmarks/neural_cleanse.py --checkpoint runs/run-000003/model.safetensors
