@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trustlab.experiments.advtrojan import AdvTrojanReproduction
-from trustlab.experiments.backdoors import BlindReproduction
+from trustlab.experiments.backdoors import BlindReproduction, BlindVariantsReproduction
 from trustlab.experiments.bench_backdoor import BackdoorBench
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
@@ -22,6 +22,7 @@ for _cls in (
     AdvCamReproduction,
     MedicalReproduction,
     BlindReproduction,
+    BlindVariantsReproduction,
     RefoolReproduction,
     VideoBackdoorReproduction,
     AdvTrojanReproduction,

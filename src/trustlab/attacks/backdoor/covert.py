@@ -14,8 +14,8 @@ computed from the *clean* batch by the attacker's code, so nothing outside the l
 image's mean luma (Rec. 601 weights ``0.299 R + 0.587 G + 0.114 B``; the channel itself for grey
 images), ``floor(bands * luma)`` clamped to ``[0, bands - 1]``; default ``bands = 10``, equal
 width over ``[0, 1]``. On ``shapes10`` (10 output classes) the shape is the main task and the
-brightness band the covert one; the bands are not balanced (the most common band holds ~27% of
-the test images, the chance level of a constant guess).
+brightness band the covert one; the bands are not balanced (the commonest band holds 28.45% of
+the test images: what a constant guess scores).
 
 :func:`evaluate_covert` measures main-task accuracy on clean inputs and the covert task's
 accuracy on triggered inputs (the backdoor accuracy of the paper).
