@@ -37,6 +37,11 @@ DeviceOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="random seed (default 0).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars.")]
+DataRootOpt = Annotated[str | None, typer.Option(help="folder holding the data files.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
+]
+FirstSeedOpt = Annotated[int, typer.Option("--seed", help="first seed.")]
 
 
 def _handled(fn: F) -> F:
@@ -148,7 +153,7 @@ def train_cmd(
     ] = None,
     adv: Annotated[str | None, typer.Option(help="adversarial training: pgd or trades.")] = None,
     eps: Annotated[str | None, typer.Option(help="adversarial radius, e.g. 8/255.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="fetch real datasets (checksummed).")
     ] = None,
@@ -233,7 +238,7 @@ def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a model .safetensors file.")],
     dataset: Annotated[str, typer.Option(help="see `trustlab datasets`.")],
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
 ) -> None:
@@ -301,7 +306,7 @@ def attack_cmd(
     ] = "pgd",
     eps: Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")] = "8/255",
     dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
     png: Annotated[Path | None, typer.Option(help="write a grid of examples here.")] = None,
     device: DeviceOpt = "auto",
@@ -334,7 +339,7 @@ def evaluate_cmd(
     suite: Annotated[str, typer.Option(help="quick or standard.")] = "quick",
     eps: Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")] = "8/255",
     dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -369,7 +374,7 @@ def advcam_cmd(
     ] = None,
     content_layer: Annotated[str | None, typer.Option(help="default: the last stage.")] = None,
     dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     n: Annotated[int, typer.Option(help="number of test images.")] = 8,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -446,7 +451,7 @@ def detect_cmd(
     classifier: Annotated[str, typer.Option(help="lr (logistic regression) or rf.")] = "lr",
     splits: Annotated[int, typer.Option(help="random 80/20 splits.")] = 3,
     dataset: Annotated[str | None, typer.Option(help="default: the run's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     n: Annotated[int, typer.Option(help="number of test points attacked.")] = 1000,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -495,7 +500,7 @@ def backdoor_cmd(
     epochs: Annotated[int, typer.Option(help="training epochs.")] = 5,
     lr: Annotated[float, typer.Option(help="peak learning rate.")] = 0.05,
     batch_size: Annotated[int, typer.Option(help="batch size.")] = 64,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     name: Annotated[str | None, typer.Option(help="a name for the stored run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar.")] = False,
     device: DeviceOpt = "auto",
@@ -581,7 +586,7 @@ def defend_cmd(
             "and the adversarial filter (default 10, lr 0.05)."
         ),
     ] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar.")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = None,
@@ -663,7 +668,7 @@ def transfer_cmd(
     steps: Annotated[int, typer.Option(help="attack iterations.")] = 10,
     gamma: Annotated[float, typer.Option(help="SGM's residual-gradient decay.")] = 0.2,
     dataset: Annotated[str | None, typer.Option(help="default: the source run's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     n: Annotated[int, typer.Option(help="number of test points.")] = 1000,
     name: Annotated[str | None, typer.Option(help="a name for the stored run.")] = None,
     device: DeviceOpt = "auto",
@@ -749,13 +754,11 @@ def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="an experiment (see `trustlab experiments`).")],
     preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
     dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
+    data_root: DataRootOpt = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (default: preset's).")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
-    ] = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="first seed.")] = 0,
+    seed: FirstSeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce a paper's headline claim: table, PASS/FAIL per claim, exit 1 on a FAIL."""
@@ -794,12 +797,10 @@ def bench_backdoor_cmd(
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
     preset: Annotated[str, typer.Option(help="smoke or quick.")] = "quick",
-    data_root: Annotated[str | None, typer.Option(help="folder holding the data files.")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
-    ] = None,
+    data_root: DataRootOpt = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="first seed.")] = 0,
+    seed: FirstSeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """The backdoor attack x defense matrix: every attack's model is trained, every defense run

@@ -37,7 +37,6 @@ import torch
 
 from trustlab.attacks.backdoor import AllToOne, PatchTrigger
 from trustlab.attacks.backdoor.advtrojan import AdvTrojanTraining, evaluate_advtrojan
-from trustlab.data import load_dataset
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
@@ -123,9 +122,8 @@ class AdvTrojanReproduction(Experiment):
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
         o = preset.options
-        root = o.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         if o.get("n") is not None:
             test = test.subset(range(min(int(o["n"]), len(test))))
         eps = float(o["eps"])

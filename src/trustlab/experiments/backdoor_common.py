@@ -10,7 +10,6 @@ import torch
 
 from trustlab.attacks.backdoor import CleanLabel
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor, load_trigger
-from trustlab.data import load_dataset
 from trustlab.experiments.base import Experiment, Preset
 from trustlab.train.checkpoint import load_model
 
@@ -32,7 +31,7 @@ def add_natural_asr(
 ) -> list[dict[str, Any]]:
     """Rows with the ``clean`` model's ASR and RA under the attack's trigger (how often the
     trigger alone, without poisoning, sends inputs to the target)."""
-    test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
+    test = preset.load("test")
     policy = CleanLabel(target, test.num_classes)
     out = []
     for row in rows:

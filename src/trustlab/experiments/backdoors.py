@@ -54,7 +54,6 @@ from trustlab.attacks.backdoor.semantic import (
     evaluate_semantic,
     texture_feature_images,
 )
-from trustlab.data import load_dataset
 from trustlab.data.datasets import ArrayDataset
 from trustlab.data.synthetic import TEXTURE_SOURCES
 from trustlab.errors import InputError
@@ -152,9 +151,8 @@ class BlindReproduction(Experiment):
         self, preset: Preset, kind: str, seed: int, device: torch.device
     ) -> tuple[nn.Module, ArrayDataset]:
         """The trained model of job ``kind`` and the test set."""
-        root = preset.options.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         c = train.x.shape[1]
         torch.manual_seed(derive_seed(seed, "init"))  # the same initial weights for all
         model = ModelSpec.for_data(preset.model, train).build()

@@ -73,6 +73,12 @@ class Preset:
             out = replace(out, seeds=seeds)
         return out
 
+    def load(self, split: str) -> Any:
+        """Split ``split`` of the preset's dataset (from ``options["data_root"]`` if set)."""
+        from trustlab.data import load_dataset
+
+        return load_dataset(self.dataset, split, root=self.options.get("data_root"))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -194,13 +200,11 @@ class Experiment:
         """Fail fast, before a run is stored, on input the jobs would reject (by default: the
         preset's dataset must load, e.g. its files must be present, and the preset's model
         must fit it)."""
-        from trustlab.data import load_dataset
         from trustlab.models.spec import ModelSpec
         from trustlab.train.trainer import check_model_fits
 
-        root = preset.options.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         check_model_fits(ModelSpec.for_data(preset.model, train).build(), train, test)
 
     def work_path(self, name: str) -> Path:

@@ -33,7 +33,6 @@ from trustlab.attacks.backdoor.artifact import (
     save_artifact,
     train_backdoor,
 )
-from trustlab.data import load_dataset
 from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense
 from trustlab.errors import InputError
 from trustlab.experiments.base import Experiment, Preset
@@ -130,7 +129,7 @@ class BackdoorBench(Experiment):
 
     def check(self, preset: Preset) -> None:
         super().check(preset)
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
+        train = preset.load("train")
         per_class = int(torch.bincount(train.y).min())
         for attack in _names(preset.options["attacks"], ATTACKS, "attack"):
             if attack == "refool" and round(self._rate(preset, attack) * len(train)) > per_class:
@@ -143,9 +142,8 @@ class BackdoorBench(Experiment):
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
         o = preset.options
-        root = o.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         attack = job["attack"]
         folder = self.work_path(f"{attack}-seed{seed}")
         if (folder / "backdoor.json").is_file():

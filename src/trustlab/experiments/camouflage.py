@@ -30,7 +30,6 @@ import torch
 from trustlab.attacks.evasion import PGD
 from trustlab.attacks.evasion.advcam import AdvCam, random_transform
 from trustlab.attacks.evasion.grid import save_grid
-from trustlab.data import load_dataset
 from trustlab.data.synthetic import bundled_image
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
 from trustlab.train.checkpoint import load_model
@@ -135,9 +134,8 @@ class AdvCamReproduction(Experiment):
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
-        root = preset.options.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         acc = train_and_save(preset, preset.model, train, test, seed, device, self._path(seed))
         return {"clean_acc": acc}
 
@@ -145,7 +143,7 @@ class AdvCamReproduction(Experiment):
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
     ) -> list[dict[str, Any]]:
         o = preset.options
-        test = load_dataset(preset.dataset, "test", root=o.get("data_root"))
+        test = preset.load("test")
         out = []
         for seed in sorted({r["seed"] for r in rows}):
             model = load_model(self._path(seed), device=device).eval()

@@ -22,7 +22,6 @@ import torch
 
 from trustlab.attacks.evasion.md import MD, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
-from trustlab.data import load_dataset
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
@@ -128,9 +127,8 @@ class MDReproduction(Experiment):
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
         o = preset.options
-        root = o.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root).subset(range(o["n"]))
+        train = preset.load("train")
+        test = preset.load("test").subset(range(o["n"]))
         torch.manual_seed(derive_seed(seed, "init"))
         model = ModelSpec.for_data(preset.model, train).build()
         kind = job["model"]

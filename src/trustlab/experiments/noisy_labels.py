@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from trustlab.data import load_dataset
 from trustlab.data.noise import apply_noise, asymmetric_map, parse_noise
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
@@ -130,8 +129,8 @@ class NoisyLabelExperiment(Experiment):
     def check(self, preset: Preset) -> None:
         """The data loads, every noise setting applies to it (rates, asymmetric maps), every loss
         exists, and the model fits the data: all before a run is stored."""
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
+        train = preset.load("train")
+        test = preset.load("test")
         for noise in preset.options["noise"]:
             kind, _ = parse_noise(noise, train.num_classes)
             if kind == "asym":
@@ -151,8 +150,8 @@ class NoisyLabelExperiment(Experiment):
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
+        train = preset.load("train")
+        test = preset.load("test")
         noisy, record = apply_noise(
             train, job["noise"], seed=derive_seed(seed, "noise"), dataset_name=preset.dataset
         )

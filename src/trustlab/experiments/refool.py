@@ -37,7 +37,6 @@ from trustlab.attacks.backdoor.refool import (
 )
 from trustlab.attacks.backdoor.triggers import Trigger
 from trustlab.attacks.evasion.grid import save_grid
-from trustlab.data import load_dataset
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
@@ -173,9 +172,8 @@ class RefoolReproduction(Experiment):
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
-        root = preset.options.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         kind, rate = job["model"], preset.options["rate"]
         policy = CleanLabel(TARGET, train.num_classes)
         if kind == "clean":

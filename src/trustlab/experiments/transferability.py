@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from trustlab.attacks.evasion import MIFGSM, PGD, SGM, evaluate_transfer
-from trustlab.data import load_dataset
 from trustlab.errors import InputError
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
 from trustlab.models.spec import ModelSpec
@@ -150,8 +149,8 @@ class SGMReproduction(Experiment):
         return [{"model": SOURCE}] + [{"model": t} for t in preset.options["targets"]]
 
     def check(self, preset: Preset) -> None:
-        train = load_dataset(preset.dataset, "train", root=preset.options.get("data_root"))
-        test = load_dataset(preset.dataset, "test", root=preset.options.get("data_root"))
+        train = preset.load("train")
+        test = preset.load("test")
         for job in self.jobs(preset):
             name, kwargs = self._arch(preset, job["model"])
             check_model_fits(ModelSpec.for_data(name, train, **kwargs).build(), train, test)
@@ -162,9 +161,8 @@ class SGMReproduction(Experiment):
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
-        root = preset.options.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         label = job["model"]
         name, kwargs = self._arch(preset, label)
         path = self._path(label, seed)
@@ -175,7 +173,7 @@ class SGMReproduction(Experiment):
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
     ) -> list[dict[str, Any]]:
         o = preset.options
-        test = load_dataset(preset.dataset, "test", root=o.get("data_root")).subset(range(o["n"]))
+        test = preset.load("test").subset(range(o["n"]))
         eps, alpha, gamma = o["eps"], o["alpha"], o["gamma"]
         out = []
         for seed in sorted({r["seed"] for r in rows}):

@@ -36,7 +36,6 @@ from trustlab.attacks.backdoor import CleanLabel, PatchTrigger
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor, save_trigger
 from trustlab.attacks.backdoor.clean_label import adversarial_trigger, clean_label_poisoning
 from trustlab.attacks.evasion.grid import save_grid
-from trustlab.data import load_dataset
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
@@ -144,9 +143,8 @@ class VideoBackdoorReproduction(Experiment):
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
         o = preset.options
-        root = o.get("data_root")
-        train = load_dataset(preset.dataset, "train", root=root)
-        test = load_dataset(preset.dataset, "test", root=root)
+        train = preset.load("train")
+        test = preset.load("test")
         kind = job["model"]
         if kind == "clean":
             model = self._train(preset, train, seed, device, "victim")

@@ -50,6 +50,7 @@ from trustlab.metrics.detection import auroc, tpr_at_fpr
 from trustlab.utils.seed import derive_seed, generator
 
 DEFENSES = ("nc", "strip", "spectral", "ac", "fine-pruning", "adv-filter")
+FILTERS = ("spectral", "ac", "adv-filter")  # the defenses that inspect the training set
 
 
 def split_clean(test: ArrayDataset, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
@@ -68,7 +69,7 @@ class _Case:
     the training budget, the seed, the defense's options, and where its report goes."""
 
     art: BackdoorArtifact
-    train: PoisonedDataset
+    train: PoisonedDataset | None  # the training set the model saw (dataset filters only)
     clean: ArrayDataset
     ev: ArrayDataset
     before: dict[str, float]
@@ -214,7 +215,8 @@ def run_defense(
     receives the defense's own report under ``"report"`` (e.g. the :class:`NCReport`)."""
     if name not in RUNNERS:
         raise InputError(f"unknown defense {name!r}; use one of {', '.join(DEFENSES)}.")
-    poisoned = art.training_set(train)
+    # only the dataset filters read the training set (rebuilding it copies the whole split)
+    poisoned = art.training_set(train) if name in FILTERS else None
     clean, ev = split_clean(test, seed)
     dev = next(art.model.parameters()).device
     before = evaluate_backdoor(art.model, ev, art.trigger, art.policy, device=dev)
