@@ -115,8 +115,8 @@ class ClassAttackModels(nn.Module):
     """One MLP per class (``Linear(K, hidden) -> ReLU -> Linear(hidden, 1)``), held as stacked
     weights so that all of them train in one batched pass: the loss is the sum of the per-class
     mean losses, so each model gets the gradients (and, with Adam's element-wise updates, the
-    steps) it would get trained alone, up to floating-point rounding. Model ``c`` starts from ``nn.Linear``'s
-    default initialisation under ``seeds[c]``."""
+    steps) it would get trained alone, up to floating-point rounding. Model ``c`` starts from
+    ``nn.Linear``'s default initialisation under ``seeds[c]``."""
 
     def __init__(self, num_features: int, hidden: int, seeds: list[int]) -> None:
         super().__init__()

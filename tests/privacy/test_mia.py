@@ -1,0 +1,93 @@
+"""`run_mia`: membership inference against a stored training run, recorded as a store run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trustlab.errors import InputError
+from trustlab.experiments.mia import ATTACKS, run_mia
+from trustlab.experiments.train import run_training
+from trustlab.results import RunStore
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    cfg = {"dataset": "digits", "model": "mlp", "epochs": 2, "batch_size": 128, "device": "cpu"}
+    run, _ = run_training(cfg, store=store, progress=False)
+    assert run is not None
+    return store, run
+
+
+def _mia(store, run, tmp_path, **kw):
+    kw = {"n": 40, "device": "cpu", "progress": False, "cache": tmp_path, **kw}
+    return run_mia(run.id, store=store, **kw)
+
+
+@pytest.mark.slow
+def test_lira_run_is_recorded_with_scores_and_a_roc(trained, tmp_path) -> None:
+    store, target = trained
+    run, result = _mia(store, target, tmp_path, attack="lira", shadows=2)
+    assert run.kind == "mia" and run.status == "finished"
+    assert run.config["target"] == target.id and run.config["shadows"] == 2
+    s = run.summary
+    for key in ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage", "loss_auc", "loss_advantage"):
+        assert 0 <= s[key] <= 1, key
+    assert s["members"] == s["nonmembers"] == 40
+    assert s["shadows"] == 2 and s["shadows_trained"] == 2 and s["fix_variance"] is True
+    assert 0 <= s["member_accuracy"] <= 1 and 0 <= s["nonmember_accuracy"] <= 1
+    assert result.scores.shape == (80,) and int(result.is_member.sum()) == 40
+    assert {a["name"] for a in run.artifacts()} == {"roc.png", "scores.json"}
+    doc = json.loads((run.dir / "scores.json").read_text())
+    assert doc["members"]["split"] == "train" and doc["nonmembers"]["split"] == "test"
+    assert len(doc["members"]["index"]) == len(doc["nonmembers"]["score"]) == 40
+    assert set(doc["roc_legend"]) == {"lira", "loss"}
+    assert (run.dir / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    # the same call again trains no shadow and gives the same scores
+    again, second = _mia(store, target, tmp_path, attack="lira", shadows=2)
+    assert again.summary["shadows_trained"] == 0 and again.id != run.id
+    assert torch.equal(second.scores, result.scores)
+    off, _ = _mia(store, target, tmp_path, attack="lira", shadows=2, offline=True)
+    assert off.summary["shadows_trained"] == 0 and 0 <= off.summary["auc"] <= 1
+
+
+@pytest.mark.parametrize("attack", ["loss", "confidence", "shokri"])
+def test_other_attacks_run_through_the_same_entry_point(trained, tmp_path, attack) -> None:
+    store, target = trained
+    run, result = _mia(store, target, tmp_path, attack=attack, shadows=1)
+    assert run.status == "finished" and 0 <= run.summary["auc"] <= 1
+    assert ("loss_auc" in run.summary) == (attack != "loss")
+    assert result.baseline is None if attack == "loss" else result.baseline is not None
+    if attack == "shokri":
+        assert run.summary["shadows_trained"] == 1
+
+
+def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> None:
+    store, target = trained
+    before = len(store.list())
+    cases = [
+        ({"attack": "lirra"}, "unknown attack 'lirra'"),
+        ({"attack": "lira", "shadows": 1}, "shadows must be an integer >= 2"),
+        ({"attack": "loss", "offline": True}, "--offline is LiRA's"),
+        ({"attack": "loss", "n": 10**6}, "--n must be an integer >= 1 and <= 360"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(InputError, match=match):
+            _mia(store, target, tmp_path, **kw)
+    with pytest.raises(InputError, match="no run 999"):
+        run_mia(999, store=store)
+    other = store.create_run("detect", "not-a-train-run", {})
+    other.finish()
+    with pytest.raises(InputError, match="a 'detect' run"):
+        run_mia(other.id, store=store, attack="loss")
+    empty = store.create_run("train", "no-model", {"dataset": "digits"})
+    with pytest.raises(InputError, match="is running; finish it first"):
+        run_mia(empty.id, store=store, attack="loss")
+    empty.finish()
+    with pytest.raises(InputError, match="has no model.safetensors"):
+        run_mia(empty.id, store=store, attack="loss")
+    assert len(store.list()) == before + 2  # only the two runs this test made itself
+    assert set(ATTACKS) == {"lira", "shokri", "loss", "confidence"}
