@@ -1,1 +1,2 @@
-"""Attacks: evasion (adversarial examples); backdoor and privacy attacks come later."""
+"""Attacks: evasion (adversarial examples), backdoor (poisoning, triggers, compromised losses) and
+privacy (membership inference: threshold, Shokri shadow models, LiRA)."""
