@@ -23,6 +23,8 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: BatchNorm replaced by GroupNorm (:func:`trustlab.models.wrappers.group_norm`; DP-SGD)
+    group_norm: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, list):
@@ -41,6 +43,10 @@ class ModelSpec:
         )
         if self.mean is not None and self.std is not None:
             model = Normalized(model, self.mean, self.std)
+        if self.group_norm:
+            from trustlab.models.wrappers import group_norm
+
+            model, _ = group_norm(model)
         return model
 
     @classmethod
@@ -83,8 +89,9 @@ class ModelSpec:
         if not isinstance(config, dict) or "name" not in config:
             return None
         c = dict(config)
-        known = ("name", "num_classes", "in_channels", "image_size")
+        known = ("name", "num_classes", "in_channels", "image_size", "group_norm")
         kwargs = {k: v for k, v in c.items() if k not in known}
         return cls(
-            c["name"], c["num_classes"], c["in_channels"], c["image_size"], kwargs, mean, std
-        )
+            c["name"], c["num_classes"], c["in_channels"], c["image_size"], kwargs, mean, std,
+            bool(c.get("group_norm", False)),
+        )  # fmt: skip

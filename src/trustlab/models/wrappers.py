@@ -20,6 +20,7 @@ from trustlab.errors import InputError
 __all__ = [
     "Normalized",
     "feature_taps",
+    "group_norm",
     "layer_names",
     "residual_branches",
     "resolve_layer",
@@ -252,3 +253,28 @@ def feature_taps(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def group_norm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with every BatchNorm layer replaced by GroupNorm, and how many were
+    replaced (``model`` itself, unchanged, when it has none).
+
+    DP-SGD needs per-sample gradients, which batch statistics do not have (each sample's output
+    depends on the whole batch). The replacement is Opacus' own fixer
+    (``opacus.validators.ModuleValidator.fix``: ``GroupNorm(min(32, C), C)``, affine as the
+    BatchNorm), so that a model rebuilt from its :class:`~trustlab.models.spec.ModelSpec`
+    (``group_norm=True``) has exactly the layers it was trained with. The copy's config records
+    the change (``ModelSpec.from_model`` reads it back).
+    """
+    batchnorms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    count = sum(isinstance(m, batchnorms) for m in model.modules())
+    if count == 0:
+        return model, 0
+    from opacus.validators import ModuleValidator
+
+    fixed = ModuleValidator.fix(model)
+    inner = unwrap(fixed)
+    config = getattr(inner, "config", None)
+    if isinstance(config, dict):
+        inner.config = {**config, "group_norm": True}
+    return fixed, count

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from trustlab.errors import CheckpointError, InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.train import distributed as D
 from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
+from trustlab.train.dp import DPSettings, PrivateTraining, privatize_model
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.device import resolve_device
 from trustlab.utils.seed import derive_seed, generator, seed_torch_rng
@@ -87,6 +89,7 @@ class TrainSettings(BaseModel):
     eval_batch_size: int = Field(512, ge=1)
     eval_every: int = Field(1, ge=1, description="evaluate on the test set every N epochs")
     seed: int = Field(0, ge=0)
+    dp: DPSettings | None = Field(None, description="DP-SGD (trustlab.train.dp); None: off")
 
     @model_validator(mode="after")
     def _check(self) -> TrainSettings:
@@ -98,6 +101,10 @@ class TrainSettings(BaseModel):
             raise ValueError(f"'warmup_epochs' must be < 'epochs' ({self.epochs})")
         if self.nesterov and self.momentum == 0:
             raise ValueError("'nesterov' needs 'momentum' > 0")
+        if self.dp is not None and self.clip_grad_norm is not None:
+            raise ValueError(
+                "DP-SGD clips every sample's gradient at dp.max_grad_norm; drop 'clip_grad_norm'"
+            )
         bad = [m for m in self.milestones if not 0 < m <= self.epochs]
         if bad:
             raise ValueError(f"'milestones' {bad} are outside 1..epochs ({self.epochs})")
@@ -288,6 +295,16 @@ class Trainer:
                 "label_smoothing applies to the default cross-entropy only; build it into your "
                 "loss_fn instead."
             )
+        self._dp: PrivateTraining | None = None
+        if settings.dp is not None:
+            if compute_loss is not None:
+                raise InputError(
+                    "DP-SGD takes a per-sample loss (loss_fn or the default CE), not "
+                    "compute_loss: its extra forward/backward passes would corrupt the per-sample "
+                    "gradients."
+                )
+            model = privatize_model(model)
+            self._dp = PrivateTraining(settings.dp, settings.seed)
         self.settings = settings
         self.model = model
         self.loss_fn = loss_fn
@@ -315,7 +332,9 @@ class Trainer:
     def state_tensors(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
         module = self.model
         tensors = {f"model/{k}": v for k, v in module.state_dict().items()}
-        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        # DP-SGD's optimizer wraps the plain one, whose state is what a resume restores
+        plain = getattr(optimizer, "original_optimizer", optimizer)
+        opt_tensors, opt_meta = _optimizer_tensors(plain)
         tensors.update(opt_tensors)
         spec = ModelSpec.from_model(self.model)
         meta = {
@@ -326,6 +345,8 @@ class Trainer:
             "optimizer": opt_meta,
             "history": self.history,
         }
+        if self._dp is not None:
+            meta["dp_state"] = self._dp.state()
         return tensors, meta
 
     def save(
@@ -334,7 +355,8 @@ class Trainer:
         tensors, meta = self.state_tensors(optimizer)
         return save_checkpoint(path, tensors, {**meta, **(extra_meta or {})})
 
-    def _restore(self, path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    def _restore(self, path: str | Path, optimizer: torch.optim.Optimizer) -> dict | None:
+        """Load a trainer state into the model and ``optimizer``; returns its DP-SGD state."""
         tensors, meta = load_checkpoint(path, device="cpu")
         if meta.get("kind") != "trainer-state":
             raise CheckpointError(
@@ -358,6 +380,7 @@ class Trainer:
         optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
         self.epoch = int(meta["epoch"])
         self.history = list(meta.get("history", []))
+        return meta.get("dp_state")
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(
@@ -400,17 +423,47 @@ class Trainer:
         self._memory_format = fmt
         check_model_fits(self.model, train, test, self.device)
         optimizer = build_optimizer(self.model.parameters(), s)
+        dp_state = None
         if resume_from is not None:
-            self._restore(resume_from, optimizer)
+            dp_state = self._restore(resume_from, optimizer)
             if ctx.is_main and self.log is not None:  # epochs the killed process saved but
                 for i, past in enumerate(self.history, start=1):  # may not have logged
                     self.log(i, past)
         net: nn.Module = self.model
+        if self._dp is not None:
+            if ctx.enabled:
+                raise InputError("DP-SGD does not run under torchrun here; train on one process.")
+            if resume_from is not None and dp_state is None:
+                raise CheckpointError(f"{resume_from} holds no DP-SGD state; it was not a DP run.")
+            net, optimizer = self._dp.attach(
+                self.model, optimizer, len(train), s.batch_size, s.epochs, self.device, dp_state
+            )
         if ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         per_rank_batch = max(1, s.batch_size // ctx.world_size)
         steps = num_batches(math.ceil(len(train) / ctx.world_size), per_rank_batch)
+        try:
+            with warnings.catch_warnings():
+                # Opacus' hooks on a first layer whose input needs no gradient: harmless, and
+                # torch repeats it every step
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                return self._loop(net, optimizer, train, test, ctx, per_rank_batch, steps)
+        finally:
+            if self._dp is not None:
+                self._dp.detach()
+
+    def _loop(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: ArrayDataset,
+        test: ArrayDataset | None,
+        ctx: D.DistContext,
+        per_rank_batch: int,
+        steps: int,
+    ) -> TrainResult:
+        s = self.settings
         for cb in self.callbacks:
             cb.on_train_start(self)
 
@@ -441,6 +494,8 @@ class Trainer:
                 metrics = self._train_epoch(
                     net, optimizer, train, epoch, ctx, per_rank_batch, bar, task
                 )
+                if self._dp is not None:
+                    metrics["epsilon"] = self._dp.epsilon()
                 if test is not None and ((epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs):
                     ev = evaluate(self.model, test, s.eval_batch_size, self.device)
                     metrics["test_loss"], metrics["test_accuracy"] = ev["loss"], ev["accuracy"]
@@ -482,22 +537,23 @@ class Trainer:
         # (dropout and augmentation differ per rank; the shuffle is shared and sharded)
         seed_torch_rng(derive_seed(s.seed, "epoch", epoch, ctx.rank), self.device)
         aug_gen = generator(derive_seed(s.seed, "augment", epoch, ctx.rank))
-        order = epoch_indices(
-            len(train), True, derive_seed(s.seed, "shuffle", epoch), ctx.rank, ctx.world_size
-        )
+        if self._dp is not None:  # Poisson samples of the whole set
+            batches, total = self._dp.batches(train, batch_size, epoch, self.device)
+        else:
+            order = epoch_indices(
+                len(train), True, derive_seed(s.seed, "shuffle", epoch), ctx.rank, ctx.world_size
+            )
+            batches = iterate_batches(train, batch_size, order, self.device)
+            total = num_batches(order.numel(), batch_size)
         # running sums stay on the device (no host sync per step); counts are Python ints
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         n = n_scored = 0
         show = not bar.disable
         net.train()
-        bar.reset(
-            task,
-            total=num_batches(order.numel(), batch_size),
-            description=f"epoch {epoch + 1}/{s.epochs}",
-        )
+        bar.reset(task, total=total, description=f"epoch {epoch + 1}/{s.epochs}")
         start = time.perf_counter()
-        for step, (x, y) in enumerate(iterate_batches(train, batch_size, order, self.device)):
+        for step, (x, y) in enumerate(batches):
             if s.augment != "none":
                 x = augment_batch(x, s.augment, aug_gen)
             if self._memory_format is not None:
@@ -509,8 +565,9 @@ class Trainer:
                 nn.utils.clip_grad_norm_(net.parameters(), s.clip_grad_norm)
             optimizer.step()
             bs = y.shape[0]
-            loss_sum.add_(loss.detach(), alpha=bs)
-            if logits is not None:  # argmax/eq build no autograd graph
+            if bs > 0:  # an empty Poisson sample (DP-SGD): a noisy step, no loss to count
+                loss_sum.add_(loss.detach(), alpha=bs)
+            if logits is not None and bs > 0:  # argmax/eq build no autograd graph
                 correct.add_((logits.argmax(1) == y).sum())
                 n_scored += bs
             n += bs
