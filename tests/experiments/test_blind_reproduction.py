@@ -1,4 +1,5 @@
-"""`trustlab reproduce blind --preset smoke`: clean, BadNets, blind pattern and pixel; and
+"""`trustlab reproduce blind --preset smoke`: clean, BadNets, blind pattern and pixel, the blind
+pattern with the NC-evasion task, and Neural Cleanse on BadNets and on the evader; and
 `reproduce blind-variants --preset smoke`: clean and the covert task (the semantic job needs
 shapes10's texture record and is left out on digits)."""
 
@@ -23,14 +24,21 @@ def test_reproduce_blind_smoke(_isolated_home: Path) -> None:
         catch_exceptions=False,
     )
     marks = re.findall(r"(PASS|FAIL) ", out.output)
-    assert len(marks) == 1, out.output
-    assert out.exit_code == (0 if marks == ["PASS"] else 1)
+    assert len(marks) == 2, out.output
+    assert out.exit_code == (0 if marks == ["PASS", "PASS"] else 1)
     (run,) = RunStore(_isolated_home).list()
     rows = json.loads((run.dir / "table.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["clean", "badnets", "blind-pattern", "blind-pixel"]
+    models = [r["model"] for r in rows]
+    assert models == ["clean", "badnets", "blind-pattern", "blind-pixel", "blind-nc-evasion"]
     for r in rows:
         assert 0 <= r["asr"] <= 1 and 0 <= r["clean_acc"] <= 1
         assert r["asr"] + r["ra"] <= 1 + 1e-6
+        scanned = r["model"] in ("badnets", "blind-nc-evasion")
+        assert ("nc_anomaly" in r) == scanned
+        if scanned:
+            assert r["nc_anomaly"] >= 0 and 0 <= r["nc_flagged"] <= 10
+            assert r["nc_target_flagged"] in (0.0, 1.0)
+            assert r["nc_target_flagged"] <= r["nc_flagged"]
 
 
 @pytest.mark.slow
