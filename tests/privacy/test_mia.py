@@ -72,6 +72,7 @@ def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> No
         ({"attack": "lirra"}, "unknown attack 'lirra'"),
         ({"attack": "lira", "shadows": 1}, "shadows must be an integer >= 2"),
         ({"attack": "loss", "offline": True}, "--offline is LiRA's"),
+        ({"attack": "lira", "queries": 3}, "queries must be 1"),
         ({"attack": "loss", "n": 10**6}, "--n must be an integer >= 1 and <= 360"),
     ]
     for kw, match in cases:

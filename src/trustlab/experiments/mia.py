@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -165,7 +166,7 @@ def run_mia(
     progress: bool = True,
     fix_variance: bool | None = None,
     queries: int | None = None,
-    cache: bool | str = True,
+    cache: bool | str | Path = True,
     store: RunStore | None = None,
     name: str | None = None,
 ) -> tuple[Run, MIAResult]:
@@ -198,6 +199,8 @@ def run_mia(
         shadows = check_int("--shadows", shadows, minimum=1)
     if offline and attack != "lira":
         raise InputError("--offline is LiRA's one-sided test; use it with --attack lira.")
+    if queries not in (None, 1, 2):
+        raise InputError(f"queries must be 1 (the input) or 2 (input and mirror), got {queries}.")
     seed = check_int("--seed", seed, minimum=0)
     store = store or RunStore()
     target_run = _target_run(store, target)
@@ -288,7 +291,7 @@ def _attack_scores(
     fix_variance: bool | None,
     queries: int | None,
     seed: int,
-    cache: bool | str,
+    cache: bool | str | Path,
     dev: torch.device,
     progress: bool,
     extra: dict[str, Any],

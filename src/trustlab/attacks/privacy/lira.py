@@ -42,6 +42,7 @@ ranking as the paper's ``1 - p``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -200,7 +201,7 @@ class LiRA:
         fix_variance: bool | None = None,
         queries: int | None = None,
         seed: int = 0,
-        cache: bool | str = True,
+        cache: bool | str | Path = True,
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,

@@ -41,6 +41,7 @@ that model's logit. Defaults and choices:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -201,7 +202,7 @@ class ShokriAttack:
         steps: int = 300,
         lr: float = 1e-2,
         seed: int = 0,
-        cache: bool | str = True,
+        cache: bool | str | Path = True,
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,

@@ -122,7 +122,9 @@ class ShadowRecipe:
         return trainer.fit(data).model.eval()
 
 
-def membership_masks(n: int, num_shadows: int, seed: int, scheme: Scheme = "balanced") -> Any:
+def membership_masks(
+    n: int, num_shadows: int, seed: int, scheme: Scheme = "balanced"
+) -> torch.Tensor:
     """``(num_shadows, n)`` boolean masks: ``masks[i, j]`` is True when example ``j`` trains
     shadow ``i``.
 
