@@ -1,0 +1,25 @@
+"""Privacy defenses: the JEM membership-inference defense (:mod:`trustlab.defenses.privacy.jem`)."""
+
+from trustlab.defenses.privacy.jem import (
+    FINETUNE,
+    JEMDefense,
+    JEMLoss,
+    JEMReport,
+    JEMResult,
+    JEMSettings,
+    SGLDSampler,
+    energy,
+    sample_synthetic,
+)
+
+__all__ = [
+    "FINETUNE",
+    "JEMDefense",
+    "JEMLoss",
+    "JEMReport",
+    "JEMResult",
+    "JEMSettings",
+    "SGLDSampler",
+    "energy",
+    "sample_synthetic",
+]

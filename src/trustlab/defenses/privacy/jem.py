@@ -1,0 +1,641 @@
+"""The JEM membership-inference defense: resample the training distribution from the classifier.
+
+Chen et al., "Protect Privacy of Deep Classification Networks by Exploiting Their Generative
+Power" (Machine Learning 110, 2021; code: github.com/ChenJiyu/meminf-defense), built on
+Grathwohl et al., "Your Classifier is Secretly an Energy Based Model and You Should Treat it
+Like One" (JEM, ICLR 2020). A classifier ``f`` is also an energy model
+``E(x) = -logsumexp_y f(x)[y]`` (:func:`energy`). The defense has three phases:
+
+1. **Transfer to a JEM.** A copy of the trained (private) classifier is fine-tuned on the private
+   set with ``CE(f(x), y) + (E(x_data) - E(x_sgld))`` (:class:`JEMLoss`, plugged into the one
+   training loop :class:`~trustlab.train.Trainer` as its ``compute_loss``), where ``x_sgld``
+   comes from persistent SGLD with a replay buffer (:class:`SGLDSampler`).
+2. **Sample** a labelled synthetic set from the JEM (:func:`sample_synthetic`).
+3. **Retrain** a *fresh* network of the same architecture only on the synthetic set, so that
+   the released model is a function of samples that are independent of the private set given
+   the JEM (:class:`JEMDefense`).
+
+Defaults are the papers' where they fix them:
+
+- SGLD (JEM, and the authors' ``train_jem.py``): 20 steps per draw, step size 1, noise std 0.01,
+  replay buffer of 10,000 initialised from uniform noise, each draw re-initialised from uniform
+  noise with probability 0.05 (a Bernoulli draw per sample, as in JEM's code); the chains
+  *ascend* ``logsumexp f(x)`` (``x += step * grad + noise * N(0, I)``, JEM's update, which keeps
+  the step and the noise decoupled rather than the textbook ``step = noise^2 / 2``).
+- Loss weights 1 and 1 (JEM's ``p_y_given_x_weight = p_x_weight = 1``); data noise std 0.03
+  added to every training input (JEM's ``sigma``).
+- Class-conditional sampling (the authors' ``--class_cond_p_x_sample``, on by default here,
+  ``conditional=False`` gives JEM's unconditional sampling): each draw asks for a class ``y``
+  (uniform during fine-tuning), starts from the class-``y`` part of the buffer (the buffer is
+  split into ``num_classes`` equal parts, as in JEM) and ascends ``f(x)[y]``; the energy term
+  still scores the sample with the unconditional ``E(x)``, as the authors' code does.
+- Synthetic set (the authors' ``sample_from_model``): class-conditional draws from the fine-tuned
+  JEM's persistent buffer, a sample of class ``y`` kept when the classifier predicts ``y`` with a
+  softmax probability above ``threshold = 0.5``; balanced classes. Labels are the JEM
+  classifier's argmax (= the requested class for every kept sample; unconditional sampling keeps
+  samples whose argmax is confident and labels them with it). The authors filter with the
+  *original* classifier; trustlab uses the JEM's own classifier by default (``labeler=`` takes
+  another model).
+
+**Pixel range.** trustlab's images live in ``[0, 1]`` and the models normalise inside, while JEM
+works on images scaled to ``[-1, 1]`` (``u = 2x - 1``). ``step_size``, ``noise`` and
+``data_noise`` are given in JEM's ``[-1, 1]`` units, so the paper's numbers apply unchanged; in
+trustlab's ``[0, 1]`` coordinates the same chain is ``x += step_size / 4 * grad_x f +
+noise / 2 * N(0, I)`` (since ``grad_u = grad_x / 2`` and ``x = (u + 1) / 2``) and the data noise
+has std ``data_noise / 2``. The uniform initialisation ``U(-1, 1)`` is ``U(0, 1)`` in ``[0, 1]``.
+
+trustlab's choices and deviations (the papers do not fix these, or fix them for CIFAR on a GPU):
+
+- **Clamping.** Every SGLD step is clamped to the image range (``[0, 1]``; JEM's chains are
+  unclamped and its samples may leave ``[-1, 1]``), so that the buffer and the synthetic set
+  are valid trustlab images.
+- **Modes.** The sampler runs the model in eval mode with no parameter gradients (gradients
+  w.r.t. the input only) and restores both. The energy term of the loss is also computed in
+  eval mode, so that BatchNorm's running statistics are neither used on nor polluted by SGLD
+  samples and the loss contrasts the same energy that the chains sample; the CE term runs in
+  the training mode as in any other training step. (JEM's and the authors' networks have no
+  BatchNorm, where the two coincide.)
+- **Fine-tuning recipe** (:data:`FINETUNE`): Adam at lr 1e-4 (the authors' transfer setting),
+  batch 64, no weight decay, constant lr, **10 epochs** (the authors run 50 on CIFAR-10 on a GPU;
+  each step costs ``steps + 2`` forward/backward passes). The authors' extra squared-loss
+  regularisers (``--l2reg``), warm-up iterations and re-noised layers are not used.
+- **Synthetic set size**: as many samples as the private set (the authors sample 6,000 per
+  CIFAR class). At most ``max_draws_factor`` (20) times that many chains are drawn; a class
+  short of samples after that is reported (``report.synthetic``), not padded.
+- **Retraining recipe**: the caller's :class:`~trustlab.train.TrainSettings`, default
+  ``TrainSettings()`` (10 epochs of SGD at lr 0.1, cosine); ``trustlab defend-privacy`` uses
+  the recipe the private model was trained with. The fresh network is built from the private
+  model's :class:`~trustlab.models.spec.ModelSpec` (or ``make_model``), with initial weights
+  seeded from ``seed``.
+
+Everything random (buffer, chains, data noise, class requests, initial weights, the two training
+runs) is derived from ``seed``: the same seed gives the same defended model on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.utils.data import Dataset
+
+from trustlab.attacks.evasion.base import frozen
+from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.errors import InputError
+from trustlab.models.spec import ModelSpec
+from trustlab.train.evaluate import evaluate
+from trustlab.train.trainer import Trainer, TrainResult, TrainSettings, check_model_fits
+from trustlab.utils.device import resolve_device
+from trustlab.utils.progress import progress_bar
+from trustlab.utils.seed import derive_seed, generator
+from trustlab.utils.validate import check_int, parse_config
+
+__all__ = [
+    "FINETUNE",
+    "JEMDefense",
+    "JEMLoss",
+    "JEMReport",
+    "JEMResult",
+    "JEMSettings",
+    "SGLDSampler",
+    "energy",
+    "sample_synthetic",
+]
+
+#: trustlab's default JEM fine-tuning recipe (see the module docstring)
+FINETUNE = TrainSettings(
+    epochs=10, batch_size=64, optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant"
+)
+
+LogFn = Callable[[str, int, dict[str, float]], None]
+
+
+def energy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """JEM's energy ``E(x) = -logsumexp_y f(x)[y]`` of each input, shape ``(N,)``."""
+    return -torch.logsumexp(model(x), dim=1)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _module(model: nn.Module) -> nn.Module:
+    """The model under a (Distributed)DataParallel wrapper (the Trainer's ``net``)."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside (parameter gradients untouched); the previous mode restored on exit."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def _check_prob(name: str, value: float, upper_open: bool = False) -> float:
+    value = float(value)
+    ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
+    if not ok:
+        bound = "[0, 1)" if upper_open else "[0, 1]"
+        raise InputError(f"{name} must be in {bound}, got {value}.")
+    return value
+
+
+class SGLDSampler:
+    """JEM's persistent SGLD sampler with a replay buffer, vectorised over the batch.
+
+    Each :meth:`sample` draws buffer entries (a fraction ``reinit`` of them replaced by fresh
+    uniform noise), runs ``steps`` SGLD steps on all of them at once and writes the results back
+    into the buffer (persistent chains). ``step_size`` and ``noise`` are in JEM's ``[-1, 1]``
+    pixel units (module docstring); chains stay clamped to ``[0, 1]``.
+
+    Args:
+        input_shape: ``(C, H, W)`` of one input.
+        num_classes: classes of the model (the buffer is split into this many equal parts for
+            class-conditional draws).
+        buffer_size: replay buffer entries (JEM: 10,000).
+        steps: SGLD steps per draw (JEM: 20).
+        step_size: gradient step (JEM: 1).
+        noise: std of the Gaussian noise per step (JEM: 0.01).
+        reinit: probability that a drawn entry restarts from uniform noise (JEM: 0.05).
+        seed: seeds the buffer's initial noise and every draw.
+
+    After each draw ``last_reinit`` holds the boolean mask of the re-initialised samples.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] | torch.Size,
+        num_classes: int,
+        buffer_size: int = 10_000,
+        steps: int = 20,
+        step_size: float = 1.0,
+        noise: float = 0.01,
+        reinit: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.buffer_size = check_int(
+            "buffer_size", buffer_size, minimum=self.num_classes,
+            fix="The buffer needs at least one entry per class.",
+        )  # fmt: skip
+        self.steps = check_int("steps", steps, minimum=0)
+        if not step_size > 0:
+            raise InputError(f"SGLD step_size must be > 0, got {step_size}.")
+        if not noise >= 0:
+            raise InputError(f"SGLD noise must be >= 0, got {noise}.")
+        self.step_size, self.noise = float(step_size), float(noise)
+        self.reinit = _check_prob("reinit", reinit)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.seed = seed
+        self.per_class = self.buffer_size // self.num_classes
+        self.buffer = torch.rand(
+            (self.buffer_size, *self.input_shape), generator=generator(derive_seed(seed, "buffer"))
+        )
+        self._gen = generator(derive_seed(seed, "sgld"))
+        self.last_reinit: torch.Tensor | None = None
+        self.draws = 0
+
+    def _start(self, n: int, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initial chains and their buffer indices (JEM's ``sample_p_0``)."""
+        g = self._gen
+        if y is None:
+            idx = torch.randint(0, self.buffer_size, (n,), generator=g)
+        else:
+            idx = y * self.per_class + torch.randint(0, self.per_class, (n,), generator=g)
+        fresh = torch.rand((n, *self.input_shape), generator=g)
+        reinit = torch.rand(n, generator=g) < self.reinit
+        mask = reinit.view(-1, *([1] * len(self.input_shape)))
+        self.last_reinit = reinit
+        return torch.where(mask, fresh, self.buffer[idx]), idx
+
+    def langevin(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``steps`` SGLD steps from ``x`` ascending ``logsumexp f(x)`` (or ``f(x)[y]``), in
+        eval mode with no parameter gradients (both restored); returns detached inputs in
+        ``[0, 1]``."""
+        grad_scale = self.step_size / 4.0  # JEM's step on u = 2x - 1, written in x (see module)
+        noise_scale = self.noise / 2.0
+        col = None if y is None else y.to(x.device).view(-1, 1)
+        with frozen(model), torch.enable_grad():
+            for _ in range(self.steps):
+                x = x.detach().requires_grad_(True)
+                logits = model(x)
+                f = logits.logsumexp(1) if col is None else logits.gather(1, col).squeeze(1)
+                (grad,) = torch.autograd.grad(f.sum(), x)
+                eps = torch.randn(x.shape, generator=self._gen).to(x.device, x.dtype)
+                x = (x.detach() + grad_scale * grad + noise_scale * eps).clamp_(0.0, 1.0)
+        return x.detach()
+
+    def sample(
+        self, model: nn.Module, n: int | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``n`` samples (or one per label of ``y``, class-conditional), on the model's device.
+
+        The chains start from the replay buffer (``reinit`` of them from uniform noise) and
+        their end points replace the entries they started from.
+        """
+        if y is not None:
+            y = torch.as_tensor(y).long().cpu().flatten()
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise InputError(
+                    f"requested classes span [{int(y.min())}, {int(y.max())}] but the sampler "
+                    f"has {self.num_classes} classes."
+                )
+            n = y.numel()
+        elif n is None:
+            raise InputError("give the number of samples n or the classes y to sample.")
+        n = check_int("n", n, minimum=1)
+        start, idx = self._start(n, y)
+        out = self.langevin(model, start.to(_device_of(model)), y)
+        self.buffer[idx] = out.float().cpu()
+        self.draws += 1
+        return out
+
+
+class JEMLoss:
+    """``compute_loss(model, x, y)`` of JEM fine-tuning for :class:`~trustlab.train.Trainer`:
+    ``CE(f(x), y) + energy_weight * (E(x) - E(x_sgld))`` (= ``logsumexp f(x_sgld) -
+    logsumexp f(x)``), returning ``(loss, logits)``.
+
+    ``x`` gets Gaussian noise of std ``data_noise / 2`` (JEM's ``sigma`` in ``[-1, 1]`` units)
+    before both terms. ``x_sgld`` has one sample per batch element: class-conditional draws for
+    uniformly random classes when ``conditional`` (the authors' setting), else JEM's
+    unconditional draws. The energy term is computed in eval mode (module docstring).
+    :meth:`pop_stats` gives the mean ``ce``, ``energy_data`` and ``energy_sgld`` of the batches
+    since its last call (kept on the device meanwhile: no host sync per step).
+    """
+
+    def __init__(
+        self,
+        sampler: SGLDSampler,
+        conditional: bool = True,
+        data_noise: float = 0.03,
+        energy_weight: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if not data_noise >= 0:
+            raise InputError(f"data_noise must be >= 0, got {data_noise}.")
+        if not energy_weight >= 0:
+            raise InputError(f"energy_weight must be >= 0, got {energy_weight}.")
+        self.sampler, self.conditional = sampler, bool(conditional)
+        self.data_noise, self.energy_weight = float(data_noise), float(energy_weight)
+        self._gen = generator(derive_seed(seed, "jem-loss"))
+        self._sums: torch.Tensor | None = None
+        self._batches = 0
+
+    def _record(self, *values: torch.Tensor) -> None:
+        row = torch.stack([v.detach().double() for v in values])
+        self._sums = row if self._sums is None else self._sums + row
+        self._batches += 1
+
+    def pop_stats(self) -> dict[str, float]:
+        """Means over the batches since the last call: ``ce``, ``energy_data``,
+        ``energy_sgld`` (the energies only when the energy term is on); then reset."""
+        if self._sums is None:
+            return {}
+        names = ("ce", "energy_data", "energy_sgld")
+        means = (self._sums / self._batches).tolist()
+        self._sums, self._batches = None, 0
+        return dict(zip(names, means, strict=False))
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.data_noise > 0:
+            eps = torch.randn(x.shape, generator=self._gen).to(x.device, x.dtype)
+            x = x + (self.data_noise / 2.0) * eps
+        logits = model(x)
+        ce = F.cross_entropy(logits, y)
+        if self.energy_weight == 0:
+            self._record(ce)
+            return ce, logits
+        net = _module(model)
+        n = x.shape[0]
+        if self.conditional:
+            want = torch.randint(0, self.sampler.num_classes, (n,), generator=self._gen)
+            x_q = self.sampler.sample(net, y=want)
+        else:
+            x_q = self.sampler.sample(net, n=n)
+        with _eval_mode(net):
+            e = energy(net, torch.cat([x, x_q.to(x.dtype)]))
+        e_data, e_q = e[:n].mean(), e[n:].mean()
+        self._record(ce, e_data, e_q)
+        return ce + self.energy_weight * (e_data - e_q), logits
+
+
+def sample_synthetic(
+    model: nn.Module,
+    sampler: SGLDSampler,
+    n: int,
+    like: ArrayDataset,
+    conditional: bool = True,
+    threshold: float = 0.5,
+    labeler: nn.Module | None = None,
+    batch_size: int = 100,
+    max_draws_factor: float = 20.0,
+    progress: bool = False,
+) -> ArrayDataset:
+    """A labelled synthetic set of ``n`` samples drawn from the JEM ``model`` with ``sampler``.
+
+    Conditional (default): balanced classes (``n // K`` each, the first ``n % K`` classes one
+    more); chains for class ``y`` are kept when the labeler (default: ``model``) predicts ``y``
+    with softmax probability ``> threshold``. Unconditional: chains on ``logsumexp f`` kept when
+    the labeler's top probability is ``> threshold``, labelled with its argmax (classes as they
+    come). At most ``max_draws_factor * n`` chains are drawn.
+
+    Returns an :class:`~trustlab.data.ArrayDataset` with ``like``'s classes, mean and std;
+    its ``sampling`` attribute records the chains drawn, the samples kept per class and the
+    acceptance rate. Raises :class:`InputError` when no sample at all was accepted.
+    """
+    n = check_int("synthetic set size", n, minimum=1)
+    threshold = _check_prob("threshold", threshold, upper_open=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    k = like.num_classes
+    if sampler.num_classes != k:
+        raise InputError(
+            f"the sampler has {sampler.num_classes} classes but the dataset has {k}; build the "
+            "sampler with num_classes=like.num_classes."
+        )
+    labeler = model if labeler is None else labeler
+    max_draws = max(n, int(math.ceil(max_draws_factor * n)))
+    need = [n // k + (1 if c < n % k else 0) for c in range(k)] if conditional else [n]
+    kept_x: list[list[torch.Tensor]] = [[] for _ in need]
+    kept_y: list[list[torch.Tensor]] = [[] for _ in need]
+    drawn = 0
+    with progress_bar("JEM sampling", n, progress) as advance, _eval_mode(labeler):
+        while sum(need) > 0 and drawn < max_draws:
+            size = min(batch_size, max_draws - drawn)
+            if conditional:
+                open_classes = torch.tensor([c for c in range(k) if need[c] > 0])
+                want = open_classes.repeat(math.ceil(size / len(open_classes)))[:size]
+                x = sampler.sample(model, y=want)
+            else:
+                want = None
+                x = sampler.sample(model, n=size)
+            drawn += size
+            with torch.no_grad():
+                prob = F.softmax(labeler(x).float(), 1).cpu()
+            top, label = prob.max(1)
+            ok = top > threshold
+            if want is not None:
+                ok &= label == want
+            x = x.cpu()
+            for slot in range(len(need)):
+                take = ok & (label == slot) if conditional else ok
+                idx = torch.nonzero(take).flatten()[: need[slot]]
+                if idx.numel():
+                    kept_x[slot].append(x[idx])
+                    kept_y[slot].append(label[idx])
+                    need[slot] -= idx.numel()
+                    for _ in range(idx.numel()):
+                        advance()
+    xs = [t for part in kept_x for t in part]
+    if not xs:
+        raise InputError(
+            f"JEM sampling kept none of {drawn} chains (none was classified with probability "
+            f"> {threshold}); fine-tune the JEM longer or lower the threshold."
+        )
+    ys = torch.cat([t for part in kept_y for t in part])
+    out = ArrayDataset(
+        torch.cat(xs).clamp_(0.0, 1.0), ys, like.classes, like.mean, like.std,
+        name=f"{like.name}-jem", validate=True,
+    )  # fmt: skip
+    per_class = torch.bincount(ys, minlength=k).tolist()
+    out.sampling = {  # type: ignore[attr-defined]
+        "requested": n,
+        "kept": len(out),
+        "drawn": drawn,
+        "acceptance": len(out) / drawn,
+        "per_class": per_class,
+        "short": n - len(out),
+    }
+    return out
+
+
+class JEMSettings(BaseModel):
+    """The JEM defense's own settings (validated; unknown keys are errors). Units of
+    ``step_size``, ``noise`` and ``data_noise``: JEM's ``[-1, 1]`` pixel scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(20, ge=1, description="SGLD steps per draw (JEM: 20)")
+    step_size: float = Field(1.0, gt=0, description="SGLD gradient step (JEM: 1)")
+    noise: float = Field(0.01, ge=0, description="SGLD noise std (JEM: 0.01)")
+    reinit: float = Field(0.05, ge=0, le=1, description="buffer re-initialisation (JEM: 0.05)")
+    buffer_size: int = Field(10_000, ge=1, description="replay buffer entries (JEM: 10,000)")
+    conditional: bool = Field(True, description="class-conditional SGLD (the authors' setting)")
+    data_noise: float = Field(0.03, ge=0, description="Gaussian noise on data (JEM: 0.03)")
+    energy_weight: float = Field(1.0, ge=0, description="weight of E(x_data) - E(x_sgld)")
+    synthetic_size: int | None = Field(
+        None, ge=1, description="synthetic samples (default: the private set's size)"
+    )
+    threshold: float = Field(
+        0.5, ge=0, lt=1, description="keep samples classified with probability above this"
+    )
+    max_draws_factor: float = Field(20.0, ge=1, description="at most this many chains per sample")
+    sample_batch: int = Field(100, ge=1, description="chains per draw when sampling the set")
+    seed: int = Field(0, ge=0)
+
+
+@dataclass
+class JEMReport:
+    """What the defense did: settings, both training histories, the synthetic set's sampling
+    record, test accuracies (undefended, JEM, defended) when a test set was given, seconds."""
+
+    settings: dict[str, Any]
+    finetune: dict[str, Any]
+    retrain: dict[str, Any]
+    synthetic: dict[str, Any]
+    accuracy: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "finetune": self.finetune,
+            "retrain": self.retrain,
+            "synthetic": self.synthetic,
+            "accuracy": self.accuracy,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class JEMResult:
+    """The defended model (fresh, trained on ``synthetic`` only), the fine-tuned JEM, the
+    synthetic set and the report."""
+
+    model: nn.Module
+    jem: nn.Module
+    synthetic: ArrayDataset
+    report: JEMReport
+
+
+class JEMDefense:
+    """The JEM membership-inference defense (module docstring): fine-tune a copy of the model as
+    a JEM on the private set, sample a labelled synthetic set, retrain a fresh network on it.
+
+    ``JEMDefense(steps=20, ...).defend(model, private_train, test)``. Keyword overrides are
+    :class:`JEMSettings` fields; ``finetune`` (default :data:`FINETUNE`) and ``retrain``
+    (default ``TrainSettings()``) are the two :class:`~trustlab.train.TrainSettings` (their
+    ``seed`` is replaced by one derived from ``settings.seed``).
+    """
+
+    def __init__(
+        self,
+        settings: JEMSettings | None = None,
+        *,
+        finetune: TrainSettings | None = None,
+        retrain: TrainSettings | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = parse_config(JEMSettings, overrides)
+        elif overrides:
+            settings = parse_config(JEMSettings, {**settings.model_dump(), **overrides})
+        for name, s in (("finetune", finetune), ("retrain", retrain)):
+            if s is not None and not isinstance(s, TrainSettings):
+                raise InputError(f"{name} must be a TrainSettings, got {type(s).__name__}.")
+            if s is not None and getattr(s, "dp", None) is not None:
+                raise InputError(f"the JEM defense does not run DP-SGD; drop dp from {name}.")
+        self.settings = settings
+        s = settings.seed
+        self.finetune = (finetune or FINETUNE).model_copy(
+            update={"seed": derive_seed(s, "jem-finetune") % 2**31}
+        )
+        self.retrain = (retrain or TrainSettings()).model_copy(
+            update={"seed": derive_seed(s, "jem-retrain") % 2**31}
+        )
+
+    def sampler(self, data: ArrayDataset) -> SGLDSampler:
+        """A fresh replay-buffer sampler for ``data``'s inputs and classes."""
+        s = self.settings
+        return SGLDSampler(
+            data.input_shape, data.num_classes, s.buffer_size, s.steps, s.step_size, s.noise,
+            s.reinit, seed=derive_seed(s.seed, "jem-sampler"),
+        )  # fmt: skip
+
+    def loss(self, sampler: SGLDSampler) -> JEMLoss:
+        s = self.settings
+        return JEMLoss(
+            sampler, s.conditional, s.data_noise, s.energy_weight,
+            seed=derive_seed(s.seed, "jem-loss"),
+        )  # fmt: skip
+
+    def defend(
+        self,
+        model: nn.Module,
+        private_train: Dataset | ArrayDataset,
+        test: Dataset | ArrayDataset | None = None,
+        *,
+        make_model: Callable[[], nn.Module] | None = None,
+        device: str | torch.device = "auto",
+        progress: bool = False,
+        log: LogFn | None = None,
+    ) -> JEMResult:
+        """Defend ``model`` (trained on ``private_train``); ``model`` itself is not modified.
+
+        Args:
+            model: the trained classifier (made by ``create_model``, optionally ``Normalized``,
+                unless ``make_model`` is given).
+            private_train: its training set (the members to protect).
+            test: evaluated after each epoch of both trainings and for the report's accuracies.
+            make_model: builds the fresh network to retrain (default: from the model's spec).
+            device: ``auto``, ``cpu``, ``cuda`` or a ``torch.device``.
+            progress: progress bars (on a terminal only).
+            log: ``log(phase, epoch, metrics)`` after each epoch, phase ``"jem"`` (fine-tuning)
+                or ``"retrain"``.
+        """
+        if not isinstance(model, nn.Module):
+            raise InputError(f"the JEM defense takes a torch.nn.Module, got {type(model)}.")
+        data = as_array_dataset(private_train, name="private_train")
+        test_data = as_array_dataset(test, name="test") if test is not None else None
+        dev = resolve_device(device)
+        if make_model is None:
+            spec = ModelSpec.from_model(model)
+            if spec is None:
+                raise InputError(
+                    "the JEM defense retrains a fresh network of the model's architecture, but "
+                    "this model was not made by trustlab.models.create_model; pass "
+                    "make_model=lambda: MyNet(...) to build one."
+                )
+            make_model = spec.build
+        s = self.settings
+        seconds: dict[str, float] = {}
+        accuracy: dict[str, float] = {}
+        jem = copy.deepcopy(model).to(dev)
+        check_model_fits(jem, data, test_data, dev)
+        if test_data is not None:
+            accuracy["undefended"] = evaluate(jem, test_data, device=dev)["accuracy"]
+
+        sampler = self.sampler(data)
+        loss = self.loss(sampler)
+        energies: list[dict[str, float]] = []
+
+        def log_jem(epoch: int, metrics: dict[str, float]) -> None:
+            energies.append(loss.pop_stats())  # the epoch's mean CE and energies
+            if log is not None:
+                log("jem", epoch, {**metrics, **energies[-1]})
+
+        def log_retrain(epoch: int, metrics: dict[str, float]) -> None:
+            if log is not None:
+                log("retrain", epoch, metrics)
+
+        # 1. transfer the classifier to a JEM
+        t0 = time.perf_counter()
+        tuned = Trainer(
+            jem, self.finetune, compute_loss=loss, device=dev, progress=progress, log=log_jem
+        ).fit(data, test_data)
+        seconds["finetune"] = time.perf_counter() - t0
+        if test_data is not None:
+            accuracy["jem"] = evaluate(jem, test_data, device=dev)["accuracy"]
+
+        # 2. a labelled synthetic set from the JEM's persistent chains
+        t0 = time.perf_counter()
+        synthetic = sample_synthetic(
+            jem, sampler, s.synthetic_size or len(data), data, s.conditional, s.threshold,
+            batch_size=s.sample_batch, max_draws_factor=s.max_draws_factor, progress=progress,
+        )  # fmt: skip
+        seconds["sample"] = time.perf_counter() - t0
+
+        # 3. a fresh network trained on the synthetic set alone
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(s.seed, "jem-init"))
+            fresh = make_model()
+        retrained = Trainer(
+            fresh, self.retrain, device=dev, progress=progress, log=log_retrain
+        ).fit(synthetic, test_data)
+        seconds["retrain"] = time.perf_counter() - t0
+        if test_data is not None:
+            accuracy["defended"] = evaluate(fresh, test_data, device=dev)["accuracy"]
+        report = JEMReport(
+            settings=s.model_dump(),
+            finetune={**_history(tuned, self.finetune), "energies": energies},
+            retrain=_history(retrained, self.retrain),
+            synthetic=dict(synthetic.sampling),  # type: ignore[attr-defined]
+            accuracy=accuracy,
+            seconds=seconds,
+        )
+        return JEMResult(fresh, jem, synthetic, report)
+
+
+def _history(result: TrainResult, settings: TrainSettings) -> dict[str, Any]:
+    return {"settings": settings.model_dump(), "history": result.history}
