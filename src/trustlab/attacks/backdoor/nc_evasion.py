@@ -18,7 +18,14 @@ leaves the task out (a zero loss has a zero gradient, which MGDA's min-norm poin
 balances the three losses with MGDA (Frank-Wolfe for three tasks).
 
 Defaults (trustlab's; the paper does not give its schedule): NC every 100 batches, 2 epochs of
-NC over a buffer of the last 256 clean inputs, NC's own optimiser settings otherwise.
+NC over a buffer of the last 256 clean inputs, NC's own optimiser settings otherwise. Two
+choices keep the task to what NC would report: each run starts from the previous run's trigger
+(``warm_start``: NC's optimisation continues across training instead of restarting from noise
+with 16 Adam steps), and a trigger is adopted only when it sends at least ``min_success``
+(NC's own 99%) of the buffer to the target, since NC keeps no other trigger; before that the
+task stays inactive (or keeps the last adopted trigger). Without them (a first version, measured
+at ``reproduce blind --preset quick``) the task trained the model on large half-optimised masks:
+clean accuracy fell to 49.9% and the backdoor to 33.9% ASR.
 """
 
 from __future__ import annotations
@@ -39,12 +46,19 @@ class NCEvasion:
         every: int = 100,
         nc_epochs: int = 2,
         buffer: int = 256,
+        warm_start: bool = True,
+        min_success: float = 0.99,
         seed: int = 0,
     ) -> None:
         if every < 1 or nc_epochs < 1 or buffer < 2:
             raise InputError("every and nc_epochs must be >= 1 and buffer >= 2.")
+        if not 0 <= min_success <= 1:
+            raise InputError(f"min_success must be in [0, 1], got {min_success}.")
         self.target, self.every, self.nc_epochs, self.buffer = target, every, nc_epochs, buffer
+        self.warm_start, self.min_success = warm_start, min_success
         self.seed = seed
+        self.success: list[float] = []  # each NC run's success rate on the buffer
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the last NC result
         self.calls = 0
         self.runs = 0
         self._seen: torch.Tensor | None = None
@@ -62,15 +76,19 @@ class NCEvasion:
 
         assert self._seen is not None
         nc = NeuralCleanse(epochs=self.nc_epochs, samples=self.buffer, seed=self.seed + self.runs)
-        masks, patterns, _, _ = nc.reverse(model, self._seen, [self.target])
-        dev = self._seen.device
-        self.mask, self.pattern = masks[0].to(dev), patterns[0].to(dev)
+        init = self._last if self.warm_start else None
+        masks, patterns, success, _ = nc.reverse(model, self._seen, [self.target], init=init)
+        self._last = (masks, patterns)
         self.norms.append(float(masks[0].sum()))
+        self.success.append(float(success[0]))
         self.runs += 1
+        if float(success[0]) >= self.min_success:  # a trigger NC would report
+            dev = self._seen.device
+            self.mask, self.pattern = masks[0].to(dev), patterns[0].to(dev)
 
     @property
     def active(self) -> bool:
-        """Whether NC has run at least once (there is a trigger to evade)."""
+        """Whether an NC run has produced a trigger to evade."""
         return self.mask is not None and self.pattern is not None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:

@@ -152,16 +152,25 @@ class NeuralCleanse:
 
     # -- reverse engineering -------------------------------------------------------------------
     def reverse(
-        self, model: nn.Module, x: torch.Tensor, targets: list[int]
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        targets: list[int],
+        init: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """``(masks (K, H, W), patterns (K, C, H, W), success (K,), epochs run)`` for
-        ``targets``, optimised together on the clean inputs ``x``."""
+        ``targets``, optimised together on the clean inputs ``x``; ``init`` = ``(masks,
+        patterns)`` in [0, 1] to start from (default: random, as the authors)."""
         dev = next(model.parameters()).device
         K, (C, H, W) = len(targets), x.shape[1:]
         g = generator(self.seed)
         # the authors start the mask and the pattern at random values
-        mask_t = torch.atanh((torch.rand(K, 1, H, W, generator=g) - 0.5) * (2 - 1e-7)).to(dev)
-        pat_t = torch.atanh((torch.rand(K, C, H, W, generator=g) - 0.5) * (2 - 1e-7)).to(dev)
+        m0, p0 = torch.rand(K, 1, H, W, generator=g), torch.rand(K, C, H, W, generator=g)
+        if init is not None:
+            m0 = init[0].detach().cpu().float().reshape(K, 1, H, W).clamp(1e-4, 1 - 1e-4)
+            p0 = init[1].detach().cpu().float().reshape(K, C, H, W).clamp(1e-4, 1 - 1e-4)
+        mask_t = torch.atanh((m0 - 0.5) * (2 - 1e-7)).to(dev)
+        pat_t = torch.atanh((p0 - 0.5) * (2 - 1e-7)).to(dev)
         mask_t.requires_grad_(True)
         pat_t.requires_grad_(True)
         opt = torch.optim.Adam([mask_t, pat_t], lr=self.lr, betas=(0.5, 0.9))
