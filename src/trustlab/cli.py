@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -153,6 +154,20 @@ def train_cmd(
     ] = None,
     adv: Annotated[str | None, typer.Option(help="adversarial training: pgd or trades.")] = None,
     eps: Annotated[str | None, typer.Option(help="adversarial radius, e.g. 8/255.")] = None,
+    dp: Annotated[
+        bool, typer.Option("--dp", help="DP-SGD (Opacus): give --epsilon or --noise-multiplier.")
+    ] = False,
+    epsilon: Annotated[
+        float | None, typer.Option(help="DP-SGD: target epsilon after the last epoch.")
+    ] = None,
+    delta: Annotated[float | None, typer.Option(help="DP-SGD: delta (default 1e-5).")] = None,
+    noise_multiplier: Annotated[
+        float | None, typer.Option(help="DP-SGD: noise std / max grad norm (sigma).")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None, typer.Option(help="DP-SGD: per-sample clipping norm C (default 1.0).")
+    ] = None,
+    accountant: Annotated[str | None, typer.Option(help="DP-SGD: rdp (default) or prv.")] = None,
     data_root: DataRootOpt = None,
     download: Annotated[
         bool | None, typer.Option("--download", help="fetch real datasets (checksummed).")
@@ -165,11 +180,23 @@ def train_cmd(
     """Train a model and store the run; flags override the YAML file given with --config.
 
     The YAML file takes every training setting, also those without a flag: nesterov, gamma,
-    milestones, min_lr, warmup_epochs, channels_last, eval_every, eval_batch_size, model_kwargs
-    (see docs/training.md). Without options: digits, cnn-small, 10 epochs.
+    milestones, min_lr, warmup_epochs, channels_last, eval_every, eval_batch_size, model_kwargs,
+    dp (see docs/training.md and docs/privacy.md). Without options: digits, cnn-small, 10
+    epochs. With --dp every epoch records the epsilon spent (at --delta).
     """
     from trustlab.config import load_train_config
-    from trustlab.experiments.train import run_training
+    from trustlab.experiments.train import prepare, run_training
+
+    dp_flags = {
+        "epsilon": epsilon,
+        "delta": delta,
+        "noise_multiplier": noise_multiplier,
+        "max_grad_norm": max_grad_norm,
+        "accountant": accountant,
+    }
+    dp_flags = {k: v for k, v in dp_flags.items() if v is not None}
+    if dp_flags and not dp:
+        raise InputError(f"--{next(iter(dp_flags)).replace('_', '-')} is a DP-SGD flag; add --dp.")
 
     cfg = load_train_config(
         config,
@@ -196,8 +223,14 @@ def train_cmd(
         name=name,
         seed=seed,
         device=None if device == "auto" and config is not None else device,
+        dp=dp_flags if dp else None,
     )
-    run, result = run_training(cfg, progress=_progress(quiet))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        prep = prepare(cfg)
+    for w in caught:
+        console.print(f"[yellow]{w.message}[/yellow]")
+    run, result = run_training(prep, progress=_progress(quiet))
     if run is not None:
         _print_summary(run.refresh(), result.summary())
 

@@ -174,3 +174,25 @@ def test_resume_of_a_non_dp_checkpoint_with_dp_is_refused(tmp_path) -> None:
         Trainer(tiny(), epochs=2, dp=DP, device="cpu", progress=False).fit(
             data, resume_from=tmp_path / CHECKPOINT_NAME
         )
+
+
+def test_cli_train_dp_records_epsilon_and_delta(_isolated_home) -> None:
+    from typer.testing import CliRunner
+
+    from trustlab.cli import app
+    from trustlab.results import RunStore
+
+    args = ["train", "--dataset", "digits", "--model", "resnet8", "--epochs", "1", "--quiet"]
+    bad = CliRunner().invoke(app, [*args, "--epsilon", "8"])
+    assert bad.exit_code != 0 and "add --dp" in bad.output
+    none = CliRunner().invoke(app, [*args, "--dp"])
+    assert none.exit_code != 0 and "exactly one" in none.output
+    out = CliRunner().invoke(app, [*args, "--dp", "--noise-multiplier", "1.0", "--delta", "1e-4"])
+    assert out.exit_code == 0, out.output
+    assert "GroupNorm" in out.output  # resnet8's BatchNorm replaced, and said so
+    (run,) = RunStore(_isolated_home).list()
+    assert run.summary["delta"] == 1e-4 and run.summary["noise_multiplier"] == 1.0
+    assert 0 < run.summary["epsilon"] < math.inf
+    assert run.config["dp"]["noise_multiplier"] == 1.0
+    model = load_model(run.dir / "model.safetensors")  # rebuilt with GroupNorm
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())

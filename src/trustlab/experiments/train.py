@@ -9,7 +9,7 @@ same numbers as an uninterrupted run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train import distributed as D
 from trustlab.train.adversarial import TRADES, PGDTraining
 from trustlab.train.checkpoint import save_model
+from trustlab.train.dp import privatize_model
 from trustlab.train.losses import make_loss
 from trustlab.train.trainer import (
     CHECKPOINT_NAME,
@@ -58,8 +59,16 @@ def prepare(config: TrainConfig) -> Prepared:
     test = load_dataset(config.dataset, "test", root=root, download=config.download)
     spec = ModelSpec.for_data(config.model, train, **config.model_kwargs)
     seed_everything(config.seed)
-    check_model_fits(spec.build(), train, test, "cpu" if device.type == "cuda" else device)
+    model = spec.build()
+    if config.dp is not None:
+        private = privatize_model(model)  # warns when it replaces BatchNorm
+        if private is not model:  # the stored spec says GroupNorm: the model rebuilds as trained
+            spec = replace(spec, group_norm=True)
+        model = private
+    check_model_fits(model, train, test, "cpu" if device.type == "cuda" else device)
     loss_fn = compute_loss = None
+    if config.dp is not None and config.adv != "none":
+        raise InputError("DP-SGD and adversarial training do not combine here; drop --adv.")
     if config.adv != "none":
         compute_loss = adversarial_loss(config)
     elif config.eps is not None or config.adv_alpha is not None:
@@ -156,13 +165,18 @@ def _guarded(run: Run | None, fn: Any) -> Any:
 
 
 def run_training(
-    config: TrainConfig | dict[str, Any],
+    config: TrainConfig | dict[str, Any] | Prepared,
     store: RunStore | None = None,
     progress: bool = True,
 ) -> tuple[Run | None, TrainResult]:
-    """Validate, create a run (rank 0 only), train, store metrics, checkpoints and the model."""
-    cfg = config if isinstance(config, TrainConfig) else parse_config(TrainConfig, config)
-    prep = prepare(cfg)
+    """Validate, create a run (rank 0 only), train, store metrics, checkpoints and the model.
+    ``config`` may be what :func:`prepare` returned (the data are then not loaded again)."""
+    if isinstance(config, Prepared):
+        prep = config
+    else:
+        cfg = config if isinstance(config, TrainConfig) else parse_config(TrainConfig, config)
+        prep = prepare(cfg)
+    cfg = prep.config
     run = None
     if D.env_rank() == 0:
         store = store or RunStore()

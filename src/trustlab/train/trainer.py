@@ -191,6 +191,8 @@ class Callback:
 class TrainResult:
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
+    #: DP-SGD runs: epsilon, delta, noise_multiplier, max_grad_norm, sample_rate
+    privacy: dict[str, float] | None = None
 
     @property
     def final(self) -> dict[str, float]:
@@ -206,6 +208,8 @@ class TrainResult:
         if self.best_test_accuracy is not None:
             out["best_test_accuracy"] = self.best_test_accuracy
         out["epochs"] = len(self.history)
+        if self.privacy is not None:
+            out.update(self.privacy)
         return out
 
 
@@ -511,7 +515,8 @@ class Trainer:
                     cb.on_epoch_end(self, self.epoch, metrics)
                 acc = metrics.get("test_accuracy", metrics.get("train_accuracy", float("nan")))
                 bar.update(task, info=f"loss {metrics['train_loss']:.3f} acc {acc:.3f}")
-        result = TrainResult(self.model, list(self.history))
+        privacy = self._dp.report() if self._dp is not None else None
+        result = TrainResult(self.model, list(self.history), privacy)
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
