@@ -682,6 +682,59 @@ def defend_cmd(
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 
+# -- privacy ------------------------------------------------------------------------------------
+@app.command("mia")
+@_handled
+def mia_cmd(
+    run_ref: Annotated[str, typer.Argument(help="a finished `trustlab train` run (its id).")],
+    attack: Annotated[
+        str, typer.Option(help="lira (default), shokri, loss or confidence.")
+    ] = "lira",
+    shadows: Annotated[int, typer.Option(help="shadow models (LiRA, Shokri).")] = 16,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="LiRA's offline (one-sided) test.")
+    ] = False,
+    n: Annotated[
+        int | None, typer.Option(help="members audited (and as many non-members).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Membership inference against a training run: members from its training split,
+    non-members from its test split; shadows trained with the run's own recipe and cached.
+    Stores a `mia` run (metrics, per-example scores, a log-log ROC) and prints its numbers."""
+    from trustlab.experiments.mia import run_mia
+
+    run, result = run_mia(
+        run_ref, attack, shadows, offline, n, device=device, seed=seed or 0,
+        progress=_progress(quiet),
+    )  # fmt: skip
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), "attack": attack, **result.metrics}))
+
+
+@app.command("defend-privacy")
+@_handled
+def defend_privacy_cmd(
+    run_ref: Annotated[str, typer.Argument(help="a finished `trustlab train` run (its id).")],
+    defense: Annotated[str, typer.Option(help="jem (the JEM resampling defense).")] = "jem",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Defend a training run's model against membership inference; the defended model is
+    stored as a new run laid out like a training run (so `trustlab mia NEW` audits it)."""
+    from trustlab.experiments.privacy_defense import run_privacy_defense
+
+    run, result = run_privacy_defense(
+        run_ref, defense, device=device, seed=seed, progress=_progress(quiet)
+    )
+    typer.echo(
+        json.dumps({"run": run.id, "dir": str(run.dir), "defense": defense,
+                    **result.report.accuracy})
+    )  # fmt: skip
+
+
 TRANSFER_ATTACKS = ("pgd", "mifgsm", "difgsm", "sgm", "sgm-mi", "sgm-mi-di")
 
 
