@@ -8,6 +8,7 @@ from trustlab.experiments.bench_backdoor import BackdoorBench
 from trustlab.experiments.camouflage import AdvCamReproduction
 from trustlab.experiments.imbalanced_gradients import MDReproduction
 from trustlab.experiments.medical import MedicalReproduction
+from trustlab.experiments.meminf import MembershipInferenceJEM
 from trustlab.experiments.noisy_labels import APLReproduction, SCEReproduction
 from trustlab.experiments.refool import RefoolReproduction
 from trustlab.experiments.transferability import SGMReproduction
@@ -27,6 +28,7 @@ for _cls in (
     VideoBackdoorReproduction,
     AdvTrojanReproduction,
     BackdoorBench,
+    MembershipInferenceJEM,
 ):
     if _cls.name not in EXPERIMENTS:
         EXPERIMENTS.register(_cls.name, _cls.title, paper=_cls.paper)(_cls)

@@ -49,7 +49,7 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import CheckpointError, InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model, read_checkpoint_meta, save_model
-from trustlab.train.trainer import BatchLossFn, LossFn, Trainer, TrainSettings
+from trustlab.train.trainer import BatchLossFn, LossFn, Trainer, TrainResult, TrainSettings
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.paths import cache_dir
@@ -109,6 +109,12 @@ class ShadowRecipe:
     ) -> nn.Module:
         """A fresh model (initial weights from ``seed``) trained on ``data`` with the recipe;
         returned in eval mode. The caller's torch RNG state is left untouched."""
+        return self.fit(data, seed, device).model.eval()
+
+    def fit(
+        self, data: ArrayDataset, seed: int, device: str | torch.device = "auto"
+    ) -> TrainResult:
+        """:meth:`train`'s training run itself (history; ``privacy`` for a DP-SGD recipe)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init"))
             model = self.spec.build()
@@ -119,7 +125,7 @@ class ShadowRecipe:
             progress=False,
         )  # fmt: skip
         # the trainer may swap modules (DP-SGD: BatchNorm -> GroupNorm); its model is the result
-        return trainer.fit(data).model.eval()
+        return trainer.fit(data)
 
 
 def membership_masks(

@@ -1,0 +1,265 @@
+"""Reproduction ``meminf-jem``: membership inference against an overfit target, and two defenses.
+
+Papers: Carlini et al., "Membership Inference Attacks From First Principles" (S&P 2022, LiRA);
+Yeom et al. (CSF 2018, the loss-threshold attack); Chen et al., "Protect Privacy of Deep
+Classification Networks by Exploiting Their Generative Power" (Machine Learning 2021, the JEM
+defense, :mod:`trustlab.defenses.privacy.jem`); Abadi et al. (CCS 2016, DP-SGD through Opacus,
+:mod:`trustlab.train.dp`).
+
+Setting (the LiRA paper's): a *population* of ``options["population"]`` examples drawn (seeded)
+from the training split; the target trains on a random half of it (the members), the other half
+are the non-members, and every attack scores the whole population. The target's recipe is the
+preset's ``train`` (no augmentation, no weight decay: an overfit target). Three jobs, each a row:
+
+- ``undefended``: the target. Attacks: the loss threshold (``-CE``, Yeom et al.), the
+  confidence threshold (``log max_j p_j``), and LiRA online with ``options["shadows"]`` shadow
+  models trained by the target's recipe on balanced random halves of the population (cached in
+  the results store, so a resumed run does not retrain them).
+- ``jem``: the same target (same seed, bit-identical), defended by :class:`~trustlab.defenses.
+  privacy.jem.JEMDefense` with the library's defaults (JEM fine-tuning, a class-conditional
+  synthetic set as large as the private set, a fresh network retrained on it alone with the
+  target's recipe).
+- ``dp-sgd``: the target's recipe trained with DP-SGD at ``options["epsilon"]`` (8, delta 1e-5,
+  C 1.0, Opacus' RDP accountant); the row records the epsilon actually spent.
+
+Metrics per row: ``test_acc`` (the test split), ``train_acc`` (the members), and for each
+attack ``<attack>_auc``, ``<attack>_tpr_at_1fpr``, ``<attack>_tpr_at_01fpr``,
+``<attack>_advantage`` (:func:`~trustlab.metrics.privacy.membership_metrics`). ``advantage`` is
+the membership advantage of the strongest threshold attack (the larger of loss and confidence):
+the attacks that need no shadow models, so every row is measured alike. (LiRA against a defended
+model would need shadows trained through the defense itself, sixteen JEM pipelines; it is not
+run on the defended rows.)
+
+Claims (methods.md): (1) on the overfit target, LiRA's TPR at 1% FPR exceeds the loss-threshold
+attack's; (2) the JEM defense cuts the membership advantage by >= 50% relative to the undefended
+model while losing <= 10 points of test accuracy; (3) DP-SGD at epsilon <= 8 also cuts it (a
+lower advantage than the undefended model's), with its epsilon reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trustlab.data.datasets import ArrayDataset
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.models.spec import ModelSpec
+from trustlab.train import TrainSettings
+from trustlab.train.evaluate import evaluate
+from trustlab.utils.seed import derive_seed, generator
+
+MODELS = ("undefended", "jem", "dp-sgd")
+ATTACKS = ("loss", "confidence", "lira")
+MEASURES = ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage")
+
+
+def _lira_beats_threshold(t: ResultTable) -> tuple[bool, str]:
+    lira = t.mean("lira_tpr_at_1fpr", model="undefended")
+    loss = t.mean("loss_tpr_at_1fpr", model="undefended")
+    return lira > loss, (
+        f"undefended target: TPR at 1% FPR {100 * lira:.1f}% (LiRA) vs {100 * loss:.1f}% "
+        f"(loss threshold); AUC {t.mean('lira_auc', model='undefended'):.3f} vs "
+        f"{t.mean('loss_auc', model='undefended'):.3f}"
+    )
+
+
+def _jem_cuts_advantage(t: ResultTable) -> tuple[bool, str]:
+    base, jem = t.mean("advantage", model="undefended"), t.mean("advantage", model="jem")
+    acc0, acc = t.mean("test_acc", model="undefended"), t.mean("test_acc", model="jem")
+    cut = 1 - jem / base if base > 0 else float("nan")
+    ok = base > 0 and jem <= 0.5 * base + 1e-12 and acc0 - acc <= 0.10 + 1e-9
+    return ok, (
+        f"advantage {base:.3f} -> {jem:.3f} ({100 * cut:.0f}% cut); test accuracy "
+        f"{100 * acc0:.1f}% -> {100 * acc:.1f}% ({100 * (acc0 - acc):+.1f} points lost)"
+    )
+
+
+def _dp_cuts_advantage(t: ResultTable) -> tuple[bool, str]:
+    base, dp = t.mean("advantage", model="undefended"), t.mean("advantage", model="dp-sgd")
+    eps, delta = t.mean("epsilon", model="dp-sgd"), t.mean("delta", model="dp-sgd")
+    acc0, acc = t.mean("test_acc", model="undefended"), t.mean("test_acc", model="dp-sgd")
+    ok = eps <= 8 + 1e-6 and dp < base
+    return ok, (
+        f"(epsilon {eps:.2f}, delta {delta:g}): advantage {base:.3f} -> {dp:.3f}; test accuracy "
+        f"{100 * acc0:.1f}% -> {100 * acc:.1f}%"
+    )
+
+
+class MembershipInferenceJEM(Experiment):
+    name = "meminf-jem"
+    title = "Membership inference (threshold, LiRA) and the JEM and DP-SGD defenses"
+    paper = (
+        "Carlini et al. Membership Inference Attacks From First Principles. S&P 2022; Chen et "
+        "al. Protect Privacy of Deep Classification Networks by Exploiting Their Generative "
+        "Power. Machine Learning 2021; Abadi et al. Deep Learning with Differential Privacy. "
+        "CCS 2016."
+    )
+    keys = ("model",)
+    # shown in the table (every attack's four numbers are in the stored rows)
+    metrics = (
+        "test_acc",
+        "train_acc",
+        "advantage",
+        "loss_tpr_at_1fpr",
+        "lira_auc",
+        "lira_tpr_at_1fpr",
+        "lira_advantage",
+        "epsilon",
+    )
+    percent = ("test_acc", "train_acc")
+    claims = (
+        Claim(
+            "lira-beats-threshold",
+            "on the overfit target, LiRA's TPR at 1% FPR exceeds the loss-threshold attack's",
+            _lira_beats_threshold,
+        ),
+        Claim(
+            "jem-defense",
+            "the JEM defense cuts membership advantage by >= 50% while losing <= 10 points of "
+            "accuracy",
+            _jem_cuts_advantage,
+        ),
+        Claim(
+            "dp-sgd",
+            "DP-SGD at epsilon <= 8 also cuts membership advantage",
+            _dp_cuts_advantage,
+        ),
+    )
+    presets = {
+        "smoke": Preset(
+            "smoke",
+            "digits",
+            "mlp",
+            seeds=1,
+            train=dict(epochs=10, lr=0.05, batch_size=32, weight_decay=0.0, schedule="constant"),
+            options={
+                "population": 200,
+                "shadows": 4,
+                "epsilon": 8.0,
+                "jem": {"buffer_size": 200, "steps": 5},
+                "jem_finetune_epochs": 1,
+            },
+            description="seconds: mlp on 200 digits, 4 shadows, a 1-epoch JEM",
+        ),
+        "quick": Preset(
+            "quick",
+            "digits",
+            "cnn-small",
+            seeds=1,
+            train=dict(epochs=30, lr=0.05, batch_size=32, weight_decay=0.0),
+            options={"population": 1000, "shadows": 16, "epsilon": 8.0},
+            description="minutes on 2 CPU cores: cnn-small on 1,000 digits (500 members), 30 "
+            "epochs, 16 LiRA shadows, JEM and DP-SGD at epsilon 8",
+        ),
+        "full": Preset(
+            "full",
+            "cifar10",
+            "resnet18",
+            seeds=1,
+            train=dict(epochs=100, lr=0.1, batch_size=128, weight_decay=0.0),
+            options={"population": 50000, "shadows": 64, "epsilon": 8.0},
+            description="CIFAR-10, ResNet-18, 25,000 members, 64 shadows (LiRA's setting; GPU)",
+        ),
+    }
+
+    def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        # LiRA's shadows make the undefended job the longest: first
+        return [{"model": m} for m in MODELS]
+
+    def check(self, preset: Preset) -> None:
+        super().check(preset)
+        n = int(preset.options["population"])
+        size = len(preset.load("train"))
+        if not 4 <= n <= size:
+            from trustlab.errors import InputError
+
+            raise InputError(
+                f"population must be between 4 and the training split's {size} examples, got {n}."
+            )
+
+    def _population(self, preset: Preset, seed: int) -> tuple[ArrayDataset, torch.Tensor]:
+        """``(population, member mask)``: a seeded draw from the training split and the random
+        half the target trains on."""
+        train = preset.load("train")
+        n = int(preset.options["population"])
+        pick = torch.randperm(len(train), generator=generator(derive_seed(seed, "population")))
+        population = train.subset(pick[:n])
+        order = torch.randperm(n, generator=generator(derive_seed(seed, "members")))
+        members = torch.zeros(n, dtype=torch.bool)
+        members[order[: n // 2]] = True
+        return population, members
+
+    def _recipe(self, preset: Preset, population: ArrayDataset, seed: int) -> Any:
+        from trustlab.attacks.privacy import ShadowRecipe
+
+        spec = ModelSpec.for_data(preset.model, population)
+        return ShadowRecipe(spec, TrainSettings(**{**preset.train, "seed": seed}))
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        from trustlab.attacks.privacy import LiRA, confidence_scores, loss_scores
+        from trustlab.metrics.privacy import membership_metrics
+
+        kind = job["model"]
+        population, members = self._population(preset, seed)
+        private = population.subset(torch.nonzero(members).flatten())
+        test = preset.load("test")
+        recipe = self._recipe(preset, population, derive_seed(seed, "target"))
+        out: dict[str, float] = {}
+        if kind == "dp-sgd":
+            dp = {"epsilon": float(preset.options["epsilon"])}
+            settings = TrainSettings(**{**recipe.settings.model_dump(), "dp": dp})
+            dp_recipe = type(recipe)(recipe.spec, settings)
+            result = dp_recipe.fit(private, recipe.settings.seed, device)
+            model = result.model.eval()
+            assert result.privacy is not None
+            out.update({k: result.privacy[k] for k in ("epsilon", "delta", "noise_multiplier")})
+        else:
+            model = recipe.train(private, recipe.settings.seed, device)
+        if kind == "jem":
+            model = self._defend(preset, model, private, test, seed, device)
+        out["test_acc"] = evaluate(model, test, device=device)["accuracy"]
+        out["train_acc"] = evaluate(model, private, device=device)["accuracy"]
+        scores = {
+            "loss": loss_scores(model, population, device=device),
+            "confidence": confidence_scores(model, population, device=device),
+        }
+        if kind == "undefended":
+            cache = self.work_path("shadows")
+            lira = LiRA(
+                recipe,
+                population,
+                int(preset.options["shadows"]),
+                seed=derive_seed(seed, "shadows"),
+                cache=cache,
+                device=device,
+                progress=False,
+            ).fit()
+            scores["lira"] = lira.score(model)
+        for attack, s in scores.items():
+            for m, v in membership_metrics(s, members).items():
+                out[f"{attack}_{m}"] = v
+        out["advantage"] = max(out["loss_advantage"], out["confidence_advantage"])
+        return out
+
+    def _defend(
+        self,
+        preset: Preset,
+        model: Any,
+        private: ArrayDataset,
+        test: ArrayDataset,
+        seed: int,
+        device: torch.device,
+    ) -> Any:
+        from trustlab.defenses.privacy.jem import FINETUNE, JEMDefense, JEMSettings
+
+        o = preset.options
+        settings = JEMSettings(**{**o.get("jem", {}), "seed": derive_seed(seed, "jem")})
+        finetune = FINETUNE
+        if "jem_finetune_epochs" in o:
+            finetune = FINETUNE.model_copy(update={"epochs": int(o["jem_finetune_epochs"])})
+        retrain = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "retrain")})
+        defense = JEMDefense(settings, finetune=finetune, retrain=retrain)
+        return defense.defend(model, private, device=device).model
