@@ -240,7 +240,9 @@ def test_run_privacy_defense_records_a_train_like_run() -> None:
         progress=False,
     )  # fmt: skip
     options = {**TINY, "synthetic_size": 300}
-    run, result = run_privacy_defense(source.id, options=options, device="cpu", progress=False)
+    run, result = run_privacy_defense(
+        source.id, options=options, retrain="source", device="cpu", progress=False
+    )
     assert run.kind == "defend-privacy" and run.status == "finished"
     assert run.config["dataset"] == "digits" and run.config["source_run"] == source.id
     assert run.config["private_split"] == "train" and run.config["defense"] == "jem"
@@ -263,6 +265,8 @@ def test_run_privacy_defense_records_a_train_like_run() -> None:
         run_privacy_defense(source.id, "dp", device="cpu")
     with pytest.raises(InputError, match="stepz"):
         run_privacy_defense(source.id, options={"stepz": 1}, device="cpu")
+    with pytest.raises(InputError, match="retrain"):
+        run_privacy_defense(source.id, retrain="paper", device="cpu")
     with pytest.raises(InputError, match="no run 999"):
         run_privacy_defense(999, device="cpu")
     assert len(RunStore().list()) == count

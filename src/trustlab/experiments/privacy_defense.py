@@ -19,9 +19,12 @@ a **new run** (kind ``"defend-privacy"``) laid out like a training run:
   summary (``test_accuracy`` is the defended model's) plus ``undefended_test_accuracy``,
   ``jem_test_accuracy``, the synthetic set's size and acceptance rate, and the seconds per phase.
 
-The retraining uses the recipe of the source run (its :class:`~trustlab.train.TrainSettings`
-fields, DP-SGD off) with a plain cross-entropy (an adversarial or robust training loss of the
-source run is not repeated), seeded from the defense's seed. Everything is written atomically;
+The JEM fine-tuning and the retraining use the defense's recipes
+(:data:`~trustlab.defenses.privacy.jem.FINETUNE` and
+:data:`~trustlab.defenses.privacy.jem.RETRAIN`, the authors'; ``retrain=`` takes another, e.g.
+``"source"``: the source run's :class:`~trustlab.train.TrainSettings`, DP-SGD off) with a plain
+cross-entropy (an adversarial or robust training loss of the source run is not repeated), seeded
+from the defense's seed. Everything is written atomically;
 bad input raises :class:`~trustlab.errors.InputError` before the new run is created. The defense
 is not resumable: an interrupted run is marked ``interrupted`` and is run again from the start.
 """
@@ -94,6 +97,7 @@ def run_privacy_defense(
     defense: str = "jem",
     *,
     options: dict[str, Any] | None = None,
+    retrain: TrainSettings | str | None = None,
     store: RunStore | None = None,
     device: str = "auto",
     seed: int | None = None,
@@ -107,6 +111,9 @@ def run_privacy_defense(
         defense: ``"jem"`` (:class:`~trustlab.defenses.privacy.JEMDefense`).
         options: :class:`~trustlab.defenses.privacy.JEMSettings` overrides, e.g.
             ``{"steps": 20, "synthetic_size": 2000}`` (not ``seed``: use ``seed``).
+        retrain: the retraining recipe: ``None`` (the authors',
+            :data:`~trustlab.defenses.privacy.jem.RETRAIN`), ``"source"`` (the source run's
+            settings) or a :class:`~trustlab.train.TrainSettings`.
         store: the results store (default ``$TRUSTLAB_HOME``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: the defense's seed (default 0): SGLD, data noise, the fresh weights, both
@@ -130,8 +137,11 @@ def run_privacy_defense(
     cfg = parse_config(TrainConfig, {**source.config, "device": device})
     prep = prepare(cfg)  # the private split as trained on (label noise included); checks the data
     model = load_model(source.dir / "model.safetensors")
-    fields = [k for k in TrainSettings.model_fields if k != "dp"]
-    retrain = TrainSettings(**{k: getattr(cfg, k) for k in fields})
+    if retrain == "source":
+        fields = [k for k in TrainSettings.model_fields if k != "dp"]
+        retrain = TrainSettings(**{k: getattr(cfg, k) for k in fields})
+    elif isinstance(retrain, str):
+        raise InputError(f"retrain must be 'source' or TrainSettings, got {retrain!r}.")
     jem = JEMDefense(settings, retrain=retrain)
     config = {
         **source.config,

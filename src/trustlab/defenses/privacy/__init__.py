@@ -2,6 +2,7 @@
 
 from trustlab.defenses.privacy.jem import (
     FINETUNE,
+    RETRAIN,
     JEMDefense,
     JEMLoss,
     JEMReport,
@@ -14,6 +15,7 @@ from trustlab.defenses.privacy.jem import (
 
 __all__ = [
     "FINETUNE",
+    "RETRAIN",
     "JEMDefense",
     "JEMLoss",
     "JEMReport",
