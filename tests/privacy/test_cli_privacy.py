@@ -40,3 +40,17 @@ def test_privacy_cli_errors_exit_nonzero_with_one_message(_isolated_home: Path) 
     other = CliRunner().invoke(app, ["defend-privacy", "1", "--defense", "dp"])
     assert other.exit_code != 0 and "unknown privacy defense" in other.output
     assert len(RunStore(_isolated_home).list()) == 1  # nothing stored by the failures
+
+
+def test_mia_audits_a_defended_run_against_its_source_members(_isolated_home: Path) -> None:
+    from trustlab.experiments.privacy_defense import run_privacy_defense
+
+    _train(_isolated_home)
+    options = {"buffer_size": 200, "steps": 5, "sample_batch": 50, "synthetic_size": 200}
+    defended, _ = run_privacy_defense(1, options=options, retrain="source", progress=False)
+    out = CliRunner().invoke(
+        app, ["mia", str(defended.id), "--attack", "loss", "--n", "100", "--quiet"]
+    )
+    assert out.exit_code == 0, out.output
+    mia = [r for r in RunStore(_isolated_home).list() if r.kind == "mia"]
+    assert len(mia) == 1 and mia[0].config["target"] == defended.id

@@ -50,6 +50,8 @@ from trustlab.attacks.privacy.shadows import ShadowRecipe
 from trustlab.config import TrainConfig
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.experiments.privacy_defense import KIND as DEFENDED
+from trustlab.experiments.privacy_defense import training_config
 from trustlab.experiments.train import Prepared, adversarial_loss, prepare
 from trustlab.metrics.detection import roc_curve
 from trustlab.metrics.privacy import membership_metrics
@@ -121,10 +123,10 @@ def _unhandled(cfg: TrainConfig) -> list[str]:
 
 def _target_run(store: RunStore, target: int | str | Run) -> Run:
     run = store.get(target.id if isinstance(target, Run) else target)
-    if run.kind != "train":
+    if run.kind not in ("train", DEFENDED):
         raise InputError(
             f"run {run.id} is a {run.kind!r} run; membership inference audits a model trained by "
-            "`trustlab train` (pass the id of a train run)."
+            "`trustlab train` or defended by `trustlab defend-privacy` (pass such a run's id)."
         )
     if run.status != "finished":
         raise InputError(
@@ -204,7 +206,10 @@ def run_mia(
     seed = check_int("--seed", seed, minimum=0)
     store = store or RunStore()
     target_run = _target_run(store, target)
-    cfg = parse_config(TrainConfig, {**target_run.config, "device": device})
+    # a defended run's config is its source run's (members: that training split) plus the
+    # defense's keys; its shadows follow the source recipe (the attacker does not replay the
+    # defense)
+    cfg = parse_config(TrainConfig, {**training_config(target_run.config), "device": device})
     if attack in SHADOW_ATTACKS and (bad := _unhandled(cfg)):
         raise InputError(
             f"run {target_run.id} sets {', '.join(bad)}, which the shadow models cannot "
