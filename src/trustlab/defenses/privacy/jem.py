@@ -67,14 +67,14 @@ trustlab's choices and deviations (the papers do not fix these, or fix them for 
   noise, as their retraining loader adds none). trustlab first defaulted to its own
   ``TrainSettings()`` (SGD at lr 0.1, cosine, 10 epochs); on digits/cnn-small that recipe
   diverged on the synthetic set (training loss 2.5-2.7 in the first epoch, 4.5-5.7 in the
-  second, then a constant predictor, in two runs), see docs/privacy-jem.md. The fresh network
+  second, then a constant predictor, in two runs), see docs/privacy.md. The fresh network
   is built from the private model's :class:`~trustlab.models.spec.ModelSpec` (or
   ``make_model``), with initial weights seeded from ``seed``.
 
 Everything random (buffer, chains, data noise, class requests, initial weights, the two training
 runs) is derived from ``seed``: the same seed gives the same defended model on CPU.
 
-Measured with every default on digits/cnn-small (docs/privacy-jem.md): test accuracy 97.5% ->
+Measured with every default on digits/cnn-small (docs/privacy.md): test accuracy 97.5% ->
 80.8% (the JEM classifier itself 93.3%), loss-threshold membership advantage 0.051 -> 0.042;
 173 s of CPU for the defense.
 """
