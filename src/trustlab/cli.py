@@ -686,7 +686,9 @@ def defend_cmd(
 @app.command("mia")
 @_handled
 def mia_cmd(
-    run_ref: Annotated[str, typer.Argument(help="a finished `trustlab train` run (its id).")],
+    run_ref: Annotated[
+        str, typer.Argument(help="a finished `trustlab train` or `defend-privacy` run (its id).")
+    ],
     attack: Annotated[
         str, typer.Option(help="lira (default), shokri, loss or confidence.")
     ] = "lira",
@@ -701,8 +703,9 @@ def mia_cmd(
     seed: SeedOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Membership inference against a training run: members from its training split,
-    non-members from its test split; shadows trained with the run's own recipe and cached.
+    """Membership inference against a training run (or a defended one: members are its source
+    run's training split; threshold attacks only): members from its training split, non-members
+    from its test split; shadows trained with the run's own recipe and cached.
     Stores a `mia` run (metrics, per-example scores, a log-log ROC) and prints its numbers."""
     from trustlab.experiments.mia import run_mia
 

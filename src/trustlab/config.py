@@ -105,5 +105,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` from a YAML file, with ``overrides`` (not None) on top."""
     data = load_yaml(path) if path is not None else {}
+    dp = overrides.pop("dp", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if dp is not None:  # DP flags refine the file's dp block; one budget flag replaces the other
+        base = dict(data.get("dp") or {})
+        if "epsilon" in dp:
+            base.pop("noise_multiplier", None)
+        if "noise_multiplier" in dp:
+            base.pop("epsilon", None)
+        data["dp"] = {**base, **dp}
     return parse_config(TrainConfig, data)

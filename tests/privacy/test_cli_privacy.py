@@ -42,7 +42,7 @@ def test_privacy_cli_errors_exit_nonzero_with_one_message(_isolated_home: Path) 
     assert len(RunStore(_isolated_home).list()) == 1  # nothing stored by the failures
 
 
-def test_mia_audits_a_defended_run_against_its_source_members(_isolated_home: Path) -> None:
+def test_mia_audits_a_defended_run_with_threshold_attacks_only(_isolated_home: Path) -> None:
     from trustlab.experiments.privacy_defense import run_privacy_defense
 
     _train(_isolated_home)
@@ -54,3 +54,6 @@ def test_mia_audits_a_defended_run_against_its_source_members(_isolated_home: Pa
     assert out.exit_code == 0, out.output
     mia = [r for r in RunStore(_isolated_home).list() if r.kind == "mia"]
     assert len(mia) == 1 and mia[0].config["target"] == defended.id
+    # its shadows could not replay the defense: the shadow attacks are refused
+    lira = CliRunner().invoke(app, ["mia", str(defended.id), "--attack", "lira"])
+    assert lira.exit_code != 0 and "defended model" in lira.output

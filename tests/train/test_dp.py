@@ -107,7 +107,8 @@ def test_noise_is_added() -> None:
 
 def test_empty_poisson_batches_are_noisy_steps() -> None:
     data = blobs(n=6)
-    # q = 1/6: an empty sample has probability (5/6)^6 = 0.33 per step
+    # q = 1/6: an empty sample has probability (5/6)^6 = 0.33 per step, so 24 steps without
+    # one have probability 0.67^24 < 1e-4 (and the seed is fixed)
     result = Trainer(
         tiny(), epochs=4, batch_size=1, lr=0.1, dp=DP, device="cpu", progress=False
     ).fit(data)
@@ -196,3 +197,37 @@ def test_cli_train_dp_records_epsilon_and_delta(_isolated_home) -> None:
     assert run.config["dp"]["noise_multiplier"] == 1.0
     model = load_model(run.dir / "model.safetensors")  # rebuilt with GroupNorm
     assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+
+
+def test_a_target_epsilon_run_resumes_only_with_its_epochs(tmp_path) -> None:
+    data = blobs(n=48)
+    kw = dict(batch_size=16, dp={"epsilon": 3.0}, device="cpu", progress=False)
+
+    class StopAt1(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            trainer.stop = epoch == 1
+
+    Trainer(tiny(), epochs=2, callbacks=[StopAt1()], checkpoint_dir=tmp_path, **kw).fit(data)
+    with pytest.raises(CheckpointError, match="original epochs"):
+        Trainer(tiny(), epochs=4, **kw).fit(data, resume_from=tmp_path / CHECKPOINT_NAME)
+
+
+def test_the_trained_model_keeps_no_opacus_state() -> None:
+    result = Trainer(tiny(), epochs=1, dp=DP, device="cpu", progress=False).fit(blobs(n=32))
+    for p in result.model.parameters():
+        assert p.grad is None and not hasattr(p, "summed_grad")
+        assert getattr(p, "grad_sample", None) is None
+    assert result.privacy is not None and result.privacy["secure_mode"] == 0.0
+
+
+def test_cli_dp_flags_refine_the_yaml_dp_block(tmp_path) -> None:
+    from trustlab.config import load_train_config
+
+    path = tmp_path / "dp.yaml"
+    path.write_text("dp:\n  epsilon: 4.0\n  max_grad_norm: 2.0\n")
+    assert load_train_config(path, dp={}).dp.epsilon == 4.0
+    cfg = load_train_config(path, dp={"max_grad_norm": 0.5})
+    assert cfg.dp.epsilon == 4.0 and cfg.dp.max_grad_norm == 0.5
+    cfg = load_train_config(path, dp={"noise_multiplier": 1.0})
+    assert cfg.dp.epsilon is None and cfg.dp.noise_multiplier == 1.0
+    assert load_train_config(path).dp.epsilon == 4.0  # no flag: the file's block

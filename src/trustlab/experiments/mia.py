@@ -207,9 +207,14 @@ def run_mia(
     store = store or RunStore()
     target_run = _target_run(store, target)
     # a defended run's config is its source run's (members: that training split) plus the
-    # defense's keys; its shadows follow the source recipe (the attacker does not replay the
-    # defense)
+    # defense's keys
     cfg = parse_config(TrainConfig, {**training_config(target_run.config), "device": device})
+    if attack in SHADOW_ATTACKS and target_run.kind == DEFENDED:
+        raise InputError(
+            f"run {target_run.id} is a defended model: shadow models trained with its source "
+            "recipe would not replay the defense, and an attack calibrated on them would "
+            "misjudge its risk; use --attack loss or confidence (no shadow models)."
+        )
     if attack in SHADOW_ATTACKS and (bad := _unhandled(cfg)):
         raise InputError(
             f"run {target_run.id} sets {', '.join(bad)}, which the shadow models cannot "

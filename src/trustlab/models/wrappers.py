@@ -261,7 +261,7 @@ def group_norm(model: nn.Module) -> tuple[nn.Module, int]:
 
     DP-SGD needs per-sample gradients, which batch statistics do not have (each sample's output
     depends on the whole batch). The replacement is Opacus' own fixer
-    (``opacus.validators.ModuleValidator.fix``: ``GroupNorm(min(32, C), C)``, affine as the
+    (``opacus.validators.ModuleValidator.fix``: ``GroupNorm(gcd(32, C), C)``, affine as the
     BatchNorm), so that a model rebuilt from its :class:`~trustlab.models.spec.ModelSpec`
     (``group_norm=True``) has exactly the layers it was trained with. The copy's config records
     the change (``ModelSpec.from_model`` reads it back).

@@ -22,18 +22,24 @@ function of ``(seed, epoch)`` (so a killed run resumes with the same numbers), t
 history in the checkpoint, and ``epsilon`` in every epoch's metrics.
 
 Settings (:class:`DPSettings`; ``TrainSettings.dp``): either a target ``epsilon`` (``sigma`` is
-then found by Opacus' ``get_noise_multiplier`` for the run's epochs and sampling rate) or an
+then found by Opacus' ``get_noise_multiplier`` for the run's steps and sampling rate) or an
 explicit ``noise_multiplier``; ``delta`` 1e-5, ``max_grad_norm`` 1.0, accountant ``rdp``,
-Poisson sampling on. The sampling rate is ``q = 1 / ceil(N / batch_size)`` (Opacus' rule:
-the expected batch is at most ``batch_size``). BatchNorm has no per-sample gradients: models are
-converted with :func:`~trustlab.models.wrappers.group_norm` (Opacus' fixer, GroupNorm), with a
-message that says so. Not supported with DP: ``compute_loss`` (adversarial training, the blind
-loss: their extra backward passes would corrupt the per-sample gradients), ``clip_grad_norm``
-(DP clips per sample) and ``torchrun`` (Opacus' DPDDP is not wired).
+Poisson sampling on. The sampling rate is ``q = 1 / ceil(N / batch_size)`` (Opacus' rule: the
+expected batch is at most ``batch_size``) and an epoch is Opacus' ``int(1 / q)`` Poisson steps
+(for some ``N / batch_size`` one fewer than ``ceil(N / batch_size)``, as the float reciprocal
+rounds down); sigma for a target epsilon is found for exactly those steps, and a run with a
+target epsilon resumes only with its original number of epochs. BatchNorm has no per-sample
+gradients: models are converted with :func:`~trustlab.models.wrappers.group_norm` (Opacus'
+fixer, GroupNorm), with a message that says so. Not supported with DP: ``compute_loss``
+(adversarial training, the blind loss: their extra backward passes would corrupt the
+per-sample gradients), ``clip_grad_norm`` (DP clips per sample) and ``torchrun`` (Opacus' DPDDP
+is not wired).
 
-``secure_mode=False`` (default) draws the noise from a seeded torch generator: fine for research
-and reproducibility, not for a deployment, where Opacus' ``secure_mode=True`` (torchcsprng) should
-be used for the final training, as Opacus itself warns.
+``secure_mode=False`` (default) draws the noise and the samples from torch generators seeded from
+the run's seed, which the results store records: fine for research and reproducibility (the same
+seed gives the same model), but the (epsilon, delta) guarantee assumes noise nobody can replay.
+For a model that is released, train with Opacus' ``secure_mode=True`` (torchcsprng), as Opacus
+itself warns; ``report()`` records which mode was used.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from trustlab.data.datasets import ArrayDataset
-from trustlab.errors import InputError
+from trustlab.errors import CheckpointError, InputError
 from trustlab.utils.seed import derive_seed
 
 
@@ -117,6 +123,7 @@ class PrivateTraining:
         self.seed = seed
         self.noise_multiplier: float | None = settings.noise_multiplier
         self.sample_rate: float | None = None
+        self.epochs: int | None = None
         self._engine: Any = None
         self._module: Any = None
         self._optimizer: Any = None
@@ -143,8 +150,18 @@ class PrivateTraining:
 
         s = self.settings
         self.sample_rate = sample_rate(n, batch_size)
+        self.epochs = epochs
+        # Opacus' Poisson sampler runs int(1 / q) steps per epoch (one fewer than ceil(n / b)
+        # for some n / b, as float division rounds): sigma is found for the steps actually run
+        steps = epochs * int(1 / self.sample_rate)
         if state is not None:
             self.noise_multiplier = float(state["noise_multiplier"])
+            if s.epsilon is not None and int(state.get("epochs", epochs)) != epochs:
+                raise CheckpointError(
+                    f"this DP-SGD run aimed at epsilon {s.epsilon} over {state['epochs']} "
+                    f"epochs; its noise was sized for them, so {epochs} epochs would end at "
+                    "another epsilon. Resume with the original epochs (or start a new run)."
+                )
         elif s.epsilon is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Opacus' notes on the PRV accountant's grid
@@ -153,7 +170,7 @@ class PrivateTraining:
                         target_epsilon=s.epsilon,
                         target_delta=s.delta,
                         sample_rate=self.sample_rate,
-                        epochs=epochs,
+                        steps=steps,
                         accountant=s.accountant,
                     )
                 )
@@ -219,21 +236,33 @@ class PrivateTraining:
         return {
             "noise_multiplier": self.noise_multiplier,
             "sample_rate": self.sample_rate,
+            "epochs": self.epochs,
             "history": [list(h) for h in history],
         }
 
     def report(self) -> dict[str, float]:
-        """``epsilon``, ``delta``, ``noise_multiplier``, ``max_grad_norm``, ``sample_rate``."""
-        return {
+        """``epsilon`` (spent), ``delta``, ``noise_multiplier``, ``max_grad_norm``,
+        ``sample_rate``, ``secure_mode`` (0/1), and ``target_epsilon`` when one was set."""
+        out = {
             "epsilon": self.epsilon(),
             "delta": self.settings.delta,
             "noise_multiplier": float(self.noise_multiplier or 0.0),
             "max_grad_norm": self.settings.max_grad_norm,
             "sample_rate": float(self.sample_rate or 0.0),
+            "secure_mode": float(self.settings.secure_mode),
         }
+        if self.settings.epsilon is not None:
+            out["target_epsilon"] = self.settings.epsilon
+        return out
 
     def detach(self) -> None:
         """Remove Opacus' hooks from the model (it is a plain module again)."""
+        if self._optimizer is not None:  # Opacus' summed_grad and the last noisy .grad
+            self._optimizer.zero_grad(set_to_none=True)
+            for p in self._optimizer.params:
+                if hasattr(p, "summed_grad"):
+                    del p.summed_grad
+            self._optimizer = None
         if self._module is not None:
             self._module.to_standard_module()
             self._module = None

@@ -563,7 +563,11 @@ class Trainer:
                 x = augment_batch(x, s.augment, aug_gen)
             if self._memory_format is not None:
                 x = x.contiguous(memory_format=self._memory_format)
-            loss, logits = self._loss_and_logits(net, x, y)
+            if y.numel() == 0:  # an empty Poisson sample (DP-SGD): a zero loss, a noisy step
+                logits = net(x)
+                loss = logits.sum() * 0.0
+            else:
+                loss, logits = self._loss_and_logits(net, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if s.clip_grad_norm is not None:
