@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from trustlab.data.datasets import ArrayDataset
+from trustlab.errors import InputError
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
 from trustlab.models.spec import ModelSpec
 from trustlab.train import TrainSettings
@@ -192,8 +193,6 @@ class MembershipInferenceJEM(Experiment):
         n = int(preset.options["population"])
         size = len(preset.load("train"))
         if not 4 <= n <= size:
-            from trustlab.errors import InputError
-
             raise InputError(
                 f"population must be between 4 and the training split's {size} examples, got {n}."
             )
