@@ -69,16 +69,34 @@ def test_target_epsilon_sets_the_noise_and_is_met() -> None:
     assert 2.9 <= eps <= 3.0 + 1e-6
 
 
-def test_per_sample_clipping_bounds_the_update() -> None:
-    """No noise, C tiny: one SGD step moves the weights by at most lr * C * |B| / E[|B|]."""
-    data = blobs(n=64)
-    model = tiny(dropout=0.0)
-    before = weights(model)
-    c, lr = 1e-3, 1.0
+def test_per_sample_clipping_matches_the_hand_computed_update() -> None:
+    """No noise, q = 1 (the whole set in one Poisson step): one SGD step must equal
+    -lr * mean_i clip_C(grad_i), each sample's gradient clipped on its own (whole-batch
+    clipping would give another update)."""
+    data = blobs(n=32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    ref = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    ref.load_state_dict(model.state_dict())
+    c, lr = 0.05, 1.0
+    grads = []
+    for i in range(len(data)):  # per-sample gradients by hand (a test may loop)
+        ref.zero_grad()
+        nn.functional.cross_entropy(ref(data.x[i : i + 1]), data.y[i : i + 1]).backward()
+        g = torch.cat([p.grad.flatten() for p in ref.parameters()])
+        grads.append(g * min(1.0, c / float(g.norm())))
+    per_sample = torch.stack(grads).mean(0)
+    expected = weights(ref) - lr * per_sample
+    # whole-batch clipping of the mean gradient: a different update (so the test can tell)
+    ref.zero_grad()
+    nn.functional.cross_entropy(ref(data.x), data.y).backward()
+    full = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    batch_clipped = full * min(1.0, c / float(full.norm()))
+    assert float((batch_clipped - per_sample).norm()) > 0.1 * float(per_sample.norm())
     Trainer(
         model,
         epochs=1,
-        batch_size=64,  # one Poisson step with q = 1: the whole set
+        batch_size=32,
         lr=lr,
         momentum=0.0,
         weight_decay=0.0,
@@ -87,8 +105,7 @@ def test_per_sample_clipping_bounds_the_update() -> None:
         device="cpu",
         progress=False,
     ).fit(data)
-    step = (weights(model) - before).norm()
-    assert 0 < step <= lr * c * 1.0 + 1e-9  # |B| = E[|B|] = 64 when q = 1
+    torch.testing.assert_close(weights(model), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_noise_is_added() -> None:
@@ -231,3 +248,11 @@ def test_cli_dp_flags_refine_the_yaml_dp_block(tmp_path) -> None:
     cfg = load_train_config(path, dp={"noise_multiplier": 1.0})
     assert cfg.dp.epsilon is None and cfg.dp.noise_multiplier == 1.0
     assert load_train_config(path).dp.epsilon == 4.0  # no flag: the file's block
+
+
+def test_fixed_size_batches_warn_that_epsilon_assumes_poisson() -> None:
+    with pytest.warns(UserWarning, match="Poisson"):
+        result = Trainer(
+            tiny(), epochs=1, batch_size=16, dp={**DP, "poisson": False}, progress=False
+        ).fit(blobs(n=32))
+    assert result.privacy is not None and result.privacy["epsilon"] > 0

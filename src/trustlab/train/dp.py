@@ -149,6 +149,13 @@ class PrivateTraining:
         from torch.utils.data import DataLoader, TensorDataset
 
         s = self.settings
+        if not s.poisson:
+            warnings.warn(
+                "DP-SGD with poisson=False: the accountants assume Poisson sampling, so the "
+                "epsilon reported for shuffled fixed-size batches is not a proven guarantee.",
+                UserWarning,
+                stacklevel=3,
+            )
         self.sample_rate = sample_rate(n, batch_size)
         self.epochs = epochs
         # Opacus' Poisson sampler runs int(1 / q) steps per epoch (one fewer than ceil(n / b)
