@@ -185,7 +185,7 @@ def train_cmd(
     epochs. With --dp every epoch records the epsilon spent (at --delta).
     """
     from trustlab.config import load_train_config
-    from trustlab.experiments.train import prepare, run_training
+    from trustlab.workflows.train import prepare, run_training
 
     dp_flags = {
         "epsilon": epsilon,
@@ -259,7 +259,7 @@ def resume_cmd(
         if not rep.passed:
             raise typer.Exit(1)
         return
-    from trustlab.experiments.train import resume_training
+    from trustlab.workflows.train import resume_training
 
     run, result = resume_training(run_id, progress=_progress(quiet), device=device)
     _print_summary(run.refresh(), result.summary())
@@ -707,7 +707,7 @@ def mia_cmd(
     run's training split; threshold attacks only): members from its training split, non-members
     from its test split; shadows trained with the run's own recipe and cached.
     Stores a `mia` run (metrics, per-example scores, a log-log ROC) and prints its numbers."""
-    from trustlab.experiments.mia import run_mia
+    from trustlab.workflows.mia import run_mia
 
     run, result = run_mia(
         run_ref, attack, shadows, offline, n, device=device, seed=seed or 0,
@@ -727,7 +727,7 @@ def defend_privacy_cmd(
 ) -> None:
     """Defend a training run's model against membership inference; the defended model is
     stored as a new run laid out like a training run (so `trustlab mia NEW` audits it)."""
-    from trustlab.experiments.privacy_defense import run_privacy_defense
+    from trustlab.workflows.privacy_defense import run_privacy_defense
 
     run, result = run_privacy_defense(
         run_ref, defense, device=device, seed=seed, progress=_progress(quiet)

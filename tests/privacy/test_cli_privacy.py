@@ -43,7 +43,7 @@ def test_privacy_cli_errors_exit_nonzero_with_one_message(_isolated_home: Path) 
 
 
 def test_mia_audits_a_defended_run_with_threshold_attacks_only(_isolated_home: Path) -> None:
-    from trustlab.experiments.privacy_defense import run_privacy_defense
+    from trustlab.workflows.privacy_defense import run_privacy_defense
 
     _train(_isolated_home)
     options = {"buffer_size": 200, "steps": 5, "sample_batch": 50, "synthetic_size": 200}

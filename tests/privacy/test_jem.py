@@ -230,9 +230,9 @@ def test_defense_refuses_a_model_it_cannot_rebuild(digits) -> None:
 
 @pytest.mark.slow
 def test_run_privacy_defense_records_a_train_like_run() -> None:
-    from trustlab.experiments.privacy_defense import run_privacy_defense
-    from trustlab.experiments.train import run_training
     from trustlab.results import RunStore
+    from trustlab.workflows.privacy_defense import run_privacy_defense
+    from trustlab.workflows.train import run_training
 
     source, _ = run_training(
         {"dataset": "digits", "model": "mlp", "model_kwargs": {"hidden": [32]}, "epochs": 2,
@@ -274,8 +274,8 @@ def test_run_privacy_defense_records_a_train_like_run() -> None:
 
 def test_training_config_drops_the_defense_keys() -> None:
     from trustlab.config import TrainConfig
-    from trustlab.experiments.privacy_defense import DEFENSE_KEYS, training_config
     from trustlab.utils.validate import parse_config
+    from trustlab.workflows.privacy_defense import DEFENSE_KEYS, training_config
 
     config = {**TrainConfig().model_dump(), **{k: 1 for k in DEFENSE_KEYS}}
     assert parse_config(TrainConfig, training_config(config)) == TrainConfig()

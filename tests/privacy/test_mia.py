@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from trustlab.errors import InputError
-from trustlab.experiments.mia import ATTACKS, run_mia
-from trustlab.experiments.train import run_training
 from trustlab.results import RunStore
+from trustlab.workflows.mia import ATTACKS, run_mia
+from trustlab.workflows.train import run_training
 
 
 @pytest.fixture(scope="module")

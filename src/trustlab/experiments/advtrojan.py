@@ -37,7 +37,7 @@ import torch
 
 from trustlab.attacks.backdoor import AllToOne, PatchTrigger
 from trustlab.attacks.backdoor.advtrojan import AdvTrojanTraining, evaluate_advtrojan
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
 from trustlab.train.adversarial import PGDTraining
@@ -66,6 +66,7 @@ def _both_fires_alone_not(t: ResultTable) -> tuple[bool, str]:
     return ok, detail
 
 
+@register_experiment
 class AdvTrojanReproduction(Experiment):
     name = "advtrojan"
     title = "AdvTrojan: a backdoor that needs the trigger and an adversarial perturbation"

@@ -71,7 +71,7 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.data.synthetic import TEXTURE_SOURCES
 from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
 from trustlab.utils.seed import derive_seed
@@ -114,6 +114,7 @@ def _nc_evasion(t: ResultTable) -> tuple[bool, str]:
     )
 
 
+@register_experiment
 class BlindReproduction(Experiment):
     name = "blind"
     title = "Blind backdoors through a compromised loss, against BadNets"
@@ -251,6 +252,7 @@ def _feature(preset: Preset, test: ArrayDataset) -> torch.Tensor:
     return test.texture == TEXTURE_SOURCES.index(source)
 
 
+@register_experiment
 class BlindVariantsReproduction(BlindReproduction):
     """The semantic and covert-task blind backdoors next to a clean model; see the module. The
     clean model is measured like each backdoored one (rows ``clean/semantic``,

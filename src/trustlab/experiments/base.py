@@ -345,9 +345,18 @@ def default_workers(device: torch.device, n_jobs: int) -> int:
     return max(1, min(n_jobs, os.cpu_count() or 1))
 
 
-def get_experiment(name: str) -> Experiment:
-    import trustlab.experiments.registry  # noqa: F401  (registers the reproductions)
+def register_experiment(cls: type[Experiment]) -> type[Experiment]:
+    """Class decorator: register a reproduction in :data:`~trustlab.registry.EXPERIMENTS` under
+    its ``name``, with its ``title`` as the card's description and its ``paper``."""
+    if not cls.name or not cls.paper:
+        raise ValueError(f"{cls.__name__} needs a name and a paper to be registered")
+    presets = ", ".join(cls.presets)
+    EXPERIMENTS.register(cls.name, cls.title, paper=cls.paper, threat="", presets=presets)(cls)
+    return cls
 
+
+def get_experiment(name: str) -> Experiment:
+    """A fresh instance of the registered reproduction ``name``."""
     return EXPERIMENTS.get(name).factory()
 
 
@@ -539,10 +548,8 @@ def resume_reproduction(
 
 
 def list_experiments() -> list[dict[str, Any]]:
-    import trustlab.experiments.registry  # noqa: F401
-
     out = []
-    for entry in EXPERIMENTS:
+    for entry in sorted(EXPERIMENTS, key=lambda c: c.name):
         exp = entry.factory()
         out.append(
             {

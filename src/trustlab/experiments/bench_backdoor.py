@@ -35,7 +35,7 @@ from trustlab.attacks.backdoor.artifact import (
 )
 from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense
 from trustlab.errors import InputError
-from trustlab.experiments.base import Experiment, Preset
+from trustlab.experiments.base import Experiment, Preset, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import TrainSettings
 from trustlab.utils.io import write_json_atomic, write_text_atomic
@@ -66,6 +66,7 @@ def _names(value: Any, known: tuple[str, ...], what: str) -> list[str]:
     return names
 
 
+@register_experiment
 class BackdoorBench(Experiment):
     name = "bench-backdoor"
     title = "Backdoor attacks x defenses"

@@ -31,7 +31,14 @@ from trustlab.attacks.evasion import PGD
 from trustlab.attacks.evasion.advcam import AdvCam, random_transform
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data.synthetic import bundled_image
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    register_experiment,
+    train_and_save,
+)
 from trustlab.train.checkpoint import load_model
 from trustlab.utils.seed import derive_seed, generator
 
@@ -70,6 +77,7 @@ def _eot(t: ResultTable) -> tuple[bool, str]:
     )
 
 
+@register_experiment
 class AdvCamReproduction(Experiment):
     name = "advcam"
     title = "Adversarial camouflage with natural styles"

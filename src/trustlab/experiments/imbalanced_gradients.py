@@ -22,7 +22,7 @@ import torch
 
 from trustlab.attacks.evasion.md import MD, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
 from trustlab.train.adversarial import PGDTraining
@@ -57,6 +57,7 @@ def _ls_most_imbalanced(t: ResultTable) -> tuple[bool, str]:
     return top == "ls", ", ".join(f"{m} {v:.2f}" for m, v in scores.items())
 
 
+@register_experiment
 class MDReproduction(Experiment):
     name = "md"
     title = "Imbalanced gradients and the Margin Decomposition attack"

@@ -36,7 +36,14 @@ from trustlab.defenses.detection import (
     evaluate_detector,
 )
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    register_experiment,
+    train_and_save,
+)
 from trustlab.models.spec import ModelSpec
 from trustlab.results.plots import curves_png
 from trustlab.train.checkpoint import load_model
@@ -55,6 +62,7 @@ def _detected(t: ResultTable) -> tuple[bool, str]:
     return min(deep, lid) >= 0.95 - 1e-9, f"{MEDICAL}: deep-feature AUC {deep:.3f}, LID {lid:.3f}"
 
 
+@register_experiment
 class MedicalReproduction(Experiment):
     name = "medical"
     title = "Adversarial attacks on medical images: easier to attack, easier to detect"

@@ -48,7 +48,7 @@ import torch
 
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import TrainSettings
 from trustlab.train.evaluate import evaluate
@@ -105,6 +105,7 @@ def _chance_advantage(scores: list[torch.Tensor], members: torch.Tensor, seed: i
     return float(sum(vals) / len(vals))
 
 
+@register_experiment
 class MembershipInferenceJEM(Experiment):
     name = "meminf-jem"
     title = "Membership inference (threshold, LiRA) and the JEM and DP-SGD defenses"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from trustlab.data.noise import apply_noise, asymmetric_map, parse_noise
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable
+from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.train import Trainer, TrainSettings
 from trustlab.train.losses import make_loss
@@ -215,6 +215,7 @@ def _presets(losses: tuple[str, ...]) -> dict[str, Preset]:
     }
 
 
+@register_experiment
 class APLReproduction(NoisyLabelExperiment):
     name = "apl"
     title = "Normalized loss functions: Active Passive Losses"
@@ -226,6 +227,7 @@ class APLReproduction(NoisyLabelExperiment):
     claims = (beats_ce(("nce+rce", "sce")), clean_within(0.03))
 
 
+@register_experiment
 class SCEReproduction(NoisyLabelExperiment):
     name = "sce"
     title = "Symmetric cross entropy"

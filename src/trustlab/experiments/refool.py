@@ -39,7 +39,14 @@ from trustlab.attacks.backdoor.triggers import Trigger
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    register_experiment,
+    train_model,
+)
 from trustlab.train.checkpoint import save_model
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.io import write_json_atomic
@@ -62,6 +69,7 @@ def _asr(t: ResultTable) -> tuple[bool, str]:
     )
 
 
+@register_experiment
 class RefoolReproduction(Experiment):
     name = "refool"
     title = "Reflection backdoor: clean-label poisoning with ranked reflections"

@@ -29,7 +29,14 @@ import torch
 
 from trustlab.attacks.evasion import MIFGSM, PGD, SGM, evaluate_transfer
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_and_save
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    register_experiment,
+    train_and_save,
+)
 from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model
 from trustlab.train.trainer import check_model_fits
@@ -59,6 +66,7 @@ def _sgm_mi_beats_mi(t: ResultTable) -> tuple[bool, str]:
     )
 
 
+@register_experiment
 class SGMReproduction(Experiment):
     name = "sgm"
     title = "Skip Gradient Method: transferability from residual networks"

@@ -38,7 +38,14 @@ from trustlab.attacks.backdoor.clean_label import adversarial_trigger, clean_lab
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data.datasets import ArrayDataset
 from trustlab.experiments.backdoor_common import add_natural_asr, clean_model_path, trigger_path
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, train_model
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    register_experiment,
+    train_model,
+)
 from trustlab.train.checkpoint import save_model
 from trustlab.train.evaluate import evaluate
 
@@ -58,6 +65,7 @@ def _twice(t: ResultTable) -> tuple[bool, str]:
     )
 
 
+@register_experiment
 class VideoBackdoorReproduction(Experiment):
     name = "video-backdoor"
     title = "Clean-label backdoor with a universal adversarial trigger on video recognition"

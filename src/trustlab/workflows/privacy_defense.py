@@ -38,12 +38,12 @@ import torch
 from trustlab.config import TrainConfig
 from trustlab.defenses.privacy.jem import JEMDefense, JEMResult, JEMSettings
 from trustlab.errors import InputError
-from trustlab.experiments.train import prepare
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train.checkpoint import load_model, save_model
 from trustlab.train.trainer import TrainResult, TrainSettings
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.validate import parse_config
+from trustlab.workflows.train import prepare
 
 __all__ = ["DEFENSES", "DEFENSE_KEYS", "KIND", "run_privacy_defense", "training_config"]
 

@@ -5,7 +5,7 @@
 
 - **members**: ``n`` examples drawn (seeded) from the run's training split, exactly as the
   target saw them (label noise in the config is replayed by
-  :func:`trustlab.experiments.train.prepare`, so members carry the labels the model trained on);
+  :func:`trustlab.workflows.train.prepare`, so members carry the labels the model trained on);
   **non-members**: ``n`` examples of its test split. Default ``n``: the smaller split's size, so
   the audit is balanced.
 - **attacks** (:data:`ATTACKS`): ``loss`` (Yeom et al.'s loss threshold), ``confidence`` (the
@@ -50,9 +50,6 @@ from trustlab.attacks.privacy.shadows import ShadowRecipe
 from trustlab.config import TrainConfig
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
-from trustlab.experiments.privacy_defense import KIND as DEFENDED
-from trustlab.experiments.privacy_defense import training_config
-from trustlab.experiments.train import Prepared, adversarial_loss, prepare
 from trustlab.metrics.detection import roc_curve
 from trustlab.metrics.privacy import membership_metrics
 from trustlab.results import Run, RunStore, recording_outcome
@@ -64,6 +61,9 @@ from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.seed import derive_seed, generator
 from trustlab.utils.validate import check_int, parse_config
+from trustlab.workflows.privacy_defense import KIND as DEFENDED
+from trustlab.workflows.privacy_defense import training_config
+from trustlab.workflows.train import Prepared, adversarial_loss, prepare
 
 __all__ = ["ATTACKS", "MIAResult", "run_mia", "shadow_recipe"]
 
