@@ -1,26 +1,70 @@
-"""A rich progress bar for long library loops, shown only when asked for and on a terminal."""
+"""The one progress bar of trustlab: rich, shown only when asked for and on a terminal.
+
+``with progress_bar("NC", 15, show) as bar: ... bar()`` (or ``bar.advance()``); ``bar.info(text)``
+sets a text shown after the counter (e.g. the training loss). Disabled (a no-op that costs
+nothing) unless ``enabled`` and stderr is a terminal, so ``--quiet``, pipes, log files and CI stay
+silent.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["Bar", "progress_bar", "show_progress"]
+
+
+def show_progress(enabled: bool = True) -> bool:
+    """True when a bar asked for (``enabled``) would be shown: stderr is a terminal."""
+    return bool(enabled) and sys.stderr.isatty()
+
+
+class Bar:
+    """A handle on one task of a progress bar; calling it advances the task by one."""
+
+    def __init__(self, progress: Any = None, task: Any = None) -> None:
+        self._progress, self._task = progress, task
+
+    def advance(self, n: float = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def __call__(self) -> None:
+        self.advance(1)
+
+    def info(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, info=text)
 
 
 @contextlib.contextmanager
 def progress_bar(
-    description: str, total: int, enabled: bool = True
-) -> Iterator[Callable[[], None]]:
-    """``with progress_bar("NC", 15, show) as advance: ... advance()``; a no-op unless
-    ``enabled`` and stderr is a terminal (so ``--quiet``, pipes and CI stay silent)."""
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda: None
+    description: str, total: int, enabled: bool = True, *, eta: bool = False
+) -> Iterator[Bar]:
+    """A bar of ``total`` steps named ``description``; ``eta`` adds the time remaining."""
+    if not show_progress(enabled):
+        yield Bar()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns: list[Any] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
-    ) as bar:  # fmt: skip
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+    ]
+    if eta:
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task(description, total=total, info="")
+        yield Bar(progress, task)

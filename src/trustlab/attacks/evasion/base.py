@@ -9,14 +9,14 @@ labels ``int64``; normalisation lives inside the model. ``atk = PGD(model, eps=8
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 from torch import nn
 
 from trustlab.errors import InputError
+from trustlab.utils.modules import frozen
 from trustlab.utils.seed import generator
 
 NORMS = ("linf", "l2")
@@ -34,22 +34,6 @@ def parse_eps(value: float | str) -> float:
     if not eps >= 0:
         raise InputError(f"eps must be >= 0, got {value!r}.")
     return eps
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients inside; the previous state is restored on exit."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
