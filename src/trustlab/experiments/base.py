@@ -42,6 +42,7 @@ from trustlab.registry import EXPERIMENTS
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic, write_text_atomic
+from trustlab.utils.progress import progress_bar
 
 PRESETS = ("smoke", "quick", "full")
 
@@ -111,6 +112,16 @@ class Claim:
         return ClaimResult(self.name, self.text, bool(passed), detail)
 
 
+NOT_APPLICABLE = "—"
+
+
+def format_cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean ± std"`` scaled and rounded; ``—`` when the value does not apply (NaN)."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return NOT_APPLICABLE
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
 class ResultTable:
     """Rows of per-seed metrics grouped by ``keys``; :meth:`summary` gives mean/std over seeds."""
 
@@ -147,16 +158,27 @@ class ResultTable:
     def has(self, **where: Any) -> bool:
         return any(all(r.get(k) == v for k, v in where.items()) for r in self.rows)
 
-    def to_markdown(self, digits: int = 2, percent: Sequence[str] = ()) -> str:
+    def formatted(
+        self, digits: int = 2, percent: Sequence[str] = ()
+    ) -> tuple[list[str], list[list[str]]]:
+        """``(columns, rows)`` of strings, as every table of a reproduction shows them: the keys,
+        each metric as ``mean ± std`` (``percent`` metrics times 100), the seed count; ``—``
+        where a metric does not apply to a row (no value, or NaN)."""
         cols = [*self.keys, *self.metrics, "seeds"]
-        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        rows = []
         for e in self.summary():
             cells = [str(e[k]) for k in self.keys]
             for m in self.metrics:
                 scale = 100.0 if m in percent else 1.0
-                cells.append(f"{e[m] * scale:.{digits}f} ± {e[m + '_std'] * scale:.{digits}f}")
+                cells.append(format_cell(e[m], e[m + "_std"], scale, digits))
             cells.append(str(e["seeds"]))
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        return cols, rows
+
+    def to_markdown(self, digits: int = 2, percent: Sequence[str] = ()) -> str:
+        cols, rows = self.formatted(digits, percent)
+        lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -457,23 +479,13 @@ def _run_jobs(
     progress: bool,
     record: Callable[[int, dict], None],
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     n_workers = workers if workers is not None else default_workers(dev, len(todo))
-    bar = Progress(
-        "[bold]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task(f"{exp.name} ({pre.name})", total=len(todo))
+    with progress_bar(f"{exp.name} ({pre.name})", len(todo), progress) as bar:
         if n_workers == 1 or len(todo) <= 1:
             for i in todo:
                 job, seed = jobs[i]
                 record(i, _job_in_process(exp, pre, job, seed, dev))
-                bar.advance(task)
+                bar.advance()
             return
         ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
         pool = ProcessPoolExecutor(
@@ -493,7 +505,7 @@ def _run_jobs(
             for fut in as_completed(futures):
                 record(futures[fut], fut.result())
                 recorded.add(futures[fut])
-                bar.advance(task)
+                bar.advance()
         except BaseException:
             # stop at the first failure: cancel what has not started, keep what has finished
             pool.shutdown(wait=False, cancel_futures=True)

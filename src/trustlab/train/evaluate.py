@@ -11,11 +11,7 @@ from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import iterate_batches
 from trustlab.metrics import accuracy
 from trustlab.utils.device import resolve_device
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+from trustlab.utils.modules import device_of, eval_mode
 
 
 @torch.no_grad()
@@ -30,13 +26,9 @@ def predict_logits(
     The model's train/eval mode is restored on exit.
     """
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
-    dev = resolve_device(device) if device is not None else _device_of(model)
-    was_training = model.training
-    model.eval()
-    try:
+    dev = resolve_device(device) if device is not None else device_of(model)
+    with eval_mode(model):
         out = [model(x).float().cpu() for x, _ in iterate_batches(ds, batch_size, device=dev)]
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

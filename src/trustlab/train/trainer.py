@@ -24,7 +24,6 @@ papers' code).
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,6 +47,8 @@ from trustlab.train.checkpoint import load_checkpoint, load_state, save_checkpoi
 from trustlab.train.dp import DPSettings, PrivateTraining, privatize_model
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.device import resolve_device
+from trustlab.utils.modules import eval_mode
+from trustlab.utils.progress import Bar, progress_bar
 from trustlab.utils.seed import derive_seed, generator, seed_torch_rng
 from trustlab.utils.validate import parse_config
 
@@ -149,18 +150,14 @@ def check_model_fits(
             f"the training set has {train.num_classes} classes but the test set has "
             f"{test.num_classes}; give both the same class list."
         )
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(train.x[:2].to(device))
     except RuntimeError as exc:
         raise InputError(
             f"the model cannot take inputs of shape {train.input_shape}: "
             f"{str(exc).splitlines()[0]}. Create it with matching in_channels/image_size."
         ) from exc
-    finally:
-        model.train(was)
     if out.dim() != 2 or out.shape[1] < train.num_classes:
         raise InputError(
             f"the model outputs shape {tuple(out.shape)} but the dataset has "
@@ -249,10 +246,6 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     for pid, vals in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(vals)
     return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _progress_enabled(requested: bool, ctx: D.DistContext) -> bool:
-    return requested and ctx.is_main and sys.stderr.isatty()
 
 
 class Trainer:
@@ -471,33 +464,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start(self)
 
-        show = _progress_enabled(self.progress, ctx)
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not show,
-            transient=False,
-        )
-        with bar:
-            task = bar.add_task("train", total=steps, info="")
+        show = self.progress and ctx.is_main
+        with progress_bar("train", steps, show, eta=True) as bar:
             while self.epoch < s.epochs and not self.stop:
                 epoch = self.epoch
-                metrics = self._train_epoch(
-                    net, optimizer, train, epoch, ctx, per_rank_batch, bar, task
-                )
+                metrics = self._train_epoch(net, optimizer, train, epoch, ctx, per_rank_batch, bar)
                 if self._dp is not None:
                     metrics["epsilon"] = self._dp.epsilon()
                 if test is not None and ((epoch + 1) % s.eval_every == 0 or epoch + 1 == s.epochs):
@@ -514,7 +485,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, self.epoch, metrics)
                 acc = metrics.get("test_accuracy", metrics.get("train_accuracy", float("nan")))
-                bar.update(task, info=f"loss {metrics['train_loss']:.3f} acc {acc:.3f}")
+                bar.info(f"loss {metrics['train_loss']:.3f} acc {acc:.3f}")
         privacy = self._dp.report() if self._dp is not None else None
         result = TrainResult(self.model, list(self.history), privacy)
         for cb in self.callbacks:
@@ -529,8 +500,7 @@ class Trainer:
         epoch: int,
         ctx: D.DistContext,
         batch_size: int,
-        bar: Any,
-        task: Any,
+        bar: Bar,
     ) -> dict[str, float]:
         s = self.settings
         lr = s.lr_at(epoch)
@@ -554,9 +524,9 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         n = n_scored = 0
-        show = not bar.disable
+        show = bar.enabled
         net.train()
-        bar.reset(task, total=total, description=f"epoch {epoch + 1}/{s.epochs}")
+        bar.reset(total=total, description=f"epoch {epoch + 1}/{s.epochs}")
         start = time.perf_counter()
         for step, (x, y) in enumerate(batches):
             if s.augment != "none":
@@ -583,7 +553,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_batch_end(self, step, loss)
             if show:
-                bar.advance(task)
+                bar.advance()
         stats = torch.stack([loss_sum, correct.double()]).cpu()
         stats = torch.cat([stats, torch.tensor([n, n_scored], dtype=torch.float64)])
         if ctx.enabled:

@@ -27,6 +27,11 @@ class Bar:
     def __init__(self, progress: Any = None, task: Any = None) -> None:
         self._progress, self._task = progress, task
 
+    @property
+    def enabled(self) -> bool:
+        """False for the no-op bar (nothing is shown)."""
+        return self._progress is not None
+
     def advance(self, n: float = 1) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, n)
@@ -37,6 +42,14 @@ class Bar:
     def info(self, text: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, info=text)
+
+    def reset(self, total: int | None = None, description: str | None = None) -> None:
+        """Start the task again (at 0), optionally with a new total and description."""
+        if self._progress is not None:
+            kw: dict[str, Any] = {"total": total}
+            if description is not None:
+                kw["description"] = description
+            self._progress.reset(self._task, **kw)
 
 
 @contextlib.contextmanager
