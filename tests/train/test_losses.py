@@ -545,3 +545,73 @@ def test_every_loss_trains_a_linear_model(name: str) -> None:
         opt.step()
     assert float(loss_fn(model(x), y).detach()) < first
     assert (model(x).argmax(dim=1) == y).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# the catalogue
+
+# what make_loss built before the losses registered themselves (class, hparams on CIFAR-10)
+_BEFORE = {
+    "ce": ("CE", {}),
+    "mae": ("MAE", {}),
+    "gce": ("GCE", {"q": 0.7}),
+    "rce": ("RCE", {"A": LOG_1E4}),
+    "sce": ("SCE", {"alpha": 0.1, "beta": 1.0, "A": LOG_1E4}),
+    "nce": ("NCE", {}),
+    "nfl": ("NFL", {"gamma": 0.5}),
+    "ngce": ("NGCE", {"q": 0.1}),
+    "nmae": ("NMAE", {}),
+    "nrce": ("NRCE", {"A": LOG_1E4}),
+    "nce+mae": ("APL", {"alpha": 1.0, "beta": 1.0}),
+    "nce+rce": ("APL", {"alpha": 1.0, "beta": 1.0, "A": LOG_1E4}),
+    "nfl+mae": ("APL", {"alpha": 1.0, "beta": 1.0, "gamma": 0.5}),
+    "nfl+rce": ("APL", {"alpha": 1.0, "beta": 1.0, "gamma": 0.5, "A": LOG_1E4}),
+    "ngce+mae": ("APL", {"alpha": 1.0, "beta": 1.0, "q": 0.1}),
+    "ngce+rce": ("APL", {"alpha": 1.0, "beta": 1.0, "q": 0.1, "A": LOG_1E4}),
+}
+
+
+def test_every_registered_loss_builds_as_before() -> None:
+    from trustlab.registry import LOSSES
+
+    assert LOSSES.names() == list(LOSS_NAMES) == list(_BEFORE)
+    for card in LOSSES:
+        cls, hparams = _BEFORE[card.name]
+        loss = make_loss(card.name)
+        assert type(loss).__name__ == cls and loss.name == card.name
+        assert loss.hparams() == hparams and list(loss.hparams()) == list(hparams)
+        assert list(loss_defaults(card.name)) == list(hparams)
+        assert card.paper, card.name
+        built = card.build()  # the card's own defaults: the class's (the paper's CIFAR-10)
+        assert type(built) is type(loss) and built.hparams() == hparams
+    assert make_loss("ngce+rce", dataset="cifar100").hparams() == {
+        "alpha": 10.0,
+        "beta": 0.1,
+        "q": 0.7,
+        "A": LOG_1E4,
+    }
+
+
+def test_unknown_loss_names_the_registered_ones() -> None:
+    from trustlab.registry import LOSSES
+
+    listing = ", ".join(LOSSES.names())
+    for bad in ("nec", "cross-entropy", "nce+gce"):
+        with pytest.raises(InputError, match="unknown loss") as err:
+            make_loss(bad)
+        assert listing in str(err.value)
+    with pytest.raises(InputError, match="unknown loss 'nec'"):
+        LOSSES.get("nec")
+
+
+def test_apl_cards_route_term_hyperparameters() -> None:
+    from trustlab.registry import LOSSES
+
+    card = LOSSES.get("nfl+rce")
+    assert card.defaults == {"active": "nfl", "passive": "rce"}
+    assert card.meta["terms"] == ("nfl", "rce")
+    assert card.build(gamma=2.0).hparams()["gamma"] == 2.0
+    with pytest.raises(InputError, match="APL nfl\\+rce has no parameter 'q': q belongs to ngce"):
+        card.build(q=0.3)
+    with pytest.raises(InputError, match="ngce q must be a finite number"):
+        APL("ngce", "mae", q=2.0)

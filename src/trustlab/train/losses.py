@@ -26,6 +26,11 @@ loss is a pure function of ``(logits, labels)`` returning per-sample values redu
 - APL (``"nce+rce"``, ...): ``alpha * Active + beta * Passive``, Active in {NCE, NFL, NGCE},
   Passive in {MAE, RCE}; one composer, :class:`APL`.
 
+**Catalogue.** Every loss class is registered in :data:`~trustlab.registry.LOSSES` where it is
+defined (``trustlab list losses``), with its paper; :class:`APL` once per pair of the paper's
+sets (``"nce+rce"``, ...; card defaults ``active``/``passive``). :func:`make_loss` builds any of
+them by name with the per-dataset defaults of :func:`loss_defaults`.
+
 Each normalised loss (NCE, NFL, NGCE, NMAE, NRCE) sums to exactly 1 over the K labels for any
 logits, which is what makes it robust to symmetric noise (APL, Theorem 1).
 
@@ -75,7 +80,6 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -83,6 +87,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustlab.errors import InputError
+from trustlab.registry import LOSSES
 
 __all__ = [
     "ACTIVE_LOSSES",
@@ -127,21 +132,13 @@ LOG_1E4: float = math.log(1e-4)
 ACTIVE_LOSSES: tuple[str, ...] = ("nce", "nfl", "ngce")
 PASSIVE_LOSSES: tuple[str, ...] = ("mae", "rce")
 
-_SINGLE_NAMES: tuple[str, ...] = (
-    "ce",
-    "mae",
-    "gce",
-    "rce",
-    "sce",
-    "nce",
-    "nfl",
-    "ngce",
-    "nmae",
-    "nrce",
+_SCE_PAPER = (
+    "Wang, Ma, Chen, Luo, Yi, Bailey. Symmetric Cross Entropy for Robust Learning with Noisy "
+    "Labels. ICCV 2019."
 )
-#: every name :func:`make_loss` accepts (lower case; matching is case-insensitive)
-LOSS_NAMES: tuple[str, ...] = _SINGLE_NAMES + tuple(
-    f"{a}+{p}" for a in ACTIVE_LOSSES for p in PASSIVE_LOSSES
+_APL_PAPER = (
+    "Ma, Huang, Wang, Romano, Erfani, Bailey. Normalized Loss Functions for Deep Learning with "
+    "Noisy Labels. ICML 2020."
 )
 
 #: the papers' per-dataset hyper-parameters, keyed by the paper's dataset ("mnist", "cifar10",
@@ -173,14 +170,6 @@ DATASET_FAMILIES: dict[str, str] = {
     "fashion-mnist": "mnist",
     "digits": "mnist",
     "cifar100": "cifar100",
-}
-
-# hyper-parameters that do not depend on the dataset
-_FIXED_DEFAULTS: dict[str, dict[str, float]] = {
-    "gce": {"q": 0.7},
-    "rce": {"A": LOG_1E4},
-    "nfl": {"gamma": 0.5},
-    "nrce": {"A": LOG_1E4},
 }
 
 _REDUCTIONS = ("mean", "none", "sum")
@@ -364,10 +353,6 @@ def _nrce(logp: torch.Tensor, y: torch.Tensor, A: float) -> torch.Tensor:
     return _rce(logp, y, A) / (-A * (logp.shape[1] - 1))
 
 
-_ACTIVE_TERMS: dict[str, Callable[..., torch.Tensor]] = {"nce": _nce, "nfl": _nfl, "ngce": _ngce}
-_PASSIVE_TERMS: dict[str, Callable[..., torch.Tensor]] = {"mae": _mae, "rce": _rce}
-
-
 # --------------------------------------------------------------------------------------------
 # public functions
 
@@ -517,7 +502,12 @@ def nrce(
 
 
 class _Loss(nn.Module):
-    """Base of the loss modules: ``loss(logits, labels)`` with a fixed ``reduction``."""
+    """Base of the loss modules: ``loss(logits, labels)`` with a fixed ``reduction``.
+
+    Each subclass is registered in :data:`~trustlab.registry.LOSSES` under its ``name`` and
+    holds its per-sample term as ``term(logp, y, **hparams)`` (on validated ``log_softmax``
+    values ``(N, K)`` and labels ``(N, 1)``), which :class:`APL` composes.
+    """
 
     name: str = ""
 
@@ -534,28 +524,90 @@ class _Loss(nn.Module):
         return ", ".join([*parts, f"reduction={self.reduction!r}"])
 
 
+@LOSSES.register(
+    "ce",
+    "cross entropy -log p_y (the noisy-label papers' baseline)",
+    paper="The standard softmax cross entropy; the baseline of Wang et al. (SCE, ICCV 2019) and "
+    "Ma et al. (APL, ICML 2020).",
+)
 class CE(_Loss):
-    """Cross entropy module over :func:`ce`."""
+    """Cross entropy ``-log p_y`` (module over :func:`ce`), the baseline of the SCE and APL papers.
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = CE()
+        value = loss(model(x), y)
+    """
 
     name = "ce"
+    term = staticmethod(_ce)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return ce(logits, labels, self.reduction)
 
 
+@LOSSES.register(
+    "mae",
+    "mean absolute error 1 - p_y (half the L1 distance; APL's passive term)",
+    paper="Ghosh, Kumar, Sastry. Robust Loss Functions under Label Noise for Deep Neural "
+    "Networks. AAAI 2017 (the halved form of the SCE/APL code).",
+    role="passive",
+)
 class MAE(_Loss):
-    """MAE module over :func:`mae` (``1 - p_y``, half the L1 distance)."""
+    """Mean absolute error ``1 - p_y`` (module over :func:`mae`): half the L1 distance
+    ``||p - e_y||_1``, the "reduced MAE" of the public SCE/APL code (Ghosh, Kumar, Sastry,
+    "Robust Loss Functions under Label Noise for Deep Neural Networks", AAAI 2017, define the
+    full distance). A passive term of APL.
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = MAE()
+        value = loss(model(x), y)
+    """
 
     name = "mae"
+    term = staticmethod(_mae)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return mae(logits, labels, self.reduction)
 
 
+@LOSSES.register(
+    "gce",
+    "generalised cross entropy (1 - p_y^q) / q",
+    paper="Zhang, Sabuncu. Generalized Cross Entropy Loss for Training Deep Neural Networks with "
+    "Noisy Labels. NeurIPS 2018.",
+)
 class GCE(_Loss):
-    """Generalised cross entropy module over :func:`gce` (default ``q = 0.7``)."""
+    """Generalised cross entropy ``(1 - p_y^q) / q`` (module over :func:`gce`).
+
+    Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy
+    Labels", NeurIPS 2018.
+
+    Args:
+        q: in ``(0, 1]``; default 0.7 (the paper's). ``q -> 0`` tends to CE, ``q = 1`` is MAE.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = GCE(q=0.7)
+        value = loss(model(x), y)
+    """
 
     name = "gce"
+    term = staticmethod(_gce)
 
     def __init__(self, q: float = 0.7, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -568,10 +620,34 @@ class GCE(_Loss):
         return gce(logits, labels, self.q, self.reduction)
 
 
+@LOSSES.register(
+    "rce",
+    "reverse cross entropy -A (1 - p_y) (SCE's term; APL's passive term)",
+    paper=_SCE_PAPER,
+    role="passive",
+)
 class RCE(_Loss):
-    """Reverse cross entropy module over :func:`rce` (default ``A = ln(1e-4)``)."""
+    """Reverse cross entropy ``-sum_k p_k log q_k = -A (1 - p_y)`` (module over :func:`rce`).
+
+    Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019; a
+    passive term of APL.
+
+    Args:
+        A: ``log`` of the clamped zeros of the one-hot label, ``< 0``; default
+            ``ln(1e-4) ~ -9.21`` (:data:`LOG_1E4`), the public code's effective value behind the
+            papers' numbers (the SCE paper's text writes ``A = -4``).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = RCE()
+        value = loss(model(x), y)
+    """
 
     name = "rce"
+    term = staticmethod(_rce)
 
     def __init__(self, A: float = LOG_1E4, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -584,8 +660,29 @@ class RCE(_Loss):
         return rce(logits, labels, self.A, self.reduction)
 
 
+@LOSSES.register(
+    "sce", "symmetric cross entropy alpha * CE + beta * RCE", paper=_SCE_PAPER, table="sce"
+)
 class SCE(_Loss):
-    """Symmetric cross entropy module over :func:`sce` (defaults 0.1, 1, ``ln(1e-4)``)."""
+    """Symmetric cross entropy ``alpha * CE + beta * RCE`` (module over :func:`sce`).
+
+    Wang, Ma, Chen, Luo, Yi, Bailey, "Symmetric Cross Entropy for Robust Learning with Noisy
+    Labels", ICCV 2019.
+
+    Args:
+        alpha: weight of CE; default 0.1 (the paper's CIFAR-10 value; :func:`make_loss` takes
+            6 on CIFAR-100 and 0.01 on MNIST from :data:`LOSS_DEFAULTS`).
+        beta: weight of RCE; default 1 (0.1 on CIFAR-100).
+        A: RCE's constant; default ``ln(1e-4)`` (see :class:`RCE`).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = SCE(alpha=0.1, beta=1.0)
+        value = loss(model(x), y)
+    """
 
     name = "sce"
 
@@ -608,19 +705,66 @@ class SCE(_Loss):
         return sce(logits, labels, self.alpha, self.beta, self.A, self.reduction)
 
 
+@LOSSES.register(
+    "nce",
+    "normalised cross entropy (APL's active term)",
+    paper=_APL_PAPER,
+    role="active",
+)
 class NCE(_Loss):
-    """Normalised cross entropy module over :func:`nce`."""
+    """Normalised cross entropy ``-log p_y / (-sum_j log p_j)`` (module over :func:`nce`).
+
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020; an
+    active term of APL.
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = NCE()
+        value = loss(model(x), y)
+    """
 
     name = "nce"
+    term = staticmethod(_nce)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nce(logits, labels, self.reduction)
 
 
+@LOSSES.register(
+    "nfl",
+    "normalised focal loss (APL's active term)",
+    paper="Ma et al. Normalized Loss Functions for Deep Learning with Noisy Labels. ICML 2020, "
+    "normalising the focal loss of Lin, Goyal, Girshick, He, Dollar. Focal Loss for Dense Object "
+    "Detection. ICCV 2017.",
+    role="active",
+)
 class NFL(_Loss):
-    """Normalised focal loss module over :func:`nfl` (default ``gamma = 0.5``)."""
+    """Normalised focal loss ``FL(y) / sum_j FL(j)``, ``FL(j) = -(1 - p_j)^gamma log p_j``
+    (module over :func:`nfl`).
+
+    Ma et al. (APL, ICML 2020) normalising the focal loss of Lin et al., "Focal Loss for Dense
+    Object Detection", ICCV 2017; an active term of APL. Unlike the public code, neither the
+    normaliser nor the focal factor is detached.
+
+    Args:
+        gamma: the focusing exponent, ``>= 0``; default 0.5 (the APL paper's); 0 is NCE.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = NFL(gamma=0.5)
+        value = loss(model(x), y)
+    """
 
     name = "nfl"
+    term = staticmethod(_nfl)
 
     def __init__(self, gamma: float = 0.5, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -633,10 +777,33 @@ class NFL(_Loss):
         return nfl(logits, labels, self.gamma, self.reduction)
 
 
+@LOSSES.register(
+    "ngce",
+    "normalised generalised cross entropy (APL's active term)",
+    paper=_APL_PAPER,
+    role="active",
+    table="ngce",
+)
 class NGCE(_Loss):
-    """Normalised GCE module over :func:`ngce` (default ``q = 0.1``)."""
+    """Normalised GCE ``(1 - p_y^q) / (K - sum_j p_j^q)`` (module over :func:`ngce`).
+
+    Ma et al. (APL, ICML 2020), normalising Zhang & Sabuncu's GCE; an active term of APL.
+
+    Args:
+        q: in ``(0, 1]``; default 0.1 (the APL paper's value; :func:`make_loss` takes 0.7 on
+            CIFAR-100 from :data:`LOSS_DEFAULTS`).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = NGCE(q=0.1)
+        value = loss(model(x), y)
+    """
 
     name = "ngce"
+    term = staticmethod(_ngce)
 
     def __init__(self, q: float = 0.1, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -649,19 +816,52 @@ class NGCE(_Loss):
         return ngce(logits, labels, self.q, self.reduction)
 
 
+@LOSSES.register("nmae", "normalised MAE (1 - p_y) / (K - 1)", paper=_APL_PAPER)
 class NMAE(_Loss):
-    """Normalised MAE module over :func:`nmae` (``(1 - p_y) / (K - 1)``)."""
+    """Normalised MAE ``(1 - p_y) / (K - 1)`` (module over :func:`nmae`); sums to 1 over the
+    K labels.
+
+    Ma et al. (APL, ICML 2020). The public code divides by ``2 (K - 1)`` (its values sum to 1/2).
+
+    Args:
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = NMAE()
+        value = loss(model(x), y)
+    """
 
     name = "nmae"
+    term = staticmethod(_nmae)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nmae(logits, labels, self.reduction)
 
 
+@LOSSES.register("nrce", "normalised RCE RCE / (-A (K - 1))", paper=_APL_PAPER)
 class NRCE(_Loss):
-    """Normalised RCE module over :func:`nrce` (default ``A = ln(1e-4)``)."""
+    """Normalised RCE ``RCE / (-A (K - 1))`` (module over :func:`nrce`): equal in value to NMAE.
+
+    Ma et al. (APL, ICML 2020). The public code multiplies by ``(K - 1) / 4`` instead (operator
+    precedence), which does not normalise.
+
+    Args:
+        A: RCE's constant, ``< 0``; default ``ln(1e-4)`` (see :class:`RCE`).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
+
+    Example::
+
+        loss = NRCE()
+        value = loss(model(x), y)
+    """
 
     name = "nrce"
+    term = staticmethod(_nrce)
 
     def __init__(self, A: float = LOG_1E4, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
@@ -674,15 +874,38 @@ class NRCE(_Loss):
         return nrce(logits, labels, self.A, self.reduction)
 
 
-class APL(_Loss):
-    """Active Passive Loss ``alpha * Active + beta * Passive`` (Ma et al., ICML 2020).
+def _term_hparams(name: str) -> dict[str, Any]:
+    """The hyper-parameters of the registered loss ``name`` with its class's defaults."""
+    params = LOSSES.get(name).parameters()
+    return {k: v for k, v in params.items() if k != "reduction"}
 
-    ``active`` in {"nce", "nfl", "ngce"}, ``passive`` in {"mae", "rce"} (the paper's sets).
-    Defaults ``alpha = beta = 1`` (the paper's CIFAR-10 values; see :func:`loss_defaults` for
-    MNIST and CIFAR-100). Term hyper-parameters are routed to the term that has them:
-    ``q`` -> NGCE (default 0.1), ``gamma`` -> NFL (default 0.5), ``A`` -> RCE (default
-    ``ln(1e-4)``); passing one the chosen terms do not have raises :class:`InputError`.
+
+class APL(_Loss):
+    """Active Passive Loss ``alpha * Active + beta * Passive``.
+
+    Ma, Huang, Wang, Romano, Erfani, Bailey, "Normalized Loss Functions for Deep Learning with
+    Noisy Labels", ICML 2020. Registered once per pair of the paper's sets as
+    ``"active+passive"`` (``"nce+rce"``, ...).
+
+    Args:
+        active: the active term, one of :data:`ACTIVE_LOSSES` ("nce", "nfl", "ngce"); default
+            "nce".
+        passive: the passive term, one of :data:`PASSIVE_LOSSES` ("mae", "rce"); default "rce".
+        alpha, beta: the weights; default 1 and 1 (the paper's CIFAR-10 values;
+            :func:`make_loss` takes MNIST's and CIFAR-100's from :data:`LOSS_DEFAULTS`).
+        q, gamma, A: the terms' hyper-parameters, routed to the term that has them: ``q`` ->
+            NGCE (default 0.1), ``gamma`` -> NFL (default 0.5), ``A`` -> RCE (default
+            ``ln(1e-4)``); ``None`` means the term's default, and one the chosen terms do not
+            have raises :class:`InputError`.
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+
+    Shapes: logits ``(N, K)`` float, labels ``(N,)`` int64 -> ``()`` (``(N,)`` with ``"none"``).
     The inputs are validated and ``log_softmax`` computed once for both terms.
+
+    Example::
+
+        loss = APL("nce", "rce", alpha=1.0, beta=1.0)  # or make_loss("nce+rce")
+        value = loss(model(x), y)
     """
 
     def __init__(
@@ -713,22 +936,24 @@ class APL(_Loss):
         self.name = f"{act}+{pas}"
         self.alpha = _check_weight("alpha", alpha, self.name)
         self.beta = _check_weight("beta", beta, self.name)
-        owners = {"q": "ngce", "gamma": "nfl", "A": "rce"}
         given = {"q": q, "gamma": gamma, "A": A}
+        terms = {t: _term_hparams(t) for t in (*ACTIVE_LOSSES, *PASSIVE_LOSSES)}
         for key, value in given.items():
-            if value is not None and owners[key] not in (act, pas):
+            owner = next(t for t, hp in terms.items() if key in hp)
+            if value is not None and owner not in (act, pas):
                 raise InputError(
                     f"APL {self.name} has no parameter {key!r}: {key} belongs to "
-                    f"{owners[key]}; drop it or choose {owners[key]} as a term."
+                    f"{owner}; drop it or choose {owner} as a term."
                 )
-        self._active_kw: dict[str, float] = {}
-        self._passive_kw: dict[str, float] = {}
-        if act == "ngce":
-            self._active_kw["q"] = _check_q(0.1 if q is None else q, "ngce")
-        if act == "nfl":
-            self._active_kw["gamma"] = _check_gamma(0.5 if gamma is None else gamma)
-        if pas == "rce":
-            self._passive_kw["A"] = _check_a(LOG_1E4 if A is None else A, "rce")
+        # each term checks its own hyper-parameters (None: the term's default)
+        kw = [{k: given[k] for k in terms[t] if given[k] is not None} for t in (act, pas)]
+        active_loss, passive_loss = (
+            LOSSES.get(t).factory(**w) for t, w in zip((act, pas), kw, strict=True)
+        )
+        self._active_kw: dict[str, float] = active_loss.hparams()
+        self._passive_kw: dict[str, float] = passive_loss.hparams()
+        self._active_term = type(active_loss).term
+        self._passive_term = type(passive_loss).term
 
     def hparams(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, **self._active_kw, **self._passive_kw}
@@ -738,23 +963,22 @@ class APL(_Loss):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logp, y = _prepare(logits, labels, self.name)
-        active = _ACTIVE_TERMS[self.active](logp, y, **self._active_kw)
-        passive = _PASSIVE_TERMS[self.passive](logp, y, **self._passive_kw)
+        active = self._active_term(logp, y, **self._active_kw)
+        passive = self._passive_term(logp, y, **self._passive_kw)
         return _reduce(self.alpha * active + self.beta * passive, self.reduction)
 
 
-_CLASSES: dict[str, type[_Loss]] = {
-    "ce": CE,
-    "mae": MAE,
-    "gce": GCE,
-    "rce": RCE,
-    "sce": SCE,
-    "nce": NCE,
-    "nfl": NFL,
-    "ngce": NGCE,
-    "nmae": NMAE,
-    "nrce": NRCE,
-}
+for _active in ACTIVE_LOSSES:  # the paper's pairs, one card each
+    for _passive in PASSIVE_LOSSES:
+        LOSSES.register(
+            f"{_active}+{_passive}",
+            f"APL: alpha * {_active.upper()} + beta * {_passive.upper()}",
+            paper=_APL_PAPER,
+            defaults={"active": _active, "passive": _passive},
+            terms=(_active, _passive),
+            table=f"apl+{_passive}",
+        )(APL)
+del _active, _passive
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,10 +998,11 @@ def paper_family(dataset: str | None) -> str:
 
 
 def _canonical_name(name: Any) -> str:
-    """Lower-case, whitespace-free loss name, checked against :data:`LOSS_NAMES`."""
+    """Lower-case, whitespace-free loss name, checked against the registered losses."""
     key = "".join(str(name).split()).lower()
-    if key in LOSS_NAMES:
+    if key in LOSSES:
         return key
+    names = LOSSES.names()
     if key.count("+") == 1:
         act, pas = key.split("+")
         if act not in ACTIVE_LOSSES or pas not in PASSIVE_LOSSES:
@@ -785,11 +1010,11 @@ def _canonical_name(name: Any) -> str:
                 f"unknown loss {name!r}: an active+passive loss pairs an active term in "
                 f"{{{', '.join(ACTIVE_LOSSES)}}} with a passive term in "
                 f"{{{', '.join(PASSIVE_LOSSES)}}}, e.g. 'nce+rce'. Available: "
-                f"{', '.join(LOSS_NAMES)}."
+                f"{', '.join(names)}."
             )
-    close = difflib.get_close_matches(key, LOSS_NAMES, n=1)
+    close = difflib.get_close_matches(key, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise InputError(f"unknown loss {name!r}.{hint} Available: {', '.join(LOSS_NAMES)}.")
+    raise InputError(f"unknown loss {name!r}.{hint} Available: {', '.join(names)}.")
 
 
 def loss_defaults(name: str, dataset: str | None = None) -> dict[str, float]:
@@ -798,26 +1023,22 @@ def loss_defaults(name: str, dataset: str | None = None) -> dict[str, float]:
     Keys are the constructor arguments of the loss (``reduction`` aside): e.g.
     ``loss_defaults("sce", "cifar100") == {"alpha": 6.0, "beta": 0.1, "A": ln(1e-4)}`` and
     ``loss_defaults("ngce+rce", "cifar100") == {"alpha": 10.0, "beta": 0.1, "q": 0.7, "A": ...}``.
-    Values from :data:`LOSS_DEFAULTS` via :func:`paper_family`; ``ce``, ``mae``, ``nce`` and
-    ``nmae`` have none. Unknown names raise :class:`InputError` listing :data:`LOSS_NAMES`.
+    The class's defaults, overridden by the card's entry (meta ``table``) of
+    :data:`LOSS_DEFAULTS` for :func:`paper_family`; an APL pair (meta ``terms``) takes its
+    ``alpha``/``beta`` from the table and each term's defaults. ``ce``, ``mae``, ``nce`` and
+    ``nmae`` have none. Unknown names raise :class:`InputError` listing the registered losses.
     """
-    key = _canonical_name(name)
+    card = LOSSES.get(_canonical_name(name))
     table = LOSS_DEFAULTS[paper_family(dataset)]
-    if "+" in key:
-        act, pas = key.split("+")
-        out: dict[str, float] = dict(table[f"apl+{pas}"])
-        if act == "ngce":
-            out.update(table["ngce"])
-        if act == "nfl":
-            out.update(_FIXED_DEFAULTS["nfl"])
-        if pas == "rce":
-            out.update(_FIXED_DEFAULTS["rce"])
+    terms = card.meta.get("terms")
+    if terms:  # an APL pair: the pair's weights, then each term's hyper-parameters
+        out: dict[str, float] = dict(table[card.meta["table"]])
+        for term in terms:
+            out.update(loss_defaults(term, dataset))
         return out
-    if key == "sce":
-        return {**table["sce"], **_FIXED_DEFAULTS["rce"]}
-    if key == "ngce":
-        return dict(table["ngce"])
-    return dict(_FIXED_DEFAULTS.get(key, {}))
+    out = _term_hparams(card.name)
+    out.update(table.get(card.meta.get("table", ""), {}))
+    return out
 
 
 def make_loss(
@@ -827,7 +1048,8 @@ def make_loss(
     dataset: str | None = None,
     **kw: Any,
 ) -> nn.Module:
-    """Build the loss module ``name`` (one of :data:`LOSS_NAMES`, case-insensitive).
+    """Build the loss module ``name`` (a name of :data:`~trustlab.registry.LOSSES`,
+    case-insensitive).
 
     ``name`` is a single loss ("ce", "mae", "gce", "rce", "sce", "nce", "nfl", "ngce", "nmae",
     "nrce") or an APL pair "active+passive" ("nce+rce", "nfl+mae", "ngce+rce", ...).
@@ -850,7 +1072,11 @@ def make_loss(
                 "'nce+rce')."
             )
         params[pname] = value
-    if "+" in key:
-        act, pas = key.split("+")
-        return APL(act, pas, reduction=reduction, **params)
-    return _CLASSES[key](reduction=reduction, **params)
+    card = LOSSES.get(key)
+    # the class itself checks the values (its messages name the loss and the papers' values)
+    return card.factory(**card.defaults, reduction=reduction, **params)
+
+
+#: every name :func:`make_loss` accepts (lower case; matching is case-insensitive), read from
+#: :data:`~trustlab.registry.LOSSES` in registration order
+LOSS_NAMES: tuple[str, ...] = tuple(LOSSES.names())
