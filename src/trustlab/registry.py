@@ -47,7 +47,9 @@ __all__ = [
     "SUITES",
     "Card",
     "Registry",
+    "import_submodules",
     "load_all",
+    "load_plugins",
 ]
 
 
@@ -195,6 +197,36 @@ def _plain(v: Any) -> Any:
 # kept for code that imported the old name
 Entry = Card
 
+#: the entry-point group of plug-ins: a distribution that declares
+#: ``[project.entry-points."trustlab.plugins"] mine = "my_package.attacks"`` has that module
+#: imported (and so its decorators run) when a registry is first read
+PLUGIN_GROUP = "trustlab.plugins"
+_PLUGINS_LOADED = False
+
+
+def import_submodules(package: str) -> None:
+    """Import ``package`` and, if it is a package, every module below it (sorted by name)."""
+    import pkgutil
+
+    mod = importlib.import_module(package)
+    path = getattr(mod, "__path__", None)
+    if path is None:
+        return
+    for info in sorted(pkgutil.walk_packages(path, prefix=f"{package}."), key=lambda i: i.name):
+        importlib.import_module(info.name)
+
+
+def load_plugins() -> None:
+    """Import the modules that installed distributions declare under :data:`PLUGIN_GROUP`."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        importlib.import_module(ep.value.split(":")[0])
+
 
 class Registry:
     """A named collection of :class:`Card`, e.g. :data:`EVASION` or :data:`MODELS`.
@@ -250,11 +282,13 @@ class Registry:
         self._entries.pop(name.lower(), None)
 
     def load(self) -> Registry:
-        """Import the packages that fill this registry (once)."""
+        """Import the packages that fill this registry, every module in them (so a new file
+        with a decorator is registered with no other edit), and the installed plug-ins (once)."""
         if not self._loaded:
             self._loaded = True
             for mod in self.modules:
-                importlib.import_module(mod)
+                import_submodules(mod)
+            load_plugins()
         return self
 
     def get(self, name: str) -> Card:
