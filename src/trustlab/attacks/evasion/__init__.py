@@ -1,5 +1,16 @@
-"""Evasion attacks: ``atk = PGD(model, eps=8/255); x_adv = atk(x, y)``."""
+"""Evasion attacks: ``atk = PGD(model, eps=8/255); x_adv = atk(x, y)``.
 
+Every attack registers itself in :data:`trustlab.registry.EVASION` where its class is defined;
+importing this package fills the catalogue (``EVASION.build("pgd", model, eps=8/255)``, or
+:func:`~trustlab.attacks.evasion.suite.make_attack`).
+"""
+
+# isort: off
+# the catalogue lists the attacks in the order their modules are first imported here
+from trustlab.attacks.evasion import fgsm, pgd, apgd, md, transfer, sgm  # noqa: F401
+from trustlab.attacks.evasion import advcam, suite  # noqa: F401
+
+# isort: on
 from trustlab.attacks.evasion.apgd import APGD, APGDT
 from trustlab.attacks.evasion.base import Attack, frozen, parse_eps, project
 from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustness
@@ -7,6 +18,7 @@ from trustlab.attacks.evasion.fgsm import FGSM
 from trustlab.attacks.evasion.md import MD, MDMT, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.attacks.evasion.sgm import SGM, skip_gradient
+from trustlab.attacks.evasion.suite import attack_names, make_attack, make_suite
 from trustlab.attacks.evasion.transfer import (
     DIFGSM,
     MIFGSM,
@@ -27,10 +39,13 @@ __all__ = [
     "Attack",
     "RobustnessReport",
     "TransferReport",
+    "attack_names",
     "evaluate_robustness",
     "evaluate_transfer",
     "frozen",
     "imbalance_ratio",
+    "make_attack",
+    "make_suite",
     "parse_eps",
     "project",
     "skip_gradient",

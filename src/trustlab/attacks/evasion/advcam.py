@@ -45,9 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trustlab.attacks.evasion.base import check_inputs, frozen
+from trustlab.attacks.evasion.base import check_inputs
 from trustlab.errors import InputError
 from trustlab.models.wrappers import feature_taps, stage_layers, unwrap
+from trustlab.registry import EVASION
+from trustlab.utils.modules import frozen
 from trustlab.utils.seed import generator
 
 
@@ -133,8 +135,23 @@ def random_transform(
     return (out + u(-brightness, brightness).view(n, 1, 1, 1)).clamp(0, 1)
 
 
+@EVASION.register(
+    "advcam",
+    "AdvCam: adversarial examples camouflaged in a natural style inside a region",
+    paper="Duan, Ma, Wang, Bailey, Qin, Yang. Adversarial Camouflage: Hiding Physical-World "
+    "Attacks with Natural Styles. CVPR 2020.",
+    threat="white-box, untargeted or targeted, unrestricted inside a region mask (no eps ball), "
+    "optionally robust to physical transformations (EOT)",
+    inputs=("model", "style"),
+    eps_ball=False,
+)
 class AdvCam:
     """``AdvCam(model, style)(x, y)`` -> camouflaged examples; ``history_`` holds the losses.
+
+    Duan, Ma, Wang, Bailey, Qin & Yang, "Adversarial Camouflage: Hiding Physical-World Attacks
+    with Natural Styles", CVPR 2020. The loss weights and learning rate are the paper's; the
+    feature extractor is the victim's own stages (no pretrained VGG-19 offline) and the
+    adversarial term is capped (see the module).
 
     Args:
         model: the victim (inputs in [0, 1]).
@@ -151,6 +168,15 @@ class AdvCam:
         eot: expectation over random physical transformations (see the module).
         backgrounds: ``(B, C, H, W)`` scenes pasted outside the mask when ``eot``.
         seed: seeds the transformations.
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` in ``[0, 1]``; ``y``: ``(N,)`` int64; returns ``(N, C, H, W)`` in
+        ``[0, 1]``, equal to ``x`` outside the mask. Not bounded by an ``eps`` ball.
+
+    Example::
+
+        atk = AdvCam(model, bundled_image("chelsea"), mask=central_mask((32, 32), 0.6))
+        x_cam = atk(x, y)
     """
 
     def __init__(

@@ -31,6 +31,12 @@ from torch import nn
 from trustlab.attacks.evasion.base import Attack, Ball, _view, random_start, step_direction
 from trustlab.attacks.evasion.losses import Objective, cw, dlr, objective
 from trustlab.errors import InputError
+from trustlab.registry import EVASION
+
+_CROCE = (
+    "Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
+    "parameter-free attacks. ICML 2020."
+)
 
 MOMENTUM = 0.75
 
@@ -77,8 +83,39 @@ def halve_step(
     return (increases < rho * interval) | (step_unchanged & best_unchanged)
 
 
+@EVASION.register(
+    "apgd-ce",
+    "APGD-CE: Auto-PGD with cross-entropy (AutoAttack)",
+    paper=_CROCE,
+    threat="white-box, untargeted, L-inf or L2 ball",
+    defaults={"loss": "ce"},
+)
 class APGD(Attack):
-    """Auto-PGD (untargeted); see the module docstring for the algorithm and defaults."""
+    """Auto-PGD (untargeted): PGD with momentum and a per-sample step size halved at
+    checkpoints; see the module docstring for the algorithm.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", ICML 2020. Defaults are AutoAttack's.
+
+    Args:
+        model: maps ``[0, 1]`` inputs to logits (normalisation inside the model).
+        eps: radius (default ``8/255``; a float or ``"8/255"``).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss: ``"ce"`` (default; APGD-CE), ``"dlr"`` or ``"cw"``.
+        steps: iterations per restart (default 100).
+        restarts: runs, each on the points still robust (default 1).
+        rho: the checkpoint condition's fraction (default 0.75).
+        seed: seeds the random starts (default 0).
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` in ``[0, 1]``; ``y``: ``(N,)`` int64; returns a tensor of ``x``'s
+        shape, dtype and device, inside the ``eps`` ball of ``x`` and ``[0, 1]``.
+
+    Example::
+
+        atk = APGD(model, eps=8 / 255, loss="ce")
+        x_adv = atk(x, y)
+    """
 
     def __init__(
         self,
@@ -184,8 +221,37 @@ class APGD(Attack):
         return best
 
 
+@EVASION.register(
+    "apgd-t",
+    "APGD-T: Auto-PGD with the targeted DLR loss over the top-9 wrong classes (AutoAttack)",
+    paper=_CROCE,
+    threat="white-box, untargeted at the interface (targeted runs), L-inf or L2 ball",
+)
 class APGDT(APGD):
-    """APGD-T: APGD with the targeted DLR loss over the top wrong classes (module docstring)."""
+    """APGD-T: APGD with the targeted DLR loss toward each of the ``n_target_classes`` most
+    likely wrong classes in turn (one run per target, on the points still robust); untargeted at
+    the interface. Needs at least 4 classes.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", ICML 2020. Defaults are AutoAttack's.
+
+    Args:
+        model: maps ``[0, 1]`` inputs to logits (normalisation inside the model).
+        eps: radius (default ``8/255``).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        steps: iterations per target (default 100).
+        n_target_classes: targets tried (default 9, capped at K-1).
+        seed: seeds the random starts (default 0).
+        rho: the checkpoint condition's fraction (default 0.75).
+
+    Shape:
+        as :class:`APGD`.
+
+    Example::
+
+        atk = APGDT(model, eps=8 / 255)
+        x_adv = atk(x, y)
+    """
 
     def __init__(
         self,

@@ -115,12 +115,28 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor) -> None:
 class Attack:
     """Base class: subclasses implement :meth:`perturb` on a frozen model.
 
+    ``atk(x, y)`` checks the inputs, freezes the model (eval mode, no parameter gradients, both
+    restored on exit), runs :meth:`perturb` and moves the result into the feasible set
+    (:class:`Ball`). A new attack is one subclass registered in
+    :data:`trustlab.registry.EVASION` (``@EVASION.register("name", ..., paper=...)``).
+
     Args:
         model: maps ``[0, 1]`` inputs to logits.
-        eps: radius of the threat model (float or ``"8/255"``).
-        norm: ``"linf"`` or ``"l2"``.
-        targeted: if True, ``atk(x, y, target)`` pushes toward ``target``.
-        seed: seeds the attack's own random numbers (random starts): same seed, same result.
+        eps: radius of the threat model (default ``8/255``; float or ``"8/255"``).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target`` (default False).
+        seed: seeds the attack's own random numbers (random starts): same seed, same result
+            (default 0).
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` (or video ``(N, C, T, H, W)``) in ``[0, 1]``; ``y`` and
+        ``target``: ``(N,)`` int64; returns a detached tensor of ``x``'s shape, dtype and device,
+        inside the ``eps`` ball of ``x`` and inside ``[0, 1]``.
+
+    Example::
+
+        atk = PGD(model, eps=8 / 255)  # any subclass
+        x_adv = atk(x, y)
     """
 
     def __init__(

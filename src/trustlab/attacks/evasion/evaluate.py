@@ -29,17 +29,37 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.attacks.evasion.base import Attack
 from trustlab.attacks.evasion.md import imbalance_ratio
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
 from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import atomic_path
+from trustlab.utils.modules import device_of, frozen
 
 
 @dataclass
 class RobustnessReport:
+    """What :func:`evaluate_robustness` measures (see the module).
+
+    Attributes:
+        clean_accuracy: accuracy on the clean points.
+        robust_accuracy: the pointwise worst case over all attacks of the cascade.
+        after_attack: cumulative robust accuracy after each attack, in cascade order.
+        n: the number of points.
+        robust_mask: ``(n,)`` bool, the points no attack fooled.
+        imbalance: median ``max(r, 1/r)`` over the correctly classified points (``None``
+            without the diagnostic).
+        imbalance_flag: ``imbalance`` above the threshold: PGD may overestimate robustness.
+        clean_mask: ``(n,)`` bool, the correctly classified points.
+
+    Example::
+
+        report = evaluate_robustness(model, test, make_suite("quick", model))
+        report.to_dict()
+    """
+
     clean_accuracy: float
     robust_accuracy: float  # the pointwise worst case over all attacks
     after_attack: dict[str, float] = field(default_factory=dict)  # cumulative, in cascade order
@@ -103,11 +123,7 @@ def evaluate_robustness(
     if not attacks:
         raise InputError("evaluate_robustness needs at least one attack.")
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
-    if device is not None:
-        dev = resolve_device(device)
-    else:
-        p = next(iter(model.parameters()), None)
-        dev = p.device if p is not None else torch.device("cpu")
+    dev = resolve_device(device) if device is not None else device_of(model)
     with frozen(model):
         report = _cascade(model, ds, attacks, batch_size, dev, state_path)
         if diagnostic:

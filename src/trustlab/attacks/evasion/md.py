@@ -31,11 +31,17 @@ from trustlab.attacks.evasion.base import (
     Attack,
     Ball,
     check_inputs,
-    frozen,
     random_start,
     step_direction,
 )
 from trustlab.errors import InputError
+from trustlab.registry import EVASION
+from trustlab.utils.modules import frozen
+
+_MA = (
+    "Ma, Jiang, Huang, Wang, Erfani, Bailey, Li. Imbalanced Gradients: A Subtle Cause of "
+    "Overestimated Adversarial Robustness. arXiv:2006.13726."
+)
 
 STAGE_OBJECTIVES = ("z_y", "-z_y", "z_other", "margin")
 
@@ -89,8 +95,18 @@ def _objective(name: str, z_y: torch.Tensor, z_o: torch.Tensor) -> torch.Tensor:
     return z_o - z_y
 
 
+@EVASION.register(
+    "md",
+    "MD: margin decomposition attack (two-stage, imbalanced gradients)",
+    paper=_MA,
+    threat="white-box, untargeted, L-inf (or L2) ball",
+)
 class MD(Attack):
     """Margin Decomposition attack (untargeted); see the module docstring.
+
+    Ma, Jiang, Huang, Wang, Erfani, Bailey & Li, "Imbalanced Gradients: A Subtle Cause of
+    Overestimated Adversarial Robustness", arXiv:2006.13726. Defaults are the paper's CIFAR-10
+    setting.
 
     Args:
         model: maps ``[0, 1]`` inputs to logits.
@@ -100,6 +116,15 @@ class MD(Attack):
         restarts: runs, cycling the stage-1 term (default 2).
         norm: ``"linf"`` (the paper's) or ``"l2"``.
         seed: seeds the random starts.
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` in ``[0, 1]``; ``y``: ``(N,)`` int64; returns a tensor of ``x``'s
+        shape, dtype and device, inside the ``eps`` ball of ``x`` and ``[0, 1]``.
+
+    Example::
+
+        atk = MD(model, eps=8 / 255)
+        x_adv = atk(x, y)
     """
 
     def __init__(
@@ -178,10 +203,31 @@ class MD(Attack):
         return self._attack(x, y, [None] * self.restarts)
 
 
+@EVASION.register(
+    "mdmt",
+    "MDMT: multi-targeted margin decomposition attack (top-9 wrong classes)",
+    paper=_MA,
+    threat="white-box, untargeted at the interface (targeted runs), L-inf (or L2) ball",
+)
 class MDMT(MD):
     """Multi-targeted Margin Decomposition: one two-stage run per target among the
     ``n_target_classes`` (default 9, capped at K-1) largest other clean logits, the second margin
     term being ``z_t``; called untargeted, ``MDMT(model)(x, y)``. Other arguments as :class:`MD`.
+
+    Ma et al., "Imbalanced Gradients", arXiv:2006.13726 (the paper's MD-MT).
+
+    Args:
+        model, eps, steps, switch, norm, seed: as :class:`MD` (defaults ``8/255``, 50, 20,
+            ``"linf"``, 0).
+        n_target_classes: targets tried (default 9).
+
+    Shape:
+        as :class:`MD`.
+
+    Example::
+
+        atk = MDMT(model, eps=8 / 255)
+        x_adv = atk(x, y)
     """
 
     def __init__(

@@ -32,9 +32,64 @@ from trustlab.attacks.evasion.base import (
 from trustlab.attacks.evasion.diversity import check_diversity, input_diversity
 from trustlab.attacks.evasion.losses import objective
 from trustlab.errors import InputError
+from trustlab.registry import EVASION
+
+_MADRY = (
+    "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
+    "Adversarial Attacks. ICLR 2018."
+)
 
 
+# decorators apply bottom-up: "pgd" registers first
+@EVASION.register(
+    "pgd-cw",
+    "PGD-20 with the Carlini-Wagner margin loss",
+    paper=_MADRY + " Loss: Carlini, Wagner. Towards Evaluating the Robustness of Neural "
+    "Networks. IEEE S&P 2017.",
+    threat="white-box, untargeted or targeted, L-inf or L2 ball",
+    defaults={"steps": 20, "loss": "cw"},
+)
+@EVASION.register(
+    "pgd",
+    "PGD-20 with cross-entropy (projected gradient descent, random start)",
+    paper=_MADRY,
+    threat="white-box, untargeted or targeted, L-inf or L2 ball",
+    defaults={"steps": 20, "loss": "ce"},
+    transfer=True,
+)
 class PGD(Attack):
+    """Projected gradient descent from a random start, with restarts (see the module).
+
+    Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
+    Adversarial Attacks", ICLR 2018. The class defaults are the paper's CIFAR-10 setting; the
+    registered names ``pgd`` and ``pgd-cw`` run 20 steps (the MD paper's PGD-20 baseline) with
+    CE or the C&W margin.
+
+    Args:
+        model: maps ``[0, 1]`` inputs to logits (normalisation inside the model).
+        eps: radius (default ``8/255``; a float or ``"8/255"``).
+        alpha: step size (default ``2/255``); ``None`` takes ``eps / steps``.
+        steps: iterations per restart (default 10).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
+        restarts: independent runs; per sample the first success is kept (default 1).
+        random_start: start at a uniform point of the ball (default True).
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target`` (default False).
+        seed: seeds the random starts (and DI's draws) (default 0).
+        momentum: MI-FGSM's decay ``mu`` (default 0: none).
+        diversity: DI's transform probability (default 0: none).
+        resize_rate: DI's smallest relative side (default 0.9).
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` (or video) in ``[0, 1]``; ``y``: ``(N,)`` int64; returns a tensor
+        of ``x``'s shape, dtype and device, inside the ``eps`` ball of ``x`` and ``[0, 1]``.
+
+    Example::
+
+        atk = PGD(model, eps=8 / 255, alpha=2 / 255, steps=10)
+        x_adv = atk(x, y)
+    """
+
     def __init__(
         self,
         model: nn.Module,

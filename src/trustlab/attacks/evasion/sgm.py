@@ -36,6 +36,17 @@ from torch import nn
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
 from trustlab.models.wrappers import residual_branches, resolve_layer
+from trustlab.registry import EVASION
+
+_WU = (
+    "Wu, Wang, Xia, Bailey, Ma. Skip Connections Matter: On the Transferability of Adversarial "
+    "Examples Generated with ResNets. ICLR 2020."
+)
+_MI = "Dong et al. Boosting Adversarial Attacks with Momentum. CVPR 2018."
+_DI = (
+    "Xie et al. Improving Transferability of Adversarial Examples with Input Diversity. CVPR 2019."
+)
+_THREAT = "transfer (black-box via a white-box residual source), untargeted or targeted, L-inf ball"
 
 Branches = Sequence[str | nn.Module] | None
 
@@ -85,9 +96,65 @@ def skip_gradient(
             h.remove()
 
 
+# decorators apply bottom-up: "sgm" registers first
+@EVASION.register(
+    "sgm-mi-di",
+    "SGM with MI-FGSM's momentum and DI's input diversity, step eps/steps",
+    paper=f"{_WU} With {_MI} and {_DI}",
+    threat=_THREAT,
+    defaults={"momentum": 1.0, "diversity": 0.5, "alpha": None},
+    transfer=True,
+)
+@EVASION.register(
+    "sgm-mi",
+    "SGM with MI-FGSM's momentum, step eps/steps",
+    paper=f"{_WU} With {_MI}",
+    threat=_THREAT,
+    defaults={"momentum": 1.0, "alpha": None},
+    transfer=True,
+)
+@EVASION.register(
+    "sgm",
+    "SGM: skip gradient method (residual-branch gradients decayed by gamma)",
+    paper=_WU,
+    threat=_THREAT,
+    transfer=True,
+)
 class SGM(PGD):
     """The PGD loop with skip gradients (see the module); ``gamma = 1`` is plain PGD.
-    ``alpha=None`` takes MI-FGSM's step ``eps / steps``."""
+
+    Wu, Wang, Xia, Bailey & Ma, "Skip Connections Matter: On the Transferability of Adversarial
+    Examples Generated with ResNets", ICLR 2020. Defaults are the paper's iterative FGSM on
+    CIFAR-10 (no random start); trustlab scales each residual branch once by ``gamma`` where the
+    authors' code hooks ReLUs (see the module).
+
+    Args:
+        model: the residual source model (``[0, 1]`` inputs to logits).
+        eps: radius (default ``8/255``; 16/255 on ImageNet in the paper).
+        alpha: step size (default ``2/255``); ``None`` takes MI-FGSM's ``eps / steps``.
+        steps: iterations (default 10).
+        gamma: residual-gradient decay in ``(0, 1]`` (default 0.2, the paper's for ResNets;
+            0.5 for DenseNets).
+        branches: names or modules of the residual branches (default: sub-modules called
+            ``residual``, as in trustlab's residual models).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
+        restarts: independent runs (default 1).
+        random_start: start at a random point of the ball (default False, the paper's).
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target`` (default False).
+        seed: seeds random starts and DI's draws (default 0).
+        momentum: MI's decay (default 0; ``sgm-mi`` uses 1.0).
+        diversity: DI's transform probability (default 0; ``sgm-mi-di`` uses 0.5).
+        resize_rate: DI's smallest relative side (default 0.9).
+
+    Shape:
+        as :class:`~trustlab.attacks.evasion.pgd.PGD`.
+
+    Example::
+
+        atk = SGM(resnet, eps=8 / 255, gamma=0.2)
+        report = evaluate_transfer(resnet, {"vgg": vgg}, data, atk)
+    """
 
     def __init__(
         self,

@@ -1,10 +1,13 @@
-"""Attacks by name and the standard suites, for configs and the CLI.
+"""Attacks by name and the standard suites, for configs and the CLI; both read the catalogue.
 
-``make_attack("pgd", model, eps=8/255)``; names: ``fgsm``, ``pgd`` (PGD-20 with CE, the MD
-paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``md``, ``mdmt``; the transfer attacks
-``mifgsm``, ``difgsm``, ``sgm`` (gamma 0.2), ``sgm-mi`` and ``sgm-mi-di`` (SGM with MI's momentum
-and step ``eps / steps``, and DI). Suites for
-:func:`~trustlab.attacks.evasion.evaluate.evaluate_robustness`:
+Every evasion attack registers itself at its class in :data:`trustlab.registry.EVASION` with a
+card (paper, threat model, the keyword arguments its name fixes): ``fgsm``, ``pgd`` (PGD-20 with
+CE, the MD paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``md``, ``mdmt``; the transfer
+attacks ``mifgsm``, ``difgsm``, ``sgm`` (gamma 0.2), ``sgm-mi`` and ``sgm-mi-di`` (SGM with MI's
+momentum and step ``eps / steps``, and DI); ``advcam`` (which also takes a style image).
+``make_attack("pgd", model, eps=8/255)`` builds one. The suites of
+:func:`~trustlab.attacks.evasion.evaluate.evaluate_robustness` register in
+:data:`trustlab.registry.SUITES` here (meta ``attacks``: their cascade, in order):
 
 - ``quick``: PGD-20 (CE), then MD.
 - ``standard``: APGD-CE, APGD-T, then MD and MDMT (the AutoAttack-style cascade plus the margin
@@ -13,62 +16,64 @@ and step ``eps / steps``, and DI). Suites for
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from torch import nn
 
 from trustlab.attacks.evasion.base import Attack, parse_eps
 from trustlab.errors import InputError
+from trustlab.registry import EVASION, SUITES
 
-# name -> (module, class, fixed keyword arguments)
-_ATTACKS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "fgsm": ("fgsm", "FGSM", {}),
-    "pgd": ("pgd", "PGD", {"steps": 20, "loss": "ce"}),
-    "pgd-cw": ("pgd", "PGD", {"steps": 20, "loss": "cw"}),
-    "apgd-ce": ("apgd", "APGD", {"loss": "ce"}),
-    "apgd-t": ("apgd", "APGDT", {}),
-    "md": ("md", "MD", {}),
-    "mdmt": ("md", "MDMT", {}),
-    "mifgsm": ("transfer", "MIFGSM", {}),
-    "difgsm": ("transfer", "DIFGSM", {}),
-    "sgm": ("sgm", "SGM", {}),
-    "sgm-mi": ("sgm", "SGM", {"momentum": 1.0, "alpha": None}),
-    "sgm-mi-di": ("sgm", "SGM", {"momentum": 1.0, "diversity": 0.5, "alpha": None}),
-}
-
-SUITES: dict[str, tuple[str, ...]] = {
-    "quick": ("pgd", "md"),
-    "standard": ("apgd-ce", "apgd-t", "md", "mdmt"),
-}
+__all__ = ["attack_names", "make_attack", "make_suite"]
 
 
-def attack_names() -> list[str]:
-    """The attacks available in this installation (in the order of :data:`_ATTACKS`)."""
-    out = []
-    for name, (module, cls, _) in _ATTACKS.items():
-        try:
-            mod = importlib.import_module(f"trustlab.attacks.evasion.{module}")
-        except ImportError:
-            continue
-        if hasattr(mod, cls):
-            out.append(name)
-    return out
+def attack_names(**where: Any) -> list[str]:
+    """The registered attacks that :func:`make_attack` builds from a model alone (every
+    evasion card whose only input is ``model``), in registration order; ``where`` filters on
+    the cards' meta (``attack_names(transfer=True)``)."""
+    return [n for n in EVASION.names(**where) if EVASION.get(n).inputs == ("model",)]
 
 
 def make_attack(name: str, model: nn.Module, eps: float | str = 8 / 255, **kw: Any) -> Attack:
+    """The attack registered as ``name`` on ``model`` at radius ``eps`` (``0.03`` or ``"8/255"``);
+    ``kw`` override the card's defaults (unknown keys are an :class:`InputError`)."""
     key = name.lower()
     if key not in attack_names():
         raise InputError(f"unknown attack {name!r}; available: {', '.join(attack_names())}.")
-    module, cls, fixed = _ATTACKS[key]
-    mod = importlib.import_module(f"trustlab.attacks.evasion.{module}")
-    return getattr(mod, cls)(model, eps=parse_eps(eps), **{**fixed, **kw})
+    return EVASION.get(key).build(model, eps=parse_eps(eps), **kw)
 
 
 def make_suite(name: str, model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
-    if name not in SUITES:
-        raise InputError(f"unknown suite {name!r}; use one of {', '.join(SUITES)}.")
-    missing = [a for a in SUITES[name] if a not in attack_names()]
-    if missing:
-        raise InputError(f"suite {name!r} needs {', '.join(missing)}, not available yet.")
-    return {a: make_attack(a, model, eps) for a in SUITES[name]}
+    """The suite registered as ``name`` (``quick``, ``standard``): attack name -> attack, in
+    cascade order."""
+    return SUITES.get(name).build(model, eps=eps)
+
+
+def _suite(name: str, model: nn.Module, eps: float | str) -> dict[str, Attack]:
+    return {a: make_attack(a, model, eps) for a in SUITES.get(name).meta["attacks"]}
+
+
+@SUITES.register(
+    "quick",
+    "PGD-20 (CE), then MD",
+    paper="Ma, Jiang, Huang, Wang, Erfani, Bailey, Li. Imbalanced Gradients: A Subtle Cause of "
+    "Overestimated Adversarial Robustness. arXiv:2006.13726.",
+    threat="white-box, untargeted, L-inf",
+    attacks=("pgd", "md"),
+)
+def quick_suite(model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
+    """PGD-20 (CE) then MD, as a cascade."""
+    return _suite("quick", model, eps)
+
+
+@SUITES.register(
+    "standard",
+    "APGD-CE, APGD-T, MD, MDMT (AutoAttack-style cascade plus margin decomposition)",
+    paper="Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
+    "parameter-free attacks. ICML 2020; Ma et al. Imbalanced Gradients. arXiv:2006.13726.",
+    threat="white-box, untargeted, L-inf",
+    attacks=("apgd-ce", "apgd-t", "md", "mdmt"),
+)
+def standard_suite(model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
+    """APGD-CE, APGD-T, MD, MDMT, as a cascade."""
+    return _suite("standard", model, eps)

@@ -27,15 +27,48 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.attacks.evasion.base import Attack
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
+from trustlab.registry import EVASION
 from trustlab.utils.device import resolve_device
+from trustlab.utils.modules import device_of, frozen
 
 
+@EVASION.register(
+    "mifgsm",
+    "MI-FGSM: iterative FGSM with momentum (transfer attack)",
+    paper="Dong, Liao, Pang, Su, Zhu, Hu, Li. Boosting Adversarial Attacks with Momentum. "
+    "CVPR 2018.",
+    threat="transfer (black-box via a white-box source), untargeted or targeted, L-inf ball",
+    transfer=True,
+)
 class MIFGSM(PGD):
-    """MI-FGSM (see the module); ``alpha`` defaults to ``eps / steps``."""
+    """MI-FGSM: ``g <- mu g + grad / ||grad||_1``, ``x <- x + alpha sign(g)``, no random start.
+
+    Dong, Liao, Pang, Su, Zhu, Hu & Li, "Boosting Adversarial Attacks with Momentum", CVPR 2018.
+
+    Args:
+        model: the source model (``[0, 1]`` inputs to logits).
+        eps: radius (default ``8/255``; the paper's 16/255 is for ImageNet).
+        steps: iterations (default 10, the paper's).
+        momentum: decay ``mu`` (default 1.0, the paper's).
+        alpha: step size (default ``None``: ``eps / steps``, the paper's).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target`` (default False).
+        seed: seeds DI's draws when ``diversity > 0`` (default 0).
+        diversity: DI's transform probability (default 0: none; 0.5 is M-DI2-FGSM).
+
+    Shape:
+        as :class:`~trustlab.attacks.evasion.pgd.PGD`.
+
+    Example::
+
+        atk = MIFGSM(source, eps=8 / 255)
+        report = evaluate_transfer(source, {"vgg": target}, data, atk)
+    """
 
     def __init__(
         self,
@@ -55,8 +88,44 @@ class MIFGSM(PGD):
         )
 
 
+@EVASION.register(
+    "difgsm",
+    "DI2-FGSM: iterative FGSM on randomly resized and padded inputs (transfer attack)",
+    paper="Xie, Zhang, Zhou, Bai, Wang, Ren, Yuille. Improving Transferability of Adversarial "
+    "Examples with Input Diversity. CVPR 2019.",
+    threat="transfer (black-box via a white-box source), untargeted or targeted, L-inf ball",
+    transfer=True,
+)
 class DIFGSM(PGD):
-    """DI2-FGSM (see the module); ``alpha`` defaults to ``eps / steps``."""
+    """DI2-FGSM: every gradient is taken on a randomly resized and padded input
+    (:mod:`~trustlab.attacks.evasion.diversity`); with ``momentum=1`` M-DI2-FGSM.
+
+    Xie, Zhang, Zhou, Bai, Wang, Ren & Yuille, "Improving Transferability of Adversarial Examples
+    with Input Diversity", CVPR 2019. trustlab shrinks and pads back to the input size (the
+    paper enlarges), see :mod:`~trustlab.attacks.evasion.diversity`.
+
+    Args:
+        model: the source model (``[0, 1]`` inputs to logits).
+        eps: radius (default ``8/255``).
+        steps: iterations (default 10).
+        diversity: transform probability (default 0.5, the paper's).
+        resize_rate: smallest relative side (default 0.9, torchattacks').
+        alpha: step size (default ``None``: ``eps / steps``).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
+        targeted: if True, ``atk(x, y, target)`` pushes toward ``target`` (default False).
+        seed: seeds the transforms (default 0).
+        momentum: MI's decay (default 0: none).
+
+    Shape:
+        ``x``: ``(N, C, H, W)`` in ``[0, 1]``; otherwise as
+        :class:`~trustlab.attacks.evasion.pgd.PGD`.
+
+    Example::
+
+        atk = DIFGSM(source, eps=8 / 255)
+        x_adv = atk(x, y)
+    """
 
     def __init__(
         self,
@@ -91,8 +160,21 @@ class DIFGSM(PGD):
 
 @dataclass
 class TransferReport:
-    """Per target: ``clean_accuracy``, ``adv_accuracy``, ``success_rate`` and ``n`` (the points
-    correct on both source and target, on which ``success_rate`` is measured)."""
+    """What :func:`evaluate_transfer` measures (the SGM paper's protocol, see the module).
+
+    Attributes:
+        source_accuracy: the source's clean accuracy.
+        source_success: white-box success on the source's correctly classified points.
+        targets: per target name, ``clean_accuracy``, ``adv_accuracy``, ``success_rate`` and
+            ``n`` (the points correct on both source and target, on which ``success_rate`` is
+            measured).
+        n: the number of points attacked.
+
+    Example::
+
+        report = evaluate_transfer(source, {"vgg": vgg}, data, SGM(source))
+        report.mean_success(), report.to_dict()
+    """
 
     source_accuracy: float
     source_success: float  # white-box success on the source's correct points
@@ -136,11 +218,7 @@ def evaluate_transfer(
     if attack.model is not source:
         raise InputError("the attack must be built on the source model: attack.model is source.")
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
-    if device is not None:
-        dev = resolve_device(device)
-    else:
-        p = next(iter(source.parameters()), None)
-        dev = p.device if p is not None else torch.device("cpu")
+    dev = resolve_device(device) if device is not None else device_of(source)
     y = ds.y
     with frozen(source):
         src_clean = _predict(source, ds.x, batch_size, dev) == y
@@ -157,8 +235,7 @@ def evaluate_transfer(
         n=len(ds),
     )
     for name, model in targets.items():
-        p = next(iter(model.parameters()), None)
-        tdev = p.device if p is not None else dev
+        tdev = device_of(model) if any(True for _ in model.parameters()) else dev
         with frozen(model):
             clean = _predict(model, ds.x, batch_size, tdev) == y
             robust = _predict(model, adv, batch_size, tdev) == y

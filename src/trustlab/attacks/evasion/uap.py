@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import frozen, parse_eps, project, step_direction
+from trustlab.attacks.evasion.base import parse_eps, project, step_direction
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import iterate_batches
 from trustlab.errors import InputError
 from trustlab.utils.device import resolve_device
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.seed import generator
 
 
@@ -44,10 +45,7 @@ def _setup(
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
     if len(ds) == 0:
         raise InputError("a universal perturbation needs at least one input.")
-    if device is not None:
-        return ds, resolve_device(device)
-    p = next(iter(model.parameters()), None)
-    return ds, p.device if p is not None else torch.device("cpu")
+    return ds, resolve_device(device) if device is not None else device_of(model)
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor, target: int | None) -> torch.Tensor:
