@@ -1,0 +1,203 @@
+"""What every command module of the CLI shares: the Typer app, the common options, the error
+wrapper, help texts filled from the catalogue, and output that reads well anywhere.
+
+Command modules import from here (never from the package ``__init__``), so the package imports
+its command modules without an import cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperCommand
+
+from trustlab.errors import InputError
+
+__all__ = [
+    "NOT_APPLICABLE",
+    "DataRootOpt",
+    "DeviceOpt",
+    "FirstSeedOpt",
+    "QuietOpt",
+    "SeedOpt",
+    "WorkersOpt",
+    "app",
+    "command",
+    "err_console",
+    "fill_names",
+    "fmt",
+    "handled",
+    "print_reproduction",
+    "print_summary",
+    "stdout",
+]
+
+app = typer.Typer(
+    name="trustlab",
+    help="Attack, defend and measure deep-learning models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="random seed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars.")]
+DataRootOpt = Annotated[str | None, typer.Option(help="folder holding the data files.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
+]
+FirstSeedOpt = Annotated[int, typer.Option("--seed", help="first seed.")]
+
+#: the width of output that is not a terminal (a file, a pipe, CI): wide enough for any table
+PIPE_WIDTH = 10_000
+#: a cell whose value does not apply (NaN)
+NOT_APPLICABLE = "—"
+
+
+# -- output --------------------------------------------------------------------------------------
+def stdout() -> Console:
+    """A console on the current standard output: the terminal's width on a terminal, else so wide
+    that no table is cut (``trustlab reproduce X > log`` keeps every header and cell whole)."""
+    tty = sys.stdout.isatty()
+    return Console(width=None if tty else PIPE_WIDTH)
+
+
+def fmt(v: Any) -> str:
+    """One value of a table: floats to 4 decimals (4 significant digits when large), ``—`` for
+    NaN."""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return NOT_APPLICABLE
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+def print_summary(run: Any, summary: dict[str, Any]) -> None:
+    """The metrics table of a finished training run, and its test accuracy."""
+    table = Table(title=f"run {run.id}: {run.status}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, fmt(v))
+    out = stdout()
+    out.print(table)
+    acc = summary.get("test_accuracy")
+    if acc is not None:
+        out.print(f"test accuracy: {acc * 100:.2f}%  (run {run.id}, {run.dir})")
+
+
+def print_reproduction(rep: Any) -> None:
+    """A reproduction's table (``mean ± std`` over seeds, ``—`` where a value does not apply),
+    its claims with PASS/FAIL and its run folder."""
+    from trustlab.experiments.base import get_experiment
+
+    exp = get_experiment(rep.experiment)
+    table = Table(
+        title=f"{exp.title}: {rep.experiment} ({rep.preset.name}, "
+        f"{rep.preset.dataset}, {rep.preset.model}, {rep.preset.seeds} seed(s))"
+    )
+    cols, rows = rep.table.formatted(2, exp.percent)
+    for c in cols:
+        table.add_column(c, justify="left" if c in rep.table.keys else "right")
+    for cells in rows:
+        table.add_row(*cells)
+    out = stdout()
+    out.print(table)
+    for c in rep.claims:
+        mark = "[bold green]PASS[/]" if c.passed else "[bold red]FAIL[/]"
+        out.print(f"{mark} {c.text}\n     {c.detail}", highlight=False, soft_wrap=True)
+    if rep.run is not None:
+        out.print(f"run {rep.run.id}: {rep.run.dir}")
+
+
+# -- errors --------------------------------------------------------------------------------------
+def handled(fn: F) -> F:
+    """Turn trustlab's input errors into one ``error:`` line and exit code 2 (a diverged training
+    run: exit 1; Ctrl-C: exit 130)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except FloatingPointError as exc:  # training diverged: a failed run, not bad input
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                "interrupted: the run is marked 'interrupted'; `trustlab runs` lists it and "
+                "`trustlab resume <id>` continues it."
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- help texts from the catalogue ---------------------------------------------------------------
+# "{evasion}": every registered evasion attack; "{evasion:transfer}": those whose card has
+# meta transfer=True; "{defenses:protocol=inspector}": meta protocol == "inspector".
+_NAMES = re.compile(r"\{([a-z-]+)(?::([a-z_]+)(?:=([^{}]+))?)?\}")
+
+
+def fill_names(text: str) -> str:
+    """``text`` with each ``{kind}`` placeholder (a key of :data:`trustlab.registry.REGISTRIES`,
+    optionally ``{kind:meta}`` or ``{kind:meta=value}``) replaced by the registered names,
+    comma-separated. Loads those registries (imports their packages): call it only to show help.
+    """
+    from trustlab.registry import REGISTRIES
+
+    def names(m: re.Match[str]) -> str:
+        kind, key, value = m.groups()
+        if kind not in REGISTRIES:
+            return m.group(0)
+        where: dict[str, Any] = {} if key is None else {key: True if value is None else value}
+        return ", ".join(REGISTRIES[kind].names(**where))
+
+    return _NAMES.sub(names, text)
+
+
+class CatalogueCommand(TyperCommand):
+    """A command whose help texts may name the catalogue's entries with ``{kind}`` placeholders,
+    filled from the registries only when the help is shown (so running a command, ``trustlab
+    runs`` or the root's ``--help`` never imports the method packages for it)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        saved = [(p, p.help) for p in self.params if getattr(p, "help", None)]
+        own = self.help
+        try:
+            for p, text in saved:
+                p.help = fill_names(text)
+            if own:
+                self.help = fill_names(own)
+            super().format_help(ctx, formatter)
+        finally:
+            for p, text in saved:
+                p.help = text
+            self.help = own
+
+
+def command(name: str, parent: typer.Typer | None = None, **kw: Any) -> Callable[[F], F]:
+    """Register ``fn`` as command ``name`` of ``parent`` (default: the root app), with catalogue
+    placeholders in its help and trustlab's errors :func:`handled`."""
+
+    def deco(fn: F) -> F:
+        (parent or app).command(name, cls=CatalogueCommand, **kw)(handled(fn))
+        return fn
+
+    return deco
