@@ -38,10 +38,25 @@ __all__ = [
 
 
 class Classifier(nn.Module):
-    """Base class: subclasses define ``features(x) -> (N, D)`` and ``self.classifier``.
+    """Base class of trustlab's classifiers: ``forward(x) == classifier(features(x))``.
 
-    ``input_ndim`` is 4 for image models and 5 for video models; :meth:`check_input` turns a
-    tensor of the wrong rank into an :class:`InputError` instead of a cryptic conv error.
+    Subclasses define ``features(x) -> (N, D)`` (the penultimate representation) and
+    ``self.classifier`` (the final :class:`torch.nn.Linear`, ``D -> K``); later modules (feature
+    taps, SGM, detectors) rely on this split. ``input_ndim`` is 4 for image models and 5 for video
+    models; :meth:`check_input` turns a tensor of the wrong rank into an :class:`InputError` instead
+    of a cryptic conv error.
+
+    Attributes:
+        input_ndim: rank of the input, 4 (``(N, C, H, W)``, default) or 5 (``(N, C, T, H, W)``).
+        classifier: the final ``nn.Linear``; set by every subclass.
+
+    Shapes: input ``(N, C, H, W)`` (video ``(N, C, T, H, W)``) floats in ``[0, 1]``; output
+    ``(N, K)`` logits.
+
+    Example:
+        >>> model = SmallCNN(in_channels=1, image_size=(28, 28))
+        >>> model.classifier(model.features(torch.rand(2, 1, 28, 28))).shape
+        torch.Size([2, 10])
     """
 
     input_ndim: int = 4
@@ -88,9 +103,17 @@ class MLP(Classifier):
     """Multi-layer perceptron: flatten -> Linear -> ReLU -> ... -> Linear(classes).
 
     Args:
-        input_dim: ``C * H * W``.
-        hidden: hidden widths (default ``(256, 256)``).
-        num_classes: output classes.
+        input_dim: ``C * H * W`` (required).
+        hidden: hidden widths; default ``(256, 256)``.
+        num_classes: output classes; default 10.
+
+    Shapes: input ``(N, C, H, W)`` floats in ``[0, 1]`` with ``C * H * W == input_dim``; features
+    ``(N, hidden[-1])``; output ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = MLP(3 * 32 * 32, hidden=(256, 256), num_classes=10)
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(self, input_dim: int, hidden: Sequence[int] = (256, 256), num_classes: int = 10):
@@ -115,8 +138,21 @@ class SmallCNN(Classifier):
 
     conv3x3(32) -> ReLU -> conv3x3(64) -> ReLU -> maxpool 2 -> [dropout] -> FC 128 -> ReLU ->
     [dropout] -> Linear(classes); convolutions unpadded (28x28 -> 12x12x64 = 9216 features).
-    ``dropout`` (default 0, the example uses 0.25/0.5) applies to both dropout layers.
     Source: https://github.com/pytorch/examples/blob/main/mnist/main.py
+
+    Args:
+        in_channels: input channels; default 1.
+        image_size: ``(H, W)``; default ``(28, 28)``; at least 6x6.
+        num_classes: output classes; default 10.
+        dropout: probability of both dropout layers; default 0 (the example uses 0.25 / 0.5).
+
+    Shapes: input ``(N, in_channels, H, W)`` floats in ``[0, 1]``; features ``(N, 128)``; output
+    ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = SmallCNN(in_channels=1, image_size=(28, 28), num_classes=10)
+        >>> model(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(
@@ -160,13 +196,29 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 class CNN8(Classifier):
-    """The 8-layer CIFAR-10 CNN of the Active-Passive Loss paper (Ma et al., ICML 2020).
+    """The 8-layer CIFAR-10 CNN of the Active-Passive Loss paper.
+
+    Ma, Huang, Wang, Romano, Erfani, Bailey, "Normalized Loss Functions for Deep Learning with Noisy
+    Labels", ICML 2020.
 
     Six 3x3 convolutions (padding 1, bias, each followed by BatchNorm and ReLU) with 64, 64,
     maxpool, 128, 128, maxpool, 196, 196, maxpool; then FC 256 + BatchNorm1d + ReLU and
     FC classes. The flatten size is ``196 * (H // 8) * (W // 8)`` (3136 for 32x32). Initialisation
     as in the authors' code (https://github.com/HanxunH/Active-Passive-Losses, ``models.py``):
     Kaiming-uniform (fan-in, ReLU) convolution weights, Xavier-uniform linear weights.
+
+    Args:
+        in_channels: input channels; default 3.
+        image_size: ``(H, W)``; default ``(32, 32)``; at least 8x8.
+        num_classes: output classes; default 10.
+
+    Shapes: input ``(N, in_channels, H, W)`` floats in ``[0, 1]``; features ``(N, 256)``; output
+    ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = CNN8(in_channels=3, image_size=(32, 32), num_classes=10)
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(

@@ -30,8 +30,26 @@ __all__ = ["DenseLayer", "DenseNet", "Transition"]
 
 
 class DenseLayer(nn.Module):
-    """Bottleneck dense layer: ``cat([x, residual(x)], 1)`` with ``residual`` adding ``growth``
-    channels through BN-ReLU-conv1x1(``bottleneck * growth``)-BN-ReLU-conv3x3(``growth``)."""
+    """Bottleneck dense layer of DenseNet-BC: ``cat([shortcut(x), residual(x)], 1)``.
+
+    Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional Networks", CVPR 2017.
+    ``residual`` adds ``growth`` channels through
+    BN-ReLU-conv1x1(``bottleneck * growth``)-BN-ReLU-conv3x3(``growth``); ``shortcut`` is the
+    identity.
+
+    Args:
+        in_channels: input channels.
+        growth: new channels ``k``.
+        bottleneck: width of the 1x1 bottleneck in multiples of ``growth``; default 4 (the paper's
+            ``4k``).
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, in_channels + growth, H, W)``.
+
+    Example:
+        >>> layer = DenseLayer(24, growth=12)
+        >>> layer(torch.rand(2, 24, 8, 8)).shape
+        torch.Size([2, 36, 8, 8])
+    """
 
     def __init__(self, in_channels: int, growth: int, bottleneck: int = 4) -> None:
         super().__init__()
@@ -53,7 +71,21 @@ class DenseLayer(nn.Module):
 
 
 class Transition(nn.Sequential):
-    """BN-ReLU-conv1x1-avgpool(2): halves the resolution and compresses the channels."""
+    """DenseNet transition BN-ReLU-conv1x1-avgpool(2): halves the resolution, compresses channels.
+
+    Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional Networks", CVPR 2017.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (``int(in_channels * compression)`` in :class:`DenseNet`).
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, out_channels, H // 2, W // 2)``.
+
+    Example:
+        >>> trans = Transition(96, 48)
+        >>> trans(torch.rand(2, 96, 32, 32)).shape
+        torch.Size([2, 48, 16, 16])
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
@@ -69,11 +101,26 @@ class Transition(nn.Sequential):
 class DenseNet(Classifier):
     """DenseNet-BC with three dense blocks (``block1..3``, ``trans1..2``) for small images.
 
+    Huang, Liu, van der Maaten, Weinberger, "Densely Connected Convolutional Networks", CVPR 2017.
+    Stem: a 3x3 convolution to ``2 * growth_rate`` channels; then ``(depth - 4) / 6`` bottleneck
+    layers per block, transitions compressing by ``compression``, final BN-ReLU, global average pool
+    and ``Linear(classes)``. The paper's smallest BC model is depth 100; trustlab's default depth 40
+    keeps the same design while staying cheap on a CPU (see the module docstring).
+
     Args:
-        depth: total depth, ``(depth - 4) % 6 == 0`` (default 40: 6 layers per block).
-        growth_rate: ``k`` (default 12).
-        compression: transition compression ``theta`` in ``(0, 1]`` (default 0.5).
-        num_classes, in_channels: output classes and input channels.
+        depth: total depth, ``(depth - 4) % 6 == 0``; default 40 (6 layers per block).
+        growth_rate: ``k``; default 12.
+        compression: transition compression ``theta`` in ``(0, 1]``; default 0.5.
+        num_classes: output classes; default 10.
+        in_channels: input channels; default 3.
+
+    Shapes: input ``(N, in_channels, H, W)`` floats in ``[0, 1]``, at least 4x4; output
+    ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = DenseNet(depth=40, growth_rate=12, compression=0.5, num_classes=10)
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(

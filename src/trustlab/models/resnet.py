@@ -39,10 +39,23 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class PadShortcut(nn.Module):
-    """Option A shortcut of He et al. (2016), used for their CIFAR ResNets: parameter-free.
+    """Option A shortcut of He et al., used for their CIFAR ResNets: parameter-free.
 
-    Subsample spatially by ``stride`` and zero-pad the new channels (split evenly before and
-    after the existing ones).
+    He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016. Subsamples
+    spatially by ``stride`` and zero-pads the new channels (split evenly before and after the
+    existing ones).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (``>= in_channels``).
+        stride: spatial subsampling step.
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, out_channels, ceil(H / stride), ceil(W / stride))``.
+
+    Example:
+        >>> shortcut = PadShortcut(16, 32, stride=2)
+        >>> shortcut(torch.rand(2, 16, 32, 32)).shape
+        torch.Size([2, 32, 16, 16])
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
@@ -63,8 +76,24 @@ class PadShortcut(nn.Module):
 class BasicBlock(nn.Module):
     """Post-activation basic block: ``act(residual(x) + shortcut(x))``.
 
-    ``residual`` = conv3x3(stride) - BN - ReLU - conv3x3 - BN. When the shape changes the
-    shortcut is option ``"A"`` (:class:`PadShortcut`) or ``"B"`` (1x1 conv + BN projection).
+    He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
+    ``residual`` = conv3x3(stride) - BN - ReLU - conv3x3 - BN. When the shape changes the shortcut
+    is option ``"A"`` (:class:`PadShortcut`) or ``"B"`` (1x1 conv + BN projection); otherwise
+    identity.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution (and of the shortcut); default 1.
+        shortcut: ``"A"`` or ``"B"``; default ``"B"`` (the paper's CIFAR networks use ``"A"``,
+            which ``resnet8`` / ``resnet20`` pass).
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, out_channels, ceil(H / stride), ceil(W / stride))``.
+
+    Example:
+        >>> block = BasicBlock(16, 32, stride=2, shortcut="A")
+        >>> block(torch.rand(2, 16, 32, 32)).shape
+        torch.Size([2, 32, 16, 16])
     """
 
     def __init__(
@@ -99,11 +128,26 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al., ECCV 2016; wide-ResNet block with ``dropout``).
+    """Pre-activation basic block (the wide-ResNet block with ``dropout``).
 
+    He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016; Zagoruyko &
+    Komodakis, "Wide Residual Networks", BMVC 2016.
     ``preact`` = BN - ReLU; ``residual`` = conv3x3(stride) - BN - ReLU - dropout - conv3x3;
     ``shortcut`` = identity, or a 1x1 convolution applied to the pre-activated input when the
     shape changes. ``out = residual(preact(x)) + shortcut(x or preact(x))``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution (and of the projection); default 1.
+        dropout: dropout between the two convolutions; default 0 (WRN also uses 0.3).
+
+    Shapes: ``(N, in_channels, H, W)`` -> ``(N, out_channels, ceil(H / stride), ceil(W / stride))``.
+
+    Example:
+        >>> block = PreActBlock(16, 64, stride=1, dropout=0.0)
+        >>> block(torch.rand(2, 16, 32, 32)).shape
+        torch.Size([2, 64, 32, 32])
     """
 
     def __init__(
@@ -135,16 +179,33 @@ class PreActBlock(nn.Module):
 class ResNet(Classifier):
     """A CIFAR-style ResNet: 3x3 stem (no max-pool), stages ``layer1..layerK``, global average pool.
 
+    He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
+    (post-activation); He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016
+    (``preact=True``); Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016 (``wrn-16-4``:
+    pre-activation, ``dropout``).
+    The registered ``resnet8``, ``resnet20``, ``resnet18`` and ``wrn-16-4`` are instances.
+
     Args:
         widths: channels of each stage; stage ``i > 0`` starts with stride 2.
         depths: blocks per stage.
-        num_classes, in_channels: output classes and input channels.
-        stem_width: channels of the stem convolution (default ``widths[0]``).
+        num_classes: output classes; default 10.
+        in_channels: input channels; default 3.
+        stem_width: channels of the stem convolution; default None (``widths[0]``).
         preact: pre-activation blocks (:class:`PreActBlock`, final BN-ReLU before pooling) instead
-            of post-activation :class:`BasicBlock` (stem conv-BN-ReLU).
-        shortcut: ``"A"`` (zero-padding) or ``"B"`` (projection) for post-activation blocks;
-            pre-activation blocks always project with a 1x1 convolution.
-        dropout: dropout between the two convolutions of pre-activation blocks (wide ResNets).
+            of post-activation :class:`BasicBlock` (stem conv-BN-ReLU); default False.
+        shortcut: ``"A"`` (zero-padding) or ``"B"`` (projection, default) for post-activation
+            blocks; pre-activation blocks always project with a 1x1 convolution. The paper's CIFAR
+            ResNets (``resnet8``, ``resnet20``) use ``"A"``.
+        dropout: dropout between the two convolutions of pre-activation blocks (wide ResNets);
+            default 0.
+
+    Shapes: input ``(N, in_channels, H, W)`` floats in ``[0, 1]``; features ``(N, widths[-1])``;
+    output ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = ResNet((16, 32, 64), (3, 3, 3), num_classes=10, shortcut="A")  # ResNet-20
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(

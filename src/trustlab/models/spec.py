@@ -16,6 +16,27 @@ from trustlab.errors import InputError
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model's recipe: the arguments of :func:`~trustlab.models.create_model` plus its statistics.
+
+    Checkpoints store it so that :meth:`build` rebuilds the model from the file alone.
+
+    Attributes:
+        name: registered model name, e.g. ``"resnet20"``.
+        num_classes: output classes.
+        in_channels: input channels.
+        image_size: side of square images or ``(H, W)`` (a list is turned into a tuple).
+        kwargs: model-specific options (e.g. ``{"frames": 8}``); default ``{}``.
+        mean: per-channel means for :class:`~trustlab.models.wrappers.Normalized`; default None
+            (no wrapper).
+        std: per-channel standard deviations; default None.
+        group_norm: BatchNorm replaced by GroupNorm (DP-SGD); default False.
+
+    Example:
+        >>> spec = ModelSpec("resnet20", num_classes=10, in_channels=3, image_size=32)
+        >>> type(spec.build()).__name__
+        'ResNet'
+    """
+
     name: str
     num_classes: int
     in_channels: int

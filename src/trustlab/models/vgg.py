@@ -44,9 +44,22 @@ CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {
 class VGG(Classifier):
     """VGG-BN conv stack (``body``), adaptive average pool to 1x1, ``Linear(512, classes)``.
 
+    Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition",
+    ICLR 2015, with BatchNorm after every 3x3 convolution. CIFAR form: five conv stages each closed
+    by a 2x2 max-pool and a single Linear; no 4096-wide FC layers (see the module docstring).
+
     Args:
         stages: channel widths of the convolutions of each stage, e.g. ``CONFIGS["vgg11"]``.
-        num_classes, in_channels: output classes and input channels.
+        num_classes: output classes; default 10.
+        in_channels: input channels; default 3.
+
+    Shapes: input ``(N, in_channels, H, W)`` floats in ``[0, 1]``, at least 32x32; features
+    ``(N, stages[-1][-1])``; output ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = VGG(CONFIGS["vgg11"], num_classes=10, in_channels=3)
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(

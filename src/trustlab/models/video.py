@@ -34,10 +34,23 @@ __all__ = ["C3DSmall"]
 class C3DSmall(Classifier):
     """Small C3D: five 3x3x3 conv-BN-ReLU layers, four pools, ``fc6`` 256, ``classifier``.
 
+    Tran, Bourdev, Fergus, Torresani, Paluri, "Learning Spatiotemporal Features with 3D
+    Convolutional Networks", ICCV 2015; scaled down, with BatchNorm and a global average pool (see
+    the module docstring for where it differs from C3D).
+
     Args:
-        num_classes, in_channels: output classes and input channels.
-        dropout: dropout after ``fc6`` (default 0; C3D uses 0.5).
-        width: multiplies the convolutions' channels (default 1).
+        num_classes: output classes; default 10.
+        in_channels: input channels; default 3.
+        dropout: dropout after ``fc6``; default 0 (C3D uses 0.5).
+        width: multiplies the convolutions' channels; default 1.
+
+    Shapes: input ``(N, in_channels, T, H, W)`` clips in ``[0, 1]`` with ``T >= 4`` and
+    ``H, W >= 8``; features ``(N, 256)``; output ``(N, num_classes)`` logits.
+
+    Example:
+        >>> model = C3DSmall(num_classes=10, width=0.5)
+        >>> model(torch.rand(2, 3, 8, 32, 32)).shape
+        torch.Size([2, 10])
     """
 
     input_ndim = 5

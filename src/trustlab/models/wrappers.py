@@ -58,7 +58,16 @@ class Normalized(nn.Module):
 
     Args:
         model: the classifier that expects normalised inputs.
-        mean, std: per-channel statistics (e.g. ``ArrayDataset.mean`` / ``.std``); ``std > 0``.
+        mean: per-channel means (e.g. ``ArrayDataset.mean``), or one value for all channels.
+        std: per-channel standard deviations (e.g. ``ArrayDataset.std``); ``std > 0``.
+
+    Shapes: input ``(N, C, ...)`` in ``[0, 1]``; output whatever ``model`` returns (``(N, K)``
+    logits for a classifier).
+
+    Example:
+        >>> model = Normalized(nn.Linear(3, 2), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        >>> model(torch.rand(4, 3)).shape
+        torch.Size([4, 2])
     """
 
     mean: torch.Tensor
