@@ -32,7 +32,7 @@ def test_mia_cli_stores_a_run_and_prints_its_metrics(_isolated_home: Path) -> No
 def test_privacy_cli_errors_exit_nonzero_with_one_message(_isolated_home: Path) -> None:
     _train(_isolated_home)
     bad = CliRunner().invoke(app, ["mia", "1", "--attack", "nope"])
-    assert bad.exit_code != 0 and "unknown attack" in bad.output
+    assert bad.exit_code != 0 and "unknown privacy attack" in bad.output
     few = CliRunner().invoke(app, ["mia", "1", "--shadows", "1"])
     assert few.exit_code != 0 and "shadows" in few.output
     missing = CliRunner().invoke(app, ["mia", "99"])

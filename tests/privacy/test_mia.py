@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from trustlab.errors import InputError
+from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.results import RunStore
-from trustlab.workflows.mia import ATTACKS, run_mia
+from trustlab.workflows.mia import run_mia
 from trustlab.workflows.train import run_training
 
 
@@ -69,7 +70,7 @@ def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> No
     store, target = trained
     before = len(store.list())
     cases = [
-        ({"attack": "lirra"}, "unknown attack 'lirra'"),
+        ({"attack": "lirra"}, "unknown privacy attack 'lirra'. Did you mean 'lira'"),
         ({"attack": "lira", "shadows": 1}, "shadows must be an integer >= 2"),
         ({"attack": "loss", "offline": True}, "--offline is LiRA's"),
         ({"attack": "lira", "queries": 3}, "queries must be 1"),
@@ -91,4 +92,42 @@ def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> No
     with pytest.raises(InputError, match="has no model.safetensors"):
         run_mia(empty.id, store=store, attack="loss")
     assert len(store.list()) == before + 2  # only the two runs this test made itself
-    assert set(ATTACKS) == {"lira", "shokri", "loss", "confidence"}
+    assert set(PRIVACY_ATTACKS.names()) == {"lira", "shokri", "loss", "confidence"}
+
+
+def test_every_registered_privacy_attack_has_a_card_mia_can_use() -> None:
+    for card in PRIVACY_ATTACKS:
+        assert card.paper and card.threat, card.name
+        assert isinstance(card.meta["shadows"], bool) and callable(card.meta["audit"])
+        if card.meta["shadows"]:
+            assert card.meta["min_shadows"] >= 1
+    assert PRIVACY_ATTACKS.names(shadows=True) == ["shokri", "lira"]
+    assert PRIVACY_ATTACKS.names(shadows=False) == ["loss", "confidence"]
+
+
+@pytest.mark.parametrize("attack", PRIVACY_ATTACKS.names(shadows=False))
+def test_every_threshold_attack_runs_through_run_mia(trained, tmp_path, attack) -> None:
+    store, target = trained
+    run, result = _mia(store, target, tmp_path, attack=attack, n=10)
+    assert run.config["attack"] == attack and run.config["shadows"] == 0
+    assert result.scores.shape == (20,) and result.scores.dtype == torch.float64
+    # the card builds the same scores from the model and the audited examples
+    assert 0 <= run.summary["auc"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", PRIVACY_ATTACKS.names(shadows=True))
+def test_every_shadow_attack_runs_through_run_mia(trained, tmp_path, attack) -> None:
+    store, target = trained
+    shadows = PRIVACY_ATTACKS.get(attack).meta["min_shadows"]
+    run, result = _mia(store, target, tmp_path, attack=attack, n=10, shadows=shadows)
+    assert run.config["shadows"] == shadows == run.summary["shadows"]
+    assert result.scores.shape == (20,) and 0 <= run.summary["auc"] <= 1
+
+
+def test_offline_and_shadow_counts_come_from_the_cards(trained, tmp_path) -> None:
+    store, target = trained
+    with pytest.raises(InputError, match="--offline is LiRA's one-sided test; use it with "):
+        _mia(store, target, tmp_path, attack="confidence", offline=True)
+    with pytest.raises(InputError, match="--shadows must be an integer >= 1, got 0"):
+        _mia(store, target, tmp_path, attack="shokri", shadows=0)

@@ -8,7 +8,9 @@
   :func:`trustlab.workflows.train.prepare`, so members carry the labels the model trained on);
   **non-members**: ``n`` examples of its test split. Default ``n``: the smaller split's size, so
   the audit is balanced.
-- **attacks** (:data:`ATTACKS`): ``loss`` (Yeom et al.'s loss threshold), ``confidence`` (the
+- **attacks** (every name of :data:`~trustlab.registry.PRIVACY_ATTACKS`; each card's ``audit``
+  hook scores the audit, :mod:`trustlab.attacks.privacy.audit`): ``loss`` (Yeom et al.'s loss
+  threshold), ``confidence`` (the
   maximum softmax probability), ``shokri`` (shadow models on the test split, the attacker's data
   disjoint from the target's training set, each on a random half of it; the audited non-members
   are part of that data, which leaks nothing about the target: the attack models never see the
@@ -42,16 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from trustlab.attacks.privacy.lira import LiRA
-from trustlab.attacks.privacy.membership import ShokriAttack, confidence_scores, loss_scores
+from trustlab.attacks.privacy.audit import MembershipAudit, train_plus_test
+from trustlab.attacks.privacy.membership import loss_scores
 from trustlab.attacks.privacy.shadows import ShadowRecipe
 from trustlab.config import TrainConfig
-from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.metrics.detection import roc_curve
 from trustlab.metrics.privacy import membership_metrics
+from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.results.plots import curves_png
 from trustlab.train.checkpoint import load_model
@@ -65,10 +66,10 @@ from trustlab.workflows.privacy_defense import KIND as DEFENDED
 from trustlab.workflows.privacy_defense import training_config
 from trustlab.workflows.train import Prepared, adversarial_loss, prepare
 
-__all__ = ["ATTACKS", "MIAResult", "run_mia", "shadow_recipe"]
+__all__ = ["MIAResult", "run_mia", "shadow_recipe"]
 
-ATTACKS = ("lira", "shokri", "loss", "confidence")
-SHADOW_ATTACKS = ("lira", "shokri")
+#: the attack whose metrics every audit reports next to the chosen one's (``loss_*``)
+BASELINE = "loss"
 #: TrainConfig keys outside TrainSettings that :func:`shadow_recipe` reproduces (through
 #: ``prepare``); a new key with a non-default value is refused for shadow attacks until handled
 _HANDLED = frozenset(
@@ -139,13 +140,6 @@ def _target_run(store: RunStore, target: int | str | Run) -> Run:
     return run
 
 
-def _union(train: ArrayDataset, test: ArrayDataset) -> ArrayDataset:
-    return ArrayDataset(
-        torch.cat([train.x, test.x]), torch.cat([train.y, test.y]), train.classes, train.mean,
-        train.std, name=f"{train.name}:train+test", validate=False,
-    )  # fmt: skip
-
-
 def _roc_png(path: Any, curves: dict[str, tuple[torch.Tensor, torch.Tensor]], n: int) -> dict:
     floor = min(1e-3, 1.0 / max(n, 1))
     rocs = {}
@@ -176,8 +170,10 @@ def run_mia(
 
     Args:
         target: the training run (id, ``"run-000007"`` or a :class:`Run`).
-        attack: ``lira`` (default), ``shokri``, ``loss`` or ``confidence``.
-        shadows: shadow models for ``lira`` (>= 2) and ``shokri`` (>= 1); default 16.
+        attack: a registered privacy attack: ``lira`` (default), ``shokri``, ``loss`` or
+            ``confidence`` (``trustlab list privacy-attacks``).
+        shadows: shadow models for the shadow attacks (``lira`` >= 2, ``shokri`` >= 1; the
+            card's ``min_shadows``); default 16.
         offline: LiRA's offline (one-sided) test instead of the online likelihood ratio.
         n: members audited (and as many non-members); default the smaller split's size.
         device: ``auto``, ``cpu`` or ``cuda[:N]``: where shadows train and models predict.
@@ -191,16 +187,20 @@ def run_mia(
     Returns:
         ``(run, result)``: the finished ``mia`` run and the :class:`MIAResult`.
     """
-    if attack not in ATTACKS:
-        raise InputError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}.")
-    if attack == "lira":
+    card = PRIVACY_ATTACKS.get(attack)
+    attack = card.name
+    uses_shadows = bool(card.meta["shadows"])
+    if uses_shadows:
         shadows = check_int(
-            "--shadows", shadows, minimum=2, fix="LiRA needs IN and OUT shadows for every example."
+            "--shadows", shadows, minimum=card.meta["min_shadows"],
+            fix=card.meta.get("shadows_fix", ""),
+        )  # fmt: skip
+    if offline and not card.meta.get("offline"):
+        with_offline = [c for c in PRIVACY_ATTACKS if c.meta.get("offline")]
+        raise InputError(
+            f"--offline is {' / '.join(c.meta['offline'] for c in with_offline)}; use it with "
+            f"--attack {' or '.join(c.name for c in with_offline)}."
         )
-    elif attack == "shokri":
-        shadows = check_int("--shadows", shadows, minimum=1)
-    if offline and attack != "lira":
-        raise InputError("--offline is LiRA's one-sided test; use it with --attack lira.")
     if queries not in (None, 1, 2):
         raise InputError(f"queries must be 1 (the input) or 2 (input and mirror), got {queries}.")
     seed = check_int("--seed", seed, minimum=0)
@@ -209,16 +209,17 @@ def run_mia(
     # a defended run's config is its source run's (members: that training split) plus the
     # defense's keys
     cfg = parse_config(TrainConfig, {**training_config(target_run.config), "device": device})
-    if attack in SHADOW_ATTACKS and target_run.kind == DEFENDED:
+    no_shadows = " or ".join(PRIVACY_ATTACKS.names(shadows=False))
+    if uses_shadows and target_run.kind == DEFENDED:
         raise InputError(
             f"run {target_run.id} is a defended model: shadow models trained with its source "
             "recipe would not replay the defense, and an attack calibrated on them would "
-            "misjudge its risk; use --attack loss or confidence (no shadow models)."
+            f"misjudge its risk; use --attack {no_shadows} (no shadow models)."
         )
-    if attack in SHADOW_ATTACKS and (bad := _unhandled(cfg)):
+    if uses_shadows and (bad := _unhandled(cfg)):
         raise InputError(
             f"run {target_run.id} sets {', '.join(bad)}, which the shadow models cannot "
-            "reproduce yet; use --attack loss or confidence (no shadow models)."
+            f"reproduce yet; use --attack {no_shadows} (no shadow models)."
         )
     dev = resolve_device(device)
     prep = prepare(cfg)
@@ -233,26 +234,29 @@ def run_mia(
     member_index = torch.randperm(len(train), generator=g)[:n].sort().values
     nonmember_index = torch.randperm(len(test), generator=g)[:n].sort().values
     members, nonmembers = train.subset(member_index), test.subset(nonmember_index)
-    audit = _union(members, nonmembers)
+    audit = train_plus_test(members, nonmembers)
     is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
 
     config = {
         "target": target_run.id, "attack": attack, "n": n, "seed": seed,
-        "device": str(device), "shadows": shadows if attack in SHADOW_ATTACKS else 0,
+        "device": str(device), "shadows": shadows if uses_shadows else 0,
         "offline": offline, "fix_variance": fix_variance, "queries": queries,
     }  # fmt: skip
     run = store.create_run("mia", name or f"mia-{attack}-run{target_run.id}", config, seed=seed)
     with recording_outcome(run):
         start = time.perf_counter()
-        extra: dict[str, Any] = {}
         population_index = torch.cat([member_index, len(train) + nonmember_index])
-        scores = _attack_scores(
-            attack, model, prep, audit, population_index, shadows, offline, fix_variance,
-            queries, seed, cache, dev, progress, extra,
+        job = MembershipAudit(
+            model, audit, train, test, population_index,
+            recipe=shadow_recipe(prep) if uses_shadows else None, shadows=shadows, seed=seed,
+            cache=cache, device=dev, progress=progress, offline=offline,
+            fix_variance=fix_variance, queries=queries,
         )  # fmt: skip
+        scores = card.meta["audit"](job)
+        extra = job.extra
         metrics = membership_metrics(scores, is_member)
         loss = loss_scores(model, audit, device=dev)
-        baseline = membership_metrics(loss, is_member) if attack != "loss" else None
+        baseline = membership_metrics(loss, is_member) if attack != BASELINE else None
         summary: dict[str, Any] = {
             **metrics,
             **({f"loss_{k}": v for k, v in baseline.items()} if baseline else {}),
@@ -264,7 +268,7 @@ def run_mia(
         }  # fmt: skip
         curves = {attack: (scores, is_member)}
         if baseline is not None:
-            curves["loss"] = (loss, is_member)
+            curves[BASELINE] = (loss, is_member)
         legend = _roc_png(run.artifact_path("roc.png"), curves, n)
         run.add_artifact("roc.png", kind="plot")
         write_json_atomic(
@@ -288,51 +292,3 @@ def run_mia(
         attack, metrics, scores, is_member, member_index, nonmember_index, baseline, summary
     )
     return run.refresh(), result
-
-
-def _attack_scores(
-    attack: str,
-    model: nn.Module,
-    prep: Prepared,
-    audit: ArrayDataset,
-    population_index: torch.Tensor,
-    shadows: int,
-    offline: bool,
-    fix_variance: bool | None,
-    queries: int | None,
-    seed: int,
-    cache: bool | str | Path,
-    dev: torch.device,
-    progress: bool,
-    extra: dict[str, Any],
-) -> torch.Tensor:
-    """The attack's scores on ``audit`` (members first); shadow bookkeeping goes to ``extra``."""
-    if attack == "loss":
-        return loss_scores(model, audit, device=dev)
-    if attack == "confidence":
-        return confidence_scores(model, audit, device=dev)
-    recipe = shadow_recipe(prep)
-    if attack == "shokri":
-        shokri = ShokriAttack(
-            recipe, prep.test, shadows, seed=seed, cache=cache, device=dev, progress=progress
-        ).fit()
-        sm = shokri.shadow_models
-        scores = shokri.score(model, audit)
-        extra["untrained_classes"] = shokri.untrained_classes
-    else:
-        lira = LiRA(
-            recipe, _union(prep.train, prep.test), shadows, fix_variance=fix_variance,
-            queries=queries, seed=seed, cache=cache, device=dev, progress=progress,
-        )  # fmt: skip
-        lira.fit(population_index)  # the audited examples' positions in train + test
-        sm = lira.shadow_models
-        scores = lira.score(model, offline=offline)
-        extra.update(fix_variance=lira.fix_variance, queries=lira.queries)
-    assert sm is not None
-    extra.update(
-        shadows=len(sm),
-        shadows_trained=sm.trained,
-        shadow_seconds=round(sm.seconds, 3),
-        shadow_cache=str(sm.folder) if sm.folder is not None else None,
-    )
-    return scores

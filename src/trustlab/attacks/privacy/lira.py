@@ -47,10 +47,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trustlab.attacks.privacy.audit import MembershipAudit, shadow_summary, train_plus_test
 from trustlab.attacks.privacy.membership import logit_confidence
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
+from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
 from trustlab.utils.validate import check_int
@@ -169,8 +171,42 @@ def lira_scores(
     return (_log_normal(t, mu_in, sd_in) - _log_normal(t, mu_out, sd_out)).mean(-1)
 
 
+def _audit_lira(a: MembershipAudit) -> torch.Tensor:
+    """Shadows on random halves of the population *train + test*, which holds every audited
+    example (each IN for half of the shadows); online or offline (``a.offline``)."""
+    lira = LiRA(
+        a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows,
+        fix_variance=a.fix_variance, queries=a.queries, seed=a.seed, cache=a.cache,
+        device=a.device, progress=a.progress,
+    )  # fmt: skip
+    lira.fit(a.population_index)  # the audited examples' positions in train + test
+    sm = lira.shadow_models
+    scores = lira.score(a.model, offline=a.offline)
+    a.extra.update(fix_variance=lira.fix_variance, queries=lira.queries)
+    assert sm is not None
+    a.extra.update(shadow_summary(sm))
+    return scores
+
+
+@PRIVACY_ATTACKS.register(
+    "lira",
+    "likelihood-ratio attack: Gaussians of the shadows' logit-scaled confidence, IN vs OUT",
+    paper="Carlini, Chien, Nasr, Song, Terzis, Tramer. Membership Inference Attacks From First "
+    "Principles. IEEE S&P 2022.",
+    threat="black-box: the target's logits; the attacker knows the training recipe and holds "
+    "a population that contains the audited examples",
+    inputs=("recipe", "population"),
+    shadows=True,
+    min_shadows=2,
+    shadows_fix="LiRA needs IN and OUT shadows for every example.",
+    offline="LiRA's one-sided test",
+    audit=_audit_lira,
+)
 class LiRA:
-    """Carlini et al.'s likelihood-ratio attack (S&P 2022); see the module for the method.
+    """Carlini et al.'s likelihood-ratio attack; see the module for the method.
+
+    Carlini, Chien, Nasr, Song, Terzis, Tramer, "Membership Inference Attacks From First
+    Principles", IEEE S&P 2022.
 
     Args:
         recipe: the target's training recipe (the attacker knows it).
@@ -189,7 +225,12 @@ class LiRA:
 
     ``lira.fit(indices)`` trains (or loads) the shadows and records their ``phi`` on
     ``population[indices]`` (default: all); ``lira.score(target, offline=False)`` scores those
-    examples for the target model.
+    examples for the target model: ``(len(indices),)`` float64, higher = member.
+
+    Example::
+
+        lira = LiRA(recipe, population, shadows=16).fit(indices)
+        scores = lira.score(target_model)
     """
 
     def __init__(

@@ -49,9 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from trustlab.attacks.privacy.audit import MembershipAudit, shadow_summary
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
+from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
 from trustlab.utils.seed import derive_seed
@@ -87,6 +89,24 @@ def _logits(model: nn.Module, data: ArrayDataset, batch_size: int, device) -> to
     return predict_logits(model, data, batch_size, device)
 
 
+def _audit_loss(a: MembershipAudit) -> torch.Tensor:
+    return loss_scores(a.model, a.data, device=a.device)
+
+
+def _audit_confidence(a: MembershipAudit) -> torch.Tensor:
+    return confidence_scores(a.model, a.data, device=a.device)
+
+
+@PRIVACY_ATTACKS.register(
+    "loss",
+    "loss threshold: -CE(f(x), y), members have lower loss",
+    paper="Yeom, Giacomelli, Fredrikson, Jha. Privacy Risk in Machine Learning: Analyzing the "
+    "Connection to Overfitting. CSF 2018.",
+    threat="black-box: the target's outputs (logits) on labelled examples; no shadow models",
+    inputs=("model", "data"),
+    shadows=False,
+    audit=_audit_loss,
+)
 def loss_scores(
     model: nn.Module,
     data: ArrayDataset | Dataset,
@@ -99,6 +119,17 @@ def loss_scores(
     return -F.softplus(-phi)
 
 
+@PRIVACY_ATTACKS.register(
+    "confidence",
+    "confidence threshold: the maximum softmax probability, label-free",
+    paper="Salem, Zhang, Humbert, Berrang, Fritz, Backes. ML-Leaks: Model and Data Independent "
+    "Membership Inference Attacks and Defenses on Machine Learning Models. NDSS 2019 (the "
+    "adversary that needs no shadow model).",
+    threat="black-box: the target's outputs; needs no labels and no shadow models",
+    inputs=("model", "data"),
+    shadows=False,
+    audit=_audit_confidence,
+)
 def confidence_scores(
     model: nn.Module,
     data: ArrayDataset | Dataset,
@@ -117,7 +148,21 @@ class ClassAttackModels(nn.Module):
     weights so that all of them train in one batched pass: the loss is the sum of the per-class
     mean losses, so each model gets the gradients (and, with Adam's element-wise updates, the
     steps) it would get trained alone, up to floating-point rounding. Model ``c`` starts from
-    ``nn.Linear``'s default initialisation under ``seeds[c]``."""
+    ``nn.Linear``'s default initialisation under ``seeds[c]``. The attack models of Shokri et
+    al. (S&P 2017); the paper fixes no architecture, the size is trustlab's.
+
+    Args:
+        num_features: ``K``, the length of a softmax vector.
+        hidden: hidden ReLU units per model (:class:`ShokriAttack`: 64).
+        seeds: one seed per model; ``C = len(seeds)`` models.
+
+    Shapes: ``forward`` ``(C, M, K) -> (C, M)`` logits; ``one(c, x)`` ``(M, K) -> (M,)``.
+
+    Example::
+
+        net = ClassAttackModels(10, 64, seeds=[1, 2, 3])
+        logits = net(torch.rand(3, 5, 10))  # (3, 5)
+    """
 
     def __init__(self, num_features: int, hidden: int, seeds: list[int]) -> None:
         super().__init__()
@@ -173,8 +218,38 @@ def _fit_class_models(
     return net.eval()
 
 
+def _audit_shokri(a: MembershipAudit) -> torch.Tensor:
+    """Shadows on the test split (the attacker's data, disjoint from the target's training
+    set); the audited examples scored by the attack models."""
+    shokri = ShokriAttack(
+        a.shadow_recipe(), a.test, a.shadows, seed=a.seed, cache=a.cache, device=a.device,
+        progress=a.progress,
+    ).fit()  # fmt: skip
+    sm = shokri.shadow_models
+    scores = shokri.score(a.model, a.data)
+    a.extra["untrained_classes"] = shokri.untrained_classes
+    assert sm is not None
+    a.extra.update(shadow_summary(sm))
+    return scores
+
+
+@PRIVACY_ATTACKS.register(
+    "shokri",
+    "shadow models and one attack model per class on the softmax vector",
+    paper="Shokri, Stronati, Song, Shmatikov. Membership Inference Attacks Against Machine "
+    "Learning Models. IEEE S&P 2017.",
+    threat="black-box: the target's softmax outputs; the attacker knows the training recipe "
+    "and holds labelled data disjoint from the training set",
+    inputs=("recipe", "shadow_data"),
+    shadows=True,
+    min_shadows=1,
+    audit=_audit_shokri,
+)
 class ShokriAttack:
-    """Shokri et al.'s shadow-model attack (S&P 2017); see the module for the method.
+    """Shokri et al.'s shadow-model attack; see the module for the method.
+
+    Shokri, Stronati, Song, Shmatikov, "Membership Inference Attacks Against Machine Learning
+    Models", IEEE S&P 2017.
 
     Args:
         recipe: the target's training recipe (the attacker knows it).
@@ -188,7 +263,13 @@ class ShokriAttack:
         batch_size: inference batch size.
         progress: a progress bar over the shadows (only on a terminal).
 
-    ``attack.fit().score(target_model, data)`` -> one score per example of ``data``.
+    Shapes: ``score`` returns ``(len(data),)`` float64, higher = member; a class without
+    a trained attack model scores 0.
+
+    Example::
+
+        attack = ShokriAttack(recipe, attacker_data, shadows=16).fit()
+        scores = attack.score(target_model, data)
     """
 
     def __init__(
