@@ -96,3 +96,44 @@ def test_detection_set_keeps_successes_and_matches_noise_norms() -> None:
     assert bool((unclipped <= want + 1e-5).all())  # equal before clipping to [0, 1]
     with pytest.raises(InputError, match="fooled only"):
         build_detection_set(model, x, y, PGD(model, eps=1e-4, alpha=1e-5, steps=1))
+
+
+def test_detectors_are_registered_at_their_classes() -> None:
+    from trustlab.registry import DETECTORS
+
+    assert DETECTORS.names() == ["lid", "kd-bu", "deep-features"]
+    classes = {"lid": LIDDetector, "kd-bu": KDBUDetector, "deep-features": DeepFeatureDetector}
+    for card in DETECTORS:
+        assert card.factory is classes[card.name] and card.paper and card.inputs[0] == "model"
+    assert DETECTORS.get("kd-bu").inputs == ("model", "train_x", "train_y")
+
+
+def test_make_detector_builds_by_name_with_the_same_numbers() -> None:
+    from trustlab.data import ArrayDataset
+    from trustlab.defenses.detection import make_detector
+
+    model = _model()
+    train = ArrayDataset(torch.rand(60, 3, 8, 8) * 0.5, torch.arange(60) % 3, ["a", "b", "c"])
+    data = _set(100, 0.5)
+    lid = make_detector("lid", model, classifier="rf", seed=2)
+    assert isinstance(lid, LIDDetector) and lid.classifier == "rf" and lid.seed == 2
+    assert isinstance(make_detector("deep-features", model), DeepFeatureDetector)
+    kd = make_detector("kd-bu", model, train=train, seed=1)
+    ref = KDBUDetector(model, train.x, train.y, seed=1)
+    assert isinstance(kd, KDBUDetector) and kd.bandwidth == ref.bandwidth
+    assert np.array_equal(kd.features_of(data.clean[:5]), ref.features_of(data.clean[:5]))
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "message"),
+    [
+        ("magic", {}, "unknown detector 'magic'"),
+        ("kd-bu", {}, "fits on the training split: pass train="),
+        ("lid", {"classifier": "svm"}, "unknown classifier 'svm'"),
+    ],
+)
+def test_make_detector_errors(name: str, kw: dict, message: str) -> None:
+    from trustlab.defenses.detection import make_detector
+
+    with pytest.raises(InputError, match=message):
+        make_detector(name, _model(), **kw)

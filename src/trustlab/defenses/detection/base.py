@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import Attack, frozen
+from trustlab.attacks.evasion.base import Attack
 from trustlab.errors import InputError
+from trustlab.models.wrappers import feature_taps
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.seed import generator
 
 CLASSIFIERS = ("lr", "rf")
@@ -34,6 +36,15 @@ CLASSIFIERS = ("lr", "rf")
 
 @runtime_checkable
 class InputDetector(Protocol):
+    """A fitted adversarial-input detector: ``fit(clean, adversarial, noisy=None)`` then
+    ``score(x)`` -> ``(N,)`` float, higher meaning more likely adversarial.
+
+    Example::
+
+        det = LIDDetector(model).fit(clean, adversarial, noisy)
+        scores = det.score(x)
+    """
+
     def fit(
         self, clean: torch.Tensor, adversarial: torch.Tensor, noisy: torch.Tensor | None = None
     ) -> InputDetector: ...
@@ -43,7 +54,21 @@ class InputDetector(Protocol):
 
 @dataclass
 class DetectionSet:
-    """Aligned clean, noisy and adversarial inputs (row ``i`` of each comes from one input)."""
+    """Aligned clean, noisy and adversarial inputs (row ``i`` of each comes from one input),
+    built by :func:`build_detection_set` (Ma et al., Pattern Recognition 2020, protocol).
+
+    Attributes:
+        clean, noisy, adversarial: ``(M, C, H, W)`` in ``[0, 1]``: the correctly classified
+            inputs the attack fooled, their noise-matched copies and their adversarial examples.
+        labels: ``(M,)`` their true classes.
+        attack_success: the attack's success among the correctly classified inputs.
+        n_correct: how many inputs were correctly classified.
+
+    Example::
+
+        sets = build_detection_set(model, x, y, PGD(model, eps=8 / 255))
+        report = evaluate_detector(LIDDetector(model), sets)
+    """
 
     clean: torch.Tensor
     noisy: torch.Tensor
@@ -98,11 +123,47 @@ def build_detection_set(
     return DetectionSet(clean, noisy, adv, labels, float(fooled.float().mean()), len(xc))
 
 
+def extract(
+    model: nn.Module, x: torch.Tensor, layer: str | None = None, batch_size: int = 256
+) -> torch.Tensor:
+    """``(N, D)`` features of ``x``: ``model.features`` or the output of ``layer``, flattened."""
+    if layer is None and not hasattr(model, "features"):
+        raise InputError(
+            f"{type(model).__name__} has no features(x); pass layer='...' (a layer name)."
+        )
+    out = []
+    dev = device_of(model)
+    with frozen(model), torch.no_grad():
+        for b in x.split(batch_size):
+            b = b.to(dev)
+            if layer is None:
+                out.append(model.features(b).flatten(1))
+            else:
+                with feature_taps(model, layer) as taps:
+                    model(b)
+                out.append(taps[layer].flatten(1))
+    return torch.cat(out)
+
+
 class FeatureDetector:
     """A detector = features per input + a scaler + a classifier (see the module).
 
-    Subclasses implement :meth:`features`. ``classifier`` is ``"lr"`` (logistic regression, the
-    papers' choice) or ``"rf"`` (random forest).
+    Subclasses implement :meth:`features` (and :meth:`features_of`) and register in
+    :data:`trustlab.registry.DETECTORS`.
+
+    Args:
+        classifier: ``"lr"`` (default; logistic regression, the papers' choice) or ``"rf"``
+            (random forest, 100 trees).
+        seed: seeds the random forest and any random draws of the features (default 0).
+
+    Shape:
+        :meth:`fit` takes ``(N, C, H, W)`` clean, adversarial and (optional) noisy inputs;
+        :meth:`score` maps ``(N, C, H, W)`` to ``(N,)`` probabilities of being adversarial.
+
+    Example::
+
+        det = DeepFeatureDetector(model).fit(sets.clean, sets.adversarial, sets.noisy)
+        p_adv = det.score(x)
     """
 
     name = "features"
@@ -185,6 +246,21 @@ def _stack(fc: np.ndarray, fn: np.ndarray, fa: np.ndarray) -> tuple[np.ndarray, 
 
 @dataclass
 class DetectionReport:
+    """ROC-AUC of a detector over random train/test splits (:func:`evaluate_detector`).
+
+    Attributes:
+        detector: the detector's name.
+        aucs: one ROC-AUC per split (``nan`` where a test split holds one class only).
+        n_adversarial: the number of adversarial examples.
+        attack_success: the attack's success among correctly classified inputs.
+        roc: ``(fpr, tpr)`` per split.
+
+    Example::
+
+        report = evaluate_detector(LIDDetector(model), sets, splits=3)
+        report.mean_auc, report.to_dict()
+    """
+
     detector: str
     aucs: list[float] = field(default_factory=list)
     n_adversarial: int = 0

@@ -12,36 +12,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen
-from trustlab.defenses.detection.base import FeatureDetector
-from trustlab.errors import InputError
-from trustlab.models.wrappers import feature_taps
+from trustlab.defenses.detection.base import FeatureDetector, extract
+from trustlab.registry import DETECTORS
+
+__all__ = ["DeepFeatureDetector", "extract"]
 
 
-def extract(
-    model: nn.Module, x: torch.Tensor, layer: str | None = None, batch_size: int = 256
-) -> torch.Tensor:
-    """``(N, D)`` features of ``x``: ``model.features`` or the output of ``layer``, flattened."""
-    if layer is None and not hasattr(model, "features"):
-        raise InputError(
-            f"{type(model).__name__} has no features(x); pass layer='...' (a layer name)."
-        )
-    out = []
-    p = next(iter(model.parameters()), None)
-    dev = p.device if p is not None else torch.device("cpu")
-    with frozen(model), torch.no_grad():
-        for b in x.split(batch_size):
-            b = b.to(dev)
-            if layer is None:
-                out.append(model.features(b).flatten(1))
-            else:
-                with feature_taps(model, layer) as taps:
-                    model(b)
-                out.append(taps[layer].flatten(1))
-    return torch.cat(out)
-
-
+@DETECTORS.register(
+    "deep-features",
+    "deep features: the penultimate representation fed to a logistic regression",
+    paper="Ma, Niu, Gu, Wang, Zhao, Bailey, Lu. Understanding adversarial attacks on deep "
+    "learning based medical image analysis systems. Pattern Recognition 2020.",
+    threat="detects adversarial inputs; fit on clean, noise-matched and adversarial examples",
+)
 class DeepFeatureDetector(FeatureDetector):
+    """Deep-feature detector: ``model.features(x)`` (or a layer's output), flattened, then a
+    standard scaler and a logistic regression (see the module).
+
+    Ma, Niu, Gu, Wang, Zhao, Bailey & Lu, "Understanding adversarial attacks on deep learning
+    based medical image analysis systems", Pattern Recognition 2020.
+
+    Args:
+        model: the classifier under attack (a trustlab classifier has ``features``).
+        layer: a layer name to read instead of ``model.features`` (default ``None``).
+        classifier: ``"lr"`` (default, the paper's) or ``"rf"``.
+        seed: seeds the random forest (default 0).
+
+    Shape:
+        as :class:`~trustlab.defenses.detection.base.FeatureDetector`.
+
+    Example::
+
+        det = DeepFeatureDetector(model).fit(sets.clean, sets.adversarial, sets.noisy)
+        p_adv = det.score(x)
+    """
+
     name = "deep-features"
 
     def __init__(

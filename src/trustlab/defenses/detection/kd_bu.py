@@ -20,15 +20,51 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen
-from trustlab.defenses.detection.base import FeatureDetector
-from trustlab.defenses.detection.deep_features import extract
+from trustlab.defenses.detection.base import FeatureDetector, extract
 from trustlab.errors import InputError
 from trustlab.metrics.lid import pairwise_distances
+from trustlab.registry import DETECTORS
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.seed import generator
 
 
+@DETECTORS.register(
+    "kd-bu",
+    "KD+BU: kernel density of the features and Bayesian (MC-dropout) uncertainty",
+    paper="Feinman, Curtin, Shintre, Gardner. Detecting Adversarial Samples from Artifacts. "
+    "arXiv:1703.00410, 2017.",
+    threat="detects adversarial inputs; densities fit on the training split",
+    inputs=("model", "train_x", "train_y"),
+    needs_train=True,
+)
 class KDBUDetector(FeatureDetector):
+    """Kernel density + Bayesian uncertainty detector: features ``[KD, BU]`` per input, then a
+    standard scaler and a logistic regression (see the module).
+
+    Feinman, Curtin, Shintre & Gardner, "Detecting Adversarial Samples from Artifacts", 2017.
+    Where trustlab differs: the bandwidth defaults to the median training-feature distance (the
+    paper tunes one per dataset) and MC dropout acts on the penultimate features.
+
+    Args:
+        model: a trustlab classifier (``features(x)`` and ``.classifier``).
+        train_x: ``(N, C, H, W)`` training inputs (the densities' points).
+        train_y: ``(N,)`` their labels.
+        bandwidth: the Gaussian kernel's ``h`` (default ``None``: the median distance).
+        mc_samples: MC-dropout passes ``T`` (default 50, the paper's).
+        dropout: dropout probability on the features (default 0.5).
+        max_train: at most this many training points, drawn at random (default 5000).
+        classifier: ``"lr"`` (default, the paper's) or ``"rf"``.
+        seed: seeds the subsample, the dropout masks and the random forest (default 0).
+
+    Shape:
+        as :class:`~trustlab.defenses.detection.base.FeatureDetector`.
+
+    Example::
+
+        det = KDBUDetector(model, train.x, train.y).fit(sets.clean, sets.adversarial, sets.noisy)
+        p_adv = det.score(x)
+    """
+
     name = "kd-bu"
 
     def __init__(
@@ -53,7 +89,7 @@ class KDBUDetector(FeatureDetector):
         self.model, self.mc_samples, self.dropout = model, mc_samples, dropout
         g = generator(seed)
         keep = torch.randperm(len(train_x), generator=g)[:max_train]
-        self.train_feats = extract(model, train_x[keep].to(_device(model)))
+        self.train_feats = extract(model, train_x[keep].to(device_of(model)))
         self.train_y = train_y[keep].to(self.train_feats.device)
         if bandwidth is None:
             sub = self.train_feats[:1000]
@@ -83,7 +119,7 @@ class KDBUDetector(FeatureDetector):
         return torch.stack(probs).var(0).mean(1)
 
     def features_of(self, x: torch.Tensor) -> np.ndarray:
-        feats = extract(self.model, x.to(_device(self.model)))
+        feats = extract(self.model, x.to(device_of(self.model)))
         with frozen(self.model), torch.no_grad():
             pred = self.model.classifier(feats).argmax(1)
         kd = self.kernel_density(feats, pred)
@@ -92,11 +128,6 @@ class KDBUDetector(FeatureDetector):
 
     def features(self, clean, noisy, adversarial):
         return tuple(self.features_of(t) for t in (clean, noisy, adversarial))
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 __all__ = ["KDBUDetector"]

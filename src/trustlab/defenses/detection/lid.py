@@ -18,19 +18,46 @@ import numpy as np
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen
 from trustlab.defenses.detection.base import FeatureDetector
 from trustlab.errors import InputError
 from trustlab.metrics.lid import lid, lid_in_batches
 from trustlab.models.wrappers import feature_taps, stage_layers
+from trustlab.registry import DETECTORS
+from trustlab.utils.modules import device_of, frozen
 
 
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
+@DETECTORS.register(
+    "lid",
+    "LID: local intrinsic dimensionality of each layer's activations",
+    paper="Ma, Li, Wang, Erfani, Wijewickrema, Schoenebeck, Song, Houle, Bailey. "
+    "Characterizing Adversarial Subspaces Using Local Intrinsic Dimensionality. ICLR 2018.",
+    threat="detects adversarial inputs; fit on clean, noise-matched and adversarial examples",
+)
 class LIDDetector(FeatureDetector):
+    """LID detector: per layer, the maximum-likelihood LID of a point's activation against its
+    clean minibatch, then a standard scaler and a logistic regression (see the module).
+
+    Ma et al., "Characterizing Adversarial Subspaces Using Local Intrinsic Dimensionality",
+    ICLR 2018. The paper uses every layer's output; trustlab's default is the stages, the
+    penultimate features and the logits.
+
+    Args:
+        model: the classifier under attack.
+        layers: layer names (default ``None``: :func:`trustlab.models.wrappers.stage_layers`).
+        k: nearest neighbours of the estimate (default 20, the paper's).
+        batch_size: the clean minibatch a point is compared with (default 100, the paper's).
+        classifier: ``"lr"`` (default, the paper's) or ``"rf"``.
+        seed: seeds the random forest (default 0).
+
+    Shape:
+        as :class:`~trustlab.defenses.detection.base.FeatureDetector`.
+
+    Example::
+
+        det = LIDDetector(model).fit(sets.clean, sets.adversarial, sets.noisy)
+        p_adv = det.score(x)
+    """
+
     name = "lid"
 
     def __init__(
@@ -55,7 +82,7 @@ class LIDDetector(FeatureDetector):
         acts: list[list[torch.Tensor]] = [
             [] for _ in range(len(self.layers) + 1 + int(penultimate))
         ]
-        dev = _device(self.model)
+        dev = device_of(self.model)
         with frozen(self.model), torch.no_grad():
             for b in x.split(256):
                 b = b.to(dev)
