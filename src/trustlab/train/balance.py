@@ -100,8 +100,29 @@ def _shared_gradients(
 
 
 class MGDA:
-    """``MGDA(params)(losses) -> (combined loss, weights)``: the weights are the min-norm point
-    of the per-task gradients of ``params`` (the shared parameters), detached."""
+    """Combine several losses with MGDA's min-norm weights of their gradients.
+
+    Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018; Désidéri,
+    "Multiple-gradient descent algorithm", 2012.
+    ``MGDA(params)(losses) -> (combined loss, weights)``: the weights are the min-norm point of the
+    per-task gradients of ``params`` (the shared parameters), detached; two tasks in closed form,
+    more by Frank-Wolfe (see the module docstring).
+
+    Args:
+        params: the shared parameters, or a module whose parameters that require gradients are used.
+        normalize: gradient normalisation before the min-norm step, one of ``"none"`` (default),
+            ``"l2"``, ``"loss"``, ``"loss+"`` (Sener & Koltun's code offers these).
+        max_iter: Frank-Wolfe steps for more than two tasks; default 250.
+        tol: stop when the step's L1 change is below this; default ``1e-6``.
+
+    Shapes: ``losses`` a sequence of ``n`` scalar tensors -> a scalar loss and ``(n,)`` float32
+    weights on the simplex, on the first loss's device.
+
+    Example:
+        >>> w = nn.Parameter(torch.ones(2))
+        >>> MGDA([w])([(w**2).sum(), ((w - 2) ** 2).sum()])[1]
+        tensor([0.5000, 0.5000])
+    """
 
     def __init__(
         self,
@@ -141,7 +162,21 @@ class MGDA:
 
 
 class FixedWeights:
-    """``FixedWeights([1.0, 0.5])(losses) -> (combined loss, weights)``."""
+    """Combine several losses with fixed weights: ``(sum_i w_i * loss_i, weights)``.
+
+    The baseline to :class:`MGDA`, with the same call signature.
+
+    Args:
+        weights: one non-negative weight per loss, e.g. ``[1.0, 0.5]``.
+
+    Shapes: ``losses`` a sequence of ``len(weights)`` scalar tensors -> a scalar loss and the
+    ``(n,)`` weights on the first loss's device.
+
+    Example:
+        >>> combine = FixedWeights([1.0, 0.5])
+        >>> combine([torch.tensor(2.0), torch.tensor(4.0)])[0]
+        tensor(4.)
+    """
 
     def __init__(self, weights: Sequence[float]) -> None:
         if not weights or any(w < 0 for w in weights):

@@ -16,6 +16,25 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistContext:
+    """Where this process stands in a ``torchrun`` job (:func:`init_from_env` returns it).
+
+    The default is the single-process context (no process group); only rank 0 (``is_main``) writes
+    to the results store and saves checkpoints.
+
+    Attributes:
+        rank: global rank; default 0.
+        world_size: number of processes; default 1.
+        local_rank: rank on this host (the CUDA device index); default 0.
+        backend: ``"gloo"`` (CPU) or ``"nccl"`` (CUDA); default None (not distributed).
+        enabled: ``world_size > 1``.
+        is_main: ``rank == 0``.
+
+    Example:
+        >>> ctx = DistContext()
+        >>> ctx.enabled, ctx.is_main
+        (False, True)
+    """
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

@@ -59,8 +59,30 @@ from trustlab.utils.seed import derive_seed
 
 
 class DPSettings(BaseModel):
-    """DP-SGD settings (validated; unknown keys are errors). Give ``epsilon`` or
-    ``noise_multiplier``."""
+    """DP-SGD settings (validated; unknown keys are errors): ``epsilon`` or ``noise_multiplier``.
+
+    Abadi, Chu, Goodfellow, McMahan, Mironov, Talwar, Zhang, "Deep Learning with Differential
+    Privacy", CCS 2016, as implemented by Opacus (Yousefpour et al., 2021). Exactly one of
+    ``epsilon`` and ``noise_multiplier`` must be set.
+
+    Args:
+        epsilon: target epsilon at the end of training (sets the noise); default None.
+        noise_multiplier: sigma, noise std / ``max_grad_norm`` (instead of ``epsilon``); default
+            None.
+        delta: the delta of (epsilon, delta)-DP; default 1e-5.
+        max_grad_norm: per-sample gradient clipping norm ``C``; default 1.0.
+        accountant: ``"rdp"`` (default) or ``"prv"``. Opacus' default is ``"prv"``, a little
+            tighter but about four times slower to query here (module docstring), hence trustlab's
+            ``"rdp"``.
+        poisson: Poisson sampling (what the accountants assume); default True.
+        secure_mode: cryptographic noise (needs torchcsprng); default False (noise seeded from the
+            run's seed: reproducible, not for released models).
+
+    Example:
+        >>> settings = DPSettings(epsilon=8.0, max_grad_norm=1.0)
+        >>> settings.accountant, settings.delta
+        ('rdp', 1e-05)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,7 +138,22 @@ def privatize_model(model: nn.Module) -> nn.Module:
 
 
 class PrivateTraining:
-    """The DP-SGD state of one training run; :class:`~trustlab.train.Trainer` drives it."""
+    """The DP-SGD state of one training run; :class:`~trustlab.train.Trainer` drives it.
+
+    Abadi et al., "Deep Learning with Differential Privacy", CCS 2016, through
+    ``opacus.PrivacyEngine``: :meth:`attach` wraps the model and optimizer, :meth:`batches` draws
+    each epoch's seeded Poisson batches, :meth:`epsilon` / :meth:`report` read the accountant,
+    :meth:`state` is what a checkpoint keeps and :meth:`detach` removes Opacus' hooks.
+
+    Args:
+        settings: the :class:`DPSettings`.
+        seed: the run's seed; sampling and noise are seeded from ``(seed, epoch)``.
+
+    Example:
+        >>> dp = PrivateTraining(DPSettings(noise_multiplier=1.0), seed=0)
+        >>> dp.epsilon()
+        0.0
+    """
 
     def __init__(self, settings: DPSettings, seed: int) -> None:
         self.settings = settings

@@ -61,7 +61,39 @@ RESUME_MAY_CHANGE = frozenset({"epochs", "eval_every", "eval_batch_size"})
 
 
 class TrainSettings(BaseModel):
-    """Optimisation settings of one training run (validated; unknown keys are errors)."""
+    """Optimisation settings of one training run (validated; unknown keys are errors).
+
+    Defaults follow the common CIFAR recipe (SGD, momentum 0.9, lr 0.1, weight decay 5e-4, cosine
+    schedule stepped once per epoch).
+
+    Args:
+        epochs: passes over the training set; default 10.
+        batch_size: global batch size (split across ranks); default 128.
+        optimizer: ``"sgd"`` (default), ``"adam"`` or ``"adamw"``.
+        lr: peak learning rate; default 0.1.
+        momentum: SGD momentum; default 0.9.
+        nesterov: Nesterov momentum (SGD only); default False.
+        weight_decay: default 5e-4.
+        schedule: ``"cosine"`` (default), ``"step"`` or ``"constant"`` (see :meth:`lr_at`).
+        milestones: epochs at which ``"step"`` multiplies the lr by ``gamma``; default ``[]``
+            (50% and 75% of the epochs after warm-up, :meth:`step_milestones`).
+        gamma: the step schedule's factor; default 0.1.
+        min_lr: the cosine schedule's floor (``eta_min``); default 0.
+        warmup_epochs: linear warm-up epochs before the schedule; default 0.
+        clip_grad_norm: max global gradient L2 norm; default None (no clipping).
+        label_smoothing: for the default CE loss; default 0.
+        augment: ``"none"`` (default), ``"crop"``, ``"flip"`` or ``"crop-flip"``.
+        channels_last: NHWC memory format for 4-D inputs; default False.
+        eval_batch_size: default 512.
+        eval_every: evaluate on the test set every N epochs; default 1.
+        seed: default 0.
+        dp: DP-SGD settings (:class:`~trustlab.train.dp.DPSettings`); default None (off).
+
+    Example:
+        >>> settings = TrainSettings(epochs=4, lr=0.05, schedule="step")
+        >>> settings.step_milestones()
+        [2, 3]
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,7 +198,17 @@ def check_model_fits(
 
 
 class Callback:
-    """Hooks into the loop; override what you need. ``trainer.stop = True`` ends training."""
+    """Hooks into the training loop; override what you need. ``trainer.stop = True`` ends training.
+
+    Every hook does nothing by default: ``on_train_start(trainer)``, ``on_epoch_start(trainer,
+    epoch)``, ``on_batch_end(trainer, step, loss)``, ``on_epoch_end(trainer, epoch, metrics)`` and
+    ``on_train_end(trainer, result)``.
+
+    Example:
+        >>> class StopEarly(Callback):
+        ...     def on_epoch_end(self, trainer, epoch, metrics): trainer.stop = True
+        >>> trainer = Trainer(nn.Linear(4, 2), epochs=5, callbacks=[StopEarly()], progress=False)
+    """
 
     def on_train_start(self, trainer: Trainer) -> None:
         return None
@@ -186,6 +228,24 @@ class Callback:
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns: the trained model and its per-epoch history.
+
+    Attributes:
+        model: the trained model (on the training device).
+        history: one dict of metrics per epoch (``epoch``, ``lr``, ``train_loss``,
+            ``epoch_seconds``, ``train_accuracy``, ``test_loss``, ``test_accuracy``, ``epsilon``
+            where they apply); default ``[]``.
+        privacy: DP-SGD runs: epsilon, delta, noise_multiplier, max_grad_norm, sample_rate;
+            default None.
+        final: the last epoch's metrics (``{}`` before any).
+        best_test_accuracy: the best ``test_accuracy`` of the history, or None.
+
+    Example:
+        >>> result = TrainResult(nn.Linear(4, 2), [{"train_loss": 0.5, "test_accuracy": 0.9}])
+        >>> result.summary()
+        {'train_loss': 0.5, 'test_accuracy': 0.9, 'best_test_accuracy': 0.9, 'epochs': 1}
+    """
+
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     #: DP-SGD runs: epsilon, delta, noise_multiplier, max_grad_norm, sample_rate
@@ -253,16 +313,27 @@ class Trainer:
 
     Args:
         model: any ``nn.Module`` mapping a batch to logits ``(N, K)``.
-        settings: a :class:`TrainSettings` (or keyword overrides of its fields).
-        loss_fn: ``loss_fn(logits, y) -> scalar``; default cross-entropy (with
+        settings: a :class:`TrainSettings`; default None (its defaults, with ``overrides``).
+        loss_fn: ``loss_fn(logits, y) -> scalar``; default None (cross-entropy with
             ``settings.label_smoothing``).
         compute_loss: ``compute_loss(model, x, y) -> loss | (loss, logits)`` for losses that need
-            the model and the batch; exclusive with ``loss_fn``.
-        callbacks: :class:`Callback` instances.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a ``torch.device``.
-        checkpoint_dir: where ``last.safetensors`` (+ ``.json``) is written after each epoch.
-        log: called with ``(epoch, metrics)`` after each epoch on rank 0 (e.g. ``run.log_metrics``).
-        progress: show a rich progress bar (only on a terminal, only on rank 0).
+            the model and the batch; exclusive with ``loss_fn``; default None.
+        callbacks: :class:`Callback` instances; default ``()``.
+        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or a ``torch.device``.
+        checkpoint_dir: where ``last.safetensors`` (+ ``.json``) is written after each epoch;
+            default None (no checkpoints).
+        log: called with ``(epoch, metrics)`` after each epoch on rank 0 (e.g. ``run.log_metrics``);
+            default None.
+        progress: show a rich progress bar (only on a terminal, only on rank 0); default True.
+        **overrides: :class:`TrainSettings` fields, e.g. ``epochs=5, lr=0.05``.
+
+    Shapes: the data's inputs ``(N, C, H, W)`` (or ``(N, C, T, H, W)``) in ``[0, 1]`` and ``(N,)``
+    int64 labels; the model's output ``(N, K)`` logits.
+
+    Example:
+        >>> data = ArrayDataset(torch.rand(64, 1, 8, 8), torch.arange(64) % 2)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+        >>> result = Trainer(model, epochs=1, lr=0.01, progress=False).fit(data)
     """
 
     def __init__(
