@@ -279,3 +279,15 @@ def test_training_config_drops_the_defense_keys() -> None:
 
     config = {**TrainConfig().model_dump(), **{k: 1 for k in DEFENSE_KEYS}}
     assert parse_config(TrainConfig, training_config(config)) == TrainConfig()
+
+
+def test_jem_is_registered_with_its_settings_and_papers() -> None:
+    from trustlab.registry import PRIVACY_DEFENSES
+
+    card = PRIVACY_DEFENSES.get("jem")
+    assert card.factory is JEMDefense and card.meta["settings"] is JEMSettings
+    assert "Chen et al." in card.paper and "Grathwohl" in card.paper
+    defense = card.build(settings=JEMSettings(steps=3))
+    assert isinstance(defense, JEMDefense) and defense.settings.steps == 3
+    with pytest.raises(InputError, match="unknown privacy defense 'jme'. Did you mean 'jem'"):
+        PRIVACY_DEFENSES.get("jme")

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 
 from trustlab.config import TrainConfig
-from trustlab.defenses.privacy.jem import JEMDefense, JEMResult, JEMSettings
+from trustlab.defenses.privacy.jem import JEMResult
 from trustlab.errors import InputError
+from trustlab.registry import PRIVACY_DEFENSES
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train.checkpoint import load_model, save_model
 from trustlab.train.trainer import TrainResult, TrainSettings
@@ -45,10 +46,8 @@ from trustlab.utils.io import write_json_atomic
 from trustlab.utils.validate import parse_config
 from trustlab.workflows.train import prepare
 
-__all__ = ["DEFENSES", "DEFENSE_KEYS", "KIND", "run_privacy_defense", "training_config"]
+__all__ = ["DEFENSE_KEYS", "KIND", "run_privacy_defense", "training_config"]
 
-#: the privacy defenses ``trustlab defend-privacy`` knows
-DEFENSES = ("jem",)
 #: the kind of the runs it records
 KIND = "defend-privacy"
 #: the config keys a defended run adds to its source run's training config
@@ -108,8 +107,10 @@ def run_privacy_defense(
 
     Args:
         run_ref: a finished ``trustlab train`` run (id, ``"7"`` or ``"run-000007"``).
-        defense: ``"jem"`` (:class:`~trustlab.defenses.privacy.JEMDefense`).
-        options: :class:`~trustlab.defenses.privacy.JEMSettings` overrides, e.g.
+        defense: a registered privacy defense (:data:`~trustlab.registry.PRIVACY_DEFENSES`):
+            ``"jem"`` (:class:`~trustlab.defenses.privacy.JEMDefense`).
+        options: overrides of the defense's settings (its card's meta ``settings``:
+            :class:`~trustlab.defenses.privacy.JEMSettings` for ``jem``), e.g.
             ``{"steps": 20, "synthetic_size": 2000}`` (not ``seed``: use ``seed``).
         retrain: the retraining recipe: ``None`` (the authors',
             :data:`~trustlab.defenses.privacy.jem.RETRAIN`), ``"source"`` (the source run's
@@ -125,13 +126,13 @@ def run_privacy_defense(
         ``(run, result)``: the new run (finished) and the defense's
         :class:`~trustlab.defenses.privacy.JEMResult`.
     """
-    if defense not in DEFENSES:
-        raise InputError(f"unknown privacy defense {defense!r}; use one of {', '.join(DEFENSES)}.")
+    card = PRIVACY_DEFENSES.get(defense)
+    defense = card.name
     options = dict(options or {})
     if "seed" in options:
         raise InputError("give the defense's seed with seed=... (--seed), not in the options.")
     s = 0 if seed is None else seed
-    settings = parse_config(JEMSettings, {**options, "seed": s})
+    settings = parse_config(card.meta["settings"], {**options, "seed": s})
     store = store or RunStore()
     source = _source_run(store, run_ref)
     cfg = parse_config(TrainConfig, {**source.config, "device": device})
@@ -142,7 +143,7 @@ def run_privacy_defense(
         retrain = TrainSettings(**{k: getattr(cfg, k) for k in fields})
     elif isinstance(retrain, str):
         raise InputError(f"retrain must be 'source' or TrainSettings, got {retrain!r}.")
-    jem = JEMDefense(settings, retrain=retrain)
+    jem = card.build(settings=settings, retrain=retrain)
     config = {
         **source.config,
         "device": device,

@@ -81,11 +81,10 @@ Measured with every default on digits/cnn-small (docs/privacy.md): test accuracy
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,13 +94,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import frozen
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import PRIVACY_DEFENSES
 from trustlab.train.evaluate import evaluate
 from trustlab.train.trainer import Trainer, TrainResult, TrainSettings, check_model_fits
 from trustlab.utils.device import resolve_device
+from trustlab.utils.modules import device_of, eval_mode, frozen
 from trustlab.utils.progress import progress_bar
 from trustlab.utils.seed import derive_seed, generator
 from trustlab.utils.validate import check_int, parse_config
@@ -137,27 +137,11 @@ def energy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(model(x), dim=1)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _module(model: nn.Module) -> nn.Module:
     """The model under a (Distributed)DataParallel wrapper (the Trainer's ``net``)."""
     if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
         return model.module
     return model
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside (parameter gradients untouched); the previous mode restored on exit."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
 
 
 def _check_prob(name: str, value: float, upper_open: bool = False) -> float:
@@ -171,6 +155,9 @@ def _check_prob(name: str, value: float, upper_open: bool = False) -> float:
 
 class SGLDSampler:
     """JEM's persistent SGLD sampler with a replay buffer, vectorised over the batch.
+
+    Grathwohl, Wang, Jacobsen, Duvenaud, Norouzi, Swersky, "Your Classifier is Secretly an Energy
+    Based Model and You Should Treat it Like One", ICLR 2020 (its ``sample_q``).
 
     Each :meth:`sample` draws buffer entries (a fraction ``reinit`` of them replaced by fresh
     uniform noise), runs ``steps`` SGLD steps on all of them at once and writes the results back
@@ -189,6 +176,14 @@ class SGLDSampler:
         seed: seeds the buffer's initial noise and every draw.
 
     After each draw ``last_reinit`` holds the boolean mask of the re-initialised samples.
+
+    Shapes: the buffer is ``(buffer_size, *input_shape)`` in ``[0, 1]``; :meth:`sample` returns
+    ``(n, *input_shape)`` on the model's device.
+
+    Example::
+
+        sampler = SGLDSampler((1, 28, 28), 10, buffer_size=1000, steps=20)
+        x = sampler.sample(model, y=torch.tensor([0, 1, 2]))  # (3, 1, 28, 28)
     """
 
     def __init__(
@@ -276,7 +271,7 @@ class SGLDSampler:
             raise InputError("give the number of samples n or the classes y to sample.")
         n = check_int("n", n, minimum=1)
         start, idx = self._start(n, y)
-        out = self.langevin(model, start.to(_device_of(model)), y)
+        out = self.langevin(model, start.to(device_of(model)), y)
         self.buffer[idx] = out.float().cpu()
         self.draws += 1
         return out
@@ -293,6 +288,24 @@ class JEMLoss:
     unconditional draws. The energy term is computed in eval mode (module docstring).
     :meth:`pop_stats` gives the mean ``ce``, ``energy_data`` and ``energy_sgld`` of the batches
     since its last call (kept on the device meanwhile: no host sync per step).
+
+    Grathwohl et al., ICLR 2020 (JEM's objective ``log p(y|x) + log p(x)``), as the JEM defense
+    of Chen et al. (Machine Learning 2021) fine-tunes with it.
+
+    Args:
+        sampler: the :class:`SGLDSampler` drawing ``x_sgld``.
+        conditional: class-conditional draws (default True, the authors' setting).
+        data_noise: std of the Gaussian noise on ``x``, in ``[-1, 1]`` units (default 0.03,
+            JEM's ``sigma``).
+        energy_weight: weight of ``E(x) - E(x_sgld)`` (default 1, JEM's ``p_x_weight``).
+        seed: seeds the data noise and the class requests.
+
+    Shapes: ``x`` ``(N, C, H, W)``, ``y`` ``(N,)`` -> ``(loss (), logits (N, K))``.
+
+    Example::
+
+        loss = JEMLoss(SGLDSampler(data.input_shape, data.num_classes))
+        Trainer(model, FINETUNE, compute_loss=loss).fit(data)
     """
 
     def __init__(
@@ -346,7 +359,7 @@ class JEMLoss:
             x_q = self.sampler.sample(net, y=want)
         else:
             x_q = self.sampler.sample(net, n=n)
-        with _eval_mode(net):
+        with eval_mode(net):
             e = energy(net, torch.cat([x, x_q.to(x.dtype)]))
         e_data, e_q = e[:n].mean(), e[n:].mean()
         self._record(ce, e_data, e_q)
@@ -392,7 +405,7 @@ def sample_synthetic(
     kept_x: list[list[torch.Tensor]] = [[] for _ in need]
     kept_y: list[list[torch.Tensor]] = [[] for _ in need]
     drawn = 0
-    with progress_bar("JEM sampling", n, progress) as advance, _eval_mode(labeler):
+    with progress_bar("JEM sampling", n, progress) as advance, eval_mode(labeler):
         while sum(need) > 0 and drawn < max_draws:
             size = min(batch_size, max_draws - drawn)
             if conditional:
@@ -444,7 +457,18 @@ def sample_synthetic(
 
 class JEMSettings(BaseModel):
     """The JEM defense's own settings (validated; unknown keys are errors). Units of
-    ``step_size``, ``noise`` and ``data_noise``: JEM's ``[-1, 1]`` pixel scale."""
+    ``step_size``, ``noise`` and ``data_noise``: JEM's ``[-1, 1]`` pixel scale.
+
+    Defaults are JEM's (Grathwohl et al., ICLR 2020) and the authors' of the defense (Chen et
+    al., Machine Learning 2021), each field's description says which; ``synthetic_size``
+    (default: the private set's size; the authors sample 6,000 per CIFAR class),
+    ``max_draws_factor`` and ``sample_batch`` are trustlab's.
+
+    Example::
+
+        settings = JEMSettings(steps=20, buffer_size=10_000, seed=0)
+        defense = JEMDefense(settings)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -470,7 +494,13 @@ class JEMSettings(BaseModel):
 @dataclass
 class JEMReport:
     """What the defense did: settings, both training histories, the synthetic set's sampling
-    record, test accuracies (undefended, JEM, defended) when a test set was given, seconds."""
+    record, test accuracies (undefended, JEM, defended) when a test set was given, seconds.
+
+    Example::
+
+        report = JEMDefense().defend(model, private, test).report
+        report.accuracy["defended"], report.synthetic["acceptance"]
+    """
 
     settings: dict[str, Any]
     finetune: dict[str, Any]
@@ -493,7 +523,13 @@ class JEMReport:
 @dataclass
 class JEMResult:
     """The defended model (fresh, trained on ``synthetic`` only), the fine-tuned JEM, the
-    synthetic set and the report."""
+    synthetic set and the report.
+
+    Example::
+
+        result = JEMDefense().defend(model, private, test)
+        released = result.model  # not result.jem: that one was trained on the private set
+    """
 
     model: nn.Module
     jem: nn.Module
@@ -501,14 +537,39 @@ class JEMResult:
     report: JEMReport
 
 
+@PRIVACY_DEFENSES.register(
+    "jem",
+    "resample the training distribution from the classifier as a JEM; release a fresh network "
+    "retrained on the synthetic set",
+    paper="Chen et al. Protect Privacy of Deep Classification Networks by Exploiting Their "
+    "Generative Power. Machine Learning 110, 2021; built on Grathwohl, Wang, "
+    "Jacobsen, Duvenaud, Norouzi, Swersky. Your Classifier is Secretly an Energy Based Model "
+    "and You Should Treat it Like One. ICLR 2020.",
+    threat="membership inference on the released model; the defender holds the trained model "
+    "and its private training set",
+    settings=JEMSettings,
+)
 class JEMDefense:
     """The JEM membership-inference defense (module docstring): fine-tune a copy of the model as
     a JEM on the private set, sample a labelled synthetic set, retrain a fresh network on it.
 
-    ``JEMDefense(steps=20, ...).defend(model, private_train, test)``. Keyword overrides are
-    :class:`JEMSettings` fields; ``finetune`` (default :data:`FINETUNE`) and ``retrain``
-    (default :data:`RETRAIN`) are the two :class:`~trustlab.train.TrainSettings` (their
-    ``seed`` is replaced by one derived from ``settings.seed``).
+    Chen et al., "Protect Privacy of Deep Classification Networks by Exploiting Their Generative
+    Power", Machine Learning 110 (2021), built on JEM (Grathwohl et al., ICLR 2020).
+
+    Args:
+        settings: the :class:`JEMSettings` (default: all defaults, JEM's and the authors').
+        finetune: the JEM fine-tuning recipe (default :data:`FINETUNE`: Adam 1e-4, 10 epochs;
+            the authors run 50, a GPU budget).
+        retrain: the retraining recipe (default :data:`RETRAIN`, the authors': Adam 1e-4, 50
+            epochs).
+        **overrides: :class:`JEMSettings` fields, e.g. ``steps=20``.
+
+    The recipes' ``seed`` is replaced by one derived from ``settings.seed``.
+
+    Example::
+
+        defense = JEMDefense(steps=20, buffer_size=10_000)
+        released = defense.defend(model, private_train, test).model
     """
 
     def __init__(
