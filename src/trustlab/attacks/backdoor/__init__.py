@@ -1,9 +1,20 @@
-"""Backdoor attacks: triggers, label policies, the poisoner (issue 7, in progress)."""
+"""Backdoor attacks: triggers, label policies, the poisoner, and the recipes registered in
+:data:`~trustlab.registry.BACKDOORS` (imported here in their catalogue order: ``badnets``,
+``badnets-all2all``, ``pixel``, ``blend``, ``refool``, ``clean-label``, ``blind``)."""
 
-from trustlab.attacks.backdoor.advtrojan import AdvTrojanTraining, evaluate_advtrojan
+# the recipes register in BACKDOORS when imported: this import fixes the catalogue's order
+from trustlab.attacks.backdoor import badnets, blend, refool, clean_label, blind  # noqa: F401, I001
+
+from trustlab.attacks.backdoor.advtrojan import evaluate_advtrojan
+from trustlab.attacks.backdoor.badnets import BadNets, BadNetsAllToAll, PixelBackdoor
+from trustlab.attacks.backdoor.blend import BlendBackdoor
+from trustlab.attacks.backdoor.blind import BlindBackdoor
+from trustlab.attacks.backdoor.clean_label import CleanLabelBackdoor
+from trustlab.attacks.backdoor.refool import RefoolBackdoor
 from trustlab.attacks.backdoor.covert import BrightnessBand, evaluate_covert
 from trustlab.attacks.backdoor.labels import AllToAll, AllToOne, CleanLabel, LabelPolicy
 from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
+from trustlab.attacks.backdoor.recipe import BackdoorRecipe
 from trustlab.attacks.backdoor.semantic import SemanticBackdoor, evaluate_semantic
 from trustlab.attacks.backdoor.triggers import (
     BlendTrigger,
@@ -15,16 +26,23 @@ from trustlab.attacks.backdoor.triggers import (
 )
 
 __all__ = [
-    "AdvTrojanTraining",
     "AllToAll",
     "AllToOne",
+    "BackdoorRecipe",
+    "BadNets",
+    "BadNetsAllToAll",
+    "BlendBackdoor",
     "BlendTrigger",
+    "BlindBackdoor",
     "BrightnessBand",
     "CleanLabel",
+    "CleanLabelBackdoor",
     "LabelPolicy",
     "PatchTrigger",
+    "PixelBackdoor",
     "PixelTrigger",
     "PoisonedDataset",
+    "RefoolBackdoor",
     "ReflectionTrigger",
     "SemanticBackdoor",
     "Trigger",

@@ -13,20 +13,23 @@ everything a defense needs into a folder, independent of the paths it came from:
 
 :func:`load_artifact` reads it back (safetensors and JSON only; nothing is unpickled).
 
-Data-poisoning attacks by name (:data:`ATTACKS`): ``badnets`` (3x3 checkerboard at the
-bottom-right, all-to-one), ``badnets-all2all`` (the same patch, ``y -> y + 1``), ``pixel`` (one
-white pixel, all-to-one), ``blend`` (uniform-noise pattern, alpha 0.2, all-to-one) and
-``refool`` (an out-of-focus reflection of a bundled photograph on target-class images only,
-clean-label). Two more need more than a poisoned copy of the data:
+The attacks are the recipes registered in :data:`~trustlab.registry.BACKDOORS`
+(:mod:`~trustlab.attacks.backdoor.recipe`: a trigger, a label policy and an injector), e.g.
+``badnets`` (3x3 checkerboard at the bottom-right, all-to-one), ``badnets-all2all`` (the same
+patch, ``y -> y + 1``), ``pixel`` (one white pixel, all-to-one), ``blend`` (uniform-noise
+pattern, alpha 0.2, all-to-one) and ``refool`` (an out-of-focus reflection of a bundled
+photograph on target-class images only, clean-label): the ``"data"`` injector poisons a copy
+of the training set. Two more need more than a poisoned copy of the data:
 
-- ``clean-label``: the clean-label adversarial-patch backdoor
+- ``clean-label`` (the ``"clean-label"`` injector): the clean-label adversarial-patch backdoor
   (:mod:`~trustlab.attacks.backdoor.clean_label`): a surrogate of the same architecture (its own
   initial weights) is trained on the clean data first; it gives the universal adversarial patch
   (a quarter of the image side, bottom-right) and the PGD feature erasing (8/255, 10 steps);
   ``rate`` is the fraction of the *target class* poisoned (the paper's convention);
-- ``blind``: the blind backdoor (:class:`~trustlab.attacks.backdoor.blind.BlindBackdoorLoss`,
-  3x3 checkerboard, all-to-one): the data stays clean, the compromised loss does the work
-  (``rate`` is unused; no index is poisoned).
+- ``blind`` (the ``"loss"`` injector): the blind backdoor
+  (:class:`~trustlab.attacks.backdoor.blind.BlindBackdoorLoss`, 3x3 checkerboard, all-to-one):
+  the data stays clean, the compromised loss does the work (``rate`` is unused; no index is
+  poisoned).
 """
 
 from __future__ import annotations
@@ -39,35 +42,42 @@ from typing import Any
 import torch
 from torch import nn
 
-from trustlab.attacks.backdoor.labels import (
-    AllToAll,
-    AllToOne,
-    CleanLabel,
-    LabelPolicy,
-    policy_from_state,
-)
+from trustlab.attacks.backdoor.labels import LabelPolicy, policy_from_state
 from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
-from trustlab.attacks.backdoor.triggers import (
-    BlendTrigger,
-    PatchTrigger,
-    PixelTrigger,
-    ReflectionTrigger,
-    Trigger,
-    trigger_from_state,
-)
-from trustlab.attacks.evasion.base import frozen
+from trustlab.attacks.backdoor.recipe import BackdoorRecipe, LossFn
+from trustlab.attacks.backdoor.triggers import Trigger, trigger_from_state
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.metrics.backdoor import attack_success_rate, backdoor_robust_accuracy
+from trustlab.registry import BACKDOORS
 from trustlab.train.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from trustlab.utils.io import write_json_atomic
+from trustlab.utils.modules import frozen
 from trustlab.utils.seed import derive_seed
-
-ATTACKS = ("badnets", "badnets-all2all", "pixel", "blend", "refool", "clean-label", "blind")
 
 
 @dataclass
 class BackdoorArtifact:
+    """A trained backdoor: the model, its trigger and label policy, the poisoned training
+    indices (and the poisoned samples themselves), the config and the metrics.
+
+    Args:
+        model: the backdoored model.
+        trigger: the attack's trigger.
+        policy: the attack's label policy.
+        poison_indices: ``(P,)`` int64 indices of the poisoned training samples (empty for the
+            blind backdoor).
+        config: attack, rate, target, seed, ``of`` (and what the caller adds).
+        metrics: ``clean_acc``, ``asr``, ``ra`` on the test split.
+        poisoned_x: ``(P, C, H, W)`` the poisoned inputs in index order (``None`` if not kept).
+        poisoned_y: ``(P,)`` their training labels.
+
+    Example::
+
+        art = train_backdoor("badnets", train, test, model, settings)
+        save_artifact("out/", art); load_artifact("out/").metrics
+    """
+
     model: nn.Module
     trigger: Trigger
     policy: LabelPolicy
@@ -105,26 +115,16 @@ class BackdoorArtifact:
 def make_poisoning(
     name: str, data: ArrayDataset, target: int = 0, seed: int = 0
 ) -> tuple[Trigger, LabelPolicy, str]:
-    """``(trigger, label policy, "dataset" or "eligible")`` of a named attack for ``data``."""
-    c, size = data.x.shape[1], tuple(data.x.shape[-2:])
-    k = data.num_classes
-    if name == "badnets":
-        return PatchTrigger(size=3, channels=c), AllToOne(target, k), "dataset"
-    if name == "badnets-all2all":
-        return PatchTrigger(size=3, channels=c), AllToAll(k), "dataset"
-    if name == "pixel":
-        return PixelTrigger(channels=c), AllToOne(target, k), "dataset"
-    if name == "blend":
-        return BlendTrigger("random", 0.2, c, size, seed), AllToOne(target, k), "dataset"
-    if name == "refool":
-        trig = ReflectionTrigger("chelsea", "out-of-focus", 0.4, c, size, seed)
-        return trig, CleanLabel(target, k), "dataset"
-    if name in ("clean-label", "blind"):
+    """``(trigger, label policy, "dataset" or "eligible")`` of a registered data-poisoning
+    recipe (injector ``"data"``) for ``data``."""
+    card = BACKDOORS.get(name)
+    if card.meta.get("injector") != "data":
         raise InputError(
             f"{name!r} is not a plain data poisoning (it needs a surrogate or a compromised "
             "loss); run it with train_backdoor."
         )
-    raise InputError(f"unknown backdoor attack {name!r}; use one of {', '.join(ATTACKS)}.")
+    recipe: BackdoorRecipe = card.build()
+    return recipe.trigger(data, seed), recipe.policy(target, data.num_classes), recipe.of
 
 
 def evaluate_backdoor(
@@ -204,6 +204,64 @@ def load_artifact(folder: str | Path, device: str | torch.device = "cpu") -> Bac
     )
 
 
+#: what an injector returns: the trigger, the label policy, the training set the model sees
+#: (a poisoned copy, or the clean data with an empty poison mask) and the trainer's
+#: ``compute_loss`` (``None``: the plain loss)
+Injected = tuple[Trigger, LabelPolicy, PoisonedDataset, LossFn | None]
+
+
+def _inject_data(
+    recipe: BackdoorRecipe, train: ArrayDataset, rate: float, target: int, seed: int, **_: Any
+) -> Injected:
+    """The ``"data"`` injector: a poisoned copy of the training set."""
+    trigger, policy = recipe.trigger(train, seed), recipe.policy(target, train.num_classes)
+    return trigger, policy, recipe.poison(train, trigger, policy, rate, seed), None
+
+
+def _inject_loss(
+    recipe: BackdoorRecipe, train: ArrayDataset, rate: float, target: int, seed: int, **_: Any
+) -> Injected:
+    """The ``"loss"`` injector: clean data (nothing poisoned), a compromised loss."""
+    policy = recipe.policy(target, train.num_classes)
+    trigger = recipe.trigger(train, seed)
+    compute_loss = recipe.loss(trigger, policy)
+    clean = poison_dataset(train, trigger, policy, rate=0.0, seed=seed)
+    return trigger, policy, clean, compute_loss
+
+
+def _inject_clean_label(
+    recipe: BackdoorRecipe,
+    train: ArrayDataset,
+    rate: float,
+    target: int,
+    seed: int,
+    *,
+    model: nn.Module,
+    settings: Any,
+    device: torch.device | str,
+    progress: bool,
+) -> Injected:
+    """The ``"clean-label"`` injector: a surrogate of ``model``'s architecture (its own initial
+    weights) trained on the clean data; the recipe learns its trigger and poisons with it."""
+    from trustlab.models.spec import ModelSpec
+    from trustlab.train import Trainer
+
+    spec = ModelSpec.from_model(model)
+    if spec is None:
+        raise InputError("the clean-label attack builds its surrogate from a trustlab model.")
+    torch.manual_seed(derive_seed(seed, "surrogate"))
+    surrogate = spec.build()
+    Trainer(surrogate, settings, device=device, progress=progress).fit(train)
+    trigger = recipe.trigger(train, seed, surrogate=surrogate, target=target, device=device)
+    policy = recipe.policy(target, train.num_classes)
+    poisoned = recipe.poison(train, trigger, policy, rate, seed, surrogate=surrogate)
+    return trigger, policy, poisoned, None
+
+
+#: the injectors by the cards' meta ``injector``
+INJECT = {"data": _inject_data, "loss": _inject_loss, "clean-label": _inject_clean_label}
+
+
 def train_backdoor(
     attack: str,
     train: ArrayDataset,
@@ -216,44 +274,23 @@ def train_backdoor(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> BackdoorArtifact:
-    """Poison ``train`` with the named attack, train ``model`` with ``settings``
-    (:class:`~trustlab.train.TrainSettings`) and measure it; see the module."""
+    """Poison ``train`` with the registered attack (:data:`~trustlab.registry.BACKDOORS`),
+    train ``model`` with ``settings`` (:class:`~trustlab.train.TrainSettings`) and measure it;
+    see the module. The recipe's injector decides how the backdoor gets in."""
     from trustlab.train import Trainer
 
-    if attack not in ATTACKS:
-        raise InputError(f"unknown backdoor attack {attack!r}; use one of {', '.join(ATTACKS)}.")
-    compute_loss = None
-    if attack == "blind":
-        from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
-
-        of, policy = "dataset", AllToOne(target, train.num_classes)
-        trigger = PatchTrigger(size=3, channels=train.x.shape[1])
-        compute_loss = BlindBackdoorLoss(trigger, policy)
-        poisoned = poison_dataset(train, trigger, policy, rate=0.0, seed=seed)
-    elif attack == "clean-label":
-        from trustlab.attacks.backdoor.clean_label import (
-            adversarial_trigger,
-            clean_label_poisoning,
-        )
-        from trustlab.models.spec import ModelSpec
-
-        spec = ModelSpec.from_model(model)
-        if spec is None:
-            raise InputError("the clean-label attack builds its surrogate from a trustlab model.")
-        torch.manual_seed(derive_seed(seed, "surrogate"))
-        surrogate = spec.build()
-        Trainer(surrogate, settings, device=device, progress=progress).fit(train)
-        size = max(3, min(train.x.shape[-2:]) // 4)
-        trigger = adversarial_trigger(surrogate, train, target, size, seed=seed, device=device)
-        poisoned = clean_label_poisoning(train, trigger, surrogate, target, rate, seed=seed)
-        of, policy = "eligible", CleanLabel(target, train.num_classes)
-    else:
-        trigger, policy, of = make_poisoning(attack, train, target, seed)
-        poisoned = poison_dataset(train, trigger, policy, rate=rate, of=of, seed=seed)
+    card = BACKDOORS.get(attack)
+    recipe: BackdoorRecipe = card.build()
+    inject = INJECT[card.meta["injector"]]
+    trigger, policy, poisoned, compute_loss = inject(
+        recipe, train, rate, target, seed,
+        model=model, settings=settings, device=device, progress=progress,
+    )  # fmt: skip
     trainer = Trainer(model, settings, compute_loss=compute_loss, device=device, progress=progress)
     trainer.fit(poisoned, test)
     metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
-    config = {"attack": attack, "rate": rate, "target": target, "seed": seed, "of": of}
+    of = recipe.of
+    config = {"attack": card.name, "rate": rate, "target": target, "seed": seed, "of": of}
     idx = poisoned.poison_indices
     return BackdoorArtifact(
         model, trigger, policy, idx, config, metrics, poisoned.x[idx], poisoned.y[idx]

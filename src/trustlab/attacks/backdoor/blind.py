@@ -55,8 +55,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustlab.attacks.backdoor.labels import AllToOne, LabelPolicy
-from trustlab.attacks.backdoor.triggers import PatchTrigger, Trigger
+from trustlab.attacks.backdoor.recipe import BackdoorRecipe
+from trustlab.attacks.backdoor.triggers import PatchTrigger, PixelTrigger, Trigger
+from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.registry import BACKDOORS
 from trustlab.train.balance import MGDA, NORMALIZATIONS, FixedWeights
 
 #: ``synthesize(x, y) -> (backdoor inputs, backdoor labels)``: the paper's input and label
@@ -65,7 +68,28 @@ Synthesizer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.T
 
 
 class BlindBackdoorLoss:
-    """``loss_fn(model, x, y) -> loss``: the compromised loss computation; see the module."""
+    """``loss_fn(model, x, y) -> loss``: the compromised loss computation (Bagdasaryan &
+    Shmatikov, USENIX Security 2021); see the module.
+
+    Args:
+        trigger: the backdoor's trigger (default a 3x3 checkerboard at the bottom-right).
+        policy: the backdoor labels (default all-to-one to class 0).
+        balance: ``"mgda"`` (the paper's; default) or fixed weights, one per task.
+        start_below: start the backdoor once the main loss falls below this (default
+            ``None``: from the first batch).
+        normalize: gradient normalisation before MGDA (default ``"l2"``, trustlab's; the
+            paper does not state its own, the authors' code configures ``loss+``).
+        backdoor_labels: ``(x, y) -> labels`` replacing the policy (the covert task).
+        synthesize: ``(x, y) -> (x_b, y_b)`` replacing trigger and policy (semantic).
+        evasion: a third task ``(model, x, y) -> loss or None`` (the NC evasion).
+
+    Shapes: ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)`` int64; returns a scalar loss.
+
+    Example::
+
+        loss = BlindBackdoorLoss(PatchTrigger(channels=3), AllToOne(0))
+        Trainer(model, settings, compute_loss=loss).fit(train)
+    """
 
     def __init__(
         self,
@@ -164,3 +188,57 @@ class BlindBackdoorLoss:
             total, w = FixedWeights(weights)(tasks)
         self.last_weights = w.detach().cpu()
         return total
+
+
+@BACKDOORS.register(
+    "blind",
+    "compromised loss: 3x3 checkerboard, all-to-one, MGDA-balanced (the data stays clean)",
+    paper="Bagdasaryan, Shmatikov. Blind Backdoors in Deep Learning Models. USENIX Security 2021.",
+    threat="code poisoning: the attacker controls the loss computation, not the data",
+    injector="loss",
+)
+class BlindBackdoor(BackdoorRecipe):
+    """The blind backdoor (Bagdasaryan & Shmatikov, USENIX Security 2021) as a recipe: the
+    training data stays clean (``rate`` is unused) and :class:`BlindBackdoorLoss` is the
+    trainer's ``compute_loss``.
+
+    Args:
+        pixel: a single white pixel at the bottom-right instead of the 3x3 checkerboard
+            (default ``False``; the paper's pixel-pattern and single-pixel backdoors).
+        balance: ``"mgda"`` (the paper's; default) or two fixed weights.
+        normalize: MGDA's gradient normalisation (default ``"l2"``; see the module).
+        start_below: delay the backdoor until the main loss is below this (default ``None``).
+
+    Example::
+
+        art = train_backdoor("blind", train, test, model, settings)
+        art.poison_indices.numel()  # 0: no sample was poisoned
+    """
+
+    def __init__(
+        self,
+        pixel: bool = False,
+        balance: str | tuple[float, ...] = "mgda",
+        normalize: str = "l2",
+        start_below: float | None = None,
+    ) -> None:
+        self.pixel, self.balance, self.normalize = pixel, balance, normalize
+        self.start_below = start_below
+
+    def trigger(self, data: ArrayDataset, seed: int = 0, **surrogate: object) -> Trigger:
+        c = data.x.shape[1]
+        return PixelTrigger(channels=c) if self.pixel else PatchTrigger(size=3, channels=c)
+
+    def loss(
+        self, trigger: Trigger | None, policy: LabelPolicy | None, **kw: object
+    ) -> BlindBackdoorLoss:
+        """:class:`BlindBackdoorLoss` with this recipe's balance; ``kw`` passes its hooks
+        (``backdoor_labels``, ``synthesize``, ``evasion``)."""
+        return BlindBackdoorLoss(
+            trigger,
+            policy,
+            self.balance,
+            self.start_below,
+            self.normalize,
+            **kw,  # type: ignore[arg-type]
+        )

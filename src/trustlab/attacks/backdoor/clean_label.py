@@ -34,14 +34,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trustlab.attacks.backdoor.labels import CleanLabel
+from trustlab.attacks.backdoor.labels import CleanLabel, LabelPolicy
 from trustlab.attacks.backdoor.poison import PoisonedDataset, poison_dataset
-from trustlab.attacks.backdoor.triggers import PatchTrigger
+from trustlab.attacks.backdoor.recipe import BackdoorRecipe
+from trustlab.attacks.backdoor.triggers import PatchTrigger, Trigger
 from trustlab.attacks.evasion.base import parse_eps
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.attacks.evasion.uap import universal_patch
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.registry import BACKDOORS
+from trustlab.utils.modules import device_of
 
 
 def adversarial_trigger(
@@ -80,8 +83,25 @@ def adversarial_trigger(
 
 
 class FeatureErasing:
-    """``transform(x, y)``: untargeted L-inf PGD on ``surrogate`` (eps 8/255, 10 steps, step
-    ``eps / 4``), the clean-label attack's perturbation of the poisoned inputs."""
+    """``transform(x, y)``: untargeted L-inf PGD on ``surrogate``, the clean-label attack's
+    perturbation of the poisoned inputs (Zhao et al., CVPR 2020).
+
+    Args:
+        surrogate: the attacker's clean model of the task.
+        eps: the L-inf budget (default 8/255, the paper's).
+        steps: PGD steps (default 10, the paper's).
+        alpha: the step size (default ``eps / 4`` = 2/255, Madry et al.'s CIFAR-10 step; the
+            paper does not state it).
+        seed: seeds PGD.
+
+    Shapes: ``x`` ``(N, C, H, W)`` or clips ``(N, C, T, H, W)`` in [0, 1], ``y`` ``(N,)``;
+    returns ``x``'s shape on the CPU.
+
+    Example::
+
+        erase = FeatureErasing(surrogate)
+        x_erased = erase(x, y)
+    """
 
     def __init__(
         self,
@@ -96,7 +116,7 @@ class FeatureErasing:
         self.attack = PGD(surrogate, eps, alpha, steps, seed=seed)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        dev = next(self.attack.model.parameters()).device
+        dev = device_of(self.attack.model)
         return self.attack(x.to(dev), y.to(dev)).cpu()
 
 
@@ -115,3 +135,70 @@ def clean_label_poisoning(
     erase = None if surrogate is None else FeatureErasing(surrogate, eps, steps, seed=seed)
     policy = CleanLabel(target, data.num_classes)
     return poison_dataset(data, trigger, policy, rate, of="eligible", seed=seed, transform=erase)
+
+
+@BACKDOORS.register(
+    "clean-label",
+    "universal adversarial patch + PGD feature erasing on target-class inputs (clean label)",
+    paper="Zhao, Ma, Zheng, Bailey, Chen, Jiang. Clean-Label Backdoor Attacks on Video "
+    "Recognition Models. CVPR 2020. (Clean-label poisoning: Turner, Tsipras, Madry. "
+    "Label-Consistent Backdoor Attacks. arXiv:1912.02771, 2019.)",
+    threat="data poisoning (clean label) with a surrogate model: rate of the target class",
+    injector="clean-label",
+)
+class CleanLabelBackdoor(BackdoorRecipe):
+    """The clean-label backdoor with a universal adversarial trigger (Zhao et al., CVPR 2020),
+    as a recipe: the trigger is learnt on a surrogate (the ``"clean-label"`` injector trains one
+    of the model's architecture first) and the poisoned target-class inputs are feature-erased
+    on it (see the module). ``rate`` is the fraction of the *target class* poisoned.
+
+    Args:
+        size: the patch side (default ``None``: a quarter of the smaller image side, at least 3,
+            as the paper's 28 on 112; the paper's own size is 28x28).
+        eps: feature erasing's L-inf budget (default 8/255, the paper's).
+        steps: feature erasing's PGD steps (default 10, the paper's).
+
+    Example::
+
+        art = train_backdoor("clean-label", train, test, model, settings, rate=0.3)
+        art.trigger.pattern.shape  # (C, size, size)
+    """
+
+    of = "eligible"
+
+    def __init__(self, size: int | None = None, eps: float = 8 / 255, steps: int = 10) -> None:
+        self.size, self.eps, self.steps = size, eps, steps
+
+    def policy(self, target: int, num_classes: int) -> LabelPolicy:
+        return CleanLabel(target, num_classes)
+
+    def trigger(
+        self,
+        data: ArrayDataset,
+        seed: int = 0,
+        *,
+        surrogate: nn.Module | None = None,
+        target: int = 0,
+        device: str | torch.device | None = None,
+        **_: object,
+    ) -> Trigger:
+        if surrogate is None:
+            raise InputError("the clean-label trigger is learnt on a surrogate; pass surrogate=.")
+        size = self.size if self.size is not None else max(3, min(data.x.shape[-2:]) // 4)
+        return adversarial_trigger(surrogate, data, target, size, seed=seed, device=device)
+
+    def poison(
+        self,
+        data: ArrayDataset,
+        trigger: Trigger,
+        policy: LabelPolicy,
+        rate: float,
+        seed: int = 0,
+        *,
+        surrogate: nn.Module | None = None,
+        **_: object,
+    ) -> PoisonedDataset:
+        assert isinstance(trigger, PatchTrigger) and isinstance(policy, CleanLabel)
+        return clean_label_poisoning(
+            data, trigger, surrogate, policy.target, rate, self.eps, self.steps, seed=seed
+        )

@@ -40,12 +40,60 @@ import torch
 from torch import nn
 
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor
-from trustlab.attacks.backdoor.labels import CleanLabel
+from trustlab.attacks.backdoor.labels import CleanLabel, LabelPolicy
 from trustlab.attacks.backdoor.poison import poison_dataset
+from trustlab.attacks.backdoor.recipe import BackdoorRecipe
 from trustlab.attacks.backdoor.triggers import REFLECTIONS, ReflectionTrigger
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.registry import BACKDOORS
 from trustlab.utils.seed import derive_seed, generator
+
+_PAPER = (
+    "Liu, Ma, Bailey, Lu. Reflection Backdoor: A Natural Backdoor Attack on Deep Neural "
+    "Networks. ECCV 2020."
+)
+
+
+@BACKDOORS.register(
+    "refool",
+    "out-of-focus reflection of a bundled photograph, target-class images only (clean label)",
+    paper=_PAPER,
+    threat="data poisoning (clean label): rate of the training set, target class only",
+    injector="data",
+)
+class RefoolBackdoor(BackdoorRecipe):
+    """Refool (Liu et al., ECCV 2020) with one fixed reflection: the reflection of a bundled
+    photograph added to target-class images whose labels never change (clean label).
+    ``rate`` counts the whole training set (all of it drawn from the target class).
+
+    Args:
+        reflection: a bundled scikit-image photograph (default ``"chelsea"``); the paper
+            selects its reflections from PascalVOC by trial poisoning
+            (:func:`select_reflections`), which this one-trigger recipe skips.
+        model: the reflection model: ``"in-focus"``, ``"out-of-focus"`` (default) or ``"ghost"``.
+        weight: the reflection's intensity weight (default 0.4).
+
+    Shapes: the reflection is made at the data's ``(C, H, W)``; its blur and shift are drawn
+    from the attack's seed.
+
+    Example::
+
+        art = train_backdoor("refool", train, test, model, settings, rate=0.05)
+        art.policy.state()  # {"policy": "clean-label", "target": 0}
+    """
+
+    def __init__(
+        self, reflection: str = "chelsea", model: str = "out-of-focus", weight: float = 0.4
+    ) -> None:
+        self.reflection, self.model, self.weight = reflection, model, weight
+
+    def trigger(self, data: ArrayDataset, seed: int = 0, **surrogate: object) -> ReflectionTrigger:
+        c, size = data.x.shape[1], tuple(data.x.shape[-2:])
+        return ReflectionTrigger(self.reflection, self.model, self.weight, c, size, seed)
+
+    def policy(self, target: int, num_classes: int) -> LabelPolicy:
+        return CleanLabel(target, num_classes)
 
 
 def reflection_candidates(
