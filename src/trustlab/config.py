@@ -22,7 +22,35 @@ from trustlab.utils.validate import parse_config
 
 
 class TrainConfig(TrainSettings):
-    """One ``trustlab train`` run: what to train on what, and how (see :class:`TrainSettings`)."""
+    """One ``trustlab train`` run: what to train on what, and how (see :class:`TrainSettings`).
+
+    Validated like :class:`TrainSettings` (unknown keys and bad values are errors naming the key);
+    names are checked against the registries (``DATASETS``, ``MODELS``, the losses). Every
+    :class:`TrainSettings` field (``epochs``, ``lr``, ``dp``, ...) is accepted with its default.
+
+    Args:
+        dataset: a name from ``trustlab datasets``; default ``"digits"``.
+        model: a name from ``trustlab models``; default ``"cnn-small"``.
+        model_kwargs: model-specific options; default ``{}``.
+        data_root: folder (or file) holding the dataset; default None.
+        download: download a missing dataset; default False.
+        device: ``"auto"`` (default), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        loss: a loss name, e.g. ``ce`` (default), ``sce``, ``gce``, ``nce+rce``, ``nfl+mae``.
+        alpha: SCE/APL weight; default None (the paper's).
+        beta: SCE/APL weight; default None (the paper's).
+        loss_kwargs: ``q``, ``gamma``, ``A``; default ``{}``.
+        noise: label noise on the training split, e.g. ``"sym:0.4"``; default ``"none"``.
+        adv: adversarial training, ``"none"`` (default), ``"pgd"`` or ``"trades"``.
+        eps: adversarial radius, e.g. ``8/255``; default None (8/255 PGD, 0.031 TRADES).
+        adv_alpha: inner step size; default None.
+        adv_steps: inner PGD steps; default 10.
+        name: a label for the run; default None.
+
+    Example:
+        >>> config = TrainConfig(dataset="digits", model="cnn-small", epochs=2)
+        >>> config.epochs, config.lr
+        (2, 0.1)
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

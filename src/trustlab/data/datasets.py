@@ -24,15 +24,23 @@ SPLITS = ("train", "test")
 
 
 class ArrayDataset(Dataset):
-    """A labelled dataset held as two tensors.
+    """A labelled dataset held as two tensors (what every trustlab loader returns).
 
     Args:
-        x: float inputs in ``[0, 1]``, ``(N, C, H, W)`` or ``(N, C, T, H, W)``.
-        y: ``int64`` labels ``(N,)`` in ``[0, len(classes))``.
-        classes: class names; defaults to ``"0" .. str(max(y))``.
-        mean, std: per-channel statistics of the *training* split (for ``Normalized``).
-        name: dataset name, for records.
-        validate: check shapes, ranges and NaNs now (raises :class:`InputError`).
+        x: float inputs in ``[0, 1]``, ``(N, C, H, W)`` or ``(N, C, T, H, W)`` (converted to
+            float32).
+        y: integer labels ``(N,)`` in ``[0, len(classes))`` (stored as ``int64``).
+        classes: class names; default None (``"0" .. str(max(y))``).
+        mean: per-channel mean of the *training* split (for ``Normalized``); default None (0.5 per
+            channel).
+        std: per-channel standard deviation of the training split; default None (0.5 per channel).
+        name: dataset name, for records; default ``"array"``.
+        validate: check shapes, ranges and NaNs now (raises :class:`InputError`); default True.
+
+    Example:
+        >>> data = ArrayDataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 2)
+        >>> data.num_classes, data.input_shape, len(data)
+        (2, (3, 32, 32), 8)
     """
 
     def __init__(

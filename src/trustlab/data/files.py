@@ -70,7 +70,18 @@ from trustlab.utils.io import atomic_path
 
 @dataclass(frozen=True)
 class Resource:
-    """One downloadable file: its name, published MD5, the splits it serves, whether a tarball."""
+    """One downloadable file: its name, published MD5, the splits it serves, whether a tarball.
+
+    Attributes:
+        filename: the file's name; its URL is the dataset's base URL + ``filename``.
+        md5: the published MD5 checksum the download is checked against.
+        splits: the splits the file serves; default ``SPLITS`` (``("train", "test")``).
+        archive: a tarball to extract (the CIFAR python versions); default False.
+
+    Example:
+        >>> RESOURCES["cifar10"][0].filename, RESOURCES["cifar10"][0].archive
+        ('cifar-10-python.tar.gz', True)
+    """
 
     filename: str
     md5: str
@@ -503,6 +514,15 @@ class RestrictedUnpickler(pickle.Unpickler):
     (``ndarray``, ``dtype``, ``_reconstruct``, ``scalar``, ``_frombuffer``, under numpy 1.x
     ``numpy.core`` and 2.x ``numpy._core`` paths); any other global raises :class:`InputError`
     before it is called.
+
+    Args:
+        file: a binary file object, as for :class:`pickle.Unpickler` (whose keyword arguments it
+            takes too).
+
+    Example:
+        >>> import io
+        >>> RestrictedUnpickler(io.BytesIO(pickle.dumps({"labels": [1, 2]}))).load()
+        {'labels': [1, 2]}
     """
 
     _ALLOWED: dict[tuple[str, str], Any] | None = None

@@ -115,7 +115,7 @@ ASYMMETRIC_MAPS: dict[str, dict[int, int]] = {
 
 @dataclass
 class NoisyLabels:
-    """The result of a noise model.
+    """The result of a noise model: noisy and clean labels, flip mask, designed and realised ``T``.
 
     Attributes:
         labels: ``int64`` noisy labels ``(N,)``.
@@ -128,8 +128,14 @@ class NoisyLabels:
         rate: realised overall flip fraction ``flipped.mean()``.
         kind: ``"none"``, ``"sym"``, ``"asym"``, ``"pair"`` or ``"idn"``.
         eta: the requested noise rate.
-        seed: the seed of the draw.
-        details: JSON-able parameters of the model (e.g. the class map, the IDN ``std``).
+        seed: the seed of the draw; default None.
+        details: JSON-able parameters of the model (e.g. the class map, the IDN ``std``); default
+            ``{}``.
+
+    Example:
+        >>> noisy = symmetric(torch.arange(10) % 2, eta=0.4, num_classes=2, seed=0)
+        >>> noisy.rate, int(noisy.flipped.sum())
+        (0.4, 4)
     """
 
     labels: torch.Tensor

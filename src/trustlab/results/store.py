@@ -381,10 +381,19 @@ def _hash_file(path: Path) -> str:
 class RunStore:
     """Runs in a SQLite database ``<root>/trustlab.db`` with one folder per run ``<root>/run-N``.
 
+    Several processes may share one store (one connection per process, one short transaction per
+    operation; see the module docstring). :meth:`create_run` starts a :class:`Run`; :meth:`get` and
+    :meth:`list` read them back after :meth:`mark_stale`.
+
     Args:
-        root: the store folder; default :func:`trustlab.utils.paths.trustlab_home`
-            (``$TRUSTLAB_HOME``, else ``./runs``). Nothing is created until the first run is:
+        root: the store folder; default None (:func:`trustlab.utils.paths.trustlab_home`:
+            ``$TRUSTLAB_HOME``, else ``./runs``). Nothing is created until the first run is:
             listing an empty or missing store returns ``[]`` and leaves no file behind.
+
+    Example:
+        >>> store = RunStore("runs")
+        >>> store.run_dir(7).name
+        'run-000007'
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
@@ -715,6 +724,29 @@ class Run:
     Used as a context manager, a still-running run that this process owns is finished on a
     normal exit, marked ``interrupted`` on ``KeyboardInterrupt``/``SystemExit`` and ``failed`` on
     any other error; a run that already ended, or that another process owns, is left alone.
+
+    Attributes:
+        id: the run's number; ``dir`` is its folder ``<root>/run-{id:06d}``.
+        dir: the run's folder (``config.json``, ``meta.json``, artefacts).
+        kind: what made it, e.g. ``"train"``, ``"reproduce"``.
+        name: its label.
+        status: ``"running"``, ``"finished"``, ``"failed"`` or ``"interrupted"``.
+        config: the run's configuration (JSON values).
+        seed: the run's seed, or None.
+        created: creation time (UTC, ISO 8601).
+        updated: time of the last change.
+        ended: time it ended, or None while running.
+        versions: python, torch, numpy, trustlab and platform versions at creation.
+        git_commit: the git commit of the code, or None.
+        summary: summary metrics (:meth:`set_summary`, :meth:`finish`).
+        error: the error of a failed run, or None.
+        pid: the owning process's id.
+        hostname: the owning process's host.
+        attempt: 1, plus one for every :meth:`reopen`.
+
+    Example:
+        >>> with RunStore("runs").create_run("train", "demo", {"lr": 0.1}, seed=0) as run:
+        ...     run.log_metrics(1, {"train_loss": 0.5})
     """
 
     id: int

@@ -22,7 +22,21 @@ def show_progress(enabled: bool = True) -> bool:
 
 
 class Bar:
-    """A handle on one task of a progress bar; calling it advances the task by one."""
+    """A handle on one task of a progress bar; calling it advances the task by one.
+
+    Made by :func:`progress_bar`; with no ``progress`` it is the no-op bar (``enabled`` False:
+    nothing is shown and every method returns at once). ``advance(n)`` advances by ``n``,
+    ``info(text)`` sets the text shown after the counter, ``reset(total, description)`` starts
+    again.
+
+    Args:
+        progress: a ``rich.progress.Progress``; default None (the no-op bar).
+        task: the task id in ``progress``; default None.
+
+    Example:
+        >>> with progress_bar("epochs", 3, enabled=False) as bar:
+        ...     bar()
+    """
 
     def __init__(self, progress: Any = None, task: Any = None) -> None:
         self._progress, self._task = progress, task
