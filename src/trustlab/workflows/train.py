@@ -39,6 +39,24 @@ from trustlab.utils.seed import derive_seed, seed_everything
 
 @dataclass
 class Prepared:
+    """What :func:`prepare` checked and built for a training run, before the run is created.
+
+    Attributes:
+        config: the validated :class:`~trustlab.config.TrainConfig`.
+        train: the training split (with noisy labels when ``config.noise`` asks for them).
+        test: the test split.
+        spec: the model's :class:`~trustlab.models.spec.ModelSpec` (``group_norm=True`` under
+            DP-SGD when BatchNorm was replaced).
+        loss_fn: the robust loss (``make_loss``), or None for the default cross-entropy.
+        noise: the label-noise record (``NoisyLabels.to_dict()``), or None without noise.
+        compute_loss: the adversarial-training loss (``--adv``), or None.
+
+    Example:
+        >>> prep = prepare(TrainConfig(dataset="digits", model="cnn-small", epochs=1))
+        >>> prep.spec.name, prep.noise
+        ('cnn-small', None)
+    """
+
     config: TrainConfig
     train: ArrayDataset
     test: ArrayDataset
