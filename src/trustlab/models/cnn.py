@@ -296,7 +296,11 @@ def cnn_small(
 
 
 @MODELS.register(
-    "cnn8", "8-layer CNN (6 conv + 2 FC) of the Active-Passive Loss paper, ICML 2020", kind="image"
+    "cnn8",
+    "8-layer CNN (6 conv + 2 FC) of the Active-Passive Loss paper, ICML 2020",
+    kind="image",
+    paper="Ma, Huang, Wang, Romano, Erfani, Bailey. Normalized Loss Functions for Deep Learning "
+    "with Noisy Labels. ICML 2020.",
 )
 def cnn8(
     *, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)

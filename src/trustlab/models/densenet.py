@@ -170,6 +170,8 @@ class DenseNet(Classifier):
     "densenet-small",
     "DenseNet-BC depth 40, growth 12, compression 0.5 (Huang et al. 2017), 0.18M params",
     kind="image",
+    paper="Huang, Liu, van der Maaten, Weinberger. Densely Connected Convolutional Networks. "
+    "CVPR 2017.",
 )
 def densenet_small(
     *,

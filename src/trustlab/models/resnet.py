@@ -266,6 +266,7 @@ class ResNet(Classifier):
     "resnet8",
     "ResNet-8 for CIFAR (He et al. 2016, 6n+2 with n=1), 16/32/64 channels, 75K",
     kind="image",
+    paper="He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.",
 )
 def resnet8(
     *, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
@@ -281,7 +282,10 @@ def resnet8(
 
 
 @MODELS.register(
-    "resnet20", "ResNet-20 for CIFAR (He et al. 2016), 16/32/64 channels, 0.27M", kind="image"
+    "resnet20",
+    "ResNet-20 for CIFAR (He et al. 2016), 16/32/64 channels, 0.27M",
+    kind="image",
+    paper="He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016.",
 )
 def resnet20(
     *, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32)
@@ -299,6 +303,8 @@ def resnet20(
     "resnet18",
     "ResNet-18, CIFAR-style (3x3 stem, no max-pool), 11.2M params; preact=True for PreAct",
     kind="image",
+    paper="He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016 "
+    "(preact=True: He et al. Identity Mappings in Deep Residual Networks. ECCV 2016).",
 )
 def resnet18(
     *,
@@ -328,6 +334,7 @@ def resnet18(
     "wrn-16-4",
     "Wide ResNet 16-4 (Zagoruyko & Komodakis 2016), pre-activation, 2.7M params",
     kind="image",
+    paper="Zagoruyko, Komodakis. Wide Residual Networks. BMVC 2016.",
 )
 def wrn_16_4(
     *,

@@ -116,7 +116,13 @@ def _register(name: str, depth: int) -> Callable[..., VGG]:
     )
     role = "the SGM paper's transfer target" if name == "vgg19" else "CIFAR-style"
     description = f"VGG-{depth} with BatchNorm ({role}: conv stack, Linear 512 -> classes)"
-    MODELS.register(name, description, kind="image")(factory)
+    MODELS.register(
+        name,
+        description,
+        kind="image",
+        paper="Simonyan, Zisserman. Very Deep Convolutional Networks for Large-Scale Image "
+        "Recognition. ICLR 2015.",
+    )(factory)
     return factory
 
 

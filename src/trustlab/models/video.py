@@ -104,6 +104,8 @@ class C3DSmall(Classifier):
     "c3d-small",
     "small C3D-style 3D CNN (Tran et al. 2015) for (N, 3, 8, 32, 32) clips",
     kind="video",
+    paper="Tran, Bourdev, Fergus, Torresani, Paluri. Learning Spatiotemporal Features with 3D "
+    "Convolutional Networks. ICCV 2015.",
 )
 def c3d_small(
     *,
