@@ -453,6 +453,8 @@ def _idx_dataset(
 @DATASETS.register(
     "mnist",
     "MNIST handwritten digits, 1x28x28, 10 classes (IDX files; download=True fetches)",
+    paper="LeCun, Bottou, Bengio, Haffner. Gradient-Based Learning Applied to Document "
+    "Recognition. Proceedings of the IEEE, 1998.",
     source="file",
     shape=(1, 28, 28),
     num_classes=10,
@@ -470,6 +472,8 @@ def load_mnist(
 @DATASETS.register(
     "fashion-mnist",
     "Fashion-MNIST (Zalando), 1x28x28, 10 classes (IDX files)",
+    paper="Xiao, Rasul, Vollgraf. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine "
+    "Learning Algorithms. arXiv:1708.07747, 2017.",
     source="file",
     shape=(1, 28, 28),
     num_classes=10,
@@ -622,6 +626,8 @@ def _cifar_files(
 @DATASETS.register(
     "cifar10",
     "CIFAR-10, 3x32x32, 10 classes (python-version pickles)",
+    paper="Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, "
+    "University of Toronto, 2009.",
     source="file",
     shape=(3, 32, 32),
     num_classes=10,
@@ -651,6 +657,8 @@ def load_cifar10(
 @DATASETS.register(
     "cifar100",
     "CIFAR-100, 3x32x32, 100 fine classes (+ coarse_y superclasses)",
+    paper="Krizhevsky. Learning Multiple Layers of Features from Tiny Images. Technical report, "
+    "University of Toronto, 2009.",
     source="file",
     shape=(3, 32, 32),
     num_classes=100,
@@ -690,6 +698,9 @@ def load_cifar100(
 @DATASETS.register(
     "svhn",
     "SVHN cropped digits, 3x32x32, 10 classes (.mat files)",
+    paper="Netzer, Wang, Coates, Bissacco, Wu, Ng. Reading Digits in Natural Images with "
+    "Unsupervised Feature Learning. NIPS Workshop on Deep Learning and Unsupervised Feature "
+    "Learning, 2011.",
     source="file",
     shape=(3, 32, 32),
     num_classes=10,
