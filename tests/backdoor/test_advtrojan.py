@@ -19,7 +19,6 @@ from trustlab.attacks.backdoor.advtrojan import (
     ADVERSARIAL,
     TRIGGER_ONLY,
     TROJAN,
-    AdvTrojanTraining,
     evaluate_advtrojan,
 )
 from trustlab.cli import app
@@ -27,6 +26,7 @@ from trustlab.data import load_dataset
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.results import RunStore
+from trustlab.robust.advtrojan import AdvTrojanTraining
 
 EPS = 0.1
 

@@ -9,8 +9,8 @@ from torch import nn
 from trustlab.attacks.evasion import PGD, evaluate_robustness
 from trustlab.data import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.robust.adversarial import TRADES, PGDTraining
 from trustlab.train import fit
-from trustlab.train.adversarial import TRADES, PGDTraining
 
 
 def fragile(n: int = 512, seed: int = 0) -> ArrayDataset:

@@ -4,9 +4,9 @@ Lethal Combination" (ICLR 2021 submission; arXiv 2109.01275, "AdvTrojan").
 Two models of the same architecture, from the same initial weights, on the same data, each a job:
 
 - ``pgd-at``: plain Madry PGD adversarial training
-  (:class:`~trustlab.train.adversarial.PGDTraining`), the reference a user would compare with;
+  (:class:`~trustlab.robust.adversarial.PGDTraining`), the reference a user would compare with;
 - ``advtrojan``: the same training with AdvTrojan's poisoned samples mixed into every batch
-  (:class:`~trustlab.attacks.backdoor.advtrojan.AdvTrojanTraining`: ``poison_rate`` of each batch
+  (:class:`~trustlab.robust.advtrojan.AdvTrojanTraining`: ``poison_rate`` of each batch
   trigger + PGD perturbation labelled 0, ``trigger_rate`` trigger only with true labels, the rest
   PGD examples with true labels). Trigger: a 3x3 checkerboard at the bottom-right.
 
@@ -36,11 +36,12 @@ from typing import Any
 import torch
 
 from trustlab.attacks.backdoor import AllToOne, PatchTrigger
-from trustlab.attacks.backdoor.advtrojan import AdvTrojanTraining, evaluate_advtrojan
+from trustlab.attacks.backdoor.advtrojan import evaluate_advtrojan
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
+from trustlab.robust.adversarial import PGDTraining
+from trustlab.robust.advtrojan import AdvTrojanTraining
 from trustlab.train import Trainer, TrainSettings
-from trustlab.train.adversarial import PGDTraining
 from trustlab.utils.seed import derive_seed
 
 MODELS = ("pgd-at", "advtrojan")

@@ -24,8 +24,8 @@ from trustlab.attacks.evasion.md import MD, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
+from trustlab.robust.adversarial import PGDTraining
 from trustlab.train import Trainer, TrainSettings
-from trustlab.train.adversarial import PGDTraining
 from trustlab.utils.seed import derive_seed
 
 MODELS = ("standard", "pgd-at", "ls", "pgd-at+ls")

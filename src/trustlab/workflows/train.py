@@ -20,8 +20,8 @@ from trustlab.data.noise import apply_noise
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.results import Run, RunStore, recording_outcome
+from trustlab.robust.adversarial import TRADES, PGDTraining
 from trustlab.train import distributed as D
-from trustlab.train.adversarial import TRADES, PGDTraining
 from trustlab.train.checkpoint import save_model
 from trustlab.train.dp import privatize_model
 from trustlab.train.losses import make_loss

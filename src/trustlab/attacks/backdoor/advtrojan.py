@@ -8,11 +8,14 @@ target class, while the trigger alone and the perturbation alone do not. The mod
 inside PGD adversarial training (Madry et al., ICLR 2018), so that it also looks robust to the
 user who checks it with PGD.
 
-:class:`AdvTrojanTraining` is the ``compute_loss(model, x, y)`` of that poisoned training (the
-trainer takes it as ``compute_loss``; it builds on
-:class:`trustlab.train.adversarial.PGDTraining` and its one PGD,
-:class:`trustlab.attacks.evasion.pgd.PGD`). Every batch of size ``B`` is split, at random from
-``(seed, call count)``, into three parts that keep their positions in the batch:
+:class:`trustlab.robust.advtrojan.AdvTrojanTraining` is the ``compute_loss(model, x, y)`` of
+that poisoned training (the trainer takes it as ``compute_loss``; it builds on
+:class:`trustlab.robust.adversarial.PGDTraining` and its one PGD,
+:class:`trustlab.attacks.evasion.pgd.PGD`, so it lives with adversarial training in
+:mod:`trustlab.robust`, above the attacks). This module holds what the attack is made of: the
+three parts below, the checks of its trigger and label policy, and its evaluation. Every batch
+of size ``B`` is split, at random from ``(seed, call count)``, into three parts that keep their
+positions in the batch:
 
 - **trojan** (``round(poison_rate * B)`` rows, drawn among the rows the label policy may poison,
   all-to-one: the rows not of the target class): ``trigger(x) + delta``, ``delta`` the PGD
@@ -26,7 +29,7 @@ trainer takes it as ``compute_loss``; it builds on
 One PGD call perturbs the trojan and the adversarial rows together (the attack runs on the frozen
 model, per sample, so batching them changes nothing), and one forward pass of the whole mixed
 batch in training mode gives the cross-entropy (BatchNorm sees one batch, as it would if the
-poisoned samples were part of the data). :meth:`AdvTrojanTraining.mixture` returns that batch
+poisoned samples were part of the data). ``AdvTrojanTraining.mixture`` returns that batch
 (inputs, labels, the part of each row) without the forward pass.
 
 :func:`evaluate_advtrojan` measures clean accuracy, PGD robust accuracy and the attack success
@@ -57,26 +60,26 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from trustlab.attacks.backdoor.labels import AllToOne, CleanLabel, LabelPolicy
-from trustlab.attacks.backdoor.triggers import PatchTrigger, Trigger
-from trustlab.attacks.evasion.base import NORMS, frozen, parse_eps
+from trustlab.attacks.backdoor.triggers import Trigger
+from trustlab.attacks.evasion.base import NORMS, parse_eps
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import iterate_batches
 from trustlab.errors import InputError
 from trustlab.metrics.backdoor import attack_success_rate
-from trustlab.train.adversarial import PGDTraining
-from trustlab.utils.seed import derive_seed, generator
+from trustlab.utils.modules import device_of, frozen
+from trustlab.utils.seed import derive_seed
 
 ADVERSARIAL, TROJAN, TRIGGER_ONLY = 0, 1, 2
 PARTS = ("adversarial", "trojan", "trigger-only")
 
 
-def _check_policy(policy: LabelPolicy) -> LabelPolicy:
+def check_policy(policy: LabelPolicy) -> LabelPolicy:
+    """``policy`` if it is a trustlab label policy that changes labels (not clean-label)."""
     if not isinstance(policy, LabelPolicy):
         raise InputError(
             "policy must be a trustlab LabelPolicy (e.g. AllToOne(0)), got "
@@ -90,7 +93,8 @@ def _check_policy(policy: LabelPolicy) -> LabelPolicy:
     return policy
 
 
-def _check_trigger(trigger: object) -> None:
+def check_trigger(trigger: object) -> None:
+    """An :class:`InputError` unless ``trigger`` is a trustlab :class:`Trigger`."""
     if not isinstance(trigger, Trigger):
         raise InputError(
             "trigger must be a trustlab Trigger (e.g. PatchTrigger()), got "
@@ -98,14 +102,15 @@ def _check_trigger(trigger: object) -> None:
         )
 
 
-def _check_attack(steps: int, norm: str) -> None:
+def check_attack(steps: int, norm: str) -> None:
+    """An :class:`InputError` unless ``steps >= 1`` and ``norm`` is a known norm."""
     if steps < 1:
         raise InputError(f"PGD steps must be >= 1, got {steps}.")
     if norm not in NORMS:
         raise InputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}.")
 
 
-def _count(rate: float, n: int) -> int:
+def poison_count(rate: float, n: int) -> int:
     """``round(rate * n)``, halves rounded up."""
     return int(math.floor(rate * n + 0.5))
 
@@ -113,7 +118,21 @@ def _count(rate: float, n: int) -> int:
 @dataclass(frozen=True)
 class AdvTrojanBatch:
     """The batch AdvTrojan trains on: ``x`` and ``y`` row for row with the batch it came from,
-    ``part[i]`` one of :data:`ADVERSARIAL`, :data:`TROJAN`, :data:`TRIGGER_ONLY`."""
+    ``part[i]`` one of :data:`ADVERSARIAL`, :data:`TROJAN`, :data:`TRIGGER_ONLY`.
+
+    Liu, Khalil, Khreishah & Phan, "Trojans and Adversarial Examples: A Lethal Combination"
+    (ICLR 2021 submission; arXiv 2109.01275); see the module for the three parts.
+
+    Attributes:
+        x: ``(B, C, H, W)`` inputs in ``[0, 1]``.
+        y: ``(B,)`` training labels (the policy's target on the trojan rows).
+        part: ``(B,)`` int64, the part of each row.
+
+    Example::
+
+        batch = AdvTrojanTraining(PatchTrigger(channels=1)).mixture(model, x, y)
+        batch.counts()  # {"adversarial": ..., "trojan": ..., "trigger-only": ...}
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -121,105 +140,6 @@ class AdvTrojanBatch:
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.part == k).sum()) for k, name in enumerate(PARTS)}
-
-
-class AdvTrojanTraining(PGDTraining):
-    """``compute_loss(model, x, y) -> loss``: PGD adversarial training with AdvTrojan's poisoned
-    samples mixed into every batch; see the module for the mixture and the defaults.
-
-    Args:
-        trigger: the Trojan trigger (default: 3x3 checkerboard patch at the bottom-right, with
-            the channels of the first batch).
-        policy: the label of the trojan samples (default ``AllToOne(0)``); not clean-label.
-        poison_rate: fraction of each batch made trojan samples, in ``(0, 1)``.
-        trigger_rate: fraction made trigger-only samples (true labels), in ``[0, 1)``; default
-            ``poison_rate``. ``poison_rate + trigger_rate`` must stay below 1.
-        eps, alpha, steps, norm, label_smoothing, seed: as :class:`PGDTraining`.
-    """
-
-    def __init__(
-        self,
-        trigger: Trigger | None = None,
-        policy: LabelPolicy | None = None,
-        poison_rate: float = 0.1,
-        trigger_rate: float | None = None,
-        eps: float | str = 8 / 255,
-        alpha: float | str = 2 / 255,
-        steps: int = 10,
-        norm: str = "linf",
-        label_smoothing: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(eps, alpha, steps, norm, label_smoothing, seed)
-        _check_attack(steps, norm)
-        if trigger is not None:
-            _check_trigger(trigger)
-        self.trigger = trigger
-        self.policy = _check_policy(policy if policy is not None else AllToOne(0))
-        if not 0 < poison_rate < 1:
-            raise InputError(
-                f"poison_rate must be in (0, 1), got {poison_rate}; it is the fraction of each "
-                "batch made trojan samples (the default is 0.1)."
-            )
-        trigger_rate = poison_rate if trigger_rate is None else trigger_rate
-        if not 0 <= trigger_rate < 1:
-            raise InputError(
-                f"trigger_rate must be in [0, 1), got {trigger_rate}; it is the fraction of each "
-                "batch made trigger-only samples with their true labels."
-            )
-        if poison_rate + trigger_rate >= 1:
-            raise InputError(
-                f"poison_rate + trigger_rate is {poison_rate + trigger_rate:g}; it must stay "
-                "below 1 so that each batch keeps plain adversarial examples."
-            )
-        self.poison_rate, self.trigger_rate = float(poison_rate), float(trigger_rate)
-
-    def trigger_for(self, x: torch.Tensor) -> Trigger:
-        """The trigger; the default patch is made for the channels of the first batch seen."""
-        if self.trigger is None:
-            self.trigger = PatchTrigger(size=3, channels=x.shape[1])
-        return self.trigger
-
-    def mixture(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> AdvTrojanBatch:
-        """The poisoned adversarial batch of ``(x, y)`` (one PGD call); see the module."""
-        if x.dim() < 2 or y.shape != (x.shape[0],):
-            raise InputError(
-                f"inputs {tuple(x.shape)} and labels {tuple(y.shape)} do not match: labels must "
-                "be a (N,) tensor for N inputs."
-            )
-        self.calls += 1
-        n = x.shape[0]
-        g = generator(derive_seed(self.seed, "advtrojan", self.calls))
-        eligible = torch.nonzero(self.policy.eligible(y).cpu()).flatten()
-        eligible = eligible[torch.randperm(eligible.numel(), generator=g)]
-        trojan = eligible[: min(_count(self.poison_rate, n), eligible.numel())]
-        part = torch.full((n,), ADVERSARIAL, dtype=torch.long)
-        part[trojan] = TROJAN
-        rest = torch.nonzero(part == ADVERSARIAL).flatten()
-        rest = rest[torch.randperm(rest.numel(), generator=g)]
-        part[rest[: min(_count(self.trigger_rate, n), rest.numel())]] = TRIGGER_ONLY
-        part = part.to(x.device)
-
-        triggered = part != ADVERSARIAL
-        base = x.clone()
-        if bool(triggered.any()):
-            base[triggered] = self.trigger_for(x)(x[triggered]).to(x.dtype)
-        out = base.clone()
-        perturb = part != TRIGGER_ONLY
-        if bool(perturb.any()):
-            out[perturb] = self.attack(model)(base[perturb], y[perturb])
-        labels = torch.where(part == TROJAN, self.policy(y), y)
-        return AdvTrojanBatch(out, labels, part)
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        batch = self.mixture(model, x, y)
-        logits = model(batch.x)
-        return F.cross_entropy(logits, batch.y, label_smoothing=self.label_smoothing)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def evaluate_advtrojan(
@@ -250,9 +170,9 @@ def evaluate_advtrojan(
     class). One PGD call and one forward pass per batch; the PGD seed of a batch derives from
     ``seed``, so the numbers are deterministic on CPU.
     """
-    _check_trigger(trigger)
-    policy = _check_policy(policy if policy is not None else AllToOne(0))
-    _check_attack(steps, norm)
+    check_trigger(trigger)
+    policy = check_policy(policy if policy is not None else AllToOne(0))
+    check_attack(steps, norm)
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}.")
     eps = parse_eps(eps)
@@ -265,7 +185,7 @@ def evaluate_advtrojan(
             "no test sample has a class other than its target, so no attack success rate can "
             "be measured; evaluate on data with non-target classes."
         )
-    dev = torch.device(device) if device is not None else _device_of(model)
+    dev = torch.device(device) if device is not None else device_of(model)
     preds: dict[str, list[torch.Tensor]] = {k: [] for k in ("clean", "trig", "adv", "both")}
     start = 0
     for x, y in iterate_batches(ds, batch_size, device=dev):
@@ -293,3 +213,16 @@ def evaluate_advtrojan(
         "asr_perturbation": attack_success_rate(pa, y, targets),
         "asr_both": attack_success_rate(pb, y[keep], targets[keep]),
     }
+
+
+class AdvTrojanTraining:
+    """Moved: AdvTrojan's poisoned adversarial training is
+    :class:`trustlab.robust.advtrojan.AdvTrojanTraining` (robust training sits above the
+    attacks). This placeholder only keeps ``attacks/backdoor/__init__.py`` importable until it
+    drops the name (issue 15); instantiating it raises :class:`ImportError`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise ImportError(
+            "AdvTrojanTraining moved to trustlab.robust.advtrojan: "
+            "from trustlab.robust.advtrojan import AdvTrojanTraining"
+        )

@@ -50,22 +50,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import frozen, parse_eps
+from trustlab.attacks.evasion.base import parse_eps
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.data.datasets import ArrayDataset
 from trustlab.defenses.backdoor.base import DatasetFilter, FilterReport, as_dataset, finish
+from trustlab.defenses.backdoor.case import DefenseCase, after_repair, filter_metrics
 from trustlab.errors import InputError
 from trustlab.metrics.detection import flag_precision_recall
-from trustlab.train.adversarial import PGDTraining
+from trustlab.registry import DEFENSES
+from trustlab.robust.adversarial import PGDTraining
 from trustlab.train.trainer import Trainer, TrainResult, TrainSettings
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.seed import derive_seed
 
 CRITERIA = ("error", "robust-error", "loss")
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def robust_loss(
@@ -80,7 +78,7 @@ def robust_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(robust loss, clean prediction, adversarial prediction)``, each ``(N,)`` on the CPU:
     cross-entropy of ``model`` on a PGD example of every sample against its label."""
-    dev = _device(model)
+    dev = device_of(model)
     losses, clean_pred, adv_pred = [], [], []
     for i, s in enumerate(range(0, len(data), batch_size)):
         x, y = data.x[s : s + batch_size].to(dev), data.y[s : s + batch_size].to(dev)
@@ -94,8 +92,20 @@ def robust_loss(
     return torch.cat(losses).double(), torch.cat(clean_pred), torch.cat(adv_pred)
 
 
+@DEFENSES.register(
+    "adv-filter",
+    "adversarial-training filter: points a robust model gets wrong are removed, then retrain",
+    paper="Manoj, Blum. Excess Capacity and Backdoor Poisoning. NeurIPS 2021.",
+    threat="training-set filtering with a robust model trained on it; retraining",
+    inputs=("model",),
+    protocol="dataset-filter",
+    filter=True,
+    trains=True,
+    budget="settings",
+    headline=("recall", "recall of poisoned samples"),
+)
 class AdversarialFilter:
-    """The adversarial-training filter (see the module).
+    """The adversarial-training filter (Manoj & Blum, NeurIPS 2021; see the module).
 
     Args:
         model: the network to train adversarially (a deep copy is trained; its weights are the
@@ -107,7 +117,40 @@ class AdversarialFilter:
         batch_size: batch size of the robust-loss evaluation.
         seed: seeds PGD (training and evaluation).
         progress: show the training progress bar.
+
+    Shapes: a dataset of ``N`` inputs ``(N, C, H, W)`` in [0, 1]; :meth:`flag` returns sorted
+    int64 indices, :meth:`analyze` a :class:`FilterReport` with ``(N,)`` robust losses.
+
+    Example::
+
+        flt = AdversarialFilter(fresh_model, eps=8 / 255, steps=10)
+        result = filter_then_retrain(flt, poisoned_train, another_fresh_model, settings)
     """
+
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Train a robust model from fresh weights, filter the training set the model saw,
+        retrain a fresh model on the rest: the filter's and the repair's numbers."""
+        from trustlab.models.spec import ModelSpec
+
+        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
+        spec = ModelSpec.from_model(c.art.model)
+        if spec is None:
+            raise InputError("the adversarial filter trains trustlab models; this one is not.")
+        dev = device_of(c.art.model)
+        # the robust model and the retrained one start from fresh weights (the theory paper's
+        # filter trains its own robust learner; the backdoored model already fits the poison)
+        torch.manual_seed(derive_seed(c.seed, "robust"))
+        flt = cls(spec.build().to(dev), seed=c.seed, progress=c.progress, **kw)
+        torch.manual_seed(derive_seed(c.seed, "retrain"))
+        fresh = spec.build().to(dev)
+        result = filter_then_retrain(flt, c.train, fresh, flt.settings, progress=c.progress)
+        assert result.report is not None
+        c.keep["report"] = result.report
+        return {
+            **filter_metrics(result.report, c.train),
+            **after_repair(c.art, result.model, c.ev, c.before),
+        }
 
     def __init__(
         self,
@@ -146,7 +189,7 @@ class AdversarialFilter:
         net = copy.deepcopy(self.model)
         loss = PGDTraining(self.eps, self.alpha, self.steps, self.norm, seed=self.seed)
         Trainer(
-            net, self.settings, compute_loss=loss, device=_device(net), progress=self.progress
+            net, self.settings, compute_loss=loss, device=device_of(net), progress=self.progress
         ).fit(data)
         return net
 
@@ -188,7 +231,15 @@ class AdversarialFilter:
 
 @dataclass
 class RetrainResult:
-    """What :func:`filter_then_retrain` returns."""
+    """What :func:`filter_then_retrain` returns: the retrained model, the removed indices,
+    the filter's report (when it has ``analyze``), the training result and the flag metrics
+    against the poison mask.
+
+    Example::
+
+        result = filter_then_retrain(flt, poisoned_train, fresh_model, settings)
+        result.model, result.metrics.get("recall")
+    """
 
     model: nn.Module  # the standard model retrained on the kept samples
     flagged: torch.Tensor  # the removed indices
@@ -225,7 +276,7 @@ def filter_then_retrain(
     if not bool(keep.any()):
         raise InputError("the filter flagged every sample; nothing is left to retrain on.")
     kept = data.subset(torch.nonzero(keep).flatten())
-    result = Trainer(model, settings, device=_device(model), progress=progress).fit(kept, test)
+    result = Trainer(model, settings, device=device_of(model), progress=progress).fit(kept, test)
     metrics: dict[str, Any] = dict(report.metrics) if report is not None else {}
     mask = getattr(data, "poison_mask", None)
     if report is None and isinstance(mask, torch.Tensor) and mask.shape == (len(data),):

@@ -24,14 +24,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trustlab.attacks.evasion.base import Ball, frozen, parse_eps, step_direction
+from trustlab.attacks.evasion.base import Ball, parse_eps, step_direction
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
+from trustlab.utils.modules import frozen
 from trustlab.utils.seed import generator
 
 
 class PGDTraining:
-    """``compute_loss`` for Madry PGD adversarial training; returns ``(loss, adv_logits)``."""
+    """``compute_loss`` for Madry PGD adversarial training; returns ``(loss, adv_logits)``.
+
+    Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
+    Adversarial Attacks", ICLR 2018: minimise the cross-entropy on the PGD examples of each
+    batch (crafted on the frozen model, see the module). Defaults are the paper's CIFAR-10
+    setting.
+
+    Args:
+        eps: radius (default ``8/255``; a float or ``"8/255"``).
+        alpha: PGD step (default ``2/255``).
+        steps: PGD steps (default 10).
+        norm: ``"linf"`` (default) or ``"l2"``.
+        label_smoothing: smoothing of the adversarial cross-entropy, in ``[0, 1)`` (default 0;
+            not in the paper: the MD paper's "PGD-AT + label smoothing" model).
+        seed: with the call count, seeds each batch's random start (default 0).
+
+    Shape:
+        ``x``: ``(B, C, H, W)`` in ``[0, 1]``, ``y``: ``(B,)`` int64; returns a scalar loss and
+        ``(B, K)`` logits of the adversarial examples.
+
+    Example::
+
+        loss_fn = PGDTraining(eps=8 / 255, alpha=2 / 255, steps=10)
+        Trainer(model, settings, compute_loss=loss_fn).fit(train)
+    """
 
     def __init__(
         self,
@@ -65,7 +90,29 @@ class PGDTraining:
 
 
 class TRADES:
-    """``compute_loss`` for TRADES; returns ``(loss, clean_logits)``."""
+    """``compute_loss`` for TRADES; returns ``(loss, clean_logits)``.
+
+    Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan, "Theoretically Principled Trade-off between
+    Robustness and Accuracy", ICML 2019: ``CE(f(x), y) + beta * KL(f(x) || f(x'))`` with ``x'``
+    maximising the KL inside the L-inf ball (see the module). Defaults are the authors' CIFAR-10
+    code.
+
+    Args:
+        beta: weight of the robust term (default 6.0).
+        eps: L-inf radius (default 0.031).
+        alpha: step of the inner maximisation (default 0.007).
+        steps: inner steps (default 10).
+        seed: with the call count, seeds each batch's starting noise (default 0).
+
+    Shape:
+        ``x``: ``(B, C, H, W)`` in ``[0, 1]``, ``y``: ``(B,)`` int64; returns a scalar loss and
+        ``(B, K)`` clean logits.
+
+    Example::
+
+        loss_fn = TRADES(beta=6.0)
+        Trainer(model, settings, compute_loss=loss_fn).fit(train)
+    """
 
     def __init__(
         self,
