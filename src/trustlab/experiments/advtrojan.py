@@ -69,6 +69,23 @@ def _both_fires_alone_not(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class AdvTrojanReproduction(Experiment):
+    """Reproduction ``advtrojan``: plain PGD adversarial training next to AdvTrojan's poisoned
+    one, and the attack success rates of the trigger, the perturbation and both (see the
+    module).
+
+    Liu, Khalil, Khreishah & Phan, "Trojans and Adversarial Examples: A Lethal Combination"
+    (ICLR 2021 submission; arXiv 2109.01275).
+
+    Presets: ``smoke`` (seconds, in the test suite), ``quick`` (digits, minutes on CPU),
+    ``full`` (a paper-like CIFAR-10 setting; not run here). Table keys ``model``; metrics
+    ``clean_acc``, ``robust_acc``, ``asr_trigger``, ``asr_perturbation``, ``asr_both``.
+
+    Example::
+
+        trustlab reproduce advtrojan --preset smoke
+        reproduce("advtrojan", "smoke")  # trustlab.experiments.base.reproduce
+    """
+
     name = "advtrojan"
     title = "AdvTrojan: a backdoor that needs the trigger and an adversarial perturbation"
     paper = (

@@ -79,6 +79,21 @@ def _eot(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class AdvCamReproduction(Experiment):
+    """Reproduction ``advcam``: AdvCam's camouflaged examples against PGD's, their success (also
+    under physical transformations) and their style loss (see the module).
+
+    Duan, Ma, Wang, Bailey, Qin & Yang, "Adversarial Camouflage: Hiding Physical-World Attacks
+    with Natural Styles", CVPR 2020.
+
+    Presets: ``smoke`` (seconds, in the test suite), ``quick`` (minutes on CPU), ``full``. Table
+    keys ``method``; metrics ``success``, ``transformed_success``, ``style_loss``.
+
+    Example::
+
+        trustlab reproduce advcam --preset smoke
+        reproduce("advcam", "smoke")  # trustlab.experiments.base.reproduce
+    """
+
     name = "advcam"
     title = "Adversarial camouflage with natural styles"
     paper = (

@@ -59,6 +59,22 @@ def _ls_most_imbalanced(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class MDReproduction(Experiment):
+    """Reproduction ``md``: PGD vs the Margin Decomposition attack on models whose gradients
+    are imbalanced (see the module for the jobs, the claims and the presets).
+
+    Ma, Jiang, Huang, Wang, Erfani, Bailey & Li, "Imbalanced Gradients: A Subtle Cause of
+    Overestimated Adversarial Robustness", Machine Learning 2023 (arXiv:2006.13726).
+
+    Presets: ``smoke`` (seconds, in the test suite), ``quick`` (about 13 minutes on 2 CPU
+    cores), ``full`` (CIFAR-10, WRN-16-4). Table keys ``model``; metrics ``clean_acc``, ``pgd_acc``,
+    ``md_acc``, ``imbalance``.
+
+    Example::
+
+        trustlab reproduce md --preset smoke
+        reproduce("md", "smoke")  # trustlab.experiments.base.reproduce
+    """
+
     name = "md"
     title = "Imbalanced gradients and the Margin Decomposition attack"
     paper = (

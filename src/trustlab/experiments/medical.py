@@ -64,6 +64,22 @@ def _detected(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class MedicalReproduction(Experiment):
+    """Reproduction ``medical``: medical images are easier to attack and their adversarial
+    examples easier to detect (deep features, LID, KD+BU) than natural images (see the module).
+
+    Ma, Niu, Gu, Wang, Zhao, Bailey & Lu, "Understanding adversarial attacks on deep learning
+    based medical image analysis systems", Pattern Recognition 2020.
+
+    Presets: ``smoke`` (seconds, in the test suite), ``quick`` (minutes on CPU), ``full``. Table
+    keys ``dataset``; metrics ``clean_acc``, ``robust_acc``, ``attack_success``, ``deep_auc``,
+    ``lid_auc``, ``kdbu_auc``.
+
+    Example::
+
+        trustlab reproduce medical --preset smoke
+        reproduce("medical", "smoke")  # trustlab.experiments.base.reproduce
+    """
+
     name = "medical"
     title = "Adversarial attacks on medical images: easier to attack, easier to detect"
     paper = (

@@ -41,7 +41,6 @@ from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model
 from trustlab.train.trainer import check_model_fits
 
-ATTACKS = ("pgd", "sgm", "mi", "sgm+mi")
 SOURCE = "source"
 
 
@@ -68,6 +67,22 @@ def _sgm_mi_beats_mi(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class SGMReproduction(Experiment):
+    """Reproduction ``sgm``: transfer success of PGD, SGM, MI-FGSM and SGM+MI from a residual
+    source to other architectures (see the module for the jobs, the claims and the presets).
+
+    Wu, Wang, Xia, Bailey & Ma, "Skip Connections Matter: On the Transferability of Adversarial
+    Examples Generated with ResNets", ICLR 2020.
+
+    Presets: ``smoke`` (seconds, in the test suite), ``quick`` (minutes on CPU), ``full`` (the
+    paper's CIFAR-10 setting). Table keys ``attack``, ``target``; metrics ``success``,
+    ``target_acc``.
+
+    Example::
+
+        trustlab reproduce sgm --preset smoke
+        reproduce("sgm", "smoke")  # trustlab.experiments.base.reproduce
+    """
+
     name = "sgm"
     title = "Skip Gradient Method: transferability from residual networks"
     paper = (

@@ -40,7 +40,7 @@ from trustlab.utils.modules import frozen
 
 _MA = (
     "Ma, Jiang, Huang, Wang, Erfani, Bailey, Li. Imbalanced Gradients: A Subtle Cause of "
-    "Overestimated Adversarial Robustness. arXiv:2006.13726."
+    "Overestimated Adversarial Robustness. Machine Learning, 2023 (arXiv:2006.13726)."
 )
 
 STAGE_OBJECTIVES = ("z_y", "-z_y", "z_other", "margin")
