@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustlab.attacks.backdoor.nc_evasion import NCEvasion
+from trustlab.defenses.backdoor.neural_cleanse import reverse_engineer
 from trustlab.errors import InputError
 
 
@@ -20,7 +21,9 @@ def test_inactive_until_nc_has_run_then_the_loss_of_the_stamped_batch() -> None:
     model = _model()
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.arange(16) % 3
-    ev = NCEvasion(target=0, every=3, nc_epochs=1, buffer=32, min_success=0.0)
+    ev = NCEvasion(
+        target=0, every=3, nc_epochs=1, buffer=32, min_success=0.0, reverse=reverse_engineer
+    )
     assert ev(model, x, y) is None and ev(model, x, y) is None and not ev.active
     loss = ev(model, x, y)  # the third call runs NC
     assert ev.active and ev.runs == 1 and len(ev.norms) == 1
@@ -35,9 +38,9 @@ def test_inactive_until_nc_has_run_then_the_loss_of_the_stamped_batch() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(InputError, match="every and nc_epochs"):
-        NCEvasion(every=0)
+        NCEvasion(every=0, reverse=reverse_engineer)
     with pytest.raises(InputError, match="min_success"):
-        NCEvasion(min_success=1.5)
+        NCEvasion(min_success=1.5, reverse=reverse_engineer)
 
 
 def test_a_trigger_is_adopted_only_when_it_succeeds_and_runs_warm_start(monkeypatch) -> None:
@@ -60,7 +63,7 @@ def test_a_trigger_is_adopted_only_when_it_succeeds_and_runs_warm_start(monkeypa
         )
 
     monkeypatch.setattr(NeuralCleanse, "reverse", fake_reverse)
-    ev = NCEvasion(target=0, every=1, nc_epochs=1, buffer=16)
+    ev = NCEvasion(target=0, every=1, nc_epochs=1, buffer=16, reverse=reverse_engineer)
     assert ev(model, x, y) is None and not ev.active  # 50%: NC would report no trigger
     assert ev(model, x, y) is not None and ev.active  # 100%: adopted
     torch.testing.assert_close(ev.mask, torch.full((8, 8), 0.2))
@@ -92,7 +95,9 @@ def test_blind_loss_adds_the_evasion_task_once_nc_has_run(balance) -> None:
 
     model = _model()
     g = torch.Generator().manual_seed(2)
-    ev = NCEvasion(target=0, every=2, nc_epochs=1, buffer=32, min_success=0.0)
+    ev = NCEvasion(
+        target=0, every=2, nc_epochs=1, buffer=32, min_success=0.0, reverse=reverse_engineer
+    )
     loss_fn = BlindBackdoorLoss(PatchTrigger(size=2), balance=balance, evasion=ev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen = []

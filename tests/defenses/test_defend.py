@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from trustlab.attacks.backdoor.artifact import save_artifact, train_backdoor
 from trustlab.cli import app
 from trustlab.data import load_dataset
-from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense, split_clean
+from trustlab.defenses.backdoor.evaluate import run_defense, split_clean
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import DEFENSES
 from trustlab.results import RunStore
 from trustlab.train import TrainSettings
 
@@ -41,7 +42,7 @@ OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("name", DEFENSES)
+@pytest.mark.parametrize("name", DEFENSES.names())
 def test_every_defense_runs_on_an_artefact_without_touching_it(badnets, name: str) -> None:
     art, train, test = badnets
     before = {k: v.clone() for k, v in art.model.state_dict().items()}
@@ -66,7 +67,7 @@ def test_split_and_errors(badnets) -> None:
     art, train, test = badnets
     a, b = split_clean(test, 0)
     assert len(a) + len(b) == len(test) and len(a) == len(test) // 2
-    with pytest.raises(InputError, match="unknown defense"):
+    with pytest.raises(InputError, match="unknown backdoor defense"):
         run_defense("magic", art, train, test)
 
 
@@ -86,7 +87,7 @@ def test_defend_cli_stores_the_result(badnets, _isolated_home: Path) -> None:
     assert doc["defense"] == "nc" and len(doc["report"]["norms"]) == 10
     assert (stored.dir / "triggers.png").is_file()
     bad = CliRunner().invoke(app, ["defend", str(run.id), "--defense", "magic"])
-    assert bad.exit_code == 2 and "unknown defense" in bad.output
+    assert bad.exit_code == 2 and "unknown backdoor defense" in bad.output
     missing = CliRunner().invoke(app, ["defend", str(_isolated_home / "nowhere")])
     assert missing.exit_code == 2 and "backdoor artefact" in missing.output
     runs = len(RunStore().list())

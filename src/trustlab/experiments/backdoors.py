@@ -57,9 +57,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trustlab.attacks.backdoor import AllToOne, PatchTrigger, PixelTrigger, poison_dataset
+from trustlab.attacks.backdoor import BackdoorRecipe
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor
-from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
 from trustlab.attacks.backdoor.covert import BrightnessBand, evaluate_covert
 from trustlab.attacks.backdoor.nc_evasion import NCEvasion
 from trustlab.attacks.backdoor.semantic import (
@@ -69,10 +68,11 @@ from trustlab.attacks.backdoor.semantic import (
 )
 from trustlab.data.datasets import ArrayDataset
 from trustlab.data.synthetic import TEXTURE_SOURCES
-from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
+from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse, reverse_engineer
 from trustlab.errors import InputError
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import BACKDOORS
 from trustlab.train import Trainer, TrainSettings
 from trustlab.utils.seed import derive_seed
 
@@ -86,6 +86,16 @@ TARGET = 0
 #: The semantic backdoor's natural feature on shapes10: backgrounds cropped from this photograph
 #: (the most distinctive one: mean luma of its crops 0.14, the other twelve 0.32-0.59).
 SEMANTIC_SOURCE = "hubble_deep_field"
+#: each backdoored job's registered recipe (:data:`~trustlab.registry.BACKDOORS`) and its
+#: parameters; ``clean`` has none. The blind variants add their hook to the recipe's loss.
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "badnets": ("badnets", {}),
+    "blind-pattern": ("blind", {}),
+    "blind-pixel": ("blind", {"pixel": True}),
+    EVADER: ("blind", {}),
+    "blind-covert": ("blind", {}),
+    "blind-semantic": ("blind", {}),
+}
 #: MGDA's gradient normalisation in the blind jobs: ``loss+``, the authors' configuration
 #: (backdoors101, ``mgda_normalize: loss+``); preset option ``normalize`` overrides it.
 NORMALIZE = "loss+"
@@ -182,13 +192,16 @@ class BlindReproduction(Experiment):
     ) -> dict[str, float]:
         kind = job["model"]
         model, test = self._train(preset, kind, seed, device)
-        c, k = test.x.shape[1], test.num_classes
-        trigger = PixelTrigger(channels=c) if kind == "blind-pixel" else PatchTrigger(channels=c)
+        # the clean model is measured with BadNets' trigger and policy
+        recipe, _ = _recipe(kind if kind in RECIPES else "badnets", preset)
+        trigger = recipe.trigger(test, seed)
         if kind == "blind-covert":
-            return evaluate_covert(model, test, trigger, BrightnessBand(k), device=device)
+            task = BrightnessBand(test.num_classes)
+            return evaluate_covert(model, test, trigger, task, device=device)
         if kind == "blind-semantic":
             return evaluate_semantic(model, test, _feature(preset, test), TARGET, device=device)
-        out = evaluate_backdoor(model, test, trigger, AllToOne(TARGET, k), device=device)
+        policy = recipe.policy(TARGET, test.num_classes)
+        out = evaluate_backdoor(model, test, trigger, policy, device=device)
         if kind in NC_SCANNED:
             nc = NeuralCleanse(
                 epochs=int(preset.options.get("nc_epochs", 5)), seed=derive_seed(seed, "nc")
@@ -205,40 +218,49 @@ class BlindReproduction(Experiment):
         """The trained model of job ``kind`` and the test set."""
         train = preset.load("train")
         test = preset.load("test")
-        c = train.x.shape[1]
         torch.manual_seed(derive_seed(seed, "init"))  # the same initial weights for all
         model = ModelSpec.for_data(preset.model, train).build()
         settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
-        policy = AllToOne(TARGET, train.num_classes)
-        trigger = PixelTrigger(channels=c) if kind == "blind-pixel" else PatchTrigger(channels=c)
         compute_loss = None
         data = train
-        # MGDA's gradient normalisation: the authors' configuration (loss+) unless a preset
-        # says otherwise (see docs/backdoors.md for l2 against loss+)
-        norm = preset.options.get("normalize", NORMALIZE)
-        if kind == "badnets":
-            data = poison_dataset(train, trigger, policy, preset.options["rate"], seed=seed)
-        elif kind == "blind-covert":
-            task = BrightnessBand(train.num_classes)
-            compute_loss = BlindBackdoorLoss(trigger, normalize=norm, backdoor_labels=task)
-        elif kind == "blind-semantic":
-            _feature(preset, test)  # fail before training on a dataset without the record
-            pool = texture_feature_images(
-                preset.options["semantic_source"],
-                int(preset.options.get("semantic_pool", 2000)),
-                derive_seed(seed, "pool"),
-            )
-            semantic = SemanticBackdoor(TARGET, pool)
-            compute_loss = BlindBackdoorLoss(normalize=norm, synthesize=semantic)
-        elif kind == EVADER:
-            evasion = NCEvasion(
-                TARGET, every=int(preset.options.get("nc_every", 100)), seed=derive_seed(seed, "ev")
-            )
-            compute_loss = BlindBackdoorLoss(trigger, policy, normalize=norm, evasion=evasion)
-        elif kind.startswith("blind"):
-            compute_loss = BlindBackdoorLoss(trigger, policy, normalize=norm)
+        if kind in RECIPES:
+            recipe, injector = _recipe(kind, preset)
+            trigger, policy = recipe.trigger(train, seed), recipe.policy(TARGET, train.num_classes)
+            if injector == "data":
+                data = recipe.poison(train, trigger, policy, preset.options["rate"], seed)
+            elif kind == "blind-covert":  # the trigger switches to the brightness task
+                task = BrightnessBand(train.num_classes)
+                compute_loss = recipe.loss(trigger, None, backdoor_labels=task)
+            elif kind == "blind-semantic":  # no trigger: a natural feature, relabelled
+                _feature(preset, test)  # fail before training on a dataset without the record
+                pool = texture_feature_images(
+                    preset.options["semantic_source"],
+                    int(preset.options.get("semantic_pool", 2000)),
+                    derive_seed(seed, "pool"),
+                )
+                compute_loss = recipe.loss(None, None, synthesize=SemanticBackdoor(TARGET, pool))
+            elif kind == EVADER:
+                every = int(preset.options.get("nc_every", 100))
+                evasion = NCEvasion(
+                    TARGET, every=every, seed=derive_seed(seed, "ev"), reverse=reverse_engineer
+                )
+                compute_loss = recipe.loss(trigger, policy, evasion=evasion)
+            else:
+                compute_loss = recipe.loss(trigger, policy)
         Trainer(model, settings, compute_loss=compute_loss, device=device, progress=False).fit(data)
         return model, test
+
+
+def _recipe(kind: str, preset: Preset) -> tuple[BackdoorRecipe, str]:
+    """``(recipe, injector)`` of job ``kind`` (:data:`RECIPES`); the ``"loss"`` recipes run
+    MGDA with the preset's normalisation (the authors' ``loss+`` unless it says otherwise; see
+    docs/backdoors.md for l2 against loss+)."""
+    name, params = RECIPES[kind]
+    card = BACKDOORS.get(name)
+    injector = card.meta["injector"]
+    if injector == "loss":
+        params = {**params, "normalize": preset.options.get("normalize", NORMALIZE)}
+    return card.build(**params), injector
 
 
 def _feature(preset: Preset, test: ArrayDataset) -> torch.Tensor:
@@ -276,7 +298,8 @@ class BlindVariantsReproduction(BlindReproduction):
         if job["model"] != "clean":
             return super().run_job(preset, job, seed, device)
         model, test = self._train(preset, "clean", seed, device)
-        trigger, task = PatchTrigger(channels=test.x.shape[1]), BrightnessBand(test.num_classes)
+        trigger = _recipe("blind-covert", preset)[0].trigger(test, seed)  # as blind-covert
+        task = BrightnessBand(test.num_classes)
         cov = evaluate_covert(model, test, trigger, task, device=device)
         out = {f"covert_{m}": v for m, v in cov.items()}
         if _semantic(preset):

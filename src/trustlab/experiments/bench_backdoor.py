@@ -27,16 +27,13 @@ from typing import Any
 
 import torch
 
-from trustlab.attacks.backdoor.artifact import (
-    ATTACKS,
-    load_artifact,
-    save_artifact,
-    train_backdoor,
-)
-from trustlab.defenses.backdoor.evaluate import DEFENSES, run_defense
+from trustlab.attacks.backdoor.artifact import load_artifact, save_artifact, train_backdoor
+from trustlab.attacks.backdoor.labels import CleanLabel
+from trustlab.defenses.backdoor.evaluate import run_defense
 from trustlab.errors import InputError
 from trustlab.experiments.base import Experiment, Preset, register_experiment
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import BACKDOORS, DEFENSES, Registry
 from trustlab.train import TrainSettings
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.seed import derive_seed
@@ -46,24 +43,21 @@ METRICS = (
     "tpr", "fpr", "precision", "recall", "pruned", "clean_acc_after", "asr_after", "der",
 )  # fmt: skip
 
-#: per defense, the number shown in the HTML matrix
-HEADLINE = {
-    "nc": ("anomaly", "anomaly index of the target"),
-    "strip": ("auroc", "AUROC"),
-    "spectral": ("recall", "recall of poisoned samples"),
-    "ac": ("recall", "recall of poisoned samples"),
-    "fine-pruning": ("asr_after", "ASR after repair"),
-    "adv-filter": ("recall", "recall of poisoned samples"),
-}
 
-
-def _names(value: Any, known: tuple[str, ...], what: str) -> list[str]:
+def _names(value: Any, registry: Registry, what: str) -> list[str]:
+    """The comma-separated (or listed) names, each registered in ``registry``."""
+    known = registry.names()
     names = value.split(",") if isinstance(value, str) else list(value)
     names = [n.strip() for n in names if n.strip()]
     bad = [n for n in names if n not in known]
     if not names or bad:
         raise InputError(f"unknown {what} {', '.join(bad) or '(none)'}; use {', '.join(known)}.")
     return names
+
+
+def _headline(defense: str) -> tuple[str, str]:
+    """``(metric, label)``: the number of ``defense`` shown in the matrix (its card's meta)."""
+    return DEFENSES.get(defense).meta["headline"]
 
 
 @register_experiment
@@ -84,7 +78,7 @@ class BackdoorBench(Experiment):
             train=dict(epochs=3, lr=0.05, batch_size=64),
             options={
                 "attacks": ["badnets", "blind"],
-                "defenses": list(DEFENSES),
+                "defenses": DEFENSES.names(),
                 "rate": 0.1,
                 "defense_epochs": 1,
                 "defense_options": {
@@ -105,7 +99,7 @@ class BackdoorBench(Experiment):
             ),
             options={
                 "attacks": ["clean-label", "badnets", "blend", "refool", "blind"],
-                "defenses": list(DEFENSES),
+                "defenses": DEFENSES.names(),
                 "rate": 0.1,
                 "defense_epochs": 2,
                 "defense_options": {"strip": {"overlays": 50}, "adv-filter": {"steps": 3}},
@@ -116,27 +110,33 @@ class BackdoorBench(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        attacks = _names(preset.options["attacks"], ATTACKS, "attack")
+        attacks = _names(preset.options["attacks"], BACKDOORS, "attack")
         _names(preset.options["defenses"], DEFENSES, "defense")
         return [{"attack": a} for a in attacks]
 
     def _rate(self, preset: Preset, attack: str) -> float:
-        """The adversarial-patch clean-label attack poisons 30% of the target class (its
-        paper's convention); Refool 5% of the training set (its claim's regime, and within the
-        target class); the dirty-label attacks ``rate`` of the training set."""
-        if attack == "clean-label":
-            return 0.3
-        return 0.05 if attack == "refool" else preset.options["rate"]
+        """The attack's own rate where its card names one (meta ``rate``: the adversarial-patch
+        clean-label attack 30% of the target class, its paper's convention; Refool 5% of the
+        training set, its claim's regime, within the target class); else the preset's
+        ``rate`` of the training set (the dirty-label attacks)."""
+        return BACKDOORS.get(attack).meta.get("rate", preset.options["rate"])
 
     def check(self, preset: Preset) -> None:
         super().check(preset)
         train = preset.load("train")
         per_class = int(torch.bincount(train.y).min())
-        for attack in _names(preset.options["attacks"], ATTACKS, "attack"):
-            if attack == "refool" and round(self._rate(preset, attack) * len(train)) > per_class:
+        for attack in _names(preset.options["attacks"], BACKDOORS, "attack"):
+            card = BACKDOORS.get(attack)
+            if card.meta["injector"] != "data":
+                continue
+            recipe = card.build()
+            # a clean-label recipe whose rate counts the training set draws from one class
+            one_class = isinstance(recipe.policy(0, train.num_classes), CleanLabel)
+            rate = self._rate(preset, attack)
+            if recipe.of == "dataset" and one_class and round(rate * len(train)) > per_class:
                 raise InputError(
-                    f"refool poisons 5% of {preset.dataset}'s training set, more than its "
-                    f"smallest class ({per_class}); pick a dataset with more per class."
+                    f"{attack} poisons {rate:.0%} of {preset.dataset}'s training set, more than "
+                    f"its smallest class ({per_class}); pick a dataset with more per class."
                 )
 
     def run_job(
@@ -202,10 +202,10 @@ def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         vals = [v for v in vals if not math.isnan(v)]
         return f"{sum(vals) / len(vals):.2f}" if vals else "-"
 
-    header = ["attack", "C-Acc", "ASR", *(f"{d}: {HEADLINE[d][1]}" for d in defenses)]
+    header = ["attack", "C-Acc", "ASR", *(f"{d}: {_headline(d)[1]}" for d in defenses)]
     lines = [
         [a, mean(a, None, "clean_acc"), mean(a, None, "asr"),
-         *(mean(a, d, HEADLINE[d][0]) for d in defenses)]
+         *(mean(a, d, _headline(d)[0]) for d in defenses)]
         for a in attacks
     ]  # fmt: skip
     return header, lines
@@ -237,7 +237,7 @@ def bench_options(attacks: str | None, defenses: str | None) -> dict[str, Any]:
     """Preset option overrides from ``--attacks`` / ``--defenses`` (comma-separated)."""
     out: dict[str, Any] = {}
     if attacks:
-        out["attacks"] = _names(attacks, ATTACKS, "attack")
+        out["attacks"] = _names(attacks, BACKDOORS, "attack")
     if defenses:
         out["defenses"] = _names(defenses, DEFENSES, "defense")
     return out

@@ -145,6 +145,7 @@ def clean_label_poisoning(
     "Label-Consistent Backdoor Attacks. arXiv:1912.02771, 2019.)",
     threat="data poisoning (clean label) with a surrogate model: rate of the target class",
     injector="clean-label",
+    rate=0.3,
 )
 class CleanLabelBackdoor(BackdoorRecipe):
     """The clean-label backdoor with a universal adversarial trigger (Zhao et al., CVPR 2020),

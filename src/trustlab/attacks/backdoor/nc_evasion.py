@@ -9,8 +9,10 @@ NC's minimal trigger for the target class grows towards the other classes' and i
 index falls, while the real trigger keeps working (the backdoor task keeps training on it).
 
 :class:`NCEvasion` is that task as a ``loss(model, x, y)``: it keeps the latest clean inputs it
-saw (``buffer``), re-runs NC (:meth:`~trustlab.defenses.backdoor.NeuralCleanse.reverse`, a short
-run: ``nc_epochs`` epochs over the buffer) every ``every`` calls, and returns
+saw (``buffer``), re-runs NC's reverse engineering (the ``reverse`` it is given: a short run of
+``nc_epochs`` epochs over the buffer; the caller passes
+:func:`~trustlab.defenses.backdoor.neural_cleanse.reverse_engineer`, so this attack does not
+import the defense it evades) every ``every`` calls, and returns
 ``CE(model((1 - m) x + m p), y)`` with the latest mask ``m`` and pattern ``p``. Until its first
 NC run (after ``every`` batches) it is not :attr:`active` and returns ``None``: the caller
 leaves the task out (a zero loss has a zero gradient, which MGDA's min-norm point would pick).
@@ -30,15 +32,56 @@ clean accuracy fell to 49.9% and the backdoor to 33.9% ASR.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trustlab.attacks.backdoor.triggers import apply_mask
 from trustlab.errors import InputError
 
 
+class Reverse(Protocol):
+    """NC's reverse engineering: ``(masks (K, H, W), patterns (K, C, H, W), success (K,),
+    epochs run)`` for ``targets`` on the clean inputs ``x``, started from ``init``."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        targets: list[int],
+        init: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        epochs: int,
+        samples: int,
+        seed: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]: ...
+
+
 class NCEvasion:
-    """``loss(model, x, y)``: the Neural-Cleanse evasion task; see the module."""
+    """``loss(model, x, y)``: the Neural-Cleanse evasion task of the blind backdoor
+    (Bagdasaryan & Shmatikov, USENIX Security 2021); see the module.
+
+    Args:
+        target: the backdoor's target class (default 0).
+        every: batches between NC runs (default 100; trustlab's, the paper gives none).
+        nc_epochs: epochs of each NC run over the buffer (default 2).
+        buffer: the latest clean inputs kept for NC (default 256).
+        warm_start: start each NC run from the previous trigger (default ``True``).
+        min_success: adopt a trigger only when it sends this share of the buffer to the
+            target (default 0.99, NC's own).
+        seed: NC's seed (``seed + run``).
+        reverse: NC's reverse engineering (required; e.g.
+            :func:`~trustlab.defenses.backdoor.neural_cleanse.reverse_engineer`).
+
+    Shapes: ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)``; returns a scalar loss or ``None``.
+
+    Example::
+
+        evasion = NCEvasion(0, every=100, reverse=reverse_engineer)
+        loss = BlindBackdoorLoss(trigger, policy, evasion=evasion)
+    """
 
     def __init__(
         self,
@@ -49,6 +92,8 @@ class NCEvasion:
         warm_start: bool = True,
         min_success: float = 0.99,
         seed: int = 0,
+        *,
+        reverse: Reverse,
     ) -> None:
         if every < 1 or nc_epochs < 1 or buffer < 2:
             raise InputError("every and nc_epochs must be >= 1 and buffer >= 2.")
@@ -56,7 +101,7 @@ class NCEvasion:
             raise InputError(f"min_success must be in [0, 1], got {min_success}.")
         self.target, self.every, self.nc_epochs, self.buffer = target, every, nc_epochs, buffer
         self.warm_start, self.min_success = warm_start, min_success
-        self.seed = seed
+        self.seed, self.reverse = seed, reverse
         self.success: list[float] = []  # each NC run's success rate on the buffer
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the last NC result
         self.calls = 0
@@ -72,12 +117,12 @@ class NCEvasion:
 
     def refresh(self, model: nn.Module) -> None:
         """Run NC for the target class on the remembered inputs (the model is not changed)."""
-        from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
-
         assert self._seen is not None
-        nc = NeuralCleanse(epochs=self.nc_epochs, samples=self.buffer, seed=self.seed + self.runs)
         init = self._last if self.warm_start else None
-        masks, patterns, success, _ = nc.reverse(model, self._seen, [self.target], init=init)
+        masks, patterns, success, _ = self.reverse(
+            model, self._seen, [self.target], init,
+            epochs=self.nc_epochs, samples=self.buffer, seed=self.seed + self.runs,
+        )  # fmt: skip
         self._last = (masks, patterns)
         self.norms.append(float(masks[0].sum()))
         self.success.append(float(success[0]))
@@ -98,6 +143,4 @@ class NCEvasion:
             self.refresh(model)
         if self.mask is None or self.pattern is None:
             return None
-        from trustlab.defenses.backdoor.neural_cleanse import apply_reversed
-
-        return F.cross_entropy(model(apply_reversed(x, self.mask, self.pattern)), y)
+        return F.cross_entropy(model(apply_mask(x, self.mask, self.pattern)), y)

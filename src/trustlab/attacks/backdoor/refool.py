@@ -61,6 +61,7 @@ _PAPER = (
     paper=_PAPER,
     threat="data poisoning (clean label): rate of the training set, target class only",
     injector="data",
+    rate=0.05,
 )
 class RefoolBackdoor(BackdoorRecipe):
     """Refool (Liu et al., ECCV 2020) with one fixed reflection: the reflection of a bundled

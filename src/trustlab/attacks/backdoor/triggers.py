@@ -257,6 +257,14 @@ class ReflectionTrigger(Trigger):
         return config, {"reflection": self.reflection}
 
 
+def apply_mask(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """``(1 - m) x + m p`` (a mask-and-pattern trigger, e.g. one Neural Cleanse reverse-
+    engineers): mask ``(H, W)`` and pattern ``(C, H, W)`` for the whole batch, or per input
+    ``(N, 1, H, W)`` and ``(N, C, H, W)``."""
+    m = mask.to(x.device, x.dtype)
+    return (1 - m) * x + m * pattern.to(x.device, x.dtype)
+
+
 def trigger_from_state(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
     """Rebuild a trigger from :meth:`Trigger.state` (the artefact's trigger)."""
     kind = config.get("kind")

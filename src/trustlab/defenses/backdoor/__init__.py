@@ -1,4 +1,16 @@
-"""Backdoor defenses: model inspectors and repairers, input detectors, dataset filters."""
+"""Backdoor defenses: model inspectors and repairers, input detectors, dataset filters, each
+registered in :data:`~trustlab.registry.DEFENSES` at its class (imported here in the
+catalogue's order: ``nc``, ``strip``, ``spectral``, ``ac``, ``fine-pruning``, ``adv-filter``)."""
+
+# the defenses register in DEFENSES when imported: this import fixes the catalogue's order
+from trustlab.defenses.backdoor import (  # noqa: F401, I001
+    neural_cleanse,
+    strip,
+    spectral,
+    activation_clustering,
+    fine_pruning,
+    adversarial_filter,
+)
 
 from trustlab.defenses.backdoor.activation_clustering import (
     ActivationClustering,
@@ -11,6 +23,7 @@ from trustlab.defenses.backdoor.adversarial_filter import (
     robust_loss,
 )
 from trustlab.defenses.backdoor.base import DatasetFilter, FilterReport, Repairer
+from trustlab.defenses.backdoor.case import DefenseCase
 from trustlab.defenses.backdoor.fine_pruning import FinePruning, FinePruningReport, last_conv
 from trustlab.defenses.backdoor.neural_cleanse import (
     NCReport,
@@ -30,6 +43,7 @@ __all__ = [
     "ActivationClustering",
     "AdversarialFilter",
     "DatasetFilter",
+    "DefenseCase",
     "FilterReport",
     "FinePruning",
     "FinePruningReport",

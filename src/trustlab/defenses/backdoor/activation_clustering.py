@@ -43,8 +43,10 @@ from torch.utils.data import Dataset
 
 from trustlab.data.datasets import ArrayDataset
 from trustlab.defenses.backdoor.base import FilterReport, as_dataset, check_features, finish
+from trustlab.defenses.backdoor.case import DefenseCase, filter_metrics
 from trustlab.defenses.detection.deep_features import extract
 from trustlab.errors import InputError
+from trustlab.registry import DEFENSES
 
 REDUCTIONS = ("ica", "pca")
 SILHOUETTE_SAMPLES = 2000
@@ -122,8 +124,21 @@ def cluster_activations(
     return FilterReport(out, scores, per_class, extra=extra)
 
 
+@DEFENSES.register(
+    "ac",
+    "activation clustering: 2-means of each class's activations, the small cluster removed",
+    paper="Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy, Srivastava. Detecting "
+    "Backdoor Attacks on Deep Neural Networks by Activation Clustering. SafeAI@AAAI 2019.",
+    threat="training-set filtering with the model trained on it",
+    inputs=("model",),
+    protocol="dataset-filter",
+    filter=True,
+    trains=False,
+    headline=("recall", "recall of poisoned samples"),
+)
 class ActivationClustering:
-    """Activation clustering (see the module) of a model trained on the (possibly poisoned) set.
+    """Activation clustering (Chen et al., SafeAI@AAAI 2019; see the module) of a model
+    trained on the (possibly poisoned) set.
 
     Args:
         model: the classifier trained on the dataset to filter.
@@ -135,7 +150,23 @@ class ActivationClustering:
             hidden layer).
         batch_size: inference batch size.
         seed: seeds ICA/PCA and k-means.
+
+    Shapes: a dataset of ``N`` inputs ``(N, C, H, W)``; :meth:`flag` returns sorted int64
+    indices, :meth:`analyze` a :class:`FilterReport` with ``(N,)`` scores.
+
+    Example::
+
+        report = ActivationClustering(model).analyze(poisoned_train)
+        report.per_class[0]["silhouette"]
     """
+
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Filter the training set the model saw: precision, recall, AUROC against the poison
+        mask (NaN when nothing was poisoned)."""
+        report = cls(c.art.model, seed=c.seed, **c.options).analyze(c.train)
+        c.keep["report"] = report
+        return filter_metrics(report, c.train)
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ trustlab's choices (defaults and deviations):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,12 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import frozen
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.defenses.backdoor.case import DefenseCase, after_repair
 from trustlab.errors import InputError
 from trustlab.models.wrappers import residual_branches, resolve_layer
+from trustlab.registry import DEFENSES
 from trustlab.train.evaluate import evaluate
 from trustlab.train.trainer import Callback, Trainer, TrainSettings
+from trustlab.utils.modules import device_of, frozen
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MAX_CHECKS = 64
@@ -65,7 +68,14 @@ MAX_CHECKS = 64
 
 @dataclass
 class FinePruningReport:
-    """What :meth:`FinePruning.repair` did."""
+    """What :meth:`FinePruning.repair` did: the layer, the pruned channels in pruning order,
+    the clean accuracy before, after pruning and after fine-tuning, and the pruning curve.
+
+    Example::
+
+        fp = FinePruning(); fp.repair(model, clean)
+        fp.report.fraction, fp.report.to_dict()["curve"]
+    """
 
     layer: str  # the pruned convolution ("conv"), or the classifier whose columns are zeroed
     mode: str  # "conv" (filters zeroed) or "head" (classifier columns zeroed)
@@ -129,8 +139,21 @@ class _KeepPruned(Callback):
         self.target.zero(self.pruned)
 
 
+@DEFENSES.register(
+    "fine-pruning",
+    "fine-pruning: prune the channels clean data leaves dormant, then fine-tune",
+    paper="Liu, Dolan-Gavitt, Garg. Fine-Pruning: Defending Against Backdooring Attacks on "
+    "Deep Neural Networks. RAID 2018.",
+    threat="model repair with a small clean set",
+    protocol="repairer",
+    filter=False,
+    trains=True,
+    budget="settings",
+    headline=("asr_after", "ASR after repair"),
+)
 class FinePruning:
-    """Fine-pruning (see the module): ``repair(model, clean_data) -> model``.
+    """Fine-pruning (Liu et al., RAID 2018; see the module): ``repair(model, clean_data) ->
+    model``.
 
     Args:
         tolerance: the largest clean-accuracy drop pruning may cause (0.04).
@@ -141,7 +164,24 @@ class FinePruning:
             use :meth:`prune` for pruning alone.
         batch_size: inference batch size for activations and accuracy.
         progress: show the fine-tuning progress bar.
+
+    Shapes: clean data of inputs ``(N, C, H, W)`` in [0, 1] with labels ``(N,)``.
+
+    Example::
+
+        model = FinePruning(tolerance=0.04).repair(model, clean)
     """
+
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Repair a copy of the artefact's model on the clean half: ``pruned`` (fraction of
+        channels) and the repair's numbers."""
+        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
+        fp = cls(progress=c.progress, **kw)
+        model = fp.repair(copy.deepcopy(c.art.model), c.clean)
+        assert fp.report is not None
+        c.keep["report"] = fp.report
+        return {"pruned": fp.report.fraction, **after_repair(c.art, model, c.ev, c.before)}
 
     def __init__(
         self,
@@ -262,7 +302,7 @@ class FinePruning:
         data = as_array_dataset(clean_data)
         report = self.prune(model, data)
         assert self._target is not None
-        dev = next(model.parameters()).device
+        dev = device_of(model)
         keep = _KeepPruned(self._target, self._pruned)
         Trainer(model, self.settings, callbacks=[keep], device=dev, progress=self.progress).fit(
             data

@@ -36,6 +36,8 @@ not cleared when ``lambda`` is reset from 0, and an epoch is ``ceil(samples / ba
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen
+from trustlab.attacks.backdoor.triggers import apply_mask
 from trustlab.data.datasets import ArrayDataset
+from trustlab.defenses.backdoor.case import DefenseCase, after_repair
 from trustlab.errors import InputError
+from trustlab.registry import DEFENSES
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.progress import progress_bar
 from trustlab.utils.seed import generator
 
@@ -82,7 +87,22 @@ def flagged_classes(norms: torch.Tensor, threshold: float = 2.0) -> list[int]:
 
 @dataclass
 class NCReport:
-    """What :meth:`NeuralCleanse.inspect` finds, per class ``0 .. K-1``."""
+    """What :meth:`NeuralCleanse.inspect` finds, per class ``0 .. K-1`` (or per class of
+    ``extra["classes"]`` when only some were scanned).
+
+    Attributes:
+        norms: ``(K,)`` L1 norms of the reversed masks.
+        anomaly: ``(K,)`` anomaly indices.
+        flagged: the classes flagged as backdoor targets.
+        masks: ``(K, H, W)``; patterns: ``(K, C, H, W)``, both in [0, 1].
+        success: ``(K,)`` success rate of each reversed trigger on the clean data.
+        epochs: epochs run; threshold: the anomaly-index threshold (2).
+
+    Example::
+
+        report = NeuralCleanse().inspect(model, clean)
+        report.flagged, report.to_dict()["anomaly_index"]
+    """
 
     norms: torch.Tensor  # (K,) L1 norms of the reversed masks
     anomaly: torch.Tensor  # (K,) anomaly indices
@@ -113,16 +133,46 @@ class NCReport:
         }
 
 
-def apply_reversed(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-    """``(1 - m) x + m p``: mask ``(H, W)`` and pattern ``(C, H, W)`` for the whole batch, or
-    per input ``(N, 1, H, W)`` and ``(N, C, H, W)``."""
-    m = mask.to(x.device, x.dtype)
-    return (1 - m) * x + m * pattern.to(x.device, x.dtype)
+#: ``(1 - m) x + m p``: stamps a reversed trigger (:func:`~trustlab.attacks.backdoor.triggers.
+#: apply_mask`)
+apply_reversed = apply_mask
 
 
+@DEFENSES.register(
+    "nc",
+    "Neural Cleanse: reverse-engineer a minimal trigger per class, flag outliers, unlearn",
+    paper="Wang, Yao, Shan, Li, Viswanath, Zheng, Zhao. Neural Cleanse: Identifying and "
+    "Mitigating Backdoor Attacks in Neural Networks. IEEE S&P 2019.",
+    threat="model inspection with a small clean set (no poisoned data); repair by unlearning",
+    protocol="inspector",
+    filter=False,
+    trains=True,
+    budget="options",
+    headline=("anomaly", "anomaly index of the target"),
+)
 class NeuralCleanse:
-    """Neural Cleanse (see the module): ``inspect(model, clean) -> NCReport`` and
-    ``repair(model, clean, report) -> model``."""
+    """Neural Cleanse (Wang et al., IEEE S&P 2019; see the module): ``inspect(model, clean)
+    -> NCReport`` and ``repair(model, clean, report) -> model``.
+
+    Args:
+        epochs: passes over the clean samples (default 5; the authors' code allows up to 1000
+            with early stopping: see the module).
+        samples: clean samples used (default 1000, the authors').
+        batch_size: default 32 (the authors'); lr: Adam's, default 0.1 (the authors').
+        init_cost: the starting ``lambda`` (1e-3); cost_multiplier: its factor (2).
+        patience: epochs before ``lambda`` moves (5); success_threshold: 0.99.
+        threshold: anomaly index above which a class is flagged (2, the paper's).
+        classes: the classes to scan (default all).
+        seed: seeds the random starts and the batches; progress: a progress bar.
+
+    Shapes: clean inputs ``(N, C, H, W)`` in [0, 1]; masks ``(K, H, W)``, patterns
+    ``(K, C, H, W)``.
+
+    Example::
+
+        nc = NeuralCleanse(epochs=5)
+        report = nc.inspect(model, clean); model = nc.repair(model, clean, report)
+    """
 
     def __init__(
         self,
@@ -150,6 +200,25 @@ class NeuralCleanse:
         self.success_threshold, self.threshold = success_threshold, threshold
         self.classes, self.seed, self.progress = classes, seed, progress
 
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Inspect the artefact's model on the clean half, then unlearn on a copy: the target's
+        ``anomaly``, ``max_anomaly``, ``detected``, ``flagged``, and the repair's numbers."""
+        nc = cls(seed=c.seed, progress=c.progress, **c.options)
+        report = nc.inspect(c.art.model, c.clean)
+        target = getattr(c.art.policy, "target", None)
+        classes = report.extra.get("classes", list(range(len(report.norms))))
+        row = classes.index(target) if target in classes else None
+        out = {
+            "max_anomaly": report.max_anomaly_of_small,
+            "flagged": float(len(report.flagged)),
+            "anomaly": float(report.anomaly[row]) if row is not None else math.nan,
+            "detected": float(target in report.flagged) if target is not None else math.nan,
+        }
+        model = nc.repair(copy.deepcopy(c.art.model), c.clean, report)
+        c.keep["report"] = report
+        return {**out, **after_repair(c.art, model, c.ev, c.before)}
+
     # -- reverse engineering -------------------------------------------------------------------
     def reverse(
         self,
@@ -161,7 +230,7 @@ class NeuralCleanse:
         """``(masks (K, H, W), patterns (K, C, H, W), success (K,), epochs run)`` for
         ``targets``, optimised together on the clean inputs ``x``; ``init`` = ``(masks,
         patterns)`` in [0, 1] to start from (default: random, as the authors)."""
-        dev = next(model.parameters()).device
+        dev = device_of(model)
         K, (C, H, W) = len(targets), x.shape[1:]
         g = generator(self.seed)
         # the authors start the mask and the pattern at random values
@@ -288,7 +357,7 @@ class NeuralCleanse:
             raise InputError(f"fraction must be in (0, 1], got {fraction}.")
         if not report.flagged:
             return model
-        dev = next(model.parameters()).device
+        dev = device_of(model)
         classes = report.extra.get("classes", list(range(len(report.norms))))
         rows = [classes.index(c) for c in report.flagged]
         masks, patterns = report.masks[rows].to(dev), report.patterns[rows].to(dev)
@@ -313,7 +382,25 @@ class NeuralCleanse:
         return model
 
 
+def reverse_engineer(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: list[int],
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    epochs: int = 5,
+    samples: int = 1000,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One Neural-Cleanse reverse engineering with NC's other defaults:
+    ``NeuralCleanse(epochs=epochs, samples=samples, seed=seed).reverse(model, x, targets,
+    init=init)``. The ``reverse`` that
+    :class:`~trustlab.attacks.backdoor.nc_evasion.NCEvasion` takes."""
+    nc = NeuralCleanse(epochs=epochs, samples=samples, seed=seed)
+    return nc.reverse(model, x, targets, init=init)
+
+
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     with frozen(model), torch.no_grad():
         return int(model(x.to(dev)).shape[1])

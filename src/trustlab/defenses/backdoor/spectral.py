@@ -33,8 +33,10 @@ from torch.utils.data import Dataset
 
 from trustlab.data.datasets import ArrayDataset
 from trustlab.defenses.backdoor.base import FilterReport, as_dataset, check_features, finish
+from trustlab.defenses.backdoor.case import DefenseCase, filter_metrics
 from trustlab.defenses.detection.deep_features import extract
 from trustlab.errors import InputError
+from trustlab.registry import DEFENSES
 
 MULTIPLIER = 1.5
 
@@ -81,8 +83,20 @@ def spectral_filter(
     return FilterReport(out, scores, per_class, extra={"eps": eps, "multiplier": multiplier})
 
 
+@DEFENSES.register(
+    "spectral",
+    "spectral signatures: outliers of each class's top singular direction are removed",
+    paper="Tran, Li, Madry. Spectral Signatures in Backdoor Attacks. NeurIPS 2018.",
+    threat="training-set filtering with the model trained on it",
+    inputs=("model",),
+    protocol="dataset-filter",
+    filter=True,
+    trains=False,
+    headline=("recall", "recall of poisoned samples"),
+)
 class SpectralSignatures:
-    """Spectral signatures (see the module) of a model trained on the (possibly poisoned) set.
+    """Spectral signatures (Tran et al., NeurIPS 2018; see the module) of a model trained on
+    the (possibly poisoned) set.
 
     Args:
         model: the classifier trained on the dataset to filter.
@@ -90,7 +104,23 @@ class SpectralSignatures:
         multiplier: the paper's 1.5.
         layer: a layer name to take the representation from (default ``model.features``).
         batch_size: inference batch size.
+
+    Shapes: a dataset of ``N`` inputs ``(N, C, H, W)``; :meth:`flag` returns sorted int64
+    indices, :meth:`analyze` a :class:`FilterReport` with ``(N,)`` scores.
+
+    Example::
+
+        report = SpectralSignatures(model, eps=0.5).analyze(poisoned_train)
+        report.flagged, report.metrics
     """
+
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Filter the training set the model saw: precision, recall, AUROC against the poison
+        mask (NaN when nothing was poisoned)."""
+        report = cls(c.art.model, **c.options).analyze(c.train)
+        c.keep["report"] = report
+        return filter_metrics(report, c.train)
 
     def __init__(
         self,

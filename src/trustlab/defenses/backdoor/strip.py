@@ -36,9 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.evasion.base import frozen
 from trustlab.data.datasets import as_array_dataset
+from trustlab.defenses.backdoor.case import DefenseCase
 from trustlab.errors import InputError
+from trustlab.metrics.detection import auroc, tpr_at_fpr
+from trustlab.registry import DEFENSES
+from trustlab.utils.modules import device_of, frozen
 from trustlab.utils.progress import progress_bar
 from trustlab.utils.seed import derive_seed, generator
 
@@ -67,8 +70,20 @@ def _images(data: torch.Tensor | Dataset, what: str) -> torch.Tensor:
     return x
 
 
+@DEFENSES.register(
+    "strip",
+    "STRIP: low prediction entropy under superimposition flags triggered inputs",
+    paper="Gao, Xu, Wang, Chen, Ranasinghe, Nepal. STRIP: A Defence Against Trojan Attacks on "
+    "Deep Neural Networks. ACSAC 2019.",
+    threat="run-time input detection with a small clean set",
+    inputs=("model",),
+    protocol="input-detector",
+    filter=False,
+    trains=False,
+    headline=("auroc", "AUROC"),
+)
 class STRIP:
-    """The STRIP input detector (see the module).
+    """The STRIP input detector (Gao et al., ACSAC 2019; see the module).
 
     Args:
         model: the (possibly backdoored) classifier.
@@ -79,6 +94,13 @@ class STRIP:
         batch_size: blends per forward pass.
         seed: seeds the overlay draws (the same seed and inputs give the same scores).
         progress: a progress bar over the chunks of blends.
+
+    Shapes: inputs ``(N, C, H, W)`` in [0, 1]; :meth:`score` returns ``(N,)``.
+
+    Example::
+
+        det = STRIP(model, overlays=100).fit(clean_x)
+        flagged = det.detect(x)
     """
 
     def __init__(
@@ -108,6 +130,27 @@ class STRIP:
         self.pool: torch.Tensor | None = None
         self.clean_entropy: torch.Tensor | None = None
         self.threshold: float | None = None
+
+    @classmethod
+    def run_case(cls, c: DefenseCase) -> dict[str, float]:
+        """Fit on the clean half; score the evaluation half's clean inputs against its
+        triggered non-target inputs: ``auroc``, ``tpr_at_5fpr``, and ``tpr`` / ``fpr`` at
+        STRIP's own boundary."""
+        det = cls(c.art.model, seed=c.seed, progress=c.progress, **c.options).fit(c.clean.x)
+        target = c.art.policy.target_for(c.ev.y)
+        x_trig = c.art.trigger(c.ev.x[c.ev.y != target])
+        s_clean, s_trig = det.score(c.ev.x), det.score(x_trig)
+        scores = torch.cat([s_clean, s_trig])
+        labels = torch.cat([torch.zeros(len(s_clean)), torch.ones(len(s_trig))]).bool()
+        # STRIP's own boundary on the entropies just computed (detect() would compute them again)
+        assert det.threshold is not None
+        flagged_clean, flagged_trig = -s_clean < det.threshold, -s_trig < det.threshold
+        return {
+            "auroc": auroc(scores, labels),
+            "tpr_at_5fpr": tpr_at_fpr(scores, labels, 0.05),
+            "tpr": float(flagged_trig.float().mean()),
+            "fpr": float(flagged_clean.float().mean()),
+        }
 
     # -- the protocol ---------------------------------------------------------------------------
     def fit(
@@ -161,8 +204,7 @@ class STRIP:
                 f"inputs of shape {tuple(x.shape[1:])} but the clean images are "
                 f"{tuple(self.pool.shape[1:])}."
             )
-        p = next(iter(self.model.parameters()), None)
-        dev = p.device if p is not None else torch.device("cpu")
+        dev = device_of(self.model)
         b, n = len(x), self.overlays
         picks = torch.randint(len(self.pool), (b * n,), generator=generator(seed))
         owner = torch.arange(b).repeat_interleave(n)  # blend j belongs to input owner[j]
