@@ -50,11 +50,14 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train import TrainSettings
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.seed import derive_seed, generator
 
 MODELS = ("undefended", "jem", "dp-sgd")
+#: the attacks the table reports (registered names, :data:`~trustlab.registry.PRIVACY_ATTACKS`):
+#: the threshold attacks on every row, the shadow attack (LiRA) on the undefended target only
 ATTACKS = ("loss", "confidence", "lira")
 MEASURES = ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage")
 
@@ -107,6 +110,20 @@ def _chance_advantage(scores: list[torch.Tensor], members: torch.Tensor, seed: i
 
 @register_experiment
 class MembershipInferenceJEM(Experiment):
+    """Membership inference against an overfit target and two defenses (module docstring).
+
+    Carlini et al. (LiRA, S&P 2022), Yeom et al. (CSF 2018), Chen et al. (the JEM defense,
+    Machine Learning 2021), Abadi et al. (DP-SGD, CCS 2016). Rows ``undefended``, ``jem``,
+    ``dp-sgd``; the attacks of :data:`ATTACKS` come from
+    :data:`~trustlab.registry.PRIVACY_ATTACKS`. Options of a preset: ``population``,
+    ``shadows``, ``epsilon``, ``jem`` (:class:`~trustlab.defenses.privacy.JEMSettings`
+    overrides), ``jem_finetune_epochs``.
+
+    Example::
+
+        trustlab reproduce meminf-jem --preset smoke
+    """
+
     name = "meminf-jem"
     title = "Membership inference (threshold, LiRA) and the JEM and DP-SGD defenses"
     paper = (
@@ -191,6 +208,7 @@ class MembershipInferenceJEM(Experiment):
 
     def check(self, preset: Preset) -> None:
         super().check(preset)
+        PRIVACY_ATTACKS.check(ATTACKS)
         n = int(preset.options["population"])
         size = len(preset.load("train"))
         if not 4 <= n <= size:
@@ -219,7 +237,6 @@ class MembershipInferenceJEM(Experiment):
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
     ) -> dict[str, float]:
-        from trustlab.attacks.privacy import LiRA, confidence_scores, loss_scores
         from trustlab.metrics.privacy import membership_metrics
 
         kind = job["model"]
@@ -242,16 +259,18 @@ class MembershipInferenceJEM(Experiment):
             model = self._defend(preset, model, private, test, seed, device)
         out["test_acc"] = evaluate(model, test, device=device)["accuracy"]
         out["train_acc"] = evaluate(model, private, device=device)["accuracy"]
-        scores = {
-            "loss": loss_scores(model, population, device=device),
-            "confidence": confidence_scores(model, population, device=device),
-        }
+        scores: dict[str, torch.Tensor] = {}
+        for attack in ATTACKS:  # threshold attacks: one pass of the model over the population
+            card = PRIVACY_ATTACKS.get(attack)
+            if not card.meta["shadows"]:
+                scores[attack] = card.build(model, population, device=device)
         if kind == "undefended":
             cache = self.work_path("shadows")
-            lira = LiRA(
+            lira = PRIVACY_ATTACKS.build(
+                "lira",
                 recipe,
                 population,
-                int(preset.options["shadows"]),
+                shadows=int(preset.options["shadows"]),
                 seed=derive_seed(seed, "shadows"),
                 cache=cache,
                 device=device,
