@@ -191,6 +191,8 @@ def _plain(v: Any) -> Any:
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, Sequence):
         return [_plain(x) for x in v]
+    if callable(v) and hasattr(v, "__qualname__"):  # a class or a function: a stable name
+        return f"{v.__module__}.{v.__qualname__}"
     return repr(v)
 
 
