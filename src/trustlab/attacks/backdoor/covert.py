@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from trustlab.attacks.backdoor.triggers import Trigger
-from trustlab.attacks.evasion.base import frozen
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.utils.modules import frozen
 
 #: Rec. 601 luma weights (R, G, B).
 LUMA = (0.299, 0.587, 0.114)

@@ -18,6 +18,16 @@ from trustlab.errors import InputError
 
 
 class LabelPolicy:
+    """Base class of the label policies: ``eligible(y)`` (which samples may carry the
+    trigger), ``policy(y)`` (their poisoned labels), ``target_for(y)`` (the class a triggered
+    test input should reach) and ``state()`` (to store it); see the module.
+
+    Example::
+
+        policy = AllToOne(0, num_classes=10)
+        policy(y), policy.eligible(y)
+    """
+
     name = "policy"
 
     def eligible(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -40,6 +50,18 @@ def _check_class(target: int, num_classes: int | None) -> int:
 
 
 class AllToOne(LabelPolicy):
+    """All-to-one (BadNets, Gu et al., arXiv 2017): any sample not of ``target`` may carry
+    the trigger; its label becomes ``target``.
+
+    Args:
+        target: the target class (default 0).
+        num_classes: checks ``target`` against it when given.
+
+    Example::
+
+        AllToOne(1, 10)(torch.tensor([3, 4]))  # tensor([1, 1])
+    """
+
     name = "all-to-one"
 
     def __init__(self, target: int = 0, num_classes: int | None = None) -> None:
@@ -59,6 +81,16 @@ class AllToOne(LabelPolicy):
 
 
 class AllToAll(LabelPolicy):
+    """All-to-all (BadNets, Gu et al., arXiv 2017): any sample; label ``y -> (y + 1) mod K``.
+
+    Args:
+        num_classes: ``K`` (at least 2).
+
+    Example::
+
+        AllToAll(10)(torch.tensor([3, 9]))  # tensor([4, 0])
+    """
+
     name = "all-to-all"
 
     def __init__(self, num_classes: int) -> None:
@@ -80,6 +112,18 @@ class AllToAll(LabelPolicy):
 
 
 class CleanLabel(LabelPolicy):
+    """Clean label (Turner et al. 2019; Refool; Zhao et al., CVPR 2020): only samples of
+    ``target`` may carry the trigger, and labels never change.
+
+    Args:
+        target: the target class (default 0).
+        num_classes: checks ``target`` against it when given.
+
+    Example::
+
+        CleanLabel(1, 10).eligible(torch.tensor([1, 2]))  # tensor([True, False])
+    """
+
     name = "clean-label"
 
     def __init__(self, target: int = 0, num_classes: int | None = None) -> None:

@@ -26,7 +26,14 @@ from trustlab.utils.seed import generator
 
 
 class PoisonedDataset(ArrayDataset):
-    """An :class:`ArrayDataset` that remembers which samples were poisoned."""
+    """An :class:`ArrayDataset` that remembers which samples were poisoned: ``poison_mask``
+    ``(N,)`` bool, ``clean_y`` ``(N,)`` (the labels before poisoning) and ``poison_indices``.
+
+    Example::
+
+        poisoned = poison_dataset(train, PatchTrigger(channels=3), AllToOne(0), rate=0.1)
+        poisoned.poison_indices[:5]
+    """
 
     poison_mask: torch.Tensor
     clean_y: torch.Tensor

@@ -31,9 +31,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from trustlab.attacks.evasion.base import frozen
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
+from trustlab.utils.modules import frozen
 
 
 class SemanticBackdoor:

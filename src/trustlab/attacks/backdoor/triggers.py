@@ -58,6 +58,16 @@ def _resize(img: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Te
 
 
 class Trigger:
+    """Base class of the backdoor triggers: ``trigger(x) -> x'`` on a batch in [0, 1]
+    (``(N, C, H, W)``, or clips ``(N, C, T, H, W)``), and ``state() -> (config, tensors)``
+    to store it (:func:`trigger_from_state` rebuilds it).
+
+    Example::
+
+        trig = PatchTrigger(size=3, channels=3)
+        x_triggered = trig(x)
+    """
+
     kind = "trigger"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +82,24 @@ class Trigger:
 
 
 class PatchTrigger(Trigger):
+    """BadNets' patch (Gu et al., arXiv 2017): a ``(C, h, w)`` pattern pasted at a corner.
+
+    Args:
+        pattern: ``"checkerboard"`` (default), ``"white"``, ``"random"`` (from ``seed``) or a
+            ``(C, h, w)`` tensor in [0, 1] (a learnt patch).
+        size: the side of a named pattern (default 3).
+        location: ``"bottom-right"`` (default), another corner or ``(top, left)``.
+        channels: the inputs' channels (default 3).
+        seed: draws the ``"random"`` pattern.
+
+    Shapes: ``(N, C, H, W)`` or ``(N, C, T, H, W)`` -> the same.
+
+    Example::
+
+        trig = PatchTrigger(size=3, channels=1)
+        trig(x)[..., -3:, -3:]  # the checkerboard
+    """
+
     kind = "patch"
 
     def __init__(
@@ -133,6 +161,19 @@ class PatchTrigger(Trigger):
 
 
 class PixelTrigger(PatchTrigger):
+    """BadNets' single-pixel trigger (Gu et al., arXiv 2017): one pixel set to ``value``.
+
+    Args:
+        value: in [0, 1] on every channel (default 1, white).
+        location: ``"bottom-right"`` (default), another corner or ``(top, left)``.
+        channels: the inputs' channels (default 3).
+
+    Example::
+
+        trig = PixelTrigger(channels=3)
+        trig(x)[..., -1, -1]  # 1.0
+    """
+
     kind = "pixel"
 
     def __init__(
@@ -147,6 +188,22 @@ class PixelTrigger(PatchTrigger):
 
 
 class BlendTrigger(Trigger):
+    """The blended trigger (Chen et al., arXiv 2017): ``(1 - alpha) x + alpha p``.
+
+    Args:
+        pattern: ``"random"`` (uniform noise from ``seed``; default), a bundled photograph's
+            name, or a ``(C, H, W)`` tensor in [0, 1].
+        alpha: the blend ratio (default 0.2).
+        channels, size: the pattern's channels and ``(H, W)`` (default 3, (32, 32)); resized
+            to the inputs when they differ.
+        seed: draws the random pattern.
+
+    Example::
+
+        trig = BlendTrigger("random", 0.2, channels=3, size=(32, 32), seed=0)
+        x_triggered = trig(x)
+    """
+
     kind = "blend"
 
     def __init__(
@@ -203,6 +260,22 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 class ReflectionTrigger(Trigger):
+    """Refool's reflection trigger (Liu et al., ECCV 2020); see the module for the three
+    reflection models.
+
+    Args:
+        reflection: a bundled photograph's name or a ``(C, H, W)`` tensor in [0, 1].
+        model: ``"in-focus"``, ``"out-of-focus"`` (default) or ``"ghost"``.
+        weight: the reflection's intensity weight (default 0.4).
+        channels, size: the inputs' channels and ``(H, W)`` (default 3, (32, 32)).
+        seed: draws the blur (``sigma ~ U(1, 5)``), the ghost's shift and attenuation.
+
+    Example::
+
+        trig = ReflectionTrigger("chelsea", "ghost", channels=3, size=(32, 32), seed=0)
+        x_triggered = trig(x)
+    """
+
     kind = "reflection"
 
     def __init__(

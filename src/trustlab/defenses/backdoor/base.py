@@ -26,11 +26,26 @@ from trustlab.metrics.detection import auroc, flag_precision_recall
 
 @runtime_checkable
 class DatasetFilter(Protocol):
+    """A dataset filter: ``flag(dataset) -> indices`` (sorted int64) of suspected poisoned
+    training samples (spectral signatures, activation clustering, the adversarial filter).
+
+    Example::
+
+        isinstance(SpectralSignatures(model), DatasetFilter)  # True
+    """
+
     def flag(self, dataset: Dataset) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class Repairer(Protocol):
+    """A repairer: ``repair(model, clean_data) -> model`` (fine-pruning).
+
+    Example::
+
+        isinstance(FinePruning(), Repairer)  # True
+    """
+
     def repair(self, model: nn.Module, clean_data: Dataset) -> nn.Module: ...
 
 
