@@ -213,16 +213,3 @@ def evaluate_advtrojan(
         "asr_perturbation": attack_success_rate(pa, y, targets),
         "asr_both": attack_success_rate(pb, y[keep], targets[keep]),
     }
-
-
-class AdvTrojanTraining:
-    """Moved: AdvTrojan's poisoned adversarial training is
-    :class:`trustlab.robust.advtrojan.AdvTrojanTraining` (robust training sits above the
-    attacks). This placeholder only keeps ``attacks/backdoor/__init__.py`` importable until it
-    drops the name (issue 15); instantiating it raises :class:`ImportError`."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise ImportError(
-            "AdvTrojanTraining moved to trustlab.robust.advtrojan: "
-            "from trustlab.robust.advtrojan import AdvTrojanTraining"
-        )
