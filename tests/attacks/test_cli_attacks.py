@@ -84,7 +84,7 @@ def _home() -> str:
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        (["--attack", "zzz"], "unknown attack"),
+        (["--attack", "zzz"], "unknown evasion attack"),
         (["--eps", "big"], "not a number"),
         (["--n", "0"], "--n"),
         (["--dataset", "fundus2"], ""),

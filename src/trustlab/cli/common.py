@@ -106,16 +106,18 @@ def print_reproduction(rep: Any) -> None:
     from trustlab.experiments.base import get_experiment
 
     exp = get_experiment(rep.experiment)
-    table = Table(
-        title=f"{exp.title}: {rep.experiment} ({rep.preset.name}, "
-        f"{rep.preset.dataset}, {rep.preset.model}, {rep.preset.seeds} seed(s))"
+    title = (
+        f"{exp.title}: {rep.experiment} ({rep.preset.name}, {rep.preset.dataset}, "
+        f"{rep.preset.model}, {rep.preset.seeds} seed(s))"
     )
+    table = Table()
     cols, rows = rep.table.formatted(2, exp.percent)
     for c in cols:
         table.add_column(c, justify="left" if c in rep.table.keys else "right")
     for cells in rows:
         table.add_row(*cells)
     out = stdout()
+    out.print(f"[bold]{title}[/]", highlight=False, soft_wrap=True)  # one line, never cut
     out.print(table)
     for c in rep.claims:
         mark = "[bold green]PASS[/]" if c.passed else "[bold red]FAIL[/]"

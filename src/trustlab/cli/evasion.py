@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,42 +15,6 @@ TargetArg = Annotated[str, typer.Argument(help="a run id or a model .safetensors
 EpsOpt = Annotated[str, typer.Option(help="L-inf radius, e.g. 8/255.")]
 DatasetOpt = Annotated[str | None, typer.Option(help="default: the run's dataset.")]
 NOpt = Annotated[int, typer.Option(help="number of test points.")]
-
-
-def _model_ref(ref: str, device: Any) -> tuple[Any, str | None, str | None]:
-    """(model, the run's dataset, its data root) from a run id or a model checkpoint."""
-    from trustlab.results import RunStore
-    from trustlab.train import load_model
-
-    dataset = data_root = None
-    if ref.isdigit() or ref.startswith("run-"):
-        run = RunStore().get(ref)
-        path = run.dir / "model.safetensors"
-        if not path.exists():
-            raise InputError(f"run {run.id} has no model.safetensors (status {run.status}).")
-        dataset, data_root = run.config.get("dataset"), run.config.get("data_root")
-    else:
-        path = Path(ref)
-    return load_model(path, device=device), dataset, data_root
-
-
-def _target(ref: str, dataset: str | None, data_root: str | None, n: int, device: str) -> Any:
-    """(model, data, device) from a run id or a model checkpoint; ``n`` test points."""
-    from trustlab.data import load_dataset
-    from trustlab.train.trainer import check_model_fits
-    from trustlab.utils.device import resolve_device
-
-    dev = resolve_device(device)
-    if n < 1:
-        raise InputError(f"--n must be >= 1, got {n}.")
-    model, run_dataset, run_root = _model_ref(ref, dev)
-    dataset, data_root = dataset or run_dataset, data_root or run_root
-    if not dataset:
-        raise InputError("which data? pass --dataset (a run id knows its dataset).")
-    data = load_dataset(dataset, "test", root=data_root)
-    data = data.subset(range(min(n, len(data))))
-    check_model_fits(model, data, device=dev)
-    return model, data, dev
 
 
 @command("attack")
@@ -68,13 +32,12 @@ def attack_cmd(
     """Robust accuracy of a model under one attack (and an optional PNG of examples)."""
     from trustlab.attacks.evasion import evaluate_robustness
     from trustlab.attacks.evasion.suite import make_attack
+    from trustlab.registry import EVASION
+    from trustlab.workflows.targets import load_target
 
-    model, data, dev = _target(target, dataset, data_root, n, device)
-    atk = (
-        make_attack(attack, model, eps, seed=seed)
-        if attack != "fgsm"
-        else make_attack(attack, model, eps)
-    )
+    seeded = "seed" in EVASION.get(attack).parameters()  # an unknown name: the registry's error
+    model, data, dev = load_target(target, dataset, data_root, n, device)
+    atk = make_attack(attack, model, eps, **({"seed": seed} if seeded else {}))
     rep = evaluate_robustness(model, data, {attack: atk}, device=dev)
     typer.echo(json.dumps({"attack": attack, "eps": eps, **rep.to_dict()}))
     if png is not None:
@@ -99,8 +62,9 @@ def evaluate_cmd(
     """Worst-case robust accuracy over a suite of attacks (a cascade, as AutoAttack reports)."""
     from trustlab.attacks.evasion import evaluate_robustness
     from trustlab.attacks.evasion.suite import make_suite
+    from trustlab.workflows.targets import load_target
 
-    model, data, dev = _target(target, dataset, data_root, n, device)
+    model, data, dev = load_target(target, dataset, data_root, n, device)
     rep = evaluate_robustness(model, data, make_suite(suite, model, eps), device=dev)
     typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
 
@@ -136,10 +100,11 @@ def advcam_cmd(
     from trustlab.attacks.evasion.advcam import AdvCam, style_image
     from trustlab.attacks.evasion.grid import save_grid
     from trustlab.experiments.camouflage import central_mask
+    from trustlab.workflows.targets import load_target
 
     if not 0 < region <= 1:
         raise InputError(f"--region must be in (0, 1], got {region}.")
-    model, data, dev = _target(target, dataset, data_root, n, device)
+    model, data, dev = load_target(target, dataset, data_root, n, device)
     x, y = data.x.to(dev), data.y.to(dev)
     goal = None
     if target_class is not None:
@@ -168,27 +133,6 @@ def advcam_cmd(
     typer.echo(json.dumps(out))
 
 
-DETECTORS = ("lid", "kd-bu", "deep-features")
-
-
-def make_detector(name: str, model: Any, dataset: str, data_root: str | None, classifier: str,
-                  seed: int) -> Any:  # fmt: skip
-    """A detector by name (KD+BU fits its densities on the dataset's training split)."""
-    from trustlab.defenses.detection import DeepFeatureDetector, KDBUDetector, LIDDetector
-
-    if name == "lid":
-        return LIDDetector(model, classifier=classifier, seed=seed)
-    if name == "deep-features":
-        return DeepFeatureDetector(model, classifier=classifier, seed=seed)
-    if name == "kd-bu":
-        from trustlab.data import load_dataset
-
-        train = load_dataset(dataset, "train", root=data_root)
-        dev = next(iter(model.parameters())).device
-        return KDBUDetector(model, train.x.to(dev), train.y, classifier=classifier, seed=seed)
-    raise InputError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}.")
-
-
 @command("detect")
 def detect_cmd(
     target: TargetArg,
@@ -212,12 +156,18 @@ def detect_cmd(
     inputs. Attacks: {evasion}.
     """
     from trustlab.attacks.evasion.suite import make_attack
-    from trustlab.defenses.detection import build_detection_set, evaluate_detector
+    from trustlab.defenses.detection import build_detection_set, evaluate_detector, make_detector
+    from trustlab.registry import DETECTORS
+    from trustlab.workflows.targets import load_target
 
-    if detector not in DETECTORS:
-        raise InputError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}.")
-    model, data, dev = _target(target, dataset, data_root, n, device)
-    det = make_detector(detector, model, data.name, data_root, classifier, seed)
+    card = DETECTORS.get(detector)  # an unknown name: the registry's error
+    model, data, dev = load_target(target, dataset, data_root, n, device)
+    train = None
+    if card.meta.get("needs_train"):  # KD+BU fits its densities on the training split
+        from trustlab.data import load_dataset
+
+        train = load_dataset(data.name, "train", root=data_root)
+    det = make_detector(detector, model, train=train, classifier=classifier, seed=seed)
     x, y = data.x.to(dev), data.y.to(dev)
     sets = build_detection_set(model, x, y, make_attack(attack, model, eps), seed=seed)
     other = None
@@ -227,9 +177,6 @@ def detect_cmd(
     rep = evaluate_detector(det, sets, splits=splits, seed=seed, transfer_to=other)
     out = {"attack": attack, "eps": eps, "tested_on": transfer_attack or attack, **rep.to_dict()}
     typer.echo(json.dumps(out))
-
-
-TRANSFER_ATTACKS = ("pgd", "mifgsm", "difgsm", "sgm", "sgm-mi", "sgm-mi-di")
 
 
 @command("transfer", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -256,43 +203,13 @@ def transfer_cmd(
     A target's rate counts the points that the source and that target both classify correctly;
     the result is stored as a run (kind transfer).
     """
-    from trustlab.attacks.evasion import evaluate_transfer
-    from trustlab.attacks.evasion.suite import make_attack
-    from trustlab.results import RunStore, recording_outcome
-    from trustlab.train.trainer import check_model_fits
-    from trustlab.utils.io import write_json_atomic
+    from trustlab.workflows.transfer import run_transfer, transfer_output
 
     extra = [a for a in ctx.args if a.startswith("-")]
     if extra:
         raise InputError(f"unknown option {extra[0]!r}; see trustlab transfer --help.")
     refs = [r for t in [*targets, *ctx.args] for r in t.split(",") if r]
-    if attack not in TRANSFER_ATTACKS:
-        raise InputError(
-            f"unknown transfer attack {attack!r}; use one of {', '.join(TRANSFER_ATTACKS)}."
-        )
-    if steps < 1:
-        raise InputError(f"--steps must be >= 1, got {steps}.")
-    src, data, dev = _target(source, dataset, data_root, n, device)
-    models = {}
-    for ref in refs:
-        if ref in models:
-            raise InputError(f"target {ref!r} is given twice.")
-        models[ref] = _model_ref(ref, dev)[0]
-        check_model_fits(models[ref], data, device=dev)
-    kwargs: dict[str, Any] = {"steps": steps, "seed": seed}
-    if attack.startswith("sgm"):
-        kwargs["gamma"] = gamma
-    atk = make_attack(attack, src, eps, **kwargs)
-    config = {
-        "source": source, "targets": refs, "attack": attack, "eps": eps, "steps": steps,
-        "gamma": gamma if attack.startswith("sgm") else None, "dataset": data.name, "n": len(data),
-        "seed": seed,
-    }  # fmt: skip
-    run = RunStore().create_run("transfer", name or f"transfer-{attack}", config, seed=seed)
-    with recording_outcome(run):
-        report = evaluate_transfer(src, models, data, atk, device=dev)
-        out = {"run": run.id, "attack": attack, "eps": eps, **report.to_dict()}
-        write_json_atomic(run.artifact_path("transfer.json"), out)
-        run.add_artifact("transfer.json")
-        run.finish({"mean_success": report.mean_success(), "source_success": report.source_success})
-    typer.echo(json.dumps(out))
+    run, report = run_transfer(
+        source, refs, attack, eps, steps, gamma, dataset, data_root, n, name, device, seed
+    )
+    typer.echo(json.dumps(transfer_output(run, report)))
