@@ -58,7 +58,7 @@ from trustlab.utils.seed import derive_seed, generator
 MODELS = ("undefended", "jem", "dp-sgd")
 #: the attacks the table reports (registered names, :data:`~trustlab.registry.PRIVACY_ATTACKS`):
 #: the threshold attacks on every row, the shadow attack (LiRA) on the undefended target only
-ATTACKS = ("loss", "confidence", "lira")
+REPORTED_ATTACKS = ("loss", "confidence", "lira")
 MEASURES = ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage")
 
 
@@ -114,7 +114,7 @@ class MembershipInferenceJEM(Experiment):
 
     Carlini et al. (LiRA, S&P 2022), Yeom et al. (CSF 2018), Chen et al. (the JEM defense,
     Machine Learning 2021), Abadi et al. (DP-SGD, CCS 2016). Rows ``undefended``, ``jem``,
-    ``dp-sgd``; the attacks of :data:`ATTACKS` come from
+    ``dp-sgd``; the attacks of :data:`REPORTED_ATTACKS` come from
     :data:`~trustlab.registry.PRIVACY_ATTACKS`. Options of a preset: ``population``,
     ``shadows``, ``epsilon``, ``jem`` (:class:`~trustlab.defenses.privacy.JEMSettings`
     overrides), ``jem_finetune_epochs``.
@@ -208,7 +208,7 @@ class MembershipInferenceJEM(Experiment):
 
     def check(self, preset: Preset) -> None:
         super().check(preset)
-        PRIVACY_ATTACKS.check(ATTACKS)
+        PRIVACY_ATTACKS.check(REPORTED_ATTACKS)
         n = int(preset.options["population"])
         size = len(preset.load("train"))
         if not 4 <= n <= size:
@@ -260,7 +260,9 @@ class MembershipInferenceJEM(Experiment):
         out["test_acc"] = evaluate(model, test, device=device)["accuracy"]
         out["train_acc"] = evaluate(model, private, device=device)["accuracy"]
         scores: dict[str, torch.Tensor] = {}
-        for attack in ATTACKS:  # threshold attacks: one pass of the model over the population
+        for (
+            attack
+        ) in REPORTED_ATTACKS:  # threshold attacks: one pass of the model over the population
             card = PRIVACY_ATTACKS.get(attack)
             if not card.meta["shadows"]:
                 scores[attack] = card.build(model, population, device=device)
