@@ -8,6 +8,7 @@ its command modules without an import cycle.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 import sys
@@ -174,6 +175,13 @@ def fill_names(text: str) -> str:
     return _NAMES.sub(names, text)
 
 
+def _reflow(text: str) -> str:
+    """A docstring's paragraphs each on one line (the help formatter wraps them to the
+    terminal; it would keep the docstring's own line breaks)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 class CatalogueCommand(TyperCommand):
     """A command whose help texts may name the catalogue's entries with ``{kind}`` placeholders,
     filled from the registries only when the help is shown (so running a command, ``trustlab
@@ -186,7 +194,7 @@ class CatalogueCommand(TyperCommand):
             for p, text in saved:
                 p.help = fill_names(text)
             if own:
-                self.help = fill_names(own)
+                self.help = _reflow(fill_names(own))
             super().format_help(ctx, formatter)
         finally:
             for p, text in saved:
