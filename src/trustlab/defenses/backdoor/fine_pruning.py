@@ -263,10 +263,9 @@ class FinePruning:
     def prune(self, model: nn.Module, clean_data: Dataset | ArrayDataset) -> FinePruningReport:
         """Prune (in place) the most dormant channels within the accuracy tolerance."""
         data = as_array_dataset(clean_data)
-        p = next(iter(model.parameters()), None)
-        if p is None:
+        if next(iter(model.parameters()), None) is None:
             raise InputError("the model has no parameters to prune.")
-        dev = p.device
+        dev = device_of(model)
         name, mode, target, act = self._locate(model)
         with frozen(model), torch.no_grad():
             sums = sum(
