@@ -67,3 +67,49 @@ def test_new_evasion_attack_reaches_the_cli(random_sign: types.ModuleType) -> No
     assert out.exit_code == 0 and "random-sign" in out.output
     out = CliRunner().invoke(app, ["list", "evasion"], terminal_width=200)
     assert out.exit_code == 0 and "random-sign" in out.output
+
+
+@pytest.fixture
+def smoothing() -> Iterator[types.ModuleType]:
+    from trustlab.registry import DEFENSES
+
+    module = run_example("defense", DEFENSES, "smoothing")
+    try:
+        yield module
+    finally:
+        DEFENSES.unregister("smoothing")
+
+
+@pytest.fixture(scope="module")
+def badnets_artifact():
+    """A BadNets model on digits (one epoch of cnn-small: seconds)."""
+    from trustlab.attacks.backdoor.artifact import train_backdoor
+    from trustlab.data import load_dataset
+    from trustlab.models.spec import ModelSpec
+    from trustlab.train import TrainSettings
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    torch.manual_seed(0)
+    net = ModelSpec.for_data("cnn-small", train).build()
+    settings = TrainSettings(epochs=1, lr=0.05, batch_size=64)
+    return train_backdoor("badnets", train, test, net, settings, 0.1, 0, 0), train, test
+
+
+def test_new_backdoor_defense_is_one_file(smoothing: types.ModuleType, badnets_artifact) -> None:
+    from trustlab.defenses.backdoor.evaluate import run_defense
+
+    art, train, test = badnets_artifact
+    out = run_defense("smoothing", art, train, test)
+    assert set(out) == {"clean_acc", "asr", "clean_acc_after", "asr_after", "der"}
+    assert all(isinstance(v, float) and 0 <= v <= 1 for v in out.values())
+
+
+def test_new_backdoor_defense_reaches_the_bench_and_the_cli(smoothing: types.ModuleType) -> None:
+    from typer.testing import CliRunner
+
+    from trustlab.cli import app
+    from trustlab.experiments.bench_backdoor import bench_options
+
+    assert "smoothing" in bench_options(None, "nc,smoothing")["defenses"]
+    out = CliRunner().invoke(app, ["list", "defenses"], terminal_width=200)
+    assert out.exit_code == 0 and "smoothing" in out.output

@@ -315,4 +315,78 @@ def test_privacy_defense_card(card: Card) -> None:
     assert card.paper and card.threat
 
 
-_ = (BACKDOORS, DEFENSES)  # tested below once registered
+# -- backdoor attacks and defenses ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_splits():
+    from trustlab.data import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    return train.subset(range(400)), test.subset(range(160))
+
+
+def _tiny_settings():
+    from trustlab.train import TrainSettings
+
+    return TrainSettings(epochs=1, lr=0.05, batch_size=64)
+
+
+@pytest.mark.parametrize("card", list(BACKDOORS), ids=BACKDOORS.names())
+def test_backdoor_recipe_contract(card: Card, digits_splits) -> None:
+    """Every recipe trains through train_backdoor: a trigger that keeps inputs in [0, 1] and
+    their shape, poison indices inside the training set, C-Acc/ASR/RA in [0, 1]."""
+    from trustlab.attacks.backdoor.artifact import train_backdoor
+    from trustlab.attacks.backdoor.recipe import INJECTORS, BackdoorRecipe
+    from trustlab.models.spec import ModelSpec
+
+    assert issubclass(card.factory, BackdoorRecipe) and card.meta["injector"] in INJECTORS
+    train, test = digits_splits
+    torch.manual_seed(0)
+    net = ModelSpec.for_data("cnn-small", train).build()
+    art = train_backdoor(card.name, train, test, net, _tiny_settings(), 0.1, 1, 0)
+    x = test.x[:8]
+    xt = art.trigger(x)
+    assert xt.shape == x.shape and float(xt.min()) >= 0 and float(xt.max()) <= 1
+    idx = art.poison_indices
+    assert idx.dtype == torch.int64 and (len(idx) == 0 or int(idx.max()) < len(train))
+    assert (len(idx) == 0) == (card.meta["injector"] == "loss")
+    assert set(art.metrics) == {"clean_acc", "asr", "ra"}
+    assert all(0.0 <= v <= 1.0 for v in art.metrics.values())
+
+
+@pytest.fixture(scope="module")
+def blend_artifact(digits_splits):
+    from trustlab.attacks.backdoor.artifact import train_backdoor
+    from trustlab.models.spec import ModelSpec
+
+    train, test = digits_splits
+    torch.manual_seed(0)
+    net = ModelSpec.for_data("cnn-small", train).build()
+    return train_backdoor("blend", train, test, net, _tiny_settings(), 0.1, 0, 0)
+
+
+PROTOCOLS = {"inspector", "repairer", "input-detector", "dataset-filter"}
+
+
+@pytest.mark.parametrize("card", list(DEFENSES), ids=DEFENSES.names())
+def test_backdoor_defense_protocol(card: Card, blend_artifact, digits_splits) -> None:
+    """Every defense runs through run_defense on a copy: numbers only, its headline among them,
+    the artefact's model untouched."""
+    from trustlab.defenses.backdoor.evaluate import run_defense
+
+    meta = card.meta
+    assert meta["protocol"] in PROTOCOLS
+    assert isinstance(meta["filter"], bool) and isinstance(meta["trains"], bool)
+    assert meta["filter"] == (meta["protocol"] == "dataset-filter")
+    metric, label = meta["headline"]
+    train, test = digits_splits
+    art = blend_artifact
+    before = [p.detach().clone() for p in art.model.parameters()]
+    options = {"epochs": 1} if meta.get("budget") == "options" else {}
+    settings = _tiny_settings() if meta.get("budget") == "settings" else None
+    keep: dict = {}
+    out = run_defense(card.name, art, train, test, settings, options, keep=keep)
+    assert {"clean_acc", "asr", metric} <= set(out) and label
+    assert all(isinstance(v, float) for v in out.values())
+    assert all(math.isnan(v) or -1e-9 <= v <= 1 + 1e-9 for k, v in out.items() if k != "anomaly"
+               and k != "max_anomaly" and k != "flagged")  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(before, art.model.parameters(), strict=True))
