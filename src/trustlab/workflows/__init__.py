@@ -6,8 +6,14 @@ over them, and a Python user calls the same functions:
 
 - :func:`~trustlab.workflows.train.run_training` (``trustlab train``),
   :func:`~trustlab.workflows.train.resume_training` (``trustlab resume``);
+- :func:`~trustlab.workflows.backdoor.run_backdoor` (``trustlab backdoor``) and
+  :func:`~trustlab.workflows.defend.run_defend` (``trustlab defend``);
+- :func:`~trustlab.workflows.transfer.run_transfer` (``trustlab transfer``);
 - :func:`~trustlab.workflows.mia.run_mia` (``trustlab mia``);
 - :func:`~trustlab.workflows.privacy_defense.run_privacy_defense` (``trustlab defend-privacy``).
+
+:mod:`~trustlab.workflows.targets` turns what a user names on the command line (a run id or a
+model file) into a model and its test data (``load_target``, ``load_target_model``).
 
 Workflows sit above attacks, defenses and training and below the reproductions
 (:mod:`trustlab.experiments`) and the CLI.

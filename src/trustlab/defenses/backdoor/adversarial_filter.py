@@ -5,7 +5,7 @@ The paper's theory: a backdoor is learnable because the model has capacity to sp
 directions the clean data never exercises; "adversarial training can detect the presence of
 backdoors", and "backdoor filtering and robust generalization are nearly equivalent". The
 filter that follows: train a model **adversarially** on the possibly poisoned set (PGD
-adversarial training, Madry et al. 2018: :class:`~trustlab.train.adversarial.PGDTraining` through
+adversarial training, Madry et al. 2018: :class:`~trustlab.robust.adversarial.PGDTraining` through
 the one :class:`~trustlab.train.Trainer`); a robust model cannot spend capacity on a small
 trigger, so the poisoned points, whose labels only the trigger explains, are the ones it does
 **not** fit robustly. Flag them, drop them, and retrain a standard model on the rest
