@@ -113,3 +113,26 @@ def test_new_backdoor_defense_reaches_the_bench_and_the_cli(smoothing: types.Mod
     assert "smoothing" in bench_options(None, "nc,smoothing")["defenses"]
     out = CliRunner().invoke(app, ["list", "defenses"], terminal_width=200)
     assert out.exit_code == 0 and "smoothing" in out.output
+
+
+def test_new_backdoor_attack_is_one_file() -> None:
+    from trustlab.attacks.backdoor.artifact import train_backdoor
+    from trustlab.data import load_dataset
+    from trustlab.models.spec import ModelSpec
+    from trustlab.registry import BACKDOORS
+    from trustlab.train import TrainSettings
+
+    module = run_example("backdoor", BACKDOORS, "white-corner")
+    try:
+        train = load_dataset("digits", "train").subset(range(300))
+        test = load_dataset("digits", "test").subset(range(100))
+        torch.manual_seed(0)
+        net = ModelSpec.for_data("cnn-small", train).build()
+        art = train_backdoor(
+            "white-corner", train, test, net, TrainSettings(epochs=1, batch_size=64), 0.1, 0, 0
+        )
+        assert isinstance(BACKDOORS.build("white-corner"), module.WhiteCorner)
+        assert len(art.poison_indices) == 30
+        assert bool((art.trigger(test.x[:2])[..., :4, :4] == 1).all())
+    finally:
+        BACKDOORS.unregister("white-corner")
