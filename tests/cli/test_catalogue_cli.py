@@ -64,7 +64,7 @@ def test_list_shows_every_registered_name() -> None:
     out = invoke("list")
     assert out.exit_code == 0, out.output
     for kind, reg in REGISTRIES.items():
-        assert f"{kind} ({len(reg)})" in out.output
+        assert f"{kind} ({len(reg)})\n" in out.output
         for name in reg.names():
             assert re.search(rf"│ {re.escape(name)}\s+│", out.output), (kind, name)
     one = invoke("list", "detectors")

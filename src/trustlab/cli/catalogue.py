@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from trustlab.cli.common import command, fmt, stdout
+from trustlab.cli.common import command, stdout
 from trustlab.errors import InputError
 from trustlab.registry import REGISTRIES
 
@@ -20,7 +20,9 @@ def _value(v: Any) -> str:
         return v
     if isinstance(v, tuple | list):
         return "(" + ", ".join(_value(x) for x in v) + ")"
-    return fmt(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
 
 
 def _defaults(card: Any) -> str:
@@ -55,7 +57,8 @@ def list_cmd(
     out = stdout()
     for k in kinds:
         reg = REGISTRIES[k]
-        table = Table(title=f"{k} ({len(reg)})", title_justify="left")
+        out.print(f"[bold]{k}[/] ({len(reg)})", highlight=False)
+        table = Table()
         for col in ("name", "description", "paper", "defaults"):
             table.add_column(col, overflow="fold")
         for card in reg:
