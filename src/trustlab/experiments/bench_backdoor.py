@@ -31,7 +31,7 @@ from trustlab.attacks.backdoor.artifact import load_artifact, save_artifact, tra
 from trustlab.attacks.backdoor.labels import CleanLabel
 from trustlab.defenses.backdoor.evaluate import run_defense
 from trustlab.errors import InputError
-from trustlab.experiments.base import Experiment, Preset, register_experiment
+from trustlab.experiments.base import NOT_APPLICABLE, Experiment, Preset, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.registry import BACKDOORS, DEFENSES, Registry
 from trustlab.train import TrainSettings
@@ -190,7 +190,7 @@ class BackdoorBench(Experiment):
 
 def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """``(header, lines)`` of the matrix: one line per attack (C-Acc and ASR of its model, then
-    each defense's headline number, the mean over seeds; "-" where there is none)."""
+    each defense's headline number, the mean over seeds; "—" where there is none)."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
 
@@ -200,7 +200,7 @@ def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             if r["attack"] == attack and (defense is None or r["defense"] == defense) and key in r
         ]  # fmt: skip
         vals = [v for v in vals if not math.isnan(v)]
-        return f"{sum(vals) / len(vals):.2f}" if vals else "-"
+        return f"{sum(vals) / len(vals):.2f}" if vals else NOT_APPLICABLE
 
     header = ["attack", "C-Acc", "ASR", *(f"{d}: {_headline(d)[1]}" for d in defenses)]
     lines = [

@@ -38,6 +38,13 @@ def make_attack(name: str, model: nn.Module, eps: float | str = 8 / 255, **kw: A
     """The attack registered as ``name`` on ``model`` at radius ``eps`` (``0.03`` or ``"8/255"``);
     ``kw`` override the card's defaults (unknown keys are an :class:`InputError`)."""
     key = name.lower()
+    if key in EVASION and key not in attack_names():
+        card = EVASION.get(key)
+        more = ", ".join(card.inputs[1:])
+        raise InputError(
+            f"attack {key!r} takes {more} besides the model: build it with "
+            f"EVASION.build({key!r}, model, {more}, ...) (command line: `trustlab {key}`)."
+        )
     if key not in attack_names():
         raise InputError(f"unknown attack {name!r}; available: {', '.join(attack_names())}.")
     return EVASION.get(key).build(model, eps=parse_eps(eps), **kw)
