@@ -96,7 +96,7 @@ def test_make_attack_overrides_and_errors() -> None:
         make_attack("pgd", model, "big")
     with pytest.raises(InputError, match="has no parameter 'gamma'"):
         make_attack("pgd", model, gamma=0.2)
-    with pytest.raises(InputError, match="unknown attack 'advcam'"):
+    with pytest.raises(InputError, match="attack 'advcam' takes style besides the model"):
         make_attack("advcam", model)  # needs a style image: not a model-only attack
 
 
