@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import re
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from trustlab.errors import InputError
+from trustlab.utils.format import NOT_APPLICABLE, format_value
 
 __all__ = [
     "NOT_APPLICABLE",
@@ -65,8 +65,6 @@ FirstSeedOpt = Annotated[int, typer.Option("--seed", help="first seed.")]
 
 #: the width of output that is not a terminal (a file, a pipe, CI): wide enough for any table
 PIPE_WIDTH = 10_000
-#: a cell whose value does not apply (NaN)
-NOT_APPLICABLE = "—"
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -78,13 +76,8 @@ def stdout() -> Console:
 
 
 def fmt(v: Any) -> str:
-    """One value of a table: floats to 4 decimals (4 significant digits when large), ``—`` for
-    NaN."""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return NOT_APPLICABLE
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
-    return str(v)
+    """One value of a table (:func:`trustlab.utils.format.format_value`)."""
+    return format_value(v)
 
 
 def print_summary(run: Any, summary: dict[str, Any]) -> None:

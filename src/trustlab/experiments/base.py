@@ -41,6 +41,7 @@ from trustlab.errors import InputError
 from trustlab.registry import EXPERIMENTS
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
+from trustlab.utils.format import format_cell
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.progress import progress_bar
 
@@ -110,16 +111,6 @@ class Claim:
     def evaluate(self, table: ResultTable) -> ClaimResult:
         passed, detail = self.check(table)
         return ClaimResult(self.name, self.text, bool(passed), detail)
-
-
-NOT_APPLICABLE = "—"
-
-
-def format_cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
-    """``"mean ± std"`` scaled and rounded; ``—`` when the value does not apply (NaN)."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return NOT_APPLICABLE
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 class ResultTable:

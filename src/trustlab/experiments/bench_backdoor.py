@@ -31,10 +31,11 @@ from trustlab.attacks.backdoor.artifact import load_artifact, save_artifact, tra
 from trustlab.attacks.backdoor.labels import CleanLabel
 from trustlab.defenses.backdoor.evaluate import run_defense
 from trustlab.errors import InputError
-from trustlab.experiments.base import NOT_APPLICABLE, Experiment, Preset, register_experiment
+from trustlab.experiments.base import Experiment, Preset, register_experiment
 from trustlab.models.spec import ModelSpec
 from trustlab.registry import BACKDOORS, DEFENSES, Registry
 from trustlab.train import TrainSettings
+from trustlab.utils.format import NOT_APPLICABLE
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.seed import derive_seed
 

@@ -1,0 +1,32 @@
+"""How numbers are written in every table trustlab prints or stores (terminal, log file,
+``report.md``, the bench matrix): one place, so that they read the same everywhere."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["NOT_APPLICABLE", "format_cell", "format_value"]
+
+#: a cell whose value does not apply to its row (no value, or NaN)
+NOT_APPLICABLE = "—"
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def format_value(v: Any) -> str:
+    """One value: floats to 4 decimals (4 significant digits when large), ``—`` for NaN."""
+    if _missing(v):
+        return NOT_APPLICABLE
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+def format_cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean ± std"`` scaled and rounded; ``—`` when the value does not apply (NaN)."""
+    if _missing(mean):
+        return NOT_APPLICABLE
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
