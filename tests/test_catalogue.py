@@ -26,6 +26,7 @@ from trustlab.registry import (
     PRIVACY_ATTACKS,
     PRIVACY_DEFENSES,
     REGISTRIES,
+    ROBUST,
     SUITES,
     Card,
 )
@@ -36,6 +37,7 @@ METHOD_KINDS = (
     "evasion",
     "backdoors",
     "privacy-attacks",
+    "adversarial-training",
     "defenses",
     "detectors",
     "privacy-defenses",
@@ -159,6 +161,22 @@ def test_suite_builds_registered_attacks(card: Card) -> None:
     assert list(suite) == list(card.meta["attacks"])
     assert all(isinstance(a, Attack) and a.eps == pytest.approx(8 / 255) for a in suite.values())
     assert all(name in EVASION for name in suite)
+
+
+# -- adversarial training ---------------------------------------------------------------------
+@each(ROBUST)
+def test_adversarial_training_is_a_compute_loss(card: Card) -> None:
+    """The trainer's ``compute_loss(model, x, y)``: a finite scalar that trains the weights,
+    the model handed back in training mode."""
+    model = _resnet()
+    model.train()
+    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    out = card.build(**_short(card))(model, x, y)
+    loss = out[0] if isinstance(out, tuple) else out
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+    assert model.training
 
 
 # -- losses -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import ConfigDict, Field, field_validator
@@ -40,7 +40,8 @@ class TrainConfig(TrainSettings):
         beta: SCE/APL weight; default None (the paper's).
         loss_kwargs: ``q``, ``gamma``, ``A``; default ``{}``.
         noise: label noise on the training split, e.g. ``"sym:0.4"``; default ``"none"``.
-        adv: adversarial training, ``"none"`` (default), ``"pgd"`` or ``"trades"``.
+        adv: adversarial training, ``"none"`` (default) or a name registered in
+            :data:`~trustlab.registry.ROBUST` (``"pgd"``, ``"trades"``).
         eps: adversarial radius, e.g. ``8/255``; default None (8/255 PGD, 0.031 TRADES).
         adv_alpha: inner step size; default None.
         adv_steps: inner PGD steps; default 10.
@@ -65,7 +66,9 @@ class TrainConfig(TrainSettings):
     beta: float | None = Field(None, description="SCE/APL weight (default: the paper's)")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="q, gamma, A")
     noise: str = Field("none", description="label noise on the training split: sym:0.4, ...")
-    adv: Literal["none", "pgd", "trades"] = Field("none", description="adversarial training")
+    adv: str = Field(
+        "none", description="adversarial training: none or a registered name (pgd, trades)"
+    )
     eps: float | str | None = Field(
         None, description="adversarial radius, e.g. 8/255 (default: 8/255 PGD, 0.031 TRADES)"
     )

@@ -44,6 +44,7 @@ __all__ = [
     "PRIVACY_ATTACKS",
     "PRIVACY_DEFENSES",
     "REGISTRIES",
+    "ROBUST",
     "SUITES",
     "Card",
     "Registry",
@@ -344,6 +345,7 @@ EVASION = Registry("evasion attack", ["trustlab.attacks.evasion"], inputs=("mode
 SUITES = Registry("attack suite", ["trustlab.attacks.evasion"], inputs=("model",))
 BACKDOORS = Registry("backdoor attack", ["trustlab.attacks.backdoor"], inputs=())
 PRIVACY_ATTACKS = Registry("privacy attack", ["trustlab.attacks.privacy"], inputs=())
+ROBUST = Registry("adversarial training", ["trustlab.robust"], inputs=())
 DEFENSES = Registry("backdoor defense", ["trustlab.defenses.backdoor"], inputs=())
 DETECTORS = Registry("detector", ["trustlab.defenses.detection"], inputs=("model",))
 PRIVACY_DEFENSES = Registry("privacy defense", ["trustlab.defenses.privacy"], inputs=())
@@ -358,6 +360,7 @@ REGISTRIES: dict[str, Registry] = {
     "suites": SUITES,
     "backdoors": BACKDOORS,
     "privacy-attacks": PRIVACY_ATTACKS,
+    "adversarial-training": ROBUST,
     "defenses": DEFENSES,
     "detectors": DETECTORS,
     "privacy-defenses": PRIVACY_DEFENSES,

@@ -48,7 +48,9 @@ def train_cmd(
     noise: Annotated[
         str | None, typer.Option(help="label noise: sym:0.4, asym:0.4, pair:0.2, idn:0.3.")
     ] = None,
-    adv: Annotated[str | None, typer.Option(help="adversarial training: pgd or trades.")] = None,
+    adv: Annotated[
+        str | None, typer.Option(help="adversarial training: {adversarial-training}.")
+    ] = None,
     eps: Annotated[str | None, typer.Option(help="adversarial radius, e.g. 8/255.")] = None,
     dp: Annotated[
         bool, typer.Option("--dp", help="DP-SGD (Opacus): give --epsilon or --noise-multiplier.")

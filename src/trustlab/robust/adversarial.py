@@ -27,10 +27,18 @@ from torch import nn
 from trustlab.attacks.evasion.base import Ball, parse_eps, step_direction
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
+from trustlab.registry import ROBUST
 from trustlab.utils.modules import frozen
 from trustlab.utils.seed import generator
 
 
+@ROBUST.register(
+    "pgd",
+    "PGD adversarial training: CE on PGD examples (optionally label-smoothed)",
+    paper="Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
+    "Adversarial Attacks. ICLR 2018.",
+    threat="training against white-box L-inf (or L2) evasion",
+)
 class PGDTraining:
     """``compute_loss`` for Madry PGD adversarial training; returns ``(loss, adv_logits)``.
 
@@ -89,6 +97,13 @@ class PGDTraining:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
 
 
+@ROBUST.register(
+    "trades",
+    "TRADES: CE plus beta times the KL between clean and adversarial predictions",
+    paper="Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan. Theoretically Principled Trade-off between "
+    "Robustness and Accuracy. ICML 2019.",
+    threat="training against white-box L-inf evasion",
+)
 class TRADES:
     """``compute_loss`` for TRADES; returns ``(loss, clean_logits)``.
 

@@ -19,8 +19,8 @@ from trustlab.data import ArrayDataset, load_dataset
 from trustlab.data.noise import apply_noise
 from trustlab.errors import InputError
 from trustlab.models.spec import ModelSpec
+from trustlab.registry import ROBUST
 from trustlab.results import Run, RunStore, recording_outcome
-from trustlab.robust.adversarial import TRADES, PGDTraining
 from trustlab.train import distributed as D
 from trustlab.train.checkpoint import save_model
 from trustlab.train.dp import privatize_model
@@ -91,7 +91,8 @@ def prepare(config: TrainConfig) -> Prepared:
         compute_loss = adversarial_loss(config)
     elif config.eps is not None or config.adv_alpha is not None:
         raise InputError(
-            "--eps/--adv-alpha set the adversarial training radius; add --adv pgd or --adv trades."
+            "--eps/--adv-alpha set the adversarial training radius; add --adv "
+            f"{' or --adv '.join(ROBUST.names())}."
         )
     elif config.loss != "ce" or config.alpha is not None or config.beta is not None:
         if config.label_smoothing > 0:
@@ -110,9 +111,17 @@ def prepare(config: TrainConfig) -> Prepared:
     return Prepared(config, train, test, spec, loss_fn, noise, compute_loss)
 
 
+def _robust_taking(parameter: str) -> list[str]:
+    """The registered adversarial trainings that take ``parameter``."""
+    return [n for n in ROBUST.names() if parameter in ROBUST.get(n).parameters()]
+
+
 def adversarial_loss(config: TrainConfig) -> Any:
-    """The ``compute_loss`` of ``--adv pgd`` (Madry; label smoothing applies to its CE) or
-    ``--adv trades`` (``--beta``, default 6)."""
+    """The ``compute_loss`` of ``--adv NAME``, the adversarial training registered as ``NAME``
+    in :data:`~trustlab.registry.ROBUST` (``pgd``: Madry et al., label smoothing applies to its
+    CE; ``trades``: ``--beta``, default 6), with ``--eps``, ``--adv-alpha`` and ``--adv-steps``."""
+    card = ROBUST.get(config.adv)
+    takes = card.parameters()
     if config.loss != "ce" or config.alpha is not None:
         raise InputError("adversarial training brings its own loss; drop --loss/--alpha.")
     kw: dict[str, Any] = {"steps": config.adv_steps, "seed": config.seed}
@@ -120,13 +129,21 @@ def adversarial_loss(config: TrainConfig) -> Any:
         kw["eps"] = parse_eps(config.eps)
     if config.adv_alpha is not None:
         kw["alpha"] = parse_eps(config.adv_alpha)
-    if config.adv == "pgd":
-        if config.beta is not None:
-            raise InputError("--beta is TRADES' weight; it does not apply to --adv pgd.")
-        return PGDTraining(label_smoothing=config.label_smoothing, **kw)
-    if config.label_smoothing > 0:
-        raise InputError("label smoothing combines with --adv pgd, not with --adv trades.")
-    return TRADES(beta=6.0 if config.beta is None else config.beta, **kw)
+    if config.beta is not None:
+        if "beta" not in takes:
+            raise InputError(
+                f"--beta is a weight of --adv {' or '.join(_robust_taking('beta'))}; it does not "
+                f"apply to --adv {card.name}."
+            )
+        kw["beta"] = config.beta
+    if "label_smoothing" in takes:
+        kw["label_smoothing"] = config.label_smoothing
+    elif config.label_smoothing > 0:
+        raise InputError(
+            f"label smoothing combines with --adv {' or '.join(_robust_taking('label_smoothing'))}"
+            f", not with --adv {card.name}."
+        )
+    return card.build(**kw)
 
 
 def _stored_config(cfg: TrainConfig) -> dict[str, Any]:
