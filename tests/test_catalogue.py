@@ -251,9 +251,9 @@ def test_experiment_metadata_is_complete(card: Card) -> None:
     assert all(c.name and c.text and callable(c.check) for c in exp.claims)
     assert set(exp.percent) <= set(exp.metrics)
     assert len({c.name for c in exp.claims}) == len(exp.claims)
-    smoke = exp.presets["smoke"]
-    jobs = exp.jobs(smoke)
-    assert jobs and all(set(exp.keys) & set(j) or j for j in jobs)
+    jobs = exp.jobs(exp.presets["smoke"])
+    assert jobs and all(isinstance(j, dict) and j for j in jobs)
+    assert len({tuple(sorted(j.items())) for j in jobs}) == len(jobs), "jobs repeat"
 
 
 # -- the registries are complete ------------------------------------------------------------------
@@ -263,11 +263,15 @@ def test_every_registry_has_entries() -> None:
 
 
 def test_every_registered_factory_is_callable_with_its_inputs() -> None:
+    """A card's inputs are its factory's leading arguments, and every other argument has a
+    default (a required one belongs in ``inputs=``, or the card would list it as a setting)."""
     for _, card in ALL_CARDS:
         assert callable(card.factory)
         sig = inspect.signature(card.factory)
         names = [p.name for p in sig.parameters.values()]
         assert list(card.inputs) == names[: len(card.inputs)], card.name
+        required = [k for k, v in card.parameters().items() if v is inspect.Parameter.empty]
+        assert not required, f"{card.kind} {card.name}: pass inputs={tuple(required)!r}"
 
 
 def test_nan_cells_are_not_applicable() -> None:

@@ -197,9 +197,6 @@ def _plain(v: Any) -> Any:
     return repr(v)
 
 
-# kept for code that imported the old name
-Entry = Card
-
 #: the entry-point group of plug-ins: a distribution that declares
 #: ``[project.entry-points."trustlab.plugins"] mine = "my_package.attacks"`` has that module
 #: imported (and so its decorators run) when a registry is first read
@@ -338,7 +335,7 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
-DATASETS = Registry("dataset", ["trustlab.data"], inputs=())
+DATASETS = Registry("dataset", ["trustlab.data"], inputs=("split",))
 MODELS = Registry("model", ["trustlab.models"], inputs=())
 LOSSES = Registry("loss", ["trustlab.train.losses"], inputs=())
 EVASION = Registry("evasion attack", ["trustlab.attacks.evasion"], inputs=("model",))

@@ -76,6 +76,7 @@ def run_defense(
     from; ``keep`` (a dict) receives the defense's own report under ``"report"`` (e.g. the
     :class:`NCReport`). The defense's class runs the case (its ``run_case``)."""
     card = DEFENSES.get(name)
+    card.validate(options or {})  # unknown or mistyped options: an InputError naming the allowed
     # only the dataset filters read the training set (rebuilding it copies the whole split)
     poisoned = art.training_set(train) if card.meta.get("filter") else None
     clean, ev = split_clean(test, seed)
