@@ -1,7 +1,9 @@
 """The house rules, checked on the source: layers point down, no import cycle, no name tables.
 
 Every ``import`` of a trustlab module is read from the source (module level and inside
-functions alike, so a lazy import cannot hide an upward edge).
+functions alike, absolute and relative, so a lazy import cannot hide an upward edge). Lookups
+through the catalogue (``DEFENSES.get(name)``) are not imports: a registry loads its packages
+by name, which is how a lower layer may use what registers above it without depending on it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,19 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module an ``ImportFrom`` names (``from ..x import y`` inside ``module``)."""
+    if node.level == 0:
+        return node.module or ""
+    parts = module.split(".")
+    base = parts if is_package else parts[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
 def _imports(path: Path, modules: dict[str, Path], top_level_only: bool) -> set[str]:
+    module = _module_name(path)
+    is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(), str(path))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # imports under `if TYPE_CHECKING:` never run
@@ -60,8 +74,9 @@ def _imports(path: Path, modules: dict[str, Path], top_level_only: bool) -> set[
     for node in nodes:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            src = _absolute(node, module, is_package)
+            names = [f"{src}.{a.name}" for a in node.names]
         else:
             continue
         for n in names:
@@ -154,3 +169,11 @@ def test_no_hand_kept_name_tables() -> None:
         for m in OLD_TABLES.finditer(path.read_text()):
             found.append(f"{path.relative_to(SRC)}: {m.group(1)}")
     assert not found, "name tables outside the registry:\n" + "\n".join(found)
+
+
+def test_relative_imports_are_read() -> None:
+    """The checker resolves ``from ..x import y`` (so it cannot hide an upward edge)."""
+    fn = ast.parse("def f():\n    from ...defenses.backdoor import strip\n").body[0]
+    node = fn.body[0]
+    assert _absolute(node, "trustlab.attacks.evasion.fgsm", False) == "trustlab.defenses.backdoor"
+    assert _absolute(node, "trustlab.attacks.evasion", True) == "trustlab.defenses.backdoor"
