@@ -144,3 +144,38 @@ def test_a_new_recipe_is_one_class_with_a_decorator(tiny) -> None:
     finally:
         BACKDOORS.unregister("white-square-test")
     assert "white-square-test" not in BACKDOORS
+
+
+def test_a_new_trigger_kind_is_stored_and_rebuilt_without_other_edits(tmp_path) -> None:
+    """A trigger class defined anywhere (e.g. in a new recipe's file) registers its kind, so an
+    artefact holding it loads back; nothing else needs an edit."""
+    from trustlab.attacks.backdoor.artifact import load_trigger, save_trigger
+    from trustlab.attacks.backdoor.triggers import Trigger, trigger_from_state
+
+    class Stripe(Trigger):
+        kind = "test-stripe"
+
+        def __init__(self, row: int = 0) -> None:
+            self.row = row
+
+        def apply(self, x: torch.Tensor) -> torch.Tensor:
+            out = x.clone()
+            out[..., self.row, :] = 1.0
+            return out
+
+        def state(self):
+            return {"kind": self.kind, "row": self.row}, {"unused": torch.zeros(1)}
+
+        @classmethod
+        def from_state(cls, config, tensors):
+            return cls(int(config["row"]))
+
+    try:
+        path = save_trigger(tmp_path / "trigger.safetensors", Stripe(2))
+        back = load_trigger(path)
+        x = torch.rand(2, 1, 5, 5)
+        assert isinstance(back, Stripe) and torch.equal(back(x), Stripe(2)(x))
+        with pytest.raises(InputError, match="unknown trigger kind 'nope'"):
+            trigger_from_state({"kind": "nope"}, {})
+    finally:
+        Trigger.kinds.pop("test-stripe", None)

@@ -12,6 +12,8 @@ attack success rate).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from trustlab.errors import InputError
@@ -29,6 +31,18 @@ class LabelPolicy:
     """
 
     name = "policy"
+    #: every policy class by its ``name`` (filled as subclasses are defined)
+    kinds: ClassVar[dict[str, type[LabelPolicy]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            LabelPolicy.kinds[cls.name] = cls
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LabelPolicy:
+        """Rebuild a policy of this kind from :meth:`state`."""
+        raise NotImplementedError  # pragma: no cover - every stored kind defines it
 
     def eligible(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -79,6 +93,10 @@ class AllToOne(LabelPolicy):
     def state(self) -> dict[str, object]:
         return {"policy": self.name, "target": self.target}
 
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LabelPolicy:
+        return cls(int(state["target"]))  # type: ignore[arg-type]
+
 
 class AllToAll(LabelPolicy):
     """All-to-all (BadNets, Gu et al., arXiv 2017): any sample; label ``y -> (y + 1) mod K``.
@@ -109,6 +127,10 @@ class AllToAll(LabelPolicy):
 
     def state(self) -> dict[str, object]:
         return {"policy": self.name, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LabelPolicy:
+        return cls(int(state["num_classes"]))  # type: ignore[arg-type]
 
 
 class CleanLabel(LabelPolicy):
@@ -141,13 +163,15 @@ class CleanLabel(LabelPolicy):
     def state(self) -> dict[str, object]:
         return {"policy": self.name, "target": self.target}
 
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> LabelPolicy:
+        return cls(int(state["target"]))  # type: ignore[arg-type]
+
 
 def policy_from_state(state: dict[str, object]) -> LabelPolicy:
+    """Rebuild a label policy from its :meth:`~LabelPolicy.state`: the class of its ``name``
+    (:attr:`LabelPolicy.kinds`) rebuilds it."""
     kind = state.get("policy")
-    if kind == "all-to-one":
-        return AllToOne(int(state["target"]))
-    if kind == "all-to-all":
-        return AllToAll(int(state["num_classes"]))
-    if kind == "clean-label":
-        return CleanLabel(int(state["target"]))
-    raise InputError(f"unknown label policy {kind!r} in the artefact.")
+    if kind not in LabelPolicy.kinds:
+        raise InputError(f"unknown label policy {kind!r} in the artefact.")
+    return LabelPolicy.kinds[str(kind)].from_state(state)

@@ -24,7 +24,7 @@ with :func:`trigger_from_state`, for the attack artefact on disk.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,6 @@ from trustlab.attacks.evasion.uap import apply_patch
 from trustlab.errors import InputError
 from trustlab.utils.seed import generator
 
-KINDS = ("patch", "pixel", "blend", "reflection")
 REFLECTIONS = ("in-focus", "out-of-focus", "ghost")
 
 
@@ -69,6 +68,19 @@ class Trigger:
     """
 
     kind = "trigger"
+    #: every trigger class by its ``kind`` (filled as subclasses are defined), so that a stored
+    #: trigger of any kind, also one a new recipe defines in its own file, can be rebuilt
+    kinds: ClassVar[dict[str, type[Trigger]]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "kind" in cls.__dict__:
+            Trigger.kinds[cls.kind] = cls
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
+        """Rebuild a trigger of this kind from :meth:`state` (nothing is recomputed)."""
+        raise NotImplementedError  # pragma: no cover - every stored kind defines it
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x)
@@ -159,6 +171,13 @@ class PatchTrigger(Trigger):
         loc = self.location if isinstance(self.location, str) else list(self.location)
         return {"kind": self.kind, "location": loc}, {"pattern": self.pattern}
 
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
+        loc = config["location"]
+        t = PatchTrigger(tensors["pattern"], location=loc if isinstance(loc, str) else tuple(loc))
+        t.kind = config["kind"]
+        return t
+
 
 class PixelTrigger(PatchTrigger):
     """BadNets' single-pixel trigger (Gu et al., arXiv 2017): one pixel set to ``value``.
@@ -237,6 +256,12 @@ class BlendTrigger(Trigger):
 
     def state(self):
         return {"kind": self.kind, "alpha": self.alpha}, {"pattern": self.pattern}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
+        t = cls.__new__(cls)
+        t.pattern, t.alpha = tensors["pattern"], float(config["alpha"])
+        return t
 
 
 def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -329,6 +354,15 @@ class ReflectionTrigger(Trigger):
         }  # fmt: skip
         return config, {"reflection": self.reflection}
 
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
+        t = cls.__new__(cls)
+        t.reflection, t.model, t.weight = tensors["reflection"], config["model"], config["weight"]
+        t.sigma, t.shift = config["sigma"], tuple(config["shift"])
+        t.attenuation = config["attenuation"]
+        t.source = config.get("source", "image")
+        return t
+
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
     """``(1 - m) x + m p`` (a mask-and-pattern trigger, e.g. one Neural Cleanse reverse-
@@ -339,22 +373,11 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> to
 
 
 def trigger_from_state(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
-    """Rebuild a trigger from :meth:`Trigger.state` (the artefact's trigger)."""
+    """Rebuild a trigger from :meth:`Trigger.state` (the artefact's trigger): the class of its
+    ``kind`` (:attr:`Trigger.kinds`) rebuilds it."""
     kind = config.get("kind")
-    if kind in ("patch", "pixel"):
-        loc = config["location"]
-        t = PatchTrigger(tensors["pattern"], location=loc if isinstance(loc, str) else tuple(loc))
-        t.kind = kind
-        return t
-    if kind == "blend":
-        t = BlendTrigger.__new__(BlendTrigger)
-        t.pattern, t.alpha = tensors["pattern"], float(config["alpha"])
-        return t
-    if kind == "reflection":
-        t = ReflectionTrigger.__new__(ReflectionTrigger)
-        t.reflection, t.model, t.weight = tensors["reflection"], config["model"], config["weight"]
-        t.sigma, t.shift = config["sigma"], tuple(config["shift"])
-        t.attenuation = config["attenuation"]
-        t.source = config.get("source", "image")
-        return t
-    raise InputError(f"unknown trigger kind {kind!r} in the artefact; expected {', '.join(KINDS)}.")
+    if kind not in Trigger.kinds:
+        raise InputError(
+            f"unknown trigger kind {kind!r} in the artefact; expected {', '.join(Trigger.kinds)}."
+        )
+    return Trigger.kinds[kind].from_state(config, tensors)
