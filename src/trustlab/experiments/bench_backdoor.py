@@ -65,7 +65,11 @@ def _headline(defense: str) -> tuple[str, str]:
 class BackdoorBench(Experiment):
     name = "bench-backdoor"
     title = "Backdoor attacks x defenses"
-    paper = "trustlab's attack x defense matrix (BackdoorBench-style)."
+    paper = (
+        "Wu, Chen, Zhang, Zhu, Wei, Yuan, Shen. BackdoorBench: A Comprehensive Benchmark of "
+        "Backdoor Learning. NeurIPS 2022 Datasets and Benchmarks (the attack x defense matrix "
+        "and its measures, C-Acc, ASR, DER)."
+    )
     keys = ("attack", "defense")
     metrics = METRICS
     percent = ("clean_acc", "asr", "clean_acc_after", "asr_after")

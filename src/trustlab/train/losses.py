@@ -527,8 +527,7 @@ class _Loss(nn.Module):
 @LOSSES.register(
     "ce",
     "cross entropy -log p_y (the noisy-label papers' baseline)",
-    paper="The standard softmax cross entropy; the baseline of Wang et al. (SCE, ICCV 2019) and "
-    "Ma et al. (APL, ICML 2020).",
+    paper=_SCE_PAPER + " " + _APL_PAPER + " (cross entropy: both papers' baseline)",
 )
 class CE(_Loss):
     """Cross entropy ``-log p_y`` (module over :func:`ce`), the baseline of the SCE and APL papers.
@@ -738,9 +737,8 @@ class NCE(_Loss):
 @LOSSES.register(
     "nfl",
     "normalised focal loss (APL's active term)",
-    paper="Ma et al. Normalized Loss Functions for Deep Learning with Noisy Labels. ICML 2020, "
-    "normalising the focal loss of Lin, Goyal, Girshick, He, Dollar. Focal Loss for Dense Object "
-    "Detection. ICCV 2017.",
+    paper=_APL_PAPER + " Normalising the focal loss of Lin, Goyal, Girshick, He, Dollar. Focal "
+    "Loss for Dense Object Detection. ICCV 2017.",
     role="active",
 )
 class NFL(_Loss):
