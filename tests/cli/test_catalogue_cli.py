@@ -171,3 +171,17 @@ def test_reproduce_smoke_to_a_file_is_readable(tmp_path: Path, _isolated_home: P
     for word in (*exp.keys, *exp.metrics, "seeds"):
         assert re.search(rf"┃\s+{re.escape(word)}\s+┃", text), (word, text)
     assert "…" not in text and "nan ±" not in text
+
+
+def test_root_help_groups_the_commands_by_area() -> None:
+    from typer.testing import CliRunner
+
+    from trustlab.cli import app
+
+    out = CliRunner().invoke(app, ["--help"], terminal_width=120).output
+    areas = ["Catalogue", "Training", "Evasion and detection", "Backdoors", "Privacy",
+             "Reproductions and benchmarks", "Results store"]  # fmt: skip
+    positions = [out.index(f"─ {a} ") for a in areas]
+    assert positions == sorted(positions)
+    evasion = out[positions[2] : positions[3]]
+    assert all(c in evasion for c in ("attack", "evaluate", "advcam", "detect", "transfer"))

@@ -10,8 +10,10 @@ import typer
 from trustlab.cli.common import DataRootOpt, DeviceOpt, QuietOpt, SeedOpt, command
 from trustlab.utils.progress import show_progress
 
+AREA = "Backdoors"
 
-@command("backdoor")
+
+@command("backdoor", area=AREA)
 def backdoor_cmd(
     attack: Annotated[str, typer.Option(help="{backdoors}.")],
     dataset: Annotated[str, typer.Option(help="training data: {datasets}.")] = "shapes10",
@@ -47,7 +49,7 @@ def backdoor_cmd(
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **art.metrics}))
 
 
-@command("defend")
+@command("defend", area=AREA)
 def defend_cmd(
     artefact: Annotated[str, typer.Argument(help="a backdoor run id or artefact folder.")],
     defense: Annotated[str, typer.Option(help="{defenses}.")] = "nc",

@@ -33,7 +33,10 @@ def _defaults(card: Any) -> str:
     )
 
 
-@command("list")
+AREA = "Catalogue"
+
+
+@command("list", area=AREA)
 def list_cmd(
     kind: Annotated[
         str | None, typer.Argument(help="one of: " + ", ".join(REGISTRIES) + " (default: all).")
@@ -66,7 +69,7 @@ def list_cmd(
         out.print(table)
 
 
-@command("datasets")
+@command("datasets", area=AREA)
 def datasets_cmd() -> None:
     """List the datasets: built-in (offline) and file-based (real data)."""
     from trustlab.registry import DATASETS
@@ -86,7 +89,7 @@ def datasets_cmd() -> None:
     stdout().print(table)
 
 
-@command("models")
+@command("models", area=AREA)
 def models_cmd() -> None:
     """List the model architectures with their parameter counts (10 classes, 3x32x32)."""
     from trustlab.models import list_models
@@ -99,7 +102,7 @@ def models_cmd() -> None:
     stdout().print(table)
 
 
-@command("experiments")
+@command("experiments", area=AREA)
 def experiments_cmd() -> None:
     """List the reproductions, their presets and their claims."""
     from trustlab.experiments.base import list_experiments

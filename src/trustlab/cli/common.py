@@ -195,11 +195,16 @@ class CatalogueCommand(TyperCommand):
             self.help = own
 
 
-def command(name: str, parent: typer.Typer | None = None, **kw: Any) -> Callable[[F], F]:
+def command(
+    name: str, parent: typer.Typer | None = None, *, area: str | None = None, **kw: Any
+) -> Callable[[F], F]:
     """Register ``fn`` as command ``name`` of ``parent`` (default: the root app), with catalogue
-    placeholders in its help and trustlab's errors :func:`handled`."""
+    placeholders in its help and trustlab's errors :func:`handled`; ``area`` is the panel that
+    lists it in ``trustlab --help`` (the commands stay one verb each, as scripts call them)."""
 
     def deco(fn: F) -> F:
+        if area is not None:
+            kw["rich_help_panel"] = area
         (parent or app).command(name, cls=CatalogueCommand, **kw)(handled(fn))
         return fn
 

@@ -17,7 +17,10 @@ DatasetOpt = Annotated[str | None, typer.Option(help="default: the run's dataset
 NOpt = Annotated[int, typer.Option(help="number of test points.")]
 
 
-@command("attack")
+AREA = "Evasion and detection"
+
+
+@command("attack", area=AREA)
 def attack_cmd(
     target: TargetArg,
     attack: Annotated[str, typer.Option(help="{evasion}.")] = "pgd",
@@ -48,7 +51,7 @@ def attack_cmd(
         save_grid(png, x, atk(x, y))
 
 
-@command("evaluate")
+@command("evaluate", area=AREA)
 def evaluate_cmd(
     target: TargetArg,
     suite: Annotated[str, typer.Option(help="{suites}.")] = "quick",
@@ -69,7 +72,7 @@ def evaluate_cmd(
     typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
 
 
-@command("advcam")
+@command("advcam", area=AREA)
 def advcam_cmd(
     target: TargetArg,
     png: Annotated[Path, typer.Option(help="write the grid (original, camouflaged, difference).")],
@@ -133,7 +136,7 @@ def advcam_cmd(
     typer.echo(json.dumps(out))
 
 
-@command("detect")
+@command("detect", area=AREA)
 def detect_cmd(
     target: TargetArg,
     detector: Annotated[str, typer.Option(help="{detectors}.")] = "lid",
@@ -179,7 +182,11 @@ def detect_cmd(
     typer.echo(json.dumps(out))
 
 
-@command("transfer", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command(
+    "transfer",
+    area=AREA,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def transfer_cmd(
     ctx: typer.Context,
     source: Annotated[str, typer.Option(help="run id or model file the attack is crafted on.")],

@@ -10,8 +10,10 @@ import typer
 from trustlab.cli.common import DeviceOpt, QuietOpt, SeedOpt, command
 from trustlab.utils.progress import show_progress
 
+AREA = "Privacy"
 
-@command("mia")
+
+@command("mia", area=AREA)
 def mia_cmd(
     run_ref: Annotated[
         str, typer.Argument(help="a finished `trustlab train` or `defend-privacy` run (its id).")
@@ -43,7 +45,7 @@ def mia_cmd(
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), "attack": attack, **result.metrics}))
 
 
-@command("defend-privacy")
+@command("defend-privacy", area=AREA)
 def defend_privacy_cmd(
     run_ref: Annotated[str, typer.Argument(help="a finished `trustlab train` run (its id).")],
     defense: Annotated[str, typer.Option(help="{privacy-defenses}.")] = "jem",

@@ -20,8 +20,10 @@ from trustlab.cli.common import (
 )
 from trustlab.utils.progress import show_progress
 
+AREA = "Reproductions and benchmarks"
 
-@command("reproduce")
+
+@command("reproduce", area=AREA)
 def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="an experiment: {experiments}.")],
     preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
@@ -53,7 +55,7 @@ def reproduce_cmd(
 
 
 bench_app = typer.Typer(help="Benchmark matrices (stored, resumable runs).", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench", rich_help_panel=AREA)
 
 
 @command("backdoor", parent=bench_app)

@@ -10,8 +10,10 @@ from rich.table import Table
 
 from trustlab.cli.common import command, fmt, stdout
 
+AREA = "Results store"
 
-@command("runs")
+
+@command("runs", area=AREA)
 def runs_cmd(
     status: Annotated[
         str | None, typer.Option(help="running, finished, failed, interrupted.")
@@ -41,7 +43,7 @@ def runs_cmd(
     stdout().print(table)
 
 
-@command("show")
+@command("show", area=AREA)
 def show_cmd(
     run_id: Annotated[str, typer.Argument(help="the run's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output.")] = False,

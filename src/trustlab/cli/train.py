@@ -22,8 +22,10 @@ from trustlab.cli.common import (
 from trustlab.errors import InputError
 from trustlab.utils.progress import show_progress
 
+AREA = "Training"
 
-@command("train")
+
+@command("train", area=AREA)
 def train_cmd(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file of train settings.")
@@ -135,7 +137,7 @@ def train_cmd(
         print_summary(run.refresh(), result.summary())
 
 
-@command("resume")
+@command("resume", area=AREA)
 def resume_cmd(
     run_id: Annotated[str, typer.Argument(help="the run's id (see `trustlab runs`).")],
     device: Annotated[
@@ -163,7 +165,7 @@ def resume_cmd(
     print_summary(run.refresh(), result.summary())
 
 
-@command("eval")
+@command("eval", area=AREA)
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a model .safetensors file.")],
     dataset: Annotated[str, typer.Option(help="{datasets}.")],
