@@ -44,7 +44,8 @@ from trustlab.robust.advtrojan import AdvTrojanTraining
 from trustlab.train import Trainer, TrainSettings
 from trustlab.utils.seed import derive_seed
 
-MODELS = ("pgd-at", "advtrojan")
+#: the rows of the table (its "model" key), in order
+ROWS = ("pgd-at", "advtrojan")
 TARGET = 0
 
 
@@ -135,7 +136,7 @@ class AdvTrojanReproduction(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        return [{"model": m} for m in MODELS]
+        return [{"model": m} for m in ROWS]
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -78,7 +78,8 @@ from trustlab.utils.seed import derive_seed
 
 CLAIMED = ("badnets", "blind-pattern", "blind-pixel")
 EVADER = "blind-nc-evasion"
-MODELS = ("clean", *CLAIMED, EVADER)
+#: the rows of the table (its "model" key), in order
+ROWS = ("clean", *CLAIMED, EVADER)
 #: the models the reproduction scans with Neural Cleanse
 NC_SCANNED = ("badnets", EVADER)
 VARIANTS = ("clean", "blind-semantic", "blind-covert")
@@ -179,13 +180,13 @@ class BlindReproduction(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        # the longest first, so that two workers finish together (the table is in MODELS order)
+        # the longest first, so that two workers finish together (the table is in ROWS order)
         return [{"model": m} for m in (EVADER, "blind-pattern", "blind-pixel", "badnets", "clean")]
 
     def summarize(
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
     ) -> list[dict[str, Any]]:
-        return sorted(rows, key=lambda r: (MODELS.index(r["model"]), r["seed"]))
+        return sorted(rows, key=lambda r: (ROWS.index(r["model"]), r["seed"]))
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -28,13 +28,14 @@ from trustlab.robust.adversarial import PGDTraining
 from trustlab.train import Trainer, TrainSettings
 from trustlab.utils.seed import derive_seed
 
-MODELS = ("standard", "pgd-at", "ls", "pgd-at+ls")
+#: the rows of the table (its "model" key), in order
+ROWS = ("standard", "pgd-at", "ls", "pgd-at+ls")
 LS = 0.5
 
 
 def _md_not_above_pgd(t: ResultTable) -> tuple[bool, str]:
     ok, parts = True, []
-    for m in MODELS:
+    for m in ROWS:
         if t.has(model=m):
             pgd, md = t.mean("pgd_acc", model=m), t.mean("md_acc", model=m)
             ok &= md <= pgd + 0.005 + 1e-9
@@ -52,7 +53,7 @@ def _ls_gap(t: ResultTable) -> tuple[bool, str]:
 
 
 def _ls_most_imbalanced(t: ResultTable) -> tuple[bool, str]:
-    scores = {m: t.mean("imbalance", model=m) for m in MODELS if t.has(model=m)}
+    scores = {m: t.mean("imbalance", model=m) for m in ROWS if t.has(model=m)}
     top = max(scores, key=scores.__getitem__)
     return top == "ls", ", ".join(f"{m} {v:.2f}" for m, v in scores.items())
 
@@ -138,7 +139,7 @@ class MDReproduction(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        return [{"model": m} for m in MODELS]
+        return [{"model": m} for m in ROWS]
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -55,7 +55,8 @@ from trustlab.train import TrainSettings
 from trustlab.train.evaluate import evaluate
 from trustlab.utils.seed import derive_seed, generator
 
-MODELS = ("undefended", "jem", "dp-sgd")
+#: the rows of the table (its "model" key), in order
+ROWS = ("undefended", "jem", "dp-sgd")
 #: the attacks the table reports (registered names, :data:`~trustlab.registry.PRIVACY_ATTACKS`):
 #: the threshold attacks on every row, the shadow attack (LiRA) on the undefended target only
 REPORTED_ATTACKS = ("loss", "confidence", "lira")
@@ -204,7 +205,7 @@ class MembershipInferenceJEM(Experiment):
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
         # LiRA's shadows make the undefended job the longest: first
-        return [{"model": m} for m in MODELS]
+        return [{"model": m} for m in ROWS]
 
     def check(self, preset: Preset) -> None:
         super().check(preset)

@@ -52,7 +52,8 @@ from trustlab.train.evaluate import evaluate
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.seed import derive_seed, generator
 
-MODELS = ("clean", "refool", "unranked")
+#: the rows of the table (its "model" key), in order
+ROWS = ("clean", "refool", "unranked")
 TARGET = 0
 
 
@@ -133,7 +134,7 @@ class RefoolReproduction(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        return [{"model": m} for m in MODELS]
+        return [{"model": m} for m in ROWS]
 
     def _train(
         self, preset: Preset, data: ArrayDataset, seed: int, device: torch.device, *labels: object

@@ -49,14 +49,15 @@ from trustlab.experiments.base import (
 from trustlab.train.checkpoint import save_model
 from trustlab.train.evaluate import evaluate
 
-MODELS = ("clean", "plain", "adversarial")
+#: the rows of the table (its "model" key), in order
+ROWS = ("clean", "plain", "adversarial")
 TARGET = 0
 
 
 def _twice(t: ResultTable) -> tuple[bool, str]:
     adv, plain = t.mean("asr", model="adversarial"), t.mean("asr", model="plain")
     natural = t.mean("asr", model="clean")
-    acc = {m: t.mean("clean_acc", model=m) for m in MODELS}
+    acc = {m: t.mean("clean_acc", model=m) for m in ROWS}
     return adv >= 2 * plain - 1e-9, (
         f"ASR adversarial patch {100 * adv:.1f}% vs plain patch {100 * plain:.1f}% "
         f"(the adversarial patch on the clean victim: {100 * natural:.1f}%); C-Acc clean "
@@ -135,7 +136,7 @@ class VideoBackdoorReproduction(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
-        return [{"model": m} for m in MODELS]
+        return [{"model": m} for m in ROWS]
 
     def _train(
         self, preset: Preset, data: ArrayDataset, seed: int, device: torch.device, role: str
