@@ -64,6 +64,8 @@ def _annotation(fn: Callable[..., Any], name: str) -> Any:
 
 def _signature_of(factory: Callable[..., Any]) -> tuple[Callable[..., Any], inspect.Signature]:
     target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    if target is object.__init__:  # a class without a constructor of its own takes nothing
+        return target, inspect.Signature([inspect.Parameter("self", 0)])
     return target, inspect.signature(target)
 
 
