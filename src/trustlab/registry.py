@@ -85,6 +85,11 @@ class Card:
         inputs: the factory's leading arguments that are not settings (e.g. ``("model",)``):
             :meth:`build` takes them positionally and :meth:`validate` refuses them as keys.
         meta: free-form facts (a dataset's shape, a model's kind, a suite's attacks, ...).
+
+    Example::
+
+        card = EVASION.get("pgd")  # its registered defaults: 20 steps, CE
+        atk = card.build(model, eps=8 / 255)
     """
 
     name: str
@@ -237,6 +242,11 @@ class Registry:
         kind: what it holds, in words (``"evasion attack"``); used in messages.
         modules: the packages whose import registers its entries (imported on first lookup).
         inputs: the leading factory arguments that are not settings (``("model",)``).
+
+    Example::
+
+        atk = EVASION.build("pgd", model, eps=8 / 255)  # EVASION is a Registry
+        EVASION.names(transfer=True)  # the names whose card's meta says transfer=True
     """
 
     def __init__(self, kind: str, modules: Sequence[str] = (), inputs: Sequence[str] = ()) -> None:

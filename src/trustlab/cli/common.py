@@ -178,7 +178,13 @@ def _reflow(text: str) -> str:
 class CatalogueCommand(TyperCommand):
     """A command whose help texts may name the catalogue's entries with ``{kind}`` placeholders,
     filled from the registries only when the help is shown (so running a command, ``trustlab
-    runs`` or the root's ``--help`` never imports the method packages for it)."""
+    runs`` or the root's ``--help`` never imports the method packages for it).
+
+    Example::
+
+        @app.command("attack", cls=CatalogueCommand)  # as :func:`command` registers them
+        def attack(name: Annotated[str, typer.Option(help="{evasion}.")] = "pgd") -> None: ...
+    """
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         saved = [(p, p.help) for p in self.params if getattr(p, "help", None)]

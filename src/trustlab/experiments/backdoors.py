@@ -127,6 +127,29 @@ def _nc_evasion(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class BlindReproduction(Experiment):
+    """Reproduction ``blind``: the blind pattern and single-pixel backdoors of a compromised loss
+    next to BadNets' data poisoning and a clean model, and Neural Cleanse against BadNets and the
+    blind backdoor trained with the NC-evasion loss (see the module).
+
+    Bagdasaryan & Shmatikov, "Blind Backdoors in Deep Learning Models", USENIX Security 2021
+    (with BadNets, Gu et al. 2017, as the data-poisoning reference).
+
+    Table keys ``model`` (``clean``, ``badnets``, ``blind-pattern``, ``blind-pixel``,
+    ``blind-nc-evasion``); metrics ``clean_acc``, ``asr``, ``ra`` and Neural Cleanse's
+    ``nc_anomaly``, ``nc_flagged``, ``nc_target_flagged`` (rows ``badnets`` and
+    ``blind-nc-evasion`` only). Claims: BadNets and the blind pattern and single-pixel backdoors
+    reach ASR >= 95% with C-Acc within 2 points of the clean model; Neural Cleanse flags the
+    BadNets model (target anomaly index > 2) but no class of the NC-evading blind backdoor, which
+    keeps ASR >= 95%. Presets: ``smoke`` (cnn-small on digits; seconds), ``quick`` (ResNet-8 on
+    shapes10; minutes on 2 CPU cores), ``full`` (ResNet-18 on CIFAR-10, the paper's image
+    setting).
+
+    Example::
+
+        rep = reproduce("blind", "smoke")  # trustlab.experiments.base.reproduce
+        rep.passed
+    """
+
     name = "blind"
     title = "Blind backdoors through a compromised loss, against BadNets"
     paper = "Bagdasaryan, Shmatikov. Blind Backdoors in Deep Learning Models. USENIX Security 2021."
@@ -279,7 +302,17 @@ def _feature(preset: Preset, test: ArrayDataset) -> torch.Tensor:
 class BlindVariantsReproduction(BlindReproduction):
     """The semantic and covert-task blind backdoors next to a clean model; see the module. The
     clean model is measured like each backdoored one (rows ``clean/semantic``,
-    ``clean/covert``): what the backdoor metrics read without a backdoor."""
+    ``clean/covert``): what the backdoor metrics read without a backdoor.
+
+    Table keys ``model`` (``blind-semantic``, ``blind-covert``, ``clean/semantic``,
+    ``clean/covert``); metrics ``clean_acc``, ``asr``, ``ra``; no claim. Presets:
+    :class:`BlindReproduction`'s; the semantic rows need shapes10 (``quick``).
+
+    Example::
+
+        rep = reproduce("blind-variants", "quick")  # trustlab.experiments.base.reproduce
+        print(rep.table.to_markdown(percent=rep.table.metrics))
+    """
 
     name = "blind-variants"
     title = "Semantic and covert-task blind backdoors"

@@ -50,7 +50,13 @@ PRESETS = ("smoke", "quick", "full")
 
 @dataclass(frozen=True)
 class Preset:
-    """One scale of an experiment. ``options`` holds the experiment's own knobs."""
+    """One scale of an experiment. ``options`` holds the experiment's own knobs.
+
+    Example::
+
+        pre = get_experiment("blind").preset("smoke").with_overrides(seeds=2)
+        train = pre.load("train")
+    """
 
     name: str
     dataset: str
@@ -94,6 +100,20 @@ class Preset:
 
 @dataclass(frozen=True)
 class ClaimResult:
+    """One claim checked against a reproduction's table (what :meth:`Claim.evaluate` returns).
+
+    Attributes:
+        claim: the claim's name (its :class:`Claim`'s ``name``, e.g. ``"asr-and-accuracy"``).
+        text: the claim in words.
+        passed: whether the table satisfies it.
+        detail: the numbers it was decided on, in words.
+
+    Example::
+
+        result = claim.evaluate(table)
+        print("PASS" if result.passed else "FAIL", result.text, result.detail)
+    """
+
     claim: str
     text: str
     passed: bool
@@ -102,7 +122,13 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class Claim:
-    """A paper's headline as a predicate: ``check(table) -> (passed, detail with the numbers)``."""
+    """A paper's headline as a predicate: ``check(table) -> (passed, detail with the numbers)``.
+
+    Example::
+
+        claim = Claim("asr", "ASR >= 95%", lambda t: (t.mean("asr") >= 0.95, "the ASR"))
+        claim.evaluate(table).passed
+    """
 
     name: str
     text: str
@@ -114,7 +140,13 @@ class Claim:
 
 
 class ResultTable:
-    """Rows of per-seed metrics grouped by ``keys``; :meth:`summary` gives mean/std over seeds."""
+    """Rows of per-seed metrics grouped by ``keys``; :meth:`summary` gives mean/std over seeds.
+
+    Example::
+
+        table = ResultTable(("model",), ("asr",), [{"model": "badnets", "seed": 0, "asr": 1.0}])
+        table.mean("asr", model="badnets")
+    """
 
     def __init__(self, keys: Sequence[str], metrics: Sequence[str], rows: Iterable[dict]) -> None:
         self.keys = tuple(keys)
@@ -182,7 +214,13 @@ class ResultTable:
 
 
 class Experiment:
-    """Base class of a reproduction; subclasses set the class attributes and two methods."""
+    """Base class of a reproduction; subclasses set the class attributes and two methods.
+
+    Example::
+
+        exp = get_experiment("blind")  # a fresh instance of the registered subclass
+        jobs = exp.jobs(exp.preset("smoke"))
+    """
 
     name: str = ""
     title: str = ""
@@ -247,6 +285,26 @@ class Experiment:
 
 @dataclass
 class Reproduction:
+    """What :func:`reproduce` returns: one preset of an experiment, run and checked.
+
+    Attributes:
+        experiment: the experiment's registered name (e.g. ``"blind"``).
+        preset: the preset that ran, with the overrides applied (dataset, seeds, data root,
+            options).
+        table: the table of per-seed rows (:class:`ResultTable`).
+        claims: each of the experiment's claims checked against the table
+            (:class:`ClaimResult`).
+        run: the stored ``reproduce`` run (:func:`reproduce` always sets it; ``None`` for one
+            built by hand).
+
+    :attr:`passed` is True when every claim passed (also when the experiment has none).
+
+    Example::
+
+        rep = reproduce("blind", "smoke")
+        rep.passed
+    """
+
     experiment: str
     preset: Preset
     table: ResultTable

@@ -63,6 +63,27 @@ def _headline(defense: str) -> tuple[str, str]:
 
 @register_experiment
 class BackdoorBench(Experiment):
+    """The backdoor bench (``trustlab bench backdoor``): each attack's model trained once, then
+    every defense run against it (see the module).
+
+    After Wu, Chen, Zhang, Zhu, Wei, Yuan & Shen, "BackdoorBench: A Comprehensive Benchmark of
+    Backdoor Learning", NeurIPS 2022 Datasets and Benchmarks (the attack x defense matrix and its
+    measures, C-Acc, ASR, DER).
+
+    Table keys ``attack``, ``defense``; metrics the defense's numbers (:data:`METRICS`, e.g.
+    ``auroc``, ``clean_acc_after``, ``asr_after``, ``der``; empty where a defense produces none);
+    ``matrix.html`` in the run folder shows each cell's headline number. No claim: the bench
+    measures. Presets: ``smoke`` (cnn-small on digits, BadNets and blind x every defense;
+    seconds), ``quick`` (ResNet-8 on shapes10, 5 epochs, clean-label, BadNets, blend, Refool and
+    blind x every defense; minutes on 2 CPU cores); options ``attacks`` and ``defenses``
+    (:func:`bench_options`) pick a sub-matrix.
+
+    Example::
+
+        rep = reproduce("bench-backdoor", "smoke", options=bench_options("badnets", "strip"))
+        rep.table.summary()
+    """
+
     name = "bench-backdoor"
     title = "Backdoor attacks x defenses"
     paper = (

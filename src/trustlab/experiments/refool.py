@@ -72,6 +72,26 @@ def _asr(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class RefoolReproduction(Experiment):
+    """Reproduction ``refool``: the clean-label reflection backdoor with its reflection chosen by
+    trial poisoning, next to a fixed reflection and a clean model (see the module).
+
+    Liu, Ma, Bailey & Lu, "Reflection Backdoor: A Natural Backdoor Attack on Deep Neural
+    Networks", ECCV 2020.
+
+    Table keys ``model`` (``clean``, ``refool``, ``unranked``); metrics ``clean_acc``, ``asr``,
+    ``ra`` and ``rate`` (the poisoned fraction of the training set; the ``clean`` row's ASR and
+    RA are the chosen reflection's on the clean model). Claim: Refool reaches ASR >= 70%
+    poisoning <= 5% of the training set with clean labels. Presets: ``smoke`` (cnn-small on
+    digits, one round of selection; seconds), ``quick`` (ResNet-8 on shapes10, 3 rounds; minutes
+    on 2 CPU cores), ``full`` (ResNet-18 on CIFAR-10, 3.3% poisoned, the paper's headline
+    regime).
+
+    Example::
+
+        rep = reproduce("refool", "smoke")  # trustlab.experiments.base.reproduce
+        rep.passed
+    """
+
     name = "refool"
     title = "Reflection backdoor: clean-label poisoning with ranked reflections"
     paper = (

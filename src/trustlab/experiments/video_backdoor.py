@@ -68,6 +68,25 @@ def _twice(t: ResultTable) -> tuple[bool, str]:
 
 @register_experiment
 class VideoBackdoorReproduction(Experiment):
+    """Reproduction ``video-backdoor``: the clean-label backdoor with a universal adversarial
+    trigger and feature erasing, against a plain-patch clean-label attack (see the module).
+
+    Zhao, Ma, Zheng, Bailey, Chen & Jiang, "Clean-Label Backdoor Attacks on Video Recognition
+    Models", CVPR 2020.
+
+    Table keys ``model`` (``clean``, ``plain``, ``adversarial``); metrics ``clean_acc``,
+    ``asr``, ``ra`` (the ``clean`` row's ASR and RA: the adversarial trigger on the clean
+    victim). Claim: the adversarial patch's ASR is at least twice the plain patch's at the same
+    poisoning rate. Presets: ``smoke`` (cnn-small on digits), ``quick`` (ResNet-8 on shapes10:
+    the attack on images), ``video`` (half-width c3d-small on moving-shapes, 20 epochs; for a
+    GPU), ``full`` (full-width c3d-small on moving-shapes, 40 epochs, 3 seeds).
+
+    Example::
+
+        rep = reproduce("video-backdoor", "smoke")  # trustlab.experiments.base.reproduce
+        rep.passed
+    """
+
     name = "video-backdoor"
     title = "Clean-label backdoor with a universal adversarial trigger on video recognition"
     paper = (

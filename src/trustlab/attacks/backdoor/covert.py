@@ -52,7 +52,13 @@ def mean_luma(x: torch.Tensor) -> torch.Tensor:
 
 class BrightnessBand:
     """Covert task ``backdoor_labels(x, y) -> band of x's mean luma`` (``y`` is ignored):
-    ``floor(bands * mean_luma(x))`` clamped to ``[0, bands - 1]``; default 10 bands."""
+    ``floor(bands * mean_luma(x))`` clamped to ``[0, bands - 1]``; default 10 bands.
+
+    Example::
+
+        task = BrightnessBand(10)
+        loss = BlindBackdoorLoss(trigger, backdoor_labels=task)
+    """
 
     name = "brightness-band"
 

@@ -44,7 +44,13 @@ from trustlab.errors import InputError
 
 class Reverse(Protocol):
     """NC's reverse engineering: ``(masks (K, H, W), patterns (K, C, H, W), success (K,),
-    epochs run)`` for ``targets`` on the clean inputs ``x``, started from ``init``."""
+    epochs run)`` for ``targets`` on the clean inputs ``x``, started from ``init``.
+
+    Example::
+
+        reverse: Reverse = reverse_engineer  # trustlab.defenses.backdoor.neural_cleanse
+        masks, patterns, success, epochs = reverse(model, x, [0], epochs=2, samples=256, seed=0)
+    """
 
     def __call__(
         self,

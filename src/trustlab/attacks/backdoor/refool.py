@@ -132,7 +132,13 @@ def candidate_name(trigger: ReflectionTrigger) -> str:
 @dataclass
 class Selection:
     """The result of :func:`select_reflections`: the kept triggers (best first), every
-    candidate's final weight, and each round's record."""
+    candidate's final weight, and each round's record.
+
+    Example::
+
+        sel = select_reflections(candidates, train, val, trial, target=0, rate=0.05)
+        poisoned = poison_dataset(train, sel.best, CleanLabel(0, train.num_classes), 0.05)
+    """
 
     triggers: list[ReflectionTrigger]
     indices: list[int]

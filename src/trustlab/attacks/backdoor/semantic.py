@@ -39,7 +39,13 @@ from trustlab.utils.modules import frozen
 class SemanticBackdoor:
     """``synthesize(x, y) -> (x_b, y_b)``: the feature-bearing inputs of the batch and/or the
     attacker's own feature images, all labelled ``target``; see the module. Defaults: no
-    recogniser, ``per_batch`` = the batch size."""
+    recogniser, ``per_batch`` = the batch size.
+
+    Example::
+
+        pool = texture_feature_images("hubble_deep_field", 2000, seed=1)
+        loss = BlindBackdoorLoss(synthesize=SemanticBackdoor(0, feature_images=pool))
+    """
 
     def __init__(
         self,

@@ -61,6 +61,11 @@ class Ball:
     ``ball(adv)`` moves ``adv`` into it. For L-inf this is the exact projection, one clamp
     against bounds computed once per attack; for L2 it is the projection onto the ball followed
     by the clamp to ``[0, 1]`` (the usual approximation of the projection onto the intersection).
+
+    Example::
+
+        ball = Ball(x, 8 / 255, "linf")
+        adv = ball(adv + 2 / 255 * grad.sign())
     """
 
     def __init__(self, x: torch.Tensor, eps: float, norm: str) -> None:

@@ -87,6 +87,11 @@ class ShadowRecipe:
         key: a JSON-able description of the loss (and of anything else that ``spec`` and
             ``settings`` do not say) for the cache key; required with ``loss_fn`` or
             ``make_compute_loss`` when the cache is on.
+
+    Example::
+
+        recipe = ShadowRecipe(ModelSpec.for_data("cnn-small", train), TrainSettings(epochs=2))
+        shadow = recipe.train(population.subset(indices), seed=1)
     """
 
     spec: ModelSpec
@@ -173,7 +178,13 @@ def _unpack_mask(text: str, n: int) -> torch.Tensor:
 @dataclass
 class ShadowModels:
     """A trained set of shadow models: their in-masks over the population, their seeds, and the
-    models themselves (in memory, or as files in ``folder`` loaded on demand)."""
+    models themselves (in memory, or as files in ``folder`` loaded on demand).
+
+    Example::
+
+        shadows = train_shadows(recipe, population, num_shadows=16)
+        model, members = shadows.model(0), shadows.masks[0]
+    """
 
     masks: torch.Tensor
     seeds: list[int]

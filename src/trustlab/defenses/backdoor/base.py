@@ -55,7 +55,13 @@ class FilterReport:
     sample (higher = more suspicious; ``(N,)``), per-class details, and, when the dataset
     carried a ``poison_mask`` (a :class:`~trustlab.attacks.backdoor.PoisonedDataset`), the
     precision/recall of the flagged set and the AUROC of the scores against it (``metrics``;
-    used for evaluation only, never for flagging)."""
+    used for evaluation only, never for flagging).
+
+    Example::
+
+        report = ActivationClustering(model).analyze(poisoned_train)
+        report.flagged, report.metrics.get("precision")
+    """
 
     flagged: torch.Tensor
     scores: torch.Tensor
