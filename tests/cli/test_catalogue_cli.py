@@ -185,3 +185,31 @@ def test_root_help_groups_the_commands_by_area() -> None:
     assert positions == sorted(positions)
     evasion = out[positions[2] : positions[3]]
     assert all(c in evasion for c in ("attack", "evaluate", "advcam", "detect", "transfer"))
+
+
+def test_flags_show_no_value_placeholder() -> None:
+    from typer.testing import CliRunner
+
+    from trustlab.cli import app
+
+    out = CliRunner().invoke(app, ["train", "--help"], terminal_width=120).output
+    line = next(ln for ln in out.splitlines() if "--dp " in ln)
+    assert "<bool>" not in line and "DP-SGD" in line
+    assert "<bool>" not in out  # no flag of train shows a type
+
+
+def test_an_interrupted_command_does_not_promise_a_resume_it_cannot_do(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import trustlab.workflows.backdoor as wb
+    from trustlab.cli import app
+    from trustlab.cli.common import INTERRUPTED
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wb, "run_backdoor", interrupted)
+    out = CliRunner().invoke(app, ["backdoor", "--attack", "badnets"], terminal_width=200)
+    assert out.exit_code == 130
+    text = " ".join(out.output.split())
+    assert " ".join(INTERRUPTED.split()) in text and "training run or a reproduction" in text

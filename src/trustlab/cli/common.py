@@ -121,6 +121,14 @@ def print_reproduction(rep: Any) -> None:
 
 
 # -- errors --------------------------------------------------------------------------------------
+#: what an interrupted command says: only training runs and reproductions resume
+INTERRUPTED = (
+    "interrupted: the run is marked 'interrupted' (`trustlab runs` lists it). "
+    "`trustlab resume <id>` continues a training run or a reproduction from where it stopped; "
+    "run any other command again."
+)
+
+
 def handled(fn: F) -> F:
     """Turn trustlab's input errors into one ``error:`` line and exit code 2 (a diverged training
     run: exit 1; Ctrl-C: exit 130)."""
@@ -136,10 +144,7 @@ def handled(fn: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print(
-                "interrupted: the run is marked 'interrupted'; `trustlab runs` lists it and "
-                "`trustlab resume <id>` continues it."
-            )
+            err_console.print(INTERRUPTED, highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -186,18 +191,30 @@ class CatalogueCommand(TyperCommand):
         def attack(name: Annotated[str, typer.Option(help="{evasion}.")] = "pgd") -> None: ...
     """
 
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""  # a flag: no "<bool>" after --help
+        return option
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         saved = [(p, p.help) for p in self.params if getattr(p, "help", None)]
+        # a flag takes no value: show no "<bool>" type for it
+        flags = [(p, p.metavar) for p in self.params if getattr(p, "is_flag", False)]
         own = self.help
         try:
             for p, text in saved:
                 p.help = fill_names(text)
+            for p, _ in flags:
+                p.metavar = ""
             if own:
                 self.help = _reflow(fill_names(own))
             super().format_help(ctx, formatter)
         finally:
             for p, text in saved:
                 p.help = text
+            for p, metavar in flags:
+                p.metavar = metavar
             self.help = own
 
 
