@@ -28,27 +28,15 @@ def attack_cmd(
     dataset: DatasetOpt = None,
     data_root: DataRootOpt = None,
     n: NOpt = 1000,
-    png: Annotated[Path | None, typer.Option(help="write a grid of examples here.")] = None,
+    png: Annotated[Path | None, typer.Option(help="also write the grid of examples here.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
-    """Robust accuracy of a model under one attack (and an optional PNG of examples)."""
-    from trustlab.attacks.evasion import evaluate_robustness
-    from trustlab.attacks.evasion.suite import make_attack
-    from trustlab.registry import EVASION
-    from trustlab.workflows.targets import load_target
+    """Robust accuracy of a model under one attack; stored as a run with a PNG of examples."""
+    from trustlab.workflows.evasion import run_attack
 
-    seeded = "seed" in EVASION.get(attack).parameters()  # an unknown name: the registry's error
-    model, data, dev = load_target(target, dataset, data_root, n, device)
-    atk = make_attack(attack, model, eps, **({"seed": seed} if seeded else {}))
-    rep = evaluate_robustness(model, data, {attack: atk}, device=dev)
-    typer.echo(json.dumps({"attack": attack, "eps": eps, **rep.to_dict()}))
-    if png is not None:
-        from trustlab.attacks.evasion.grid import save_grid
-
-        k = min(8, len(data))
-        x, y = data.x[:k].to(dev), data.y[:k].to(dev)
-        save_grid(png, x, atk(x, y))
+    run, out = run_attack(target, attack, eps, dataset, data_root, n, png, device, seed)
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 
 @command("evaluate", area=AREA)
@@ -63,19 +51,19 @@ def evaluate_cmd(
     seed: SeedOpt = 0,
 ) -> None:
     """Worst-case robust accuracy over a suite of attacks (a cascade, as AutoAttack reports)."""
-    from trustlab.attacks.evasion import evaluate_robustness
-    from trustlab.attacks.evasion.suite import make_suite
-    from trustlab.workflows.targets import load_target
+    from trustlab.workflows.evasion import run_evaluate
 
-    model, data, dev = load_target(target, dataset, data_root, n, device)
-    rep = evaluate_robustness(model, data, make_suite(suite, model, eps), device=dev)
-    typer.echo(json.dumps({"suite": suite, "eps": eps, **rep.to_dict()}))
+    run, out = run_evaluate(target, suite, eps, dataset, data_root, n, device, seed)
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 
 @command("advcam", area=AREA)
 def advcam_cmd(
     target: TargetArg,
-    png: Annotated[Path, typer.Option(help="write the grid (original, camouflaged, difference).")],
+    png: Annotated[
+        Path | None,
+        typer.Option(help="also write the grid here (original, camouflaged, difference)."),
+    ] = None,
     style: Annotated[
         str, typer.Option(help="a bundled photograph (chelsea, coffee, ...) or an image file.")
     ] = "chelsea",
@@ -97,43 +85,14 @@ def advcam_cmd(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
-    """Camouflage adversarial examples in a natural style (AdvCam) and write a PNG grid."""
-    import torch
+    """Camouflage adversarial examples in a natural style (AdvCam); stored with a PNG grid."""
+    from trustlab.workflows.evasion import run_advcam
 
-    from trustlab.attacks.evasion.advcam import AdvCam, style_image
-    from trustlab.attacks.evasion.grid import save_grid
-    from trustlab.experiments.camouflage import central_mask
-    from trustlab.workflows.targets import load_target
-
-    if not 0 < region <= 1:
-        raise InputError(f"--region must be in (0, 1], got {region}.")
-    model, data, dev = load_target(target, dataset, data_root, n, device)
-    x, y = data.x.to(dev), data.y.to(dev)
-    goal = None
-    if target_class is not None:
-        if not 0 <= target_class < data.num_classes:
-            raise InputError(
-                f"--target-class must be in [0, {data.num_classes}), got {target_class}."
-            )
-        goal = torch.full_like(y, target_class)
-    atk = AdvCam(
-        model, style_image(style), mask=central_mask(tuple(x.shape[-2:]), region), steps=steps,
-        targeted=goal is not None, eot=eot, seed=seed, content_layer=content_layer,
-        style_layers=[n for n in style_layers.split(",") if n] if style_layers else None,
+    run, out = run_advcam(
+        target, png, style, region, steps, target_class, eot, style_layers, content_layer,
+        dataset, data_root, n, device, seed,
     )  # fmt: skip
-    adv = atk(x, y, goal)
-    with torch.no_grad():
-        pred = model(adv).argmax(1)
-    hit = pred == goal if goal is not None else pred != y
-    save_grid(png, x, adv)
-    out = {
-        "success": float(hit.float().mean()),
-        "style_loss": float(atk.style_loss(adv).mean()),
-        "style_loss_clean": float(atk.style_loss(x).mean()),
-        "n": len(x),
-        "png": str(png),
-    }
-    typer.echo(json.dumps(out))
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 
 @command("detect", area=AREA)
@@ -158,28 +117,13 @@ def detect_cmd(
     As the medical-imaging study measures it: successful attacks vs clean and noise-matched
     inputs. Attacks: {evasion}.
     """
-    from trustlab.attacks.evasion.suite import make_attack
-    from trustlab.defenses.detection import build_detection_set, evaluate_detector, make_detector
-    from trustlab.registry import DETECTORS
-    from trustlab.workflows.targets import load_target
+    from trustlab.workflows.evasion import run_detect
 
-    card = DETECTORS.get(detector)  # an unknown name: the registry's error
-    model, data, dev = load_target(target, dataset, data_root, n, device)
-    train = None
-    if card.meta.get("needs_train"):  # KD+BU fits its densities on the training split
-        from trustlab.data import load_dataset
-
-        train = load_dataset(data.name, "train", root=data_root)
-    det = make_detector(detector, model, train=train, classifier=classifier, seed=seed)
-    x, y = data.x.to(dev), data.y.to(dev)
-    sets = build_detection_set(model, x, y, make_attack(attack, model, eps), seed=seed)
-    other = None
-    if transfer_attack is not None:
-        other_atk = make_attack(transfer_attack, model, eps)
-        other = build_detection_set(model, x, y, other_atk, seed=seed)
-    rep = evaluate_detector(det, sets, splits=splits, seed=seed, transfer_to=other)
-    out = {"attack": attack, "eps": eps, "tested_on": transfer_attack or attack, **rep.to_dict()}
-    typer.echo(json.dumps(out))
+    run, out = run_detect(
+        target, detector, attack, eps, transfer_attack, classifier, splits, dataset, data_root,
+        n, device, seed,
+    )  # fmt: skip
+    typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 
 @command(

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from trustlab.attacks.evasion import PGD
-from trustlab.attacks.evasion.advcam import AdvCam, random_transform
+from trustlab.attacks.evasion.advcam import AdvCam, central_mask, random_transform
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data.synthetic import bundled_image
 from trustlab.experiments.base import (
@@ -43,16 +43,6 @@ from trustlab.train.checkpoint import load_model
 from trustlab.utils.seed import derive_seed, generator
 
 METHODS = ("pgd", "advcam", "advcam-eot")
-
-
-def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
-    """``(H, W)`` mask of ones on the central square covering ``fraction`` of each side."""
-    h, w = size
-    mh, mw = max(1, round(h * fraction)), max(1, round(w * fraction))
-    m = torch.zeros(h, w)
-    top, left = (h - mh) // 2, (w - mw) // 2
-    m[top : top + mh, left : left + mw] = 1
-    return m
 
 
 def _success(t: ResultTable) -> tuple[bool, str]:

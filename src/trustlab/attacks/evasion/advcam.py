@@ -145,6 +145,17 @@ def random_transform(
     inputs=("model", "style"),
     eps_ball=False,
 )
+def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
+    """``(H, W)`` mask of ones on the central square covering ``fraction`` of each side (the
+    region AdvCam may change)."""
+    h, w = size
+    mh, mw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    m = torch.zeros(h, w)
+    top, left = (h - mh) // 2, (w - mw) // 2
+    m[top : top + mh, left : left + mw] = 1
+    return m
+
+
 class AdvCam:
     """``AdvCam(model, style)(x, y)`` -> camouflaged examples; ``history_`` holds the losses.
 
