@@ -8,6 +8,8 @@ over them, and a Python user calls the same functions:
   :func:`~trustlab.workflows.train.resume_training` (``trustlab resume``);
 - :func:`~trustlab.workflows.backdoor.run_backdoor` (``trustlab backdoor``) and
   :func:`~trustlab.workflows.defend.run_defend` (``trustlab defend``);
+- :func:`~trustlab.workflows.evasion.run_attack`, ``run_evaluate``, ``run_advcam`` and
+  ``run_detect`` (``trustlab attack``, ``evaluate``, ``advcam``, ``detect``);
 - :func:`~trustlab.workflows.transfer.run_transfer` (``trustlab transfer``);
 - :func:`~trustlab.workflows.mia.run_mia` (``trustlab mia``);
 - :func:`~trustlab.workflows.privacy_defense.run_privacy_defense` (``trustlab defend-privacy``).
