@@ -34,7 +34,10 @@ def test_bench_backdoor_smoke_matrix_and_resume(_isolated_home: Path, monkeypatc
     assert "<table>" in page and "blind" in page and "AUROC" in page
     blind = {r["defense"]: r for r in rows if r["attack"] == "blind"}
     # nothing in the data to find (the loss did it): no recall at all, not a miss
-    assert math.isnan(blind["spectral"]["recall"]) and "-" in page
+    assert math.isnan(blind["spectral"]["recall"]) and "—" in page
+    # accuracies as percentages, as report.md shows them
+    header, lines = bench.matrix(rows)
+    assert header[:3] == ["attack", "C-Acc", "ASR"] and lines[0][1].endswith("%")
     # a rerun of a job skips the finished cells and reuses the stored model
     exp = get_experiment("bench-backdoor")
     exp.workdir = run.dir / "work"

@@ -216,7 +216,9 @@ class BackdoorBench(Experiment):
 
 def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """``(header, lines)`` of the matrix: one line per attack (C-Acc and ASR of its model, then
-    each defense's headline number, the mean over seeds; "—" where there is none)."""
+    each defense's headline number, the mean over seeds; "—" where there is none). Accuracies
+    and success rates are percentages, as in the run's ``report.md``; the other measures
+    (AUROC, DER, anomaly index, ...) are shown as they are."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
 
@@ -226,7 +228,10 @@ def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             if r["attack"] == attack and (defense is None or r["defense"] == defense) and key in r
         ]  # fmt: skip
         vals = [v for v in vals if not math.isnan(v)]
-        return f"{sum(vals) / len(vals):.2f}" if vals else NOT_APPLICABLE
+        if not vals:
+            return NOT_APPLICABLE
+        m = sum(vals) / len(vals)
+        return f"{100 * m:.1f}%" if key in BackdoorBench.percent else f"{m:.2f}"
 
     header = ["attack", "C-Acc", "ASR", *(f"{d}: {_headline(d)[1]}" for d in defenses)]
     lines = [
