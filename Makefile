@@ -27,7 +27,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@echo "[demo] training resnet20 on the built-in shapes10 set (examples/demo-shapes10.yaml);"
 	@echo "[demo] the run is stored under $${TRUSTLAB_HOME:-./runs}; about 2 minutes on 2 CPU cores"
-	@$(VENV)/bin/trustlab train --config examples/demo-shapes10.yaml
+	@start=$$(date +%s); \
+	$(VENV)/bin/trustlab train --config examples/demo-shapes10.yaml || exit $$?; \
+	echo "[demo] done in $$(( $$(date +%s) - start ))s"
 
 test: $(STAMP)
 	@echo "[test] ruff check and format check, then pytest"
