@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from trustlab.data import ArrayDataset
 from trustlab.errors import CheckpointError, InputError
 from trustlab.train import Callback, Trainer, TrainSettings, fit
-from trustlab.train.trainer import CHECKPOINT_NAME
+from trustlab.train.trainer import CHECKPOINT_NAME, collapse, epoch_line
 
 
 def blobs(n: int = 96, seed: int = 0, k: int = 3) -> ArrayDataset:
@@ -279,3 +280,118 @@ def test_gradient_clipping_bounds_update() -> None:
         progress=False,
     )
     assert (weights(model) - before).norm() <= 1e-3 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"lr": math.inf}, "'lr'"),
+        ({"lr": math.nan}, "'lr'"),
+        ({"lr": 0.0}, "'lr'"),
+        ({"epochs": 100_001}, "'epochs'"),
+        ({"weight_decay": math.inf}, "'weight_decay'"),
+        ({"clip_grad_norm": math.inf}, "'clip_grad_norm'"),
+    ],
+)
+def test_absurd_settings_name_the_setting(bad: dict, named: str) -> None:
+    with pytest.raises(InputError, match=named) as info:
+        Trainer(tiny(), progress=False, **bad)
+    assert "\n" not in str(info.value)
+
+
+def test_sanity_limits_keep_the_defaults_and_large_values() -> None:
+    assert TrainSettings() == TrainSettings(epochs=10, lr=0.1, weight_decay=5e-4)
+    assert TrainSettings(epochs=100_000, lr=50.0).epochs == 100_000
+
+
+def _collapse_warnings(record: list) -> list[str]:
+    return [str(w.message) for w in record if "collapsed" in str(w.message)]
+
+
+def test_a_collapsed_run_warns_once_with_what_to_try() -> None:
+    """A loss whose gradient is zero: the loss never moves and nothing is learned."""
+
+    def stuck(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (logits * 0).sum() + 83.61
+
+    with pytest.warns(UserWarning) as record:
+        result = fit(tiny(), blobs(), blobs(seed=1), epochs=6, loss_fn=stuck, progress=False)
+    found = _collapse_warnings(record.list)
+    assert len(found) == 1, found  # once per run, not once per epoch
+    assert "stayed at 83.61 since epoch 1" in found[0]
+    assert "lower learning rate" in found[0] and "loss settings" in found[0]
+    assert len(result.history) == 6
+
+
+def test_chance_accuracy_is_named_at_the_end_of_the_run() -> None:
+    """The issue's case: the loss moves a little, the test accuracy ends at chance."""
+    history = [
+        {"epoch": e, "train_loss": 83.6 + 0.1 * e, "test_accuracy": 0.103} for e in range(1, 11)
+    ]
+    labels = torch.arange(1000) % 10
+    assert collapse(history, labels, 10, final=False) is None  # judged at the end only
+    found = collapse(history, labels, 10)
+    assert found is not None and found.startswith(
+        "training looks collapsed: test accuracy 10.30% is chance level (always answering the "
+        "most frequent class scores 10.00%)"
+    )
+    # a majority class sets the bar: 70% on labels that are 70% one class is chance
+    skewed = torch.tensor([0] * 7 + [1] * 3)
+    at_majority = [{"epoch": e, "train_loss": 1.0 / e, "test_accuracy": 0.7} for e in (1, 2, 3)]
+    assert collapse(at_majority, skewed, 2) is not None
+    above = [{**h, "test_accuracy": 0.8} for h in at_majority]
+    assert collapse(above, skewed, 2) is None
+
+
+def test_a_healthy_run_does_not_warn(recwarn: pytest.WarningsRecorder) -> None:
+    data = blobs()
+    result = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, progress=False)
+    assert result.final["test_accuracy"] > 0.9
+    assert _collapse_warnings(recwarn.list) == []
+
+
+def test_collapse_detection_reads_the_metrics_only() -> None:
+    def stuck(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (logits * 0).sum() + 2.0
+
+    kw = dict(epochs=4, loss_fn=stuck, progress=False)
+    with pytest.warns(UserWarning):
+        warned = fit(tiny(), blobs(), blobs(seed=1), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quiet = fit(tiny(), blobs(), blobs(seed=1), **kw)
+    assert torch.equal(weights(warned.model), weights(quiet.model))
+    assert _strip(warned.history) == _strip(quiet.history)
+
+
+def test_short_runs_are_not_judged() -> None:
+    history = [{"epoch": 1, "train_loss": 2.3, "test_accuracy": 0.1}] * 2
+    assert collapse(history, torch.arange(10), 10) is None
+    assert collapse(history * 2, torch.arange(10), 10) is not None
+    # a loss that stopped moving near zero is a fitted model, not a collapse
+    fitted = [{"epoch": e, "train_loss": 1e-5, "train_accuracy": 1.0} for e in range(1, 5)]
+    assert collapse(fitted, torch.arange(10), 10) is None
+
+
+def test_epoch_lines_when_asked_and_no_bar_is_shown(capsys: pytest.CaptureFixture) -> None:
+    """stderr is not a terminal here (as in a log file or CI): no bar, so one line per epoch."""
+    fit(tiny(), blobs(), blobs(seed=1), epochs=3, progress=True, log_epochs=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("epoch 1/3  loss ") and "test acc " in lines[0]
+    assert lines[2].startswith("epoch 3/3") and lines[2].endswith("s elapsed)")
+
+
+def test_no_epoch_lines_by_default_or_when_quiet(capsys: pytest.CaptureFixture) -> None:
+    fit(tiny(), blobs(), epochs=2)  # a notebook's fit(): progress on, no lines
+    fit(tiny(), blobs(), epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_epoch_line_format() -> None:
+    line = epoch_line(
+        {"epoch": 3, "train_loss": 0.41234, "test_accuracy": 0.953, "epoch_seconds": 4.12},
+        10,
+        12.44,
+    )
+    assert line == "epoch 3/10  loss 0.4123  test acc 95.30%  (4.1 s; 12.4 s elapsed)"

@@ -24,6 +24,7 @@ papers' code).
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -58,6 +59,10 @@ BatchLossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 CHECKPOINT_NAME = "last.safetensors"
 #: settings a resumed run may change (everything else must equal the checkpoint's)
 RESUME_MAY_CHANGE = frozenset({"epochs", "eval_every", "eval_batch_size"})
+#: the most epochs a run may ask for (a sanity limit: a typo such as 1000000 is refused)
+MAX_EPOCHS = 100_000
+#: collapse detection: this many last epochs with an unchanged training loss
+COLLAPSE_WINDOW = 3
 
 
 class TrainSettings(BaseModel):
@@ -67,10 +72,10 @@ class TrainSettings(BaseModel):
     schedule stepped once per epoch).
 
     Args:
-        epochs: passes over the training set; default 10.
+        epochs: passes over the training set, 1 to 100,000; default 10.
         batch_size: global batch size (split across ranks); default 128.
         optimizer: ``"sgd"`` (default), ``"adam"`` or ``"adamw"``.
-        lr: peak learning rate; default 0.1.
+        lr: peak learning rate, finite and > 0; default 0.1.
         momentum: SGD momentum; default 0.9.
         nesterov: Nesterov momentum (SGD only); default False.
         weight_decay: default 5e-4.
@@ -97,13 +102,17 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = Field(10, ge=1, description="number of passes over the training set")
+    epochs: int = Field(
+        10, ge=1, le=MAX_EPOCHS, description="number of passes over the training set"
+    )
     batch_size: int = Field(128, ge=1, description="global batch size (split across ranks)")
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, description="peak learning rate")
+    lr: float = Field(
+        0.1, gt=0, allow_inf_nan=False, description="peak learning rate (finite, > 0)"
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: list[int] = Field(
         default_factory=list,
@@ -111,9 +120,13 @@ class TrainSettings(BaseModel):
         "(default: 50% and 75% of the epochs after warm-up)",
     )
     gamma: float = Field(0.1, gt=0, le=1)
-    min_lr: float = Field(0.0, ge=0, description="the cosine schedule's floor (eta_min)")
+    min_lr: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="the cosine schedule's floor (eta_min)"
+    )
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
-    clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient L2 norm")
+    clip_grad_norm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="max global gradient L2 norm"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="for the default CE loss")
     augment: Literal["none", "crop", "flip", "crop-flip"] = "none"
     channels_last: bool = Field(
@@ -325,6 +338,10 @@ class Trainer:
         log: called with ``(epoch, metrics)`` after each epoch on rank 0 (e.g. ``run.log_metrics``);
             default None.
         progress: show a rich progress bar (only on a terminal, only on rank 0); default True.
+        log_epochs: when no progress bar is shown (stderr is not a terminal: a log file, CI, a
+            pipe), write one line per epoch to stderr (epoch, loss, accuracy, elapsed time);
+            default False (a notebook calling :func:`fit` stays quiet). The CLI sets it unless
+            ``--quiet``.
         **overrides: :class:`TrainSettings` fields, e.g. ``epochs=5, lr=0.05``.
 
     Shapes: the data's inputs ``(N, C, H, W)`` (or ``(N, C, T, H, W)``) in ``[0, 1]`` and ``(N,)``
@@ -348,6 +365,7 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         log: Callable[[int, dict[str, float]], None] | None = None,
         progress: bool = True,
+        log_epochs: bool = False,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -382,7 +400,9 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.log = log
         self.progress = progress
+        self.log_epochs = log_epochs
         self.stop = False
+        self._collapse_warned = False
         self._memory_format: torch.memory_format | None = None
         self.epoch = 0
         self.history: list[dict[str, float]] = []
@@ -536,7 +556,9 @@ class Trainer:
             cb.on_train_start(self)
 
         show = self.progress and ctx.is_main
+        start = time.perf_counter()
         with progress_bar("train", steps, show, eta=True) as bar:
+            lines = self.log_epochs and ctx.is_main and not bar.enabled
             while self.epoch < s.epochs and not self.stop:
                 epoch = self.epoch
                 metrics = self._train_epoch(net, optimizer, train, epoch, ctx, per_rank_batch, bar)
@@ -557,11 +579,33 @@ class Trainer:
                     cb.on_epoch_end(self, self.epoch, metrics)
                 acc = metrics.get("test_accuracy", metrics.get("train_accuracy", float("nan")))
                 bar.info(f"loss {metrics['train_loss']:.3f} acc {acc:.3f}")
+                if lines:
+                    print(
+                        epoch_line(metrics, s.epochs, time.perf_counter() - start),
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if ctx.is_main and not self._collapse_warned:
+                    self._warn_if_collapsed(train, test, final=False)
+        if ctx.is_main and not self._collapse_warned:
+            self._warn_if_collapsed(train, test, final=True)
         privacy = self._dp.report() if self._dp is not None else None
         result = TrainResult(self.model, list(self.history), privacy)
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
+
+    def _warn_if_collapsed(
+        self, train: ArrayDataset, test: ArrayDataset | None, final: bool
+    ) -> None:
+        """Warn (once per run) when the history shows a collapsed run: see :func:`collapse`.
+        Reads the metrics only; ``final``: the run has ended (chance accuracy is judged then)."""
+        last = self.history[-1] if self.history else {}
+        labels = test.y if test is not None and "test_accuracy" in last else train.y
+        found = collapse(self.history, labels, train.num_classes, final=final)
+        if found is not None:
+            self._collapse_warned = True
+            warnings.warn(found, UserWarning, stacklevel=4)
 
     def _train_epoch(
         self,
@@ -644,6 +688,70 @@ class Trainer:
         if n_scored > 0:  # compute_loss may not return logits
             metrics["train_accuracy"] = n_correct / n_scored
         return metrics
+
+
+def epoch_line(metrics: dict[str, float], epochs: int, elapsed: float) -> str:
+    """One epoch as a line of text (for logs): ``epoch 3/10  loss 0.4120  test acc 95.30%
+    (4.1 s; 12.4 s elapsed)``."""
+    parts = [f"epoch {int(metrics['epoch'])}/{epochs}", f"loss {metrics['train_loss']:.4f}"]
+    for key, label in (("train_accuracy", "train acc"), ("test_accuracy", "test acc")):
+        if key in metrics:
+            parts.append(f"{label} {100 * metrics[key]:.2f}%")
+    if "epsilon" in metrics:
+        parts.append(f"epsilon {metrics['epsilon']:.2f}")
+    seconds = metrics.get("epoch_seconds")
+    took = f"{seconds:.1f} s; " if seconds is not None else ""
+    return "  ".join(parts) + f"  ({took}{elapsed:.1f} s elapsed)"
+
+
+def collapse(
+    history: Sequence[dict[str, float]], labels: torch.Tensor, num_classes: int, final: bool = True
+) -> str | None:
+    """What makes a run look collapsed, as a warning text with what to try; None when nothing does.
+
+    Two signs, read from the per-epoch metrics only: the training loss unchanged (to 1e-4
+    relative) over the last 3 epochs while not near zero, and (``final``: at the end of a run of
+    at least 3 epochs) an accuracy no better than always answering the most frequent class
+    (``labels``: those the accuracy was measured on) plus 2 points. Runs shorter than 3 epochs
+    are not judged.
+
+    Example:
+        >>> history = [{"epoch": e, "train_loss": 83.61, "test_accuracy": 0.103} for e in (1, 2, 3)]
+        >>> print(collapse(history, torch.arange(100) % 10, 10))  # doctest: +ELLIPSIS
+        training looks collapsed: test accuracy 10.30% is chance level ...
+    """
+    if len(history) < COLLAPSE_WINDOW:
+        return None
+    signs = []
+    last = [h["train_loss"] for h in history[-COLLAPSE_WINDOW:]]
+    spread = max(last) - min(last)
+    if abs(last[-1]) > 1e-3 and spread <= 1e-4 * abs(last[-1]):
+        since = len(history) - COLLAPSE_WINDOW + 1
+        while since > 1 and abs(history[since - 2]["train_loss"] - last[-1]) <= 1e-4 * abs(
+            last[-1]
+        ):
+            since -= 1
+        signs.append(f"the training loss has stayed at {last[-1]:.4g} since epoch {since}")
+    if final:
+        key = "test_accuracy" if "test_accuracy" in history[-1] else "train_accuracy"
+        acc = history[-1].get(key)
+        counts = torch.bincount(labels.long().flatten().cpu(), minlength=num_classes)
+        majority = float(counts.max()) / max(int(counts.sum()), 1)
+        chance = max(majority, 1 / max(num_classes, 1))
+        if acc is not None and acc <= chance + 0.02:
+            name = key.replace("_", " ")
+            signs.insert(
+                0,
+                f"{name} {100 * acc:.2f}% is chance level (always answering the most frequent "
+                f"class scores {100 * majority:.2f}%)",
+            )
+    if not signs:
+        return None
+    return (
+        f"training looks collapsed: {' and '.join(signs)}. The model learned nothing usable; "
+        "try a lower learning rate (or a higher one if the loss never moved), and check the loss "
+        "settings (loss, alpha, beta) and the label noise."
+    )
 
 
 def fit(
