@@ -7,7 +7,8 @@ checks the defense's name and the training budget against its card
 ``epochs``) *before* the run is created, then runs it
 (:func:`~trustlab.defenses.backdoor.evaluate.run_defense`) and stores ``defense.json`` (the
 numbers and the defense's report) and, for a defense whose report holds reversed triggers
-(Neural Cleanse), ``triggers.png`` (row 1: each class's mask; row 2: mask x pattern).
+(Neural Cleanse), ``triggers.png`` (:func:`triggers_figure`: a column per class, labelled,
+flagged classes framed in red; row 1: each class's mask; row 2: mask x pattern).
 
 ``epochs`` goes where the card's meta ``budget`` says: ``"options"``, the defense's own
 ``epochs`` (Neural Cleanse's optimisation; default 5); ``"settings"``, the training budget of
@@ -17,8 +18,9 @@ the models it trains (fine-pruning's fine-tuning, the adversarial filter; SGD lr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustlab.attacks.backdoor.artifact import load_artifact
 from trustlab.data import load_dataset
@@ -30,7 +32,10 @@ from trustlab.train import TrainSettings
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic
 
-__all__ = ["artifact_dir", "run_defend"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["artifact_dir", "run_defend", "triggers_figure", "triggers_png"]
 
 
 def artifact_dir(ref: str, store: RunStore | None = None) -> Path:
@@ -44,6 +49,60 @@ def artifact_dir(ref: str, store: RunStore | None = None) -> Path:
             "make one with `trustlab backdoor`."
         )
     return folder
+
+
+def triggers_figure(report: Any, class_names: Sequence[str] | None = None) -> Figure:
+    """The picture of a Neural Cleanse report: one column per scanned class (its label, the
+    class name from ``class_names`` where it says more than the number), rows ``"mask"``
+    (captioned with the mask's L1 norm) and ``"mask x pattern"`` (what NC pastes; captioned
+    with the anomaly index); flagged classes framed in red; a title saying what is flagged."""
+    from trustlab.results.plots import image_rows_figure
+
+    k = len(report.masks)
+    extra = getattr(report, "extra", None) or {}
+    classes = [int(c) for c in extra.get("classes", range(k))]
+
+    def name(c: int) -> str:
+        known = class_names is not None and 0 <= c < len(class_names)
+        if known and str(class_names[c]) != str(c):
+            return f"{c}: {class_names[c]}"
+        return f"class {c}"
+
+    flagged = set(getattr(report, "flagged", ()))
+    cols = [name(c) + ("\nflagged" if c in flagged else "") for c in classes]
+    norms = getattr(report, "norms", None)
+    anomaly = getattr(report, "anomaly", None)
+    anomaly = [float(v) for v in anomaly] if anomaly is not None else None
+    if flagged:
+        which = ", ".join(
+            name(c) + (f" (anomaly index {anomaly[classes.index(c)]:.1f})" if anomaly else "")
+            for c in sorted(flagged)
+        )
+        verdict = f"flagged as backdoor target: {which}"
+    else:
+        verdict = "no class flagged"
+    threshold = getattr(report, "threshold", None)
+    if threshold is not None:
+        verdict += f" (rule: mask L1 below the median, anomaly index > {threshold:g})"
+    m = report.masks[:, None]
+    return image_rows_figure(
+        [m, m * report.patterns],
+        row_labels=["mask", "mask x pattern"],
+        col_labels=cols,
+        captions=[
+            [f"L1 {float(v):.1f}" for v in norms] if norms is not None else None,
+            [f"anomaly {a:.1f}" for a in anomaly] if anomaly is not None else None,
+        ],
+        title=f"Neural Cleanse: the smallest trigger that sends inputs to each class\n{verdict}",
+        marked=[i for i, c in enumerate(classes) if c in flagged],
+    )
+
+
+def triggers_png(path: str | Path, report: Any, class_names: Sequence[str] | None = None) -> Path:
+    """Write :func:`triggers_figure` as a PNG to ``path``, atomically; returns ``path``."""
+    from trustlab.results.plots import save_figure
+
+    return save_figure(triggers_figure(report, class_names), path)
 
 
 def run_defend(
@@ -93,11 +152,7 @@ def run_defend(
         write_json_atomic(run.artifact_path("defense.json"), doc)
         run.add_artifact("defense.json")
         if report is not None and hasattr(report, "masks") and hasattr(report, "patterns"):
-            from trustlab.attacks.evasion.grid import save_rows
-
-            # row 1: each class's mask; row 2: mask x pattern (what NC pastes)
-            m = report.masks[:, None]
-            save_rows(run.artifact_path("triggers.png"), [m, m * report.patterns])
+            triggers_png(run.artifact_path("triggers.png"), report, test.classes)
             run.add_artifact("triggers.png")
         run.finish(out)
     return run, out

@@ -140,13 +140,27 @@ def _target_run(store: RunStore, target: int | str | Run) -> Run:
     return run
 
 
-def _roc_png(path: Any, curves: dict[str, tuple[torch.Tensor, torch.Tensor]], n: int) -> dict:
+def _roc_png(
+    path: Any,
+    curves: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    metrics: dict[str, dict[str, float]] | None = None,
+    title: str | None = None,
+) -> dict:
+    """The log-log ROC of each attack's scores (from ``floor = min(1e-3, 1/n)`` to 1) with the
+    chance diagonal, a dotted line at 1% FPR and a legend of each curve's AUC and TPR at 1% FPR
+    (from ``metrics[name]``, the run's own numbers; else computed here). Returns the colours."""
     floor = min(1e-3, 1.0 / max(n, 1))
-    rocs = {}
+    rocs, labels = {}, {}
     for name, (scores, member) in curves.items():
         fpr, tpr, _ = roc_curve(scores, member)
         rocs[name] = (fpr.tolist(), tpr.tolist())
-    legend = curves_png(path, rocs, log_floor=floor)
+        m = (metrics or {}).get(name) or membership_metrics(scores, member)
+        labels[name] = f"{name}: AUC {m['auc']:.3f}, TPR {m['tpr_at_1fpr']:.1%} at 1% FPR"
+    legend = curves_png(
+        path, rocs, log_floor=floor, labels=labels, marks=(0.01,),
+        title=title or "membership inference ROC (log-log)",
+    )  # fmt: skip
     return {name: list(rgb) for name, rgb in legend.items()}
 
 
@@ -269,7 +283,14 @@ def run_mia(
         curves = {attack: (scores, is_member)}
         if baseline is not None:
             curves[BASELINE] = (loss, is_member)
-        legend = _roc_png(run.artifact_path("roc.png"), curves, n)
+        how = f"{attack}{' (offline)' if offline else ''}"
+        how += f", {shadows} shadow models" if uses_shadows else ""
+        legend = _roc_png(
+            run.artifact_path("roc.png"), curves, n,
+            {attack: metrics, **({BASELINE: baseline} if baseline is not None else {})},
+            f"membership inference on run {target_run.id}: {how}\n"
+            f"{n} members vs {n} non-members",
+        )  # fmt: skip
         run.add_artifact("roc.png", kind="plot")
         write_json_atomic(
             run.artifact_path("scores.json"),
