@@ -147,3 +147,62 @@ def test_stale_temp_files_are_cleaned(tmp_path) -> None:
     (tmp_path / ".c.json.def456.tmp").write_text("{")
     ck.save_checkpoint(tmp_path / "c.safetensors", {"a": torch.ones(1)}, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]
+
+
+def _saved(tmp_path) -> bytes:
+    path = ck.save_checkpoint(tmp_path / "ok.safetensors", {"w": torch.ones(64, 64)}, {"e": 1})
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("cut", ["data", "header"])
+def test_damaged_safetensors_get_advice_for_damaged_files(tmp_path, cut: str) -> None:
+    raw = _saved(tmp_path)
+    n = int.from_bytes(raw[:8], "little")
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(raw[: 8 + n + 100] if cut == "data" else raw[: 8 + n // 2])
+    with pytest.raises(CheckpointError) as err:
+        ck.load_model(path, model=nn.Linear(64, 64))
+    message = str(err.value)
+    assert "damaged or truncated safetensors file" in message and "copy it again" in message
+    assert "torch.load" not in message and "pickle" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (pickle.dumps({"w": 1}), "a pickle file"),
+        (b"", "is empty"),
+        (b"garbage!garbage!", "not a safetensors file"),
+    ],
+    ids=["pickle", "empty", "garbage"],
+)
+def test_non_safetensors_are_told_apart(tmp_path, content: bytes, kind: str) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=kind):
+        ck.load_checkpoint(path)
+
+
+def test_zip_archives_are_told_apart(tmp_path) -> None:
+    import numpy as np
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match=r"torch\.save file.*torch\.load"):
+        ck.load_checkpoint(tmp_path / "model.pt")
+    np.savez(tmp_path / "arrays.npz", w=np.ones(2))
+    with pytest.raises(CheckpointError, match="NumPy .npz archive") as err:
+        ck.load_checkpoint(tmp_path / "arrays.npz")
+    assert "torch.load" not in str(err.value)
+
+
+def test_class_count_mismatch_names_the_key_and_both_shapes(tmp_path) -> None:
+    from trustlab.models import create_model
+
+    path = ck.save_model(create_model("mlp", 10, 1, 8), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        ck.load_model(path, model=create_model("mlp", 5, 1, 8))
+    message = str(err.value)
+    assert "classifier.weight: the file holds (10, 256), the model (5, 256)" in message, message
+    assert "classifier.bias: the file holds (10,), the model (5,)" in message
+    with pytest.raises(CheckpointError, match=r"the file lacks .*; the model has no "):
+        ck.load_model(path, model=nn.Sequential(nn.Linear(64, 10)))

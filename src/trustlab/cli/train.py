@@ -167,26 +167,30 @@ def resume_cmd(
 
 @command("eval", area=AREA)
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="a model .safetensors file.")],
-    dataset: Annotated[str, typer.Option(help="{datasets}.")],
+    target: Annotated[str, typer.Argument(help="a run id or a model .safetensors file.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="{datasets} (default: the run's dataset).")
+    ] = None,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     data_root: DataRootOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
-    """Accuracy and loss of a saved model (safetensors only) on a dataset split."""
+    """Accuracy and loss of a run's model or a model file (safetensors only) on a dataset split."""
     from trustlab.data import load_dataset
-    from trustlab.train import evaluate, load_model
+    from trustlab.train import evaluate
     from trustlab.train.trainer import check_model_fits
     from trustlab.utils.device import resolve_device
     from trustlab.utils.seed import seed_everything
+    from trustlab.workflows.targets import load_target_model
 
     seed_everything(seed)
     dev = resolve_device(device)
-    model = load_model(checkpoint, device=dev)
+    model, run_dataset, run_root = load_target_model(target, dev)
+    dataset, data_root = dataset or run_dataset, data_root or run_root
+    if not dataset:
+        raise InputError("which data? pass --dataset (a run id knows its dataset).")
     data = load_dataset(dataset, split, root=data_root)
     check_model_fits(model, data, device=dev)
     out = evaluate(model, data, device=dev)
-    typer.echo(
-        json.dumps({"checkpoint": str(checkpoint), "dataset": dataset, "split": split, **out})
-    )
+    typer.echo(json.dumps({"checkpoint": target, "dataset": dataset, "split": split, **out}))

@@ -43,6 +43,23 @@ __all__ = [
 
 _COMMON = ("num_classes", "in_channels", "image_size")
 
+#: sanity limits of :func:`create_model` (a model spec read from a file is checked against
+#: them before anything is allocated): image side, channels, classes and parameters
+MAX_IMAGE_SIDE = 8192
+MAX_CHANNELS = 1024
+MAX_CLASSES = 100_000
+MAX_PARAMETERS = 1_000_000_000
+
+
+def _at_most(key: str, value: int, maximum: int, what: str) -> None:
+    """A sanity limit: refuse ``value > maximum`` naming ``key`` (read from a file, a damaged
+    or hostile model spec would otherwise allocate without bound)."""
+    if value > maximum:
+        raise InputError(
+            f"{key}={value} is more than trustlab's models take ({what} up to {maximum}); "
+            "check the value (a model spec read from a file may be damaged)."
+        )
+
 
 def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
     fix = "Pass an int for square images or (H, W), e.g. image_size=32 or (28, 28)."
@@ -50,9 +67,33 @@ def _image_size(value: int | Sequence[int]) -> tuple[int, int]:
         if len(value) != 2:
             raise InputError(f"image_size={value!r} has {len(value)} entries. {fix}")
         h, w = (check_int(f"image_size={value!r}: each entry", v, 1, fix=fix) for v in value)
-        return h, w
-    side = check_int("image_size", value, 1, fix=fix)
-    return side, side
+    else:
+        h = w = check_int("image_size", value, 1, fix=fix)
+    _at_most("image_size", max(h, w), MAX_IMAGE_SIDE, "image sides")
+    return h, w
+
+
+def _check_parameter_count(name: str, build: Any, sizes: dict[str, Any]) -> None:
+    """Refuse a model with more than :data:`MAX_PARAMETERS` parameters before it allocates
+    anything: ``build()`` runs on the meta device (shapes only, no memory, no draw from the
+    user's RNG), so an absurd spec (e.g. an MLP on 8192x8192 inputs) fails in milliseconds."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            count = num_parameters(build())
+    except (RuntimeError, OverflowError) as exc:
+        shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        raise InputError(
+            f"model {name!r} cannot be built with {shown} ({str(exc).splitlines()[0]}); "
+            "use smaller sizes."
+        ) from None
+    if count > MAX_PARAMETERS:
+        shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        gib = count * 4 / 2**30
+        raise InputError(
+            f"model {name!r} with {shown} would have {count:.3g} parameters ({gib:.3g} GiB of "
+            f"float32), over trustlab's limit of {MAX_PARAMETERS:.0e}; check these "
+            "sizes (a model spec read from a file may be damaged) or choose a smaller model."
+        )
 
 
 def create_model(
@@ -79,15 +120,20 @@ def create_model(
 
     Raises:
         InputError: unknown name, bad ``num_classes`` / ``in_channels`` / ``image_size``, an image
-            too small for the architecture, or an option the model does not take.
+            too small for the architecture, an option the model does not take, or sizes beyond
+            the sanity limits (:data:`MAX_CLASSES`, :data:`MAX_CHANNELS`, :data:`MAX_IMAGE_SIDE`
+            and :data:`MAX_PARAMETERS`, the parameter count taken on the meta device before
+            anything is allocated).
     """
     entry = MODELS.get(name)
     num_classes = check_int(
         "num_classes", num_classes, 2, fix="A classifier needs at least two classes."
     )
+    _at_most("num_classes", num_classes, MAX_CLASSES, "classes")
     in_channels = check_int(
         "in_channels", in_channels, 1, fix="Use 1 for grey-scale and 3 for colour inputs."
     )
+    _at_most("in_channels", in_channels, MAX_CHANNELS, "input channels")
     size = _image_size(image_size)
     allowed = [
         p.name
@@ -101,9 +147,9 @@ def create_model(
             f"model {entry.name!r} does not take {', '.join(map(repr, unknown))}; its extra "
             f"options are: {options}."
         )
-    model = entry.factory(
-        num_classes=num_classes, in_channels=in_channels, image_size=size, **kwargs
-    )
+    sizes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": size, **kwargs}
+    _check_parameter_count(entry.name, lambda: entry.factory(**sizes), sizes)
+    model = entry.factory(**sizes)
     model.config = {
         "name": entry.name,
         "num_classes": num_classes,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +54,68 @@ def save_checkpoint(
     return path
 
 
-def _explain_not_safetensors(path: Path) -> str:
-    head = b""
+_CONVERT = (
+    "Convert it where you trust it: "
+    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')."
+)
+
+
+def _zip_kind(path: Path) -> str:
+    """What a zip archive handed in as a checkpoint holds (the names only; nothing is read)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "a damaged zip archive (perhaps a torch.save file)"
+    if any(n.rsplit("/", 1)[-1] == "data.pkl" for n in names):
+        return "a torch.save file (a pickle inside a zip archive)"
+    if names and all(n.endswith(".npy") for n in names):
+        return "a NumPy .npz archive"
+    return "a zip archive"
+
+
+def _explain_not_safetensors(path: Path, why: str = "") -> str:
+    """Why ``path`` cannot be read as a safetensors file, and the fix that fits what it is:
+    a pickle or torch.save file is converted where it is trusted; a damaged or truncated
+    safetensors file is re-created or copied again (converting it would not help)."""
+    head, size = b"", 0
     if path.is_file():
+        size = path.stat().st_size
         with open(path, "rb") as fh:
-            head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        kind = "a torch.save / pickle file"
-    else:
-        kind = "not a safetensors file"
+            head = fh.read(9)
+    refusal = (
+        "trustlab only loads safetensors checkpoints, because unpickling a file can execute "
+        "arbitrary code."
+    )
+    if size == 0:
+        return (
+            f"{path} is empty (0 bytes), not a safetensors checkpoint. Write it again (e.g. "
+            "trustlab.train.save_model) or copy it again from where it was made."
+        )
+    if head[:2] == b"PK":
+        kind = _zip_kind(path)
+        fix = (
+            "Save the model's weights with safetensors.torch.save_file or trustlab's save_model."
+            if kind == "a NumPy .npz archive"
+            else _CONVERT
+        )
+        return f"{path} is {kind}, not a safetensors checkpoint. {refusal} {fix}"
+    if head[:1] == b"\x80":
+        return f"{path} is a pickle file, not a safetensors checkpoint. {refusal} {_CONVERT}"
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        (n,) = struct.unpack("<Q", head[:8])
+        detail = f" ({why})" if why else ""
+        if n > size - 8:
+            detail = f" (its header announces {n} bytes but the file holds only {size - 8})"
+        return (
+            f"{path} is a damaged or truncated safetensors file{detail}. Re-create it (e.g. "
+            "re-run the training that wrote it) or copy it again from where it was made; a "
+            "partial download or copy looks like this."
+        )
     return (
-        f"{path} is {kind}. trustlab only loads safetensors checkpoints, because unpickling a "
-        "file can execute arbitrary code. Convert it where you trust it: "
-        "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')."
+        f"{path} is not a safetensors file (nor a pickle or torch.save file). trustlab loads "
+        "model checkpoints written as safetensors (trustlab train, trustlab.train.save_model or "
+        "safetensors.torch.save_file); check the path."
     )
 
 
@@ -95,7 +145,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(_META_KEY)
     except Exception as exc:  # safetensors raises its own error type for a corrupt header
-        raise CheckpointError(_explain_not_safetensors(path)) from exc
+        raise CheckpointError(_explain_not_safetensors(path, str(exc))) from exc
     if raw is None:
         return {}
     try:
@@ -135,14 +185,41 @@ def save_model(
     )
 
 
+def _state_mismatch(model: nn.Module, tensors: dict[str, torch.Tensor]) -> str:
+    """The differences between ``model``'s state and ``tensors``: keys with different shapes
+    (both shapes), keys the file lacks, keys the model does not have (a few of each)."""
+    own = model.state_dict()
+    shapes = [
+        f"{k}: the file holds {tuple(v.shape)}, the model {tuple(own[k].shape)}"
+        for k, v in tensors.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in tensors]
+    extra = [k for k in tensors if k not in own]
+
+    def some(keys: list[str]) -> str:
+        more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+        return ", ".join(keys[:4]) + more
+
+    parts = []
+    if shapes:
+        parts.append("shapes differ for " + "; ".join(shapes[:4]) + ("; ..." * (len(shapes) > 4)))
+    if missing:
+        parts.append(f"the file lacks {some(missing)}")
+    if extra:
+        parts.append(f"the model has no {some(extra)}")
+    return "; ".join(parts)
+
+
 def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict`` with an error that names the mismatching keys."""
+    """``model.load_state_dict`` with an error that names the mismatching keys and shapes."""
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
+        why = _state_mismatch(model, tensors) or str(exc).splitlines()[0]
         raise CheckpointError(
-            f"{path} does not fit this model: {str(exc).splitlines()[0]} "
-            "Create the model with the same name and arguments as when it was saved."
+            f"{path} does not fit this model: {why}. Create the model with the same name and "
+            "arguments as when it was saved (e.g. the same number of classes)."
         ) from exc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import operator
 from typing import Any
 
@@ -36,6 +37,39 @@ def check_int(
         hint = f" {fix}" if fix else ""
         raise InputError(f"{name} must be {rule}, got {value!r}.{hint}")
     return int(number)
+
+
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    fix: str = "",
+) -> float:
+    """``value`` as a finite ``float`` (bools, non-numbers, NaN and inf refused) within
+    ``[minimum, maximum]``.
+
+    Raises :class:`InputError` naming ``name``, the bounds and ``fix`` (a hint to append).
+    """
+    try:
+        number = None if isinstance(value, (bool, str)) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    bounds = []
+    if minimum is not None:
+        bounds.append(f">= {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"<= {maximum:g}")
+    rule = f"a finite number {' and '.join(bounds)}".rstrip()
+    if (
+        number is None
+        or not math.isfinite(number)
+        or (minimum is not None and number < minimum)
+        or (maximum is not None and number > maximum)
+    ):
+        hint = f" {fix}" if fix else ""
+        raise InputError(f"{name} must be {rule}, got {value!r}.{hint}")
+    return number
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> str:

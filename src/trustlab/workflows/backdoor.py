@@ -1,16 +1,18 @@
 """A stored backdoor run: train a backdoored model with a registered attack and store the
 artefact (``trustlab backdoor``).
 
-:func:`run_backdoor` checks everything a user can get wrong (the attack's name, the dataset,
-the target class, the model) *before* the run is created, so bad input leaves nothing in the
-store; then it trains (:func:`~trustlab.attacks.backdoor.artifact.train_backdoor`), writes the
-artefact into the run's folder (:func:`~trustlab.attacks.backdoor.artifact.save_artifact`:
+:func:`run_backdoor` checks everything a user can get wrong (the attack's name, the poisoning
+rate, the training settings, the dataset, the target class, the model) *before* the run is
+created, so bad input leaves nothing in the store; then it trains
+(:func:`~trustlab.attacks.backdoor.artifact.train_backdoor`), writes the artefact into the
+run's folder (:func:`~trustlab.attacks.backdoor.artifact.save_artifact`:
 ``model.safetensors``, ``trigger.safetensors``, ``poison.safetensors``, ``backdoor.json``) and
 ``examples.png`` (clean vs triggered test images), and finishes the run with the metrics.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,11 +27,32 @@ from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train import TrainSettings
 from trustlab.train.trainer import check_model_fits
 from trustlab.utils.device import resolve_device
+from trustlab.utils.validate import check_float, parse_config
 
 __all__ = ["ARTIFACT_FILES", "run_backdoor"]
 
 #: the files of a backdoor artefact, registered as the run's artefacts
 ARTIFACT_FILES = ("model.safetensors", "trigger.safetensors", "poison.safetensors", "backdoor.json")
+
+
+def _check_poison_count(card: Any, train: Any, rate: float, target: int) -> None:
+    """Refuse, before the run is created, a ``rate`` that asks for more poisoned samples than
+    the data-poisoning recipe's label policy allows (e.g. ``rate=1`` all-to-one: the target
+    class's own samples cannot be poisoned); the same count as
+    :func:`~trustlab.attacks.backdoor.poison.poison_dataset`, which checks it again."""
+    if card.meta.get("injector") != "data":  # the others choose their samples themselves
+        return
+    recipe = card.build()
+    policy = recipe.policy(target, train.num_classes)
+    eligible = int(policy.eligible(train.y).sum())
+    base = len(train) if recipe.of == "dataset" else eligible
+    count = round(rate * base)
+    if count > eligible:
+        raise InputError(
+            f"--rate {rate:g} asks for {count} poisoned samples ({rate:.1%} of {base}) but only "
+            f"{eligible} are eligible under {policy.name}; lower the rate to at most "
+            f"{math.floor(1000 * eligible / base) / 1000 if base else 0:g}."
+        )
 
 
 def run_backdoor(
@@ -51,16 +74,21 @@ def run_backdoor(
     """Train a backdoored ``model`` on ``dataset`` with the registered ``attack``
     (:data:`~trustlab.registry.BACKDOORS`) and store it as a ``backdoor`` run; returns
     ``(run, artefact)``. See the module."""
-    attack = BACKDOORS.get(attack).name  # unknown names fail here, before anything is stored
+    card = BACKDOORS.get(attack)  # unknown names fail here, before anything is stored
+    attack = card.name
+    rate = check_float("--rate", rate, 0, 1, fix="It is a fraction, e.g. 0.1 for 10%.")
+    settings = parse_config(
+        TrainSettings, {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    )
     dev = resolve_device(device)
     train = load_dataset(dataset, "train", root=data_root)
     test = load_dataset(dataset, "test", root=data_root)
     if not 0 <= target < train.num_classes:
         raise InputError(f"--target must be in [0, {train.num_classes}), got {target}.")
+    _check_poison_count(card, train, rate, target)
     torch.manual_seed(seed)
     net = ModelSpec.for_data(model, train).build()
     check_model_fits(net, train, test)
-    settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     config: dict[str, Any] = {
         "attack": attack, "dataset": dataset, "model": model, "rate": rate, "target": target,
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,

@@ -9,6 +9,7 @@ labels ``int64``; normalisation lives inside the model. ``atk = PGD(model, eps=8
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -22,17 +23,37 @@ from trustlab.utils.seed import generator
 NORMS = ("linf", "l2")
 
 
-def parse_eps(value: float | str) -> float:
-    """``0.03``, ``"8/255"`` or ``"0.5"`` -> float (the CLI's ``--eps 8/255``)."""
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    else:
-        try:
-            eps = float(Fraction(str(value).strip()))
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"eps {value!r} is not a number; write e.g. 8/255 or 0.5.") from None
+def parse_eps(value: float | str, norm: str | None = None) -> float:
+    """``0.03``, ``"8/255"`` or ``"0.5"`` -> float (the CLI's ``--eps 8/255``).
+
+    Refuses what is not a finite number ``>= 0``. With ``norm="linf"`` also a radius above 1:
+    inputs live in ``[0, 1]``, so an L-inf ball of radius 1 already holds every image (an L2
+    radius may exceed 1; the attack's constructor passes its norm).
+    """
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    try:
+        if isinstance(value, (int, float)):
+            eps = float(value)
+        else:
+            text = str(value).strip()
+            try:  # a decimal, e.g. "0.5" or "1e309" (inf), without Fraction's 10**exponent
+                eps = float(text)
+            except ValueError:  # a fraction, e.g. "8/255"
+                eps = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"eps {shown} is not a number; write e.g. 8/255 or 0.5.") from None
+    except OverflowError:  # finite but too large for a float, e.g. "1e309"
+        eps = math.inf
+    if not math.isfinite(eps):
+        raise InputError(f"eps must be a finite number, got {shown}; write e.g. 8/255 or 0.5.")
     if not eps >= 0:
-        raise InputError(f"eps must be >= 0, got {value!r}.")
+        raise InputError(f"eps must be >= 0, got {shown}.")
+    if norm == "linf" and eps > 1:
+        raise InputError(
+            f"eps {shown} is larger than 1: inputs lie in [0, 1], so an L-inf radius above 1 "
+            "allows any image. Use a radius in [0, 1] such as 8/255 (on the 0-255 scale, "
+            "divide by 255)."
+        )
     return eps
 
 
@@ -155,7 +176,7 @@ class Attack:
         if norm not in NORMS:
             raise InputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}.")
         self.model = model
-        self.eps = parse_eps(eps)
+        self.eps = parse_eps(eps, norm)
         self.norm = norm
         self.targeted = targeted
         self.seed = seed
