@@ -234,27 +234,52 @@ def cached_tensors(
     return tensors
 
 
+def _check_not_empty(path: Path, x: torch.Tensor, key: str) -> None:
+    """A user's array file must hold at least one sample per split, named in the error."""
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise InputError(
+            f"{path}: array {key!r} holds no samples (shape {tuple(x.shape)}); store at least one "
+            "(N, C, H, W) input per split."
+        )
+
+
 def _load_user_arrays(path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list | None]:
     import json
+    import zipfile
 
     import numpy as np
     from safetensors import safe_open
 
     xk, yk = f"x_{split}", f"y_{split}"
     classes = None
+    wanted = "x_train, y_train, x_test, y_test (optional: classes)"
     if path.suffix == ".npz":
+        fix = "Save them with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
         try:
-            with np.load(path, allow_pickle=False) as z:  # never unpickle a user's file
+            loaded = np.load(path, allow_pickle=False)  # never unpickle a user's file
+        except EOFError:  # numpy's answer to a 0-byte file
+            raise InputError(
+                f"{path} is empty (0 bytes); expected arrays {wanted}. {fix}"
+            ) from None
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path} is not a plain-array .npz file ({exc}). {fix}") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array named .npz
+            raise InputError(f"{path} holds one array, not the arrays {wanted}. {fix}")
+        try:
+            with loaded as z:
                 if xk not in z or yk not in z:
+                    held = ", ".join(sorted(z.files)) if z.files else "no arrays"
                     raise InputError(
-                        f"{path} holds {sorted(z.files)}; expected arrays {xk!r} and {yk!r}."
+                        f"{path} holds {held}; expected arrays {xk!r} and {yk!r} (all of: "
+                        f"{wanted}). {fix}"
                     )
                 x, y = torch.from_numpy(z[xk]), torch.from_numpy(z[yk])
                 classes = [str(c) for c in z["classes"]] if "classes" in z else None
         except InputError:
             raise
-        except ValueError as exc:
-            raise InputError(f"{path} is not a plain-array .npz file ({exc}).") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path} is not a plain-array .npz file ({exc}). {fix}") from None
+        _check_not_empty(path, x, xk)
         return x, y, classes
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -271,6 +296,7 @@ def _load_user_arrays(path: Path, split: str) -> tuple[torch.Tensor, torch.Tenso
             f"{path} is not a safetensors file ({exc}). Save your arrays with "
             "safetensors.torch.save_file or numpy.savez."
         ) from None
+    _check_not_empty(path, x, xk)
     return x, y, classes
 
 
