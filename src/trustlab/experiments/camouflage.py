@@ -191,6 +191,9 @@ class AdvCamReproduction(Experiment):
                     }
                 )
             k = min(8, len(x))
-            save_grid(self.workdir.parent / "advcam.png", x[:k], examples["advcam"][:k])
-            save_grid(self.workdir.parent / "advcam-eot.png", x[:k], examples["advcam-eot"][:k])
+            labels = ("original", "camouflaged")
+            save_grid(self.workdir.parent / "advcam.png", x[:k], examples["advcam"][:k],
+                      labels=labels, title="AdvCam")  # fmt: skip
+            save_grid(self.workdir.parent / "advcam-eot.png", x[:k], examples["advcam-eot"][:k],
+                      labels=labels, title="AdvCam + EOT")  # fmt: skip
         return out

@@ -217,7 +217,10 @@ class RefoolReproduction(Experiment):
         model = self._train(preset, poisoned, seed, device, "final")
         if kind == "refool":
             x = test.x[test.y != TARGET][:8]
-            save_grid(self.work_path(f"refool-seed{seed}.png"), x, trigger(x))
+            save_grid(
+                self.work_path(f"refool-seed{seed}.png"), x, trigger(x),
+                labels=("clean", "reflected"), title="Refool: the chosen reflection",
+            )  # fmt: skip
             save_trigger(trigger_path(self, seed), trigger)
         metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
         return {**metrics, "rate": float(poisoned.poison_mask.float().mean())}

@@ -193,7 +193,8 @@ class VideoBackdoorReproduction(Experiment):
         if kind == "adversarial":
             idx = poisoned.poison_indices[:8]
             save_grid(self.work_path(f"poisoned-seed{seed}.png"), _frames(train.x[idx]),
-                      _frames(poisoned.x[idx]))  # fmt: skip
+                      _frames(poisoned.x[idx]), labels=("clean", "poisoned"),
+                      title="clean-label poisoning (first frames)")  # fmt: skip
         model = self._train(preset, poisoned, seed, device, "victim")
         policy = CleanLabel(TARGET, train.num_classes)
         return evaluate_backdoor(model, test, trigger, policy, device=device)

@@ -79,7 +79,13 @@ def run_attack(
         out = {"attack": attack, "eps": eps, **rep.to_dict()}
         k = min(8, len(data))
         x, y = data.x[:k].to(dev), data.y[:k].to(dev)
-        picture = save_grid(run.artifact_path("examples.png"), x, atk(x, y))
+        adv = atk(x, y)
+        with torch.no_grad():
+            preds = (model(x).argmax(1).cpu(), model(adv).argmax(1).cpu())
+        picture = save_grid(
+            run.artifact_path("examples.png"), x, adv, title=f"{attack}, eps {eps}",
+            predictions=preds, classes=data.classes,
+        )  # fmt: skip
         _copy_png(picture, png)
         summary = {"clean_accuracy": rep.clean_accuracy, "robust_accuracy": rep.robust_accuracy}
         _finish(run, "attack", out, summary, picture)
@@ -166,7 +172,13 @@ def run_advcam(
         with torch.no_grad():
             pred = model(adv).argmax(1)
         hit = pred == goal if goal is not None else pred != y
-        picture = save_grid(run.artifact_path("examples.png"), x, adv)
+        with torch.no_grad():
+            before = model(x).argmax(1).cpu()
+        picture = save_grid(
+            run.artifact_path("examples.png"), x, adv, labels=("original", "camouflaged"),
+            title=f"AdvCam{' + EOT' if eot else ''}: style {style}, central region {region:g}",
+            predictions=(before, pred.cpu()), classes=data.classes,
+        )  # fmt: skip
         _copy_png(picture, png)
         out = {
             "success": float(hit.float().mean()),
