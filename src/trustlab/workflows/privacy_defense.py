@@ -82,13 +82,14 @@ def _source_run(store: RunStore, run_ref: int | str) -> Run:
     return run
 
 
-def _sample_rows(result: JEMResult, per_row: int = 10) -> list[torch.Tensor]:
+def _sample_rows(result: JEMResult, per_row: int = 10) -> tuple[list[torch.Tensor], list[int]]:
     """Up to ``per_row`` synthetic samples of each class (classes with fewer are left out,
-    rows of equal length)."""
+    rows of equal length), and the classes of the rows."""
     syn = result.synthetic
     counts = torch.bincount(syn.y, minlength=syn.num_classes)
     k = min(per_row, int(counts[counts > 0].min()))
-    return [syn.x[syn.y == c][:k] for c in range(syn.num_classes) if counts[c] >= k]
+    kept = [c for c in range(syn.num_classes) if counts[c] >= k]
+    return [syn.x[syn.y == c][:k] for c in kept], kept
 
 
 def run_privacy_defense(
@@ -176,7 +177,14 @@ def run_privacy_defense(
         run.add_artifact("defense.json")
         from trustlab.attacks.evasion.grid import save_rows
 
-        save_rows(run.artifact_path("samples.png"), _sample_rows(result))
+        rows, kept = _sample_rows(result)
+        names = result.synthetic.classes
+        save_rows(
+            run.artifact_path("samples.png"), rows,
+            row_labels=[f"class {c}" if names[c] == str(c) else f"{c}: {names[c]}" for c in kept],
+            title=f"{defense}: synthetic samples the defended model was trained on, one row per "
+            "class (labelled by the fine-tuned model)",
+        )  # fmt: skip
         run.add_artifact("samples.png", kind="image")
         retrained = TrainResult(result.model, report.retrain["history"])
         syn = report.synthetic
