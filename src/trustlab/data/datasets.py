@@ -220,18 +220,45 @@ def cached_tensors(
     """Return the tensors cached under ``$TRUSTLAB_HOME/cache/<key>.safetensors``.
 
     When the file is missing or unreadable, ``build()`` is called and its result is written
-    atomically. ``key`` must change whenever the generator changes (include a version).
+    atomically. ``key`` must change whenever the generator changes (include a version). A cache
+    that cannot be written (a read-only ``$TRUSTLAB_CACHE``) is only read: what is missing is
+    built in memory every time, with a warning naming the folder.
     """
-    path = cache_dir("datasets") / f"{key}.safetensors"
+    path = cache_dir("datasets", create=False) / f"{key}.safetensors"
     if path.exists():
         try:
             return load_file(str(path))
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
-            path.unlink(missing_ok=True)
+            import contextlib
+
+            with contextlib.suppress(OSError):  # a read-only cache: leave the file alone
+                path.unlink(missing_ok=True)
     tensors = {k: v.contiguous() for k, v in build().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+    _write_cache(path, tensors)
     return tensors
+
+
+def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a cache entry atomically; warn (once per folder) and go on when the cache folder
+    cannot be written."""
+    import warnings
+
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+    except OSError as exc:
+        if str(path.parent) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(path.parent))
+            warnings.warn(
+                f"cannot write the dataset cache {path.parent} ({exc.strerror or exc}): "
+                "generated datasets are built in memory each time. Set TRUSTLAB_CACHE to a "
+                "writable folder to keep them.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+_UNWRITABLE: set[str] = set()  # cache folders already warned about
 
 
 def _check_not_empty(path: Path, x: torch.Tensor, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from trustlab.results.store import (
     DB_NAME,
+    KINDS,
     SCHEMA_VERSION,
     STATUSES,
     Run,
@@ -13,6 +14,7 @@ from trustlab.results.store import (
 
 __all__ = [
     "DB_NAME",
+    "KINDS",
     "SCHEMA_VERSION",
     "STATUSES",
     "Run",

@@ -77,6 +77,7 @@ from trustlab.utils.validate import check_int
 
 __all__ = [
     "DB_NAME",
+    "KINDS",
     "SCHEMA_VERSION",
     "STATUSES",
     "Run",
@@ -88,6 +89,12 @@ __all__ = [
 SCHEMA_VERSION = 1
 DB_NAME = "trustlab.db"
 STATUSES = ("running", "finished", "failed", "interrupted")
+#: The kinds of run trustlab's own workflows record (a store may hold others, made in Python).
+#: Add a workflow's kind here when it starts recording runs.
+KINDS = (
+    "advcam", "attack", "backdoor", "defend", "defend-privacy", "detect", "evaluate", "mia",
+    "reproduce", "train", "transfer",
+)  # fmt: skip
 RESERVED_FILES = ("config.json", "meta.json")
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -385,24 +392,125 @@ class RunStore:
     operation; see the module docstring). :meth:`create_run` starts a :class:`Run`; :meth:`get` and
     :meth:`list` read them back after :meth:`mark_stale`.
 
+    A store whose folder or database this process cannot write (a read-only mount, another
+    user's files) is opened read-only: its runs are still listed and shown, and anything that
+    would write raises :class:`InputError` naming the folder and the fix. A damaged database
+    (:meth:`check` runs SQLite's ``quick_check`` before the first write) raises
+    :class:`InputError` too, instead of handing out runs or run ids made of garbage.
+
     Args:
         root: the store folder; default None (:func:`trustlab.utils.paths.trustlab_home`:
             ``$TRUSTLAB_HOME``, else ``./runs``). Nothing is created until the first run is:
             listing an empty or missing store returns ``[]`` and leaves no file behind.
+        readonly: True opens the database read-only (SQLite ``mode=ro``): reading works,
+            writing raises InputError; False always opens it for writing; default None: read-only
+            exactly when the folder or the database is not writable by this process.
 
     Example:
         >>> store = RunStore("runs")
         >>> store.run_dir(7).name
         'run-000007'
+        >>> RunStore("runs", readonly=True).readonly  # lists and shows runs, never writes
+        True
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, readonly: bool | None = None
+    ) -> None:
+        if readonly is not None and not isinstance(readonly, bool):
+            raise InputError(f"readonly must be True, False or None, got {readonly!r}.")
+        self._from_env = root is None
         self.root = Path(root).expanduser() if root is not None else trustlab_home()
         self.db_path = self.root / DB_NAME
+        self._readonly_arg = readonly
         self._ready = False
+        self._checked = False
         self._conn: sqlite3.Connection | None = None
         self._conn_pid = 0
+        self._conn_readonly = False
         self._lock = threading.RLock()
+
+    @property
+    def readonly(self) -> bool:
+        """Whether this store is (or will be) opened read-only; see the ``readonly`` argument."""
+        if self._readonly_arg is not None:
+            return self._readonly_arg
+        return self._unwritable() is not None
+
+    def _unwritable(self) -> str | None:
+        """Why this process cannot write the existing store (None: it can, or it is new)."""
+        if not self.db_path.exists():
+            return None
+        for path in (self.root, self.db_path):
+            if not os.access(path, os.W_OK):
+                return f"{path} is not writable"
+        return None
+
+    def _name(self) -> str:
+        """The store folder, with the variable that chose it."""
+        return f"{self.root} (TRUSTLAB_HOME)" if self._from_env else str(self.root)
+
+    def _readonly_error(self, why: str | None = None) -> InputError:
+        if why is None:
+            if self._readonly_arg:
+                why = "opened with readonly=True"
+            else:
+                why = self._unwritable() or "not writable"
+        return InputError(
+            f"the results store {self._name()} is read-only ({why}): its runs can be listed "
+            "and shown, but no run can be recorded or changed there. Set TRUSTLAB_HOME to a "
+            f"writable folder (e.g. export TRUSTLAB_HOME=$HOME/trustlab-runs), or make {self.root} "
+            "and its trustlab.db writable."
+        )
+
+    def _damaged_error(self, detail: object) -> InputError:
+        if "not a database" in str(detail):
+            what = f"{self.db_path} is not a trustlab results database ({detail})"
+        else:
+            what = f"{self.db_path} is damaged: {detail}"
+        return InputError(
+            f"{what}. Move it aside (e.g. mv trustlab.db trustlab.db.damaged; new runs then "
+            "start after the existing run folders) or restore it from a backup (`sqlite3 "
+            "trustlab.db .recover` may rescue its rows); or point TRUSTLAB_HOME at another "
+            "folder."
+        )
+
+    def _check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            if self._from_env:
+                raise InputError(
+                    f"TRUSTLAB_HOME={self.root} is a file, not a folder. Point TRUSTLAB_HOME at "
+                    "a folder (e.g. export TRUSTLAB_HOME=$HOME/trustlab-runs)."
+                )
+            raise InputError(
+                f"the results store {self.root} is a file, not a folder; pass a folder."
+            )
+
+    def check(self) -> None:
+        """Check the database's structure (SQLite ``PRAGMA quick_check``); run once per store
+        before its first write.
+
+        Raises:
+            InputError: the database is damaged (the message says how to recover).
+        """
+        if not self._ensure_schema(create=False):
+            return
+        try:
+            with self._lock:
+                rows = self._connection().execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        if problems:
+            first = problems[0].replace("*** in database main ***", "").strip().splitlines()
+            raise self._damaged_error(
+                f"SQLite's quick_check found {first[0] if first else problems[0]!r}"
+            )
+        self._checked = True
+
+    def _damaged(self, exc: BaseException) -> InputError:
+        self.close()
+        return self._damaged_error(exc)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r})"
@@ -419,20 +527,66 @@ class RunStore:
         Kept open because closing the last connection checkpoints the WAL (milliseconds per
         operation). A connection inherited through ``fork`` is never used nor closed by the
         child (SQLite forbids it, https://www.sqlite.org/howtocorrupt.html section 2.6): the
-        child opens its own.
+        child opens its own. A read-only store is opened with SQLite's ``mode=ro``.
         """
         if self._conn is not None and self._conn_pid == os.getpid():
             return self._conn
         if self._conn is not None:
             _INHERITED.append(self._conn)  # keep it referenced so that it is never closed here
-        conn = sqlite3.connect(
-            self.db_path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode, and much faster
-        self._conn, self._conn_pid = conn, os.getpid()
+            self._conn = None
+        readonly = self.readonly
+        try:
+            if readonly:
+                conn = self._open_readonly()
+            else:
+                conn = sqlite3.connect(
+                    self.db_path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable in WAL mode, much faster
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise self._damaged(exc) from exc
+        self._conn, self._conn_pid, self._conn_readonly = conn, os.getpid(), readonly
         return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open the database with ``mode=ro``. Reading a WAL database needs its ``-shm`` file;
+        in a read-only folder without one, the database is read as ``immutable`` (nobody can
+        write it there either)."""
+        uri = self.db_path.resolve().as_uri()
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            conn = sqlite3.connect(
+                f"{uri}?{options}",
+                uri=True,
+                timeout=30,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                conn.close()
+                if "immutable" in options:
+                    raise
+                continue
+            return conn
+        raise AssertionError("unreachable")
+
+    def _translate(self, exc: sqlite3.OperationalError) -> BaseException:
+        """An InputError for the operational errors a person can fix (a read-only or missing
+        place, damaged text); other errors (a lock held too long) are returned as they are."""
+        text = str(exc).lower()
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            self.close()
+            return self._readonly_error(str(exc))
+        if "could not decode" in text or "malformed" in text:
+            return self._damaged(exc)
+        return exc
 
     def close(self) -> None:
         """Close this process's connection (reopened on the next operation)."""
@@ -441,39 +595,96 @@ class RunStore:
                 self._conn.close()
             self._conn = None
 
+    def _run_folders(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir() if _RUN_DIR.match(p.name))
+        except OSError:
+            return []
+
+    def _refuse_empty_database(self, conn: sqlite3.Connection) -> None:
+        """An existing database without tables next to run folders was truncated or replaced:
+        re-creating the schema would hide those runs, so refuse."""
+        if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+            return
+        folders = self._run_folders()
+        if not folders:
+            return
+        shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+        raise InputError(
+            f"{self.db_path} is empty (no tables) but {self.root} holds {len(folders)} run "
+            f"folder(s) ({shown}): the database was truncated or replaced, and a new one would "
+            "hide those runs. Restore trustlab.db from a backup; or move it aside (e.g. mv "
+            f"{self.db_path} {self.db_path}.empty) to start a new database whose runs are "
+            "numbered after the existing folders."
+        )
+
     def _ensure_schema(self, create: bool) -> bool:
         """Create or migrate the schema; False when the database does not exist (and
-        ``create`` is False)."""
+        ``create`` is False) or, read-only, holds no tables.
+
+        Raises:
+            InputError: the store folder is a file, cannot be created or (``create``) written;
+                the database is not one, is damaged, newer, or empty next to run folders.
+        """
         if self._ready:
+            if create and self._conn_readonly:
+                raise self._readonly_error()
             return True
-        if not self.db_path.exists():
+        self._check_root()
+        existed = self.db_path.exists()
+        if not existed:
             if not create:
                 return False
-            self.root.mkdir(parents=True, exist_ok=True)
+            if self._readonly_arg:
+                raise self._readonly_error()
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot create the results store {self._name()} ({exc.strerror or exc}). "
+                    "Set TRUSTLAB_HOME to a folder you can write (e.g. export "
+                    "TRUSTLAB_HOME=$HOME/trustlab-runs)."
+                ) from None
+            if not os.access(self.root, os.W_OK):
+                raise self._readonly_error(f"{self.root} is not writable")
+        elif create and self.readonly:
+            raise self._readonly_error()
         try:
             with self._lock:
                 conn = self._connection()
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION and self._conn_readonly:
+                    self._refuse_empty_database(conn)
+                    if (
+                        version == 0
+                        and not conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+                    ):
+                        return False  # an empty database: no runs (and nothing to write)
+                    raise self._readonly_error(
+                        f"its schema {version} needs upgrading to {SCHEMA_VERSION}"
+                    )
                 if version < SCHEMA_VERSION:
+                    if existed:  # before anything is written (the WAL switch writes a header)
+                        self._refuse_empty_database(conn)
                     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                     if str(mode).lower() != "wal":
                         with contextlib.suppress(sqlite3.OperationalError):
                             conn.execute("PRAGMA journal_mode = WAL")
                     with self._transaction(write=True):
+                        if existed:
+                            self._refuse_empty_database(conn)
                         version = conn.execute("PRAGMA user_version").fetchone()[0]
                         for step in range(version, SCHEMA_VERSION):
                             for statement in _MIGRATIONS[step]:
                                 conn.execute(statement)
                         if version < SCHEMA_VERSION:
                             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
         except sqlite3.DatabaseError as exc:
-            if type(exc) is not sqlite3.DatabaseError:  # locked, read-only, ...: not ours to hide
+            if type(exc) is not sqlite3.DatabaseError:  # integrity, ...: not ours to hide
                 raise
-            self.close()
-            raise InputError(
-                f"{self.db_path} is not a trustlab results database ({exc}). Move the file "
-                "aside, or point TRUSTLAB_HOME at another folder."
-            ) from exc
+            raise self._damaged(exc) from exc
         if version > SCHEMA_VERSION:
             raise InputError(
                 f"{self.db_path} was written by a newer trustlab (store schema {version}, this "
@@ -487,19 +698,35 @@ class RunStore:
     def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
         """One short transaction: ``BEGIN IMMEDIATE`` takes the database's write lock up front
         (waiting up to 30 s for it), so read-check-write sequences are atomic across processes;
-        a read transaction sees one consistent snapshot. Rolled back on any exception."""
+        a read transaction sees one consistent snapshot. Rolled back on any exception.
+
+        A write on a read-only store raises InputError; the first write of this store checks
+        the database (:meth:`check`). SQLite's errors for a damaged or unwritable database
+        become InputErrors saying what to do."""
         with self._lock:
             conn = self._connection()
-            if conn.in_transaction:  # left over by an interrupted operation
-                conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write and self._conn_readonly:
+                raise self._readonly_error()
+            if write and self._ready and not self._checked:
+                self.check()
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
+                if conn.in_transaction:  # left over by an interrupted operation
                     conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise self._translate(exc) from exc
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # integrity, ...: not ours to hide
+                    raise
+                raise self._damaged(exc) from exc
 
     def _row(self, conn: sqlite3.Connection, run_id: int) -> sqlite3.Row | None:
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -545,6 +772,7 @@ class RunStore:
             with self._transaction(write=True) as conn:
                 cur = conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)
                 run_id = int(cur.lastrowid or 0)
+                self._check_new_id(conn, run_id)
                 if self.run_dir(run_id).exists():
                     # A folder without a row (e.g. the database was deleted): never reuse it.
                     conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
@@ -573,6 +801,20 @@ class RunStore:
             row = self._row(conn, run_id)
         assert row is not None
         return Run(self, row)
+
+    def _check_new_id(self, conn: sqlite3.Connection, run_id: int) -> None:
+        """Refuse an id past every stored run and run folder: the store never skips ids, so
+        its run counter was damaged (or runs were deleted by hand)."""
+        newest = conn.execute("SELECT MAX(id) FROM runs WHERE id != ?", (run_id,)).fetchone()[0]
+        newest = max(int(newest or 0), self._max_folder_id())
+        if run_id > newest + 1:
+            raise InputError(
+                f"{self.db_path} looks damaged: its run counter gives the next run the id "
+                f"{run_id}, but the newest run is {newest}. If you deleted runs by hand, reset "
+                f'the counter (sqlite3 {self.db_path} "UPDATE sqlite_sequence SET seq = '
+                f"{newest} WHERE name = 'runs'\"); otherwise move the database aside or "
+                "restore it from a backup."
+            )
 
     def _max_folder_id(self) -> int:
         ids = [int(m.group(1)) for p in self.root.iterdir() if (m := _RUN_DIR.match(p.name))]
@@ -628,17 +870,39 @@ class RunStore:
                 "`trustlab runs` (or RunStore.list()), or set TRUSTLAB_HOME to the store "
                 "that holds it."
             )
-        return Run(self, row)
+        return self._as_run(row)
+
+    def _as_run(self, row: sqlite3.Row) -> Run:
+        try:
+            return Run(self, row)
+        except (ValueError, TypeError, KeyError) as exc:  # a row made of garbage
+            raise self._damaged_error(f"run {row['id']} cannot be read ({exc})") from exc
+
+    def kinds(self) -> list[str]:
+        """The run kinds :meth:`list` accepts: :data:`KINDS` and every kind in this store."""
+        found: set[str] = set()
+        if self._ensure_schema(create=False):
+            with self._transaction(write=False) as conn:
+                found = {r[0] for r in conn.execute("SELECT DISTINCT kind FROM runs")}
+        return sorted(found | set(KINDS))
 
     def list(
         self, status: str | None = None, kind: str | None = None, limit: int | None = None
     ) -> list[Run]:
         """Runs, newest first, after :meth:`mark_stale`; optionally only one ``status``
-        (one of :data:`STATUSES`) and/or ``kind``, at most ``limit`` of them."""
+        (one of :data:`STATUSES`) and/or ``kind`` (one of :meth:`kinds`), at most ``limit`` of
+        them.
+
+        Raises:
+            InputError: an unknown status or kind (the message lists the known ones), a bad
+                limit, or a damaged database.
+        """
         if status is not None and status not in STATUSES:
             raise InputError(f"unknown run status {status!r}; use one of {', '.join(STATUSES)}.")
         if kind is not None and not isinstance(kind, str):
             raise InputError(f"kind must be a string such as 'train', got {kind!r}.")
+        if kind is not None and kind not in KINDS and kind not in (known := self.kinds()):
+            raise InputError(f"unknown run kind {kind!r}; use one of {', '.join(known)}.")
         if limit is not None:
             limit = _check_int64("limit", limit, 1, fix="Pass a positive number of runs.")
         if not self._ensure_schema(create=False):
@@ -657,7 +921,7 @@ class RunStore:
             params.append(limit)
         with self._transaction(write=False) as conn:
             rows = conn.execute(query, params).fetchall()
-        return [Run(self, row) for row in rows]
+        return [self._as_run(row) for row in rows]
 
     def mark_stale(self) -> list[int]:
         """Mark ``running`` runs whose process is gone as ``interrupted``; returns their ids.
@@ -708,6 +972,8 @@ class RunStore:
 
     def _mark_stale_quietly(self) -> None:
         """:meth:`mark_stale` for readers: a read-only or busy store still lists its runs."""
+        if self._conn_readonly and self._conn_pid == os.getpid():
+            return
         with contextlib.suppress(sqlite3.OperationalError):
             self.mark_stale()
 
