@@ -245,8 +245,9 @@ def load_model(
         try:
             model = ModelSpec(**spec).build()
         except (TypeError, ValueError) as exc:  # InputError is a ValueError too
+            why = str(exc).rstrip(".")
             raise CheckpointError(
-                f"{path} has a model spec trustlab cannot build ({exc}). Load it into a model "
+                f"{path} has a model spec trustlab cannot build ({why}). Load it into a model "
                 "you create: load_model(path, model=create_model(...))."
             ) from None
     load_state(model, tensors, path)
