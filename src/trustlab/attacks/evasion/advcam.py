@@ -135,16 +135,6 @@ def random_transform(
     return (out + u(-brightness, brightness).view(n, 1, 1, 1)).clamp(0, 1)
 
 
-@EVASION.register(
-    "advcam",
-    "AdvCam: adversarial examples camouflaged in a natural style inside a region",
-    paper="Duan, Ma, Wang, Bailey, Qin, Yang. Adversarial Camouflage: Hiding Physical-World "
-    "Attacks with Natural Styles. CVPR 2020.",
-    threat="white-box, untargeted or targeted, unrestricted inside a region mask (no eps ball), "
-    "optionally robust to physical transformations (EOT)",
-    inputs=("model", "style"),
-    eps_ball=False,
-)
 def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
     """``(H, W)`` mask of ones on the central square covering ``fraction`` of each side (the
     region AdvCam may change)."""
@@ -156,6 +146,16 @@ def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
     return m
 
 
+@EVASION.register(
+    "advcam",
+    "AdvCam: adversarial examples camouflaged in a natural style inside a region",
+    paper="Duan, Ma, Wang, Bailey, Qin, Yang. Adversarial Camouflage: Hiding Physical-World "
+    "Attacks with Natural Styles. CVPR 2020.",
+    threat="white-box, untargeted or targeted, unrestricted inside a region mask (no eps ball), "
+    "optionally robust to physical transformations (EOT)",
+    inputs=("model", "style"),
+    eps_ball=False,
+)
 class AdvCam:
     """``AdvCam(model, style)(x, y)`` -> camouflaged examples; ``history_`` holds the losses.
 
