@@ -212,3 +212,11 @@ def test_eval_takes_a_run_id_and_still_a_file(_isolated_home: Path) -> None:
     assert by_id.output.split('"split"')[1] == by_file.output.split('"split"')[1]
     refused(invoke("eval", str(run.dir / "model.safetensors")), "--dataset")
     refused(invoke("eval", "99", "--device", "cpu"), "99")
+
+
+@pytest.mark.parametrize("adv", ["pgd", "trades"])
+def test_adversarial_training_refuses_an_linf_radius_above_one(adv: str) -> None:
+    from trustlab.registry import ROBUST
+
+    with pytest.raises(InputError, match="larger than 1"):
+        ROBUST.build(adv, eps="300/255")

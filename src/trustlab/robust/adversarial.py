@@ -77,7 +77,8 @@ class PGDTraining:
     ) -> None:
         if not 0 <= label_smoothing < 1:
             raise InputError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-        self.eps, self.alpha, self.steps, self.norm = parse_eps(eps), parse_eps(alpha), steps, norm
+        self.eps, self.alpha = parse_eps(eps, norm), parse_eps(alpha)
+        self.steps, self.norm = steps, norm
         self.label_smoothing = label_smoothing
         self.seed = seed
         self.calls = 0
@@ -139,7 +140,8 @@ class TRADES:
     ) -> None:
         if beta < 0:
             raise InputError(f"TRADES beta must be >= 0, got {beta}.")
-        self.beta, self.eps, self.alpha, self.steps = beta, parse_eps(eps), parse_eps(alpha), steps
+        self.beta, self.eps, self.alpha = beta, parse_eps(eps, "linf"), parse_eps(alpha)
+        self.steps = steps
         self.seed = seed
         self.calls = 0
 
