@@ -103,7 +103,10 @@ def run_backdoor(
             run.add_artifact(f)
         k = min(8, len(test))
         x = test.x[:k].to(dev)
-        save_grid(run.artifact_path("examples.png"), x, art.trigger(x))
+        save_grid(
+            run.artifact_path("examples.png"), x, art.trigger(x), labels=("clean", "triggered"),
+            title=f"{card.name} backdoor, target class {target}",
+        )  # fmt: skip
         run.add_artifact("examples.png")
         run.finish(art.metrics)
     return run, art
