@@ -140,4 +140,3 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mon
         )
         ran += 1
     assert ran >= 20 and all(s.startswith(SKIP_PREFIXES) for s in skipped)
-    print("\n".join(f"{t:6.1f} s  {line}" for t, line in sorted(times, reverse=True)))
