@@ -7,11 +7,13 @@ its command modules without an import cycle.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -36,6 +38,7 @@ __all__ = [
     "fill_names",
     "fmt",
     "handled",
+    "warnings_shown",
     "print_reproduction",
     "print_summary",
     "stdout",
@@ -127,6 +130,20 @@ INTERRUPTED = (
     "`trustlab resume <id>` continues a training run or a reproduction from where it stopped; "
     "run any other command again."
 )
+
+
+@contextlib.contextmanager
+def warnings_shown() -> Iterator[None]:
+    """Inside, a ``UserWarning`` (e.g. the trainer's collapse warning) is printed at once as one
+    yellow line on stderr, not as Python's file:line report."""
+
+    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        err_console.print(f"[yellow]warning: {message}[/yellow]", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
 
 
 def handled(fn: F) -> F:

@@ -18,6 +18,7 @@ from trustlab.cli.common import (
     print_reproduction,
     print_summary,
     stdout,
+    warnings_shown,
 )
 from trustlab.errors import InputError
 from trustlab.utils.progress import show_progress
@@ -132,7 +133,8 @@ def train_cmd(
     out = stdout()
     for w in caught:
         out.print(f"[yellow]{w.message}[/yellow]")
-    run, result = run_training(prep, progress=show_progress(not quiet))
+    with warnings_shown():
+        run, result = run_training(prep, progress=show_progress(not quiet), log_epochs=not quiet)
     if run is not None:
         print_summary(run.refresh(), result.summary())
 
@@ -161,7 +163,10 @@ def resume_cmd(
         return
     from trustlab.workflows.train import resume_training
 
-    run, result = resume_training(run_id, progress=show_progress(not quiet), device=device)
+    with warnings_shown():
+        run, result = resume_training(
+            run_id, progress=show_progress(not quiet), device=device, log_epochs=not quiet
+        )
     print_summary(run.refresh(), result.summary())
 
 

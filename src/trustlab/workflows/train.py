@@ -156,7 +156,11 @@ def _stored_config(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _run_fit(
-    prep: Prepared, run: Run | None, progress: bool, resume_from: Path | None
+    prep: Prepared,
+    run: Run | None,
+    progress: bool,
+    resume_from: Path | None,
+    log_epochs: bool = False,
 ) -> TrainResult:
     cfg = prep.config
     seed_everything(cfg.seed)
@@ -171,6 +175,7 @@ def _run_fit(
         compute_loss=prep.compute_loss,
         device=cfg.device,
         progress=progress,
+        log_epochs=log_epochs,
         checkpoint_dir=run.dir / "checkpoints" if run is not None else None,
         log=run.log_metrics if run is not None else None,
     )
@@ -203,9 +208,12 @@ def run_training(
     config: TrainConfig | dict[str, Any] | Prepared,
     store: RunStore | None = None,
     progress: bool = True,
+    log_epochs: bool = False,
 ) -> tuple[Run | None, TrainResult]:
     """Validate, create a run (rank 0 only), train, store metrics, checkpoints and the model.
-    ``config`` may be what :func:`prepare` returned (the data are then not loaded again)."""
+    ``config`` may be what :func:`prepare` returned (the data are then not loaded again).
+    ``log_epochs``: one line per epoch on stderr where no progress bar is shown (the CLI's
+    default when its output is not a terminal, e.g. a log file or CI)."""
     if isinstance(config, Prepared):
         prep = config
     else:
@@ -220,7 +228,7 @@ def run_training(
         )
 
     def go() -> TrainResult:
-        result = _run_fit(prep, run, progress, None)
+        result = _run_fit(prep, run, progress, None, log_epochs)
         _finish(run, prep, result)
         return result
 
@@ -232,8 +240,10 @@ def resume_training(
     store: RunStore | None = None,
     progress: bool = True,
     device: str | None = None,
+    log_epochs: bool = False,
 ) -> tuple[Run, TrainResult]:
-    """Continue an interrupted or failed training run from its last epoch checkpoint.
+    """Continue an interrupted or failed training run from its last epoch checkpoint
+    (``log_epochs``: as :func:`run_training`).
 
     Under ``torchrun`` every rank loads the checkpoint; only rank 0 touches the store.
     """
@@ -260,7 +270,7 @@ def resume_training(
         writer.reopen()
 
     def go() -> TrainResult:
-        result = _run_fit(prep, writer, progress, ckpt if ckpt.exists() else None)
+        result = _run_fit(prep, writer, progress, ckpt if ckpt.exists() else None, log_epochs)
         _finish(writer, prep, result)
         return result
 
