@@ -220,3 +220,15 @@ def test_adversarial_training_refuses_an_linf_radius_above_one(adv: str) -> None
 
     with pytest.raises(InputError, match="larger than 1"):
         ROBUST.build(adv, eps="300/255")
+
+
+def test_a_model_with_nan_weights_is_refused_when_loaded(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=3, in_channels=1, image_size=4)
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    path = save_model(model, tmp_path / "nan.safetensors")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        load_model(path)
+    out = CliRunner().invoke(app, ["eval", str(path), "--dataset", "digits"])
+    assert out.exit_code == 2 and "NaN or infinite" in out.output and "NaN," not in out.output

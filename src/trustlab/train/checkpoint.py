@@ -250,5 +250,13 @@ def load_model(
                 f"{path} has a model spec trustlab cannot build ({why}). Load it into a model "
                 "you create: load_model(path, model=create_model(...))."
             ) from None
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{path} holds weights that are NaN or infinite ({shown}): the model that wrote it "
+            "had diverged, and every prediction it makes would be meaningless. Retrain it (a "
+            "lower learning rate or clip_grad_norm), or load an earlier checkpoint."
+        )
     load_state(model, tensors, path)
     return model.to(device)
