@@ -191,6 +191,7 @@ class MedicalReproduction(Experiment):
                 curves_png(
                     self.workdir.parent / f"roc-{name}.png",
                     {k: r.roc[0] for k, r in reports.items()},
+                    title=f"detecting PGD examples on {name} (first split, seed {seed})",
                 )
                 out.append(
                     {
