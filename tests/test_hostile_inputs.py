@@ -232,3 +232,15 @@ def test_a_model_with_nan_weights_is_refused_when_loaded(tmp_path: Path) -> None
         load_model(path)
     out = CliRunner().invoke(app, ["eval", str(path), "--dataset", "digits"])
     assert out.exit_code == 2 and "NaN or infinite" in out.output and "NaN," not in out.output
+
+
+def test_tensors_data_root_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    from trustlab.data import load_dataset
+
+    with pytest.raises(InputError, match="is a folder; dataset 'tensors' takes one file"):
+        load_dataset("tensors", "train", root=tmp_path)
+
+
+def test_root_help_shows_no_value_placeholder_for_flags() -> None:
+    out = CliRunner().invoke(app, ["--help"], terminal_width=120)
+    assert out.exit_code == 0 and "--version" in out.output and "<bool>" not in out.output

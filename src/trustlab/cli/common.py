@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from trustlab.errors import InputError
 from trustlab.utils.format import NOT_APPLICABLE, format_value
@@ -44,8 +44,26 @@ __all__ = [
     "stdout",
 ]
 
+
+class _RootGroup(TyperGroup):
+    """The root command group: its flags (--version, --help) show no value placeholder."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for p in self.params:
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="trustlab",
+    cls=_RootGroup,
     help="Attack, defend and measure deep-learning models.",
     no_args_is_help=True,
     add_completion=False,

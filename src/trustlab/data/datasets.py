@@ -344,6 +344,11 @@ def _tensors_dataset(
             "file with x_train, y_train, x_test, y_test."
         )
     path = Path(root)
+    if path.is_dir():
+        raise InputError(
+            f"{path} is a folder; dataset 'tensors' takes one file of arrays: --data-root "
+            "FILE.npz or FILE.safetensors with x_train, y_train, x_test, y_test."
+        )
     if not path.is_file():
         raise InputError(f"dataset file {path} does not exist.")
     raw_x, y, classes = _load_user_arrays(path, split)
