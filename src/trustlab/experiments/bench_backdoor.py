@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from trustlab.attacks.backdoor.artifact import load_artifact, save_artifact, train_backdoor
-from trustlab.attacks.backdoor.labels import CleanLabel
+from trustlab.attacks.backdoor.poison import poison_count
 from trustlab.defenses.backdoor.evaluate import run_defense
 from trustlab.errors import InputError
 from trustlab.experiments.base import Experiment, Preset, register_experiment
@@ -150,20 +150,16 @@ class BackdoorBench(Experiment):
     def check(self, preset: Preset) -> None:
         super().check(preset)
         train = preset.load("train")
-        per_class = int(torch.bincount(train.y).min())
         for attack in _names(preset.options["attacks"], BACKDOORS, "attack"):
             card = BACKDOORS.get(attack)
             if card.meta["injector"] != "data":
                 continue
             recipe = card.build()
-            # a clean-label recipe whose rate counts the training set draws from one class
-            one_class = isinstance(recipe.policy(0, train.num_classes), CleanLabel)
-            rate = self._rate(preset, attack)
-            if recipe.of == "dataset" and one_class and round(rate * len(train)) > per_class:
-                raise InputError(
-                    f"{attack} poisons {rate:.0%} of {preset.dataset}'s training set, more than "
-                    f"its smallest class ({per_class}); pick a dataset with more per class."
-                )
+            try:  # the count poison_dataset takes, for the target run_job attacks (class 0)
+                poison_count(train, recipe.policy(0, train.num_classes), self._rate(preset, attack),
+                             recipe.of)  # fmt: skip
+            except InputError as exc:
+                raise InputError(f"{attack} on {preset.dataset}: {exc}") from None
 
     def run_job(
         self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device

@@ -12,12 +12,12 @@ run's folder (:func:`~trustlab.attacks.backdoor.artifact.save_artifact`:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from trustlab.attacks.backdoor.artifact import BackdoorArtifact, save_artifact, train_backdoor
+from trustlab.attacks.backdoor.poison import poison_count
 from trustlab.attacks.evasion.grid import save_grid
 from trustlab.data import load_dataset
 from trustlab.errors import InputError
@@ -37,22 +37,12 @@ ARTIFACT_FILES = ("model.safetensors", "trigger.safetensors", "poison.safetensor
 
 def _check_poison_count(card: Any, train: Any, rate: float, target: int) -> None:
     """Refuse, before the run is created, a ``rate`` that asks for more poisoned samples than
-    the data-poisoning recipe's label policy allows (e.g. ``rate=1`` all-to-one: the target
-    class's own samples cannot be poisoned); the same count as
-    :func:`~trustlab.attacks.backdoor.poison.poison_dataset`, which checks it again."""
+    the data-poisoning recipe's label policy allows (:func:`poison_count`, the count
+    :func:`~trustlab.attacks.backdoor.poison.poison_dataset` takes)."""
     if card.meta.get("injector") != "data":  # the others choose their samples themselves
         return
     recipe = card.build()
-    policy = recipe.policy(target, train.num_classes)
-    eligible = int(policy.eligible(train.y).sum())
-    base = len(train) if recipe.of == "dataset" else eligible
-    count = round(rate * base)
-    if count > eligible:
-        raise InputError(
-            f"--rate {rate:g} asks for {count} poisoned samples ({rate:.1%} of {base}) but only "
-            f"{eligible} are eligible under {policy.name}; lower the rate to at most "
-            f"{math.floor(1000 * eligible / base) / 1000 if base else 0:g}."
-        )
+    poison_count(train, recipe.policy(target, train.num_classes), rate, recipe.of)
 
 
 def run_backdoor(

@@ -31,6 +31,7 @@ from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train import TrainSettings
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic
+from trustlab.workflows.targets import is_run_ref
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,8 +41,8 @@ __all__ = ["artifact_dir", "run_defend", "triggers_figure", "triggers_png"]
 
 def artifact_dir(ref: str, store: RunStore | None = None) -> Path:
     """The folder of a backdoor artefact: a run id or a folder holding backdoor.json."""
-    if ref.isdigit():
-        return (store or RunStore()).get(int(ref)).dir
+    if is_run_ref(ref):
+        return (store or RunStore()).get(ref).dir
     folder = Path(ref).expanduser()
     if not (folder / "backdoor.json").is_file():
         raise InputError(

@@ -79,7 +79,7 @@ def run_attack(
         out = {"attack": attack, "eps": eps, **rep.to_dict()}
         k = min(8, len(data))
         x, y = data.x[:k].to(dev), data.y[:k].to(dev)
-        adv = atk(x, y)
+        adv = atk(x, y)  # the picture's first k points, attacked again (the cascade keeps none)
         with torch.no_grad():
             preds = (model(x).argmax(1).cpu(), model(adv).argmax(1).cpu())
         picture = save_grid(
@@ -147,8 +147,7 @@ def run_advcam(
     from trustlab.attacks.evasion.advcam import AdvCam, central_mask, style_image
     from trustlab.attacks.evasion.grid import save_grid
 
-    if not 0 < region <= 1:
-        raise InputError(f"--region must be in (0, 1], got {region}.")
+    central_mask((1, 1), region)  # refuses a region outside (0, 1] before loading anything
     model, data, dev = load_target(target, dataset, data_root, n, device, store=store)
     x, y = data.x.to(dev), data.y.to(dev)
     goal = None
@@ -171,9 +170,8 @@ def run_advcam(
         adv = atk(x, y, goal)
         with torch.no_grad():
             pred = model(adv).argmax(1)
-        hit = pred == goal if goal is not None else pred != y
-        with torch.no_grad():
             before = model(x).argmax(1).cpu()
+        hit = pred == goal if goal is not None else pred != y
         picture = save_grid(
             run.artifact_path("examples.png"), x, adv, labels=("original", "camouflaged"),
             title=f"AdvCam{' + EOT' if eot else ''}: style {style}, central region {region:g}",
@@ -225,14 +223,14 @@ def run_detect(
     other_attack = make_attack(transfer_attack, model, eps) if transfer_attack else None
     x, y = data.x.to(dev), data.y.to(dev)
     sets = build_detection_set(model, x, y, main_attack, seed=seed)  # refuses a weak attack
+    other = None
+    if other_attack is not None:  # also refused before the run exists
+        other = build_detection_set(model, x, y, other_attack, seed=seed)
     config = {"target": str(target), "detector": detector, "attack": attack, "eps": str(eps),
               "transfer_attack": transfer_attack, "classifier": classifier, "splits": splits,
               "dataset": data.name, "n": len(data), "seed": seed}  # fmt: skip
     run = (store or RunStore()).create_run("detect", name or f"detect-{detector}", config, seed)
     with recording_outcome(run):
-        other = None
-        if other_attack is not None:
-            other = build_detection_set(model, x, y, other_attack, seed=seed)
         rep = evaluate_detector(det, sets, splits=splits, seed=seed, transfer_to=other)
         out = {"attack": attack, "eps": eps, "tested_on": transfer_attack or attack,
                **rep.to_dict()}  # fmt: skip

@@ -14,6 +14,7 @@ sample (in index order) gets ``triggers[i % len(triggers)]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -43,6 +44,22 @@ class PoisonedDataset(ArrayDataset):
         return torch.nonzero(self.poison_mask).flatten()
 
 
+def poison_count(data: ArrayDataset, policy: LabelPolicy, rate: float, of: str = "dataset") -> int:
+    """How many samples :func:`poison_dataset` poisons: ``round(rate * n)``, ``n`` the dataset
+    (``of="dataset"``) or its eligible samples (``of="eligible"``); an :class:`InputError`
+    naming the largest rate that fits when more are asked than the policy allows."""
+    eligible = int(policy.eligible(data.y).sum())
+    base = len(data) if of == "dataset" else eligible
+    count = round(rate * base)
+    if count > eligible:
+        most = math.floor(1000 * eligible / base) / 1000 if base else 0
+        raise InputError(
+            f"rate {rate:g} asks for {count} poisoned samples ({rate:.1%} of {base}) but only "
+            f"{eligible} are eligible under {policy.name}; lower the rate to at most {most:g}."
+        )
+    return count
+
+
 def poison_dataset(
     data: ArrayDataset,
     trigger: Trigger | Sequence[Trigger],
@@ -62,13 +79,7 @@ def poison_dataset(
     if not triggers or not all(isinstance(t, Trigger) for t in triggers):
         raise InputError("poison_dataset needs a Trigger or a non-empty sequence of Triggers.")
     eligible = torch.nonzero(policy.eligible(data.y)).flatten()
-    base = len(data) if of == "dataset" else len(eligible)
-    count = round(rate * base)
-    if count > len(eligible):
-        raise InputError(
-            f"{count} poisoned samples asked ({rate:.1%} of {base}) but only {len(eligible)} "
-            f"are eligible under {policy.name}; lower the rate."
-        )
+    count = poison_count(data, policy, rate, of)
     pick = eligible[torch.randperm(len(eligible), generator=generator(seed))[:count]]
     pick = pick.sort().values
     x, y = data.x.clone(), data.y.clone()

@@ -138,6 +138,8 @@ def random_transform(
 def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
     """``(H, W)`` mask of ones on the central square covering ``fraction`` of each side (the
     region AdvCam may change)."""
+    if not 0 < fraction <= 1:
+        raise InputError(f"--region must be in (0, 1] (a fraction of the side), got {fraction}.")
     h, w = size
     mh, mw = max(1, round(h * fraction)), max(1, round(w * fraction))
     m = torch.zeros(h, w)

@@ -50,7 +50,7 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.defenses.backdoor.case import DefenseCase, after_repair
 from trustlab.errors import InputError
 from trustlab.registry import DEFENSES
-from trustlab.utils.modules import device_of, frozen
+from trustlab.utils.modules import device_of, frozen, train_mode
 from trustlab.utils.progress import progress_bar
 from trustlab.utils.seed import generator
 
@@ -363,22 +363,20 @@ class NeuralCleanse:
         masks, patterns = report.masks[rows].to(dev), report.patterns[rows].to(dev)
         g = generator(self.seed + 1)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-        was = model.training
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(clean), generator=g)
-            for s in range(0, len(clean), batch_size):
-                idx = order[s : s + batch_size]
-                xb, yb = clean.x[idx].to(dev), clean.y[idx].to(dev)
-                k = max(1, round(fraction * len(xb)))
-                which = torch.randint(0, len(rows), (k,), generator=g).to(dev)
-                stamped = apply_reversed(xb[:k], masks[which][:, None], patterns[which])
-                xb = torch.cat([stamped, xb[k:]])
-                loss = F.cross_entropy(model(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        model.train(was)
+        with train_mode(model):
+            for _ in range(epochs):
+                order = torch.randperm(len(clean), generator=g)
+                for s in range(0, len(clean), batch_size):
+                    idx = order[s : s + batch_size]
+                    xb, yb = clean.x[idx].to(dev), clean.y[idx].to(dev)
+                    k = max(1, round(fraction * len(xb)))
+                    which = torch.randint(0, len(rows), (k,), generator=g).to(dev)
+                    stamped = apply_reversed(xb[:k], masks[which][:, None], patterns[which])
+                    xb = torch.cat([stamped, xb[k:]])
+                    loss = F.cross_entropy(model(xb), yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
         return model
 
 
