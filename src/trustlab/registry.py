@@ -318,6 +318,11 @@ class Registry:
         """``get(name).build(*inputs, **params)``."""
         return self.get(name).build(*inputs, **params)
 
+    def registered(self) -> list[str]:
+        """The names registered so far, without importing anything (for a module that reads
+        its own registrations while it is being imported)."""
+        return list(self._entries)
+
     def names(self, **where: Any) -> list[str]:
         """The registered names in registration order; ``where`` filters on ``meta`` entries
         (``BACKDOORS.names(injector="data")``)."""
@@ -326,7 +331,7 @@ class Registry:
             k for k, c in self._entries.items() if all(c.meta.get(m) == v for m, v in where.items())
         ]
 
-    def check(self, names: Sequence[str], what: str | None = None) -> list[str]:
+    def check(self, names: Sequence[str]) -> list[str]:
         """``names`` lower-cased, each checked to be registered (one error naming the first
         unknown one and the registered ones)."""
         return [self.get(n).name for n in names]

@@ -99,7 +99,6 @@ def figure_texts(fig: Figure) -> list[str]:
                 lo, hi = sorted(axis.get_view_interval())
                 locs, texts = axis.get_majorticklocs(), axis.get_majorticklabels()
                 out += [t.get_text() for v, t in zip(locs, texts, strict=False) if lo <= v <= hi]
-        out += [t.get_text() for t in ax.texts]
         out += [c.get_text() for c in ax.get_children() if isinstance(c, Text)]
         legend = ax.get_legend()
         if legend is not None:

@@ -72,7 +72,7 @@ from typing import Any
 
 from trustlab.errors import InputError
 from trustlab.utils.io import write_json_atomic
-from trustlab.utils.paths import trustlab_home
+from trustlab.utils.paths import not_a_folder, trustlab_home
 from trustlab.utils.validate import check_int
 
 __all__ = [
@@ -478,10 +478,7 @@ class RunStore:
     def _check_root(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             if self._from_env:
-                raise InputError(
-                    f"TRUSTLAB_HOME={self.root} is a file, not a folder. Point TRUSTLAB_HOME at "
-                    "a folder (e.g. export TRUSTLAB_HOME=$HOME/trustlab-runs)."
-                )
+                raise not_a_folder(self.root, "TRUSTLAB_HOME")
             raise InputError(
                 f"the results store {self.root} is a file, not a folder; pass a folder."
             )
@@ -806,6 +803,8 @@ class RunStore:
         """Refuse an id past every stored run and run folder: the store never skips ids, so
         its run counter was damaged (or runs were deleted by hand)."""
         newest = conn.execute("SELECT MAX(id) FROM runs WHERE id != ?", (run_id,)).fetchone()[0]
+        if run_id <= int(newest or 0) + 1:  # the usual case: no folder scan under the lock
+            return
         newest = max(int(newest or 0), self._max_folder_id())
         if run_id > newest + 1:
             raise InputError(
@@ -817,8 +816,7 @@ class RunStore:
             )
 
     def _max_folder_id(self) -> int:
-        ids = [int(m.group(1)) for p in self.root.iterdir() if (m := _RUN_DIR.match(p.name))]
-        return max(ids, default=0)
+        return max((int(_RUN_DIR.match(n).group(1)) for n in self._run_folders()), default=0)
 
     def _make_run_dir(self, run_id: int, config: dict[str, Any], meta: dict[str, Any]) -> Path:
         final = self.run_dir(run_id)

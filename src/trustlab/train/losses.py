@@ -1077,4 +1077,4 @@ def make_loss(
 
 #: every name :func:`make_loss` accepts (lower case; matching is case-insensitive), read from
 #: :data:`~trustlab.registry.LOSSES` in registration order
-LOSS_NAMES: tuple[str, ...] = tuple(LOSSES.names())
+LOSS_NAMES: tuple[str, ...] = tuple(LOSSES.registered())  # this module registers them all

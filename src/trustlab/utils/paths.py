@@ -8,7 +8,8 @@ from pathlib import Path
 from trustlab.errors import InputError
 
 
-def _not_a_folder(path: Path, variable: str) -> InputError:
+def not_a_folder(path: Path, variable: str) -> InputError:
+    """The error for an environment variable that names a file where a folder belongs."""
     return InputError(
         f"{variable}={path} is a file, not a folder. Point {variable} at a folder "
         f"(e.g. export {variable}=$HOME/trustlab), or move the file aside."
@@ -24,7 +25,7 @@ def trustlab_home() -> Path:
     """
     path = Path(os.environ.get("TRUSTLAB_HOME") or "runs").expanduser()
     if path.exists() and not path.is_dir():
-        raise _not_a_folder(path, "TRUSTLAB_HOME")
+        raise not_a_folder(path, "TRUSTLAB_HOME")
     return path
 
 
@@ -35,7 +36,7 @@ def cache_root() -> tuple[Path, str]:
     if root:
         path = Path(root).expanduser()
         if path.exists() and not path.is_dir():
-            raise _not_a_folder(path, "TRUSTLAB_CACHE")
+            raise not_a_folder(path, "TRUSTLAB_CACHE")
         return path, "TRUSTLAB_CACHE"
     return trustlab_home() / "cache", "TRUSTLAB_HOME"
 
