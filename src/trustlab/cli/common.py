@@ -45,20 +45,36 @@ __all__ = [
 ]
 
 
-class _RootGroup(TyperGroup):
-    """The root command group: its flags (--version, --help) show no value placeholder."""
+@contextlib.contextmanager
+def _flags_without_metavar(params: list[Any]) -> Iterator[None]:
+    """Inside, flags (which take no value) show no ``<bool>`` placeholder in the help."""
+    flags = [(p, p.metavar) for p in params if getattr(p, "is_flag", False)]
+    for p, _ in flags:
+        p.metavar = ""
+    try:
+        yield
+    finally:
+        for p, metavar in flags:
+            p.metavar = metavar
+
+
+class _FlagHelp:
+    """Mixin of trustlab's command classes: ``--help`` and the other flags show no value
+    placeholder."""
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         if option is not None:
             option.metavar = ""
         return option
 
+
+class _RootGroup(_FlagHelp, TyperGroup):
+    """The root command group (``--version``, ``--help``)."""
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        for p in self.params:
-            if getattr(p, "is_flag", False):
-                p.metavar = ""
-        super().format_help(ctx, formatter)
+        with _flags_without_metavar(self.params):
+            super().format_help(ctx, formatter)
 
 
 app = typer.Typer(
@@ -215,7 +231,7 @@ def _reflow(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-class CatalogueCommand(TyperCommand):
+class CatalogueCommand(_FlagHelp, TyperCommand):
     """A command whose help texts may name the catalogue's entries with ``{kind}`` placeholders,
     filled from the registries only when the help is shown (so running a command, ``trustlab
     runs`` or the root's ``--help`` never imports the method packages for it).
@@ -226,30 +242,19 @@ class CatalogueCommand(TyperCommand):
         def attack(name: Annotated[str, typer.Option(help="{evasion}.")] = "pgd") -> None: ...
     """
 
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""  # a flag: no "<bool>" after --help
-        return option
-
     def format_help(self, ctx: Any, formatter: Any) -> None:
         saved = [(p, p.help) for p in self.params if getattr(p, "help", None)]
-        # a flag takes no value: show no "<bool>" type for it
-        flags = [(p, p.metavar) for p in self.params if getattr(p, "is_flag", False)]
         own = self.help
         try:
             for p, text in saved:
                 p.help = fill_names(text)
-            for p, _ in flags:
-                p.metavar = ""
             if own:
                 self.help = _reflow(fill_names(own))
-            super().format_help(ctx, formatter)
+            with _flags_without_metavar(self.params):
+                super().format_help(ctx, formatter)
         finally:
             for p, text in saved:
                 p.help = text
-            for p, metavar in flags:
-                p.metavar = metavar
             self.help = own
 
 
