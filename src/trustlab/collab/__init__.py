@@ -1,0 +1,1 @@
+"""Collaborative learning: FDPDDL parties, protocol and backends."""
