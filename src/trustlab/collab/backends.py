@@ -271,16 +271,29 @@ def run_processes(
     for p in procs:
         p.join()
     codes = {rank: int(p.exitcode or 0) for rank, p in enumerate(procs)}
-    results: dict[int, PartyResult] = {}
-    for rank in range(settings.parties):
-        key = f"{PREFIX}/result/{rank}"
-        if store.check([key]):
-            results[rank] = PartyResult.from_dict(json.loads(store.get(key)))
-    return results, codes
+    return collect_results(store, range(settings.parties), timeout=1.0), codes
+
+
+def collect_results(store: Any, ranks: Any, timeout: float) -> dict[int, PartyResult]:
+    """The results other parties posted to the store (waiting up to ``timeout`` seconds for
+    those that are still finishing; a party that died posts none)."""
+    out: dict[int, PartyResult] = {}
+    waiting = list(ranks)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for r in list(waiting):
+            key = f"{PREFIX}/result/{r}"
+            if store.check([key]):
+                out[r] = PartyResult.from_dict(json.loads(store.get(key)))
+                waiting.remove(r)
+        if waiting:
+            time.sleep(0.05)
+    return dict(sorted(out.items()))
 
 
 __all__ = [
     "StoreExchange",
+    "collect_results",
     "decode",
     "encode",
     "run_in_process",

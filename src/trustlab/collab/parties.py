@@ -158,19 +158,29 @@ class Party:
                 self._optimizer.step()
             self.epoch += 1
 
-    def local_update(self, epochs: int, round_: int) -> torch.Tensor:
+    def local_update(self, epochs: int, round_: int, clip: float | None = None) -> torch.Tensor:
         """Train ``epochs`` epochs and return what the party releases: its parameter change
-        (flat), or what its behaviour releases instead."""
+        (flat), or what its behaviour releases instead.
+
+        ``clip``: bound every coordinate of the change to ``[-clip, clip]`` and keep only the
+        bounded change in the party's own model too (the authors' code, range 0.001); None
+        keeps the whole change.
+        """
         if self.behaviour == "crash" and round_ >= self.crash_round:
             raise PartyCrashed(f"party {self.index} stopped at round {round_}")
         before = flat_parameters(self.model)
         self.train_epochs(epochs)
         update = flat_parameters(self.model) - before
+        if clip is not None:
+            bounded = update.clamp(-clip, clip)
+            add_flat_(self.model, bounded - update)
+            update = bounded
         if self.behaviour == "zero":
             return torch.zeros_like(update)
         if self.behaviour == "random":
             gen = generator(derive_seed(self.seed, "random-update", self.index, round_))
-            return torch.randn(update.shape, generator=gen) * 0.01
+            scale = clip if clip is not None else 0.01
+            return (torch.rand(update.shape, generator=gen) * 2 - 1) * scale
         return update
 
     def apply(self, delta: torch.Tensor) -> None:

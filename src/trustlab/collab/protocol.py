@@ -218,7 +218,7 @@ def party_protocol(
         member = bool(ledger.active[i])
         round_sent = 0
         if member:
-            update = party.local_update(settings.local_epochs, r)  # may raise PartyCrashed
+            update = party.local_update(settings.local_epochs, r, settings.update_clip)  # may crash
             index, value = fd.top_k(update, keep)
             release = {
                 "index": index.to(torch.int32),

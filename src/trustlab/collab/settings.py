@@ -55,6 +55,9 @@ class CollabSettings(BaseModel):
         benchmark: samples each party publishes per benchmark; default None: ``max(1,
             floor(N_i s_i))`` (the authors' code).
         fade: share of the old credibility kept each round; default 0.2.
+        update_clip: every coordinate of a round's update is bounded to ``[-update_clip,
+            update_clip]`` before it is released and kept (the authors' code, range 0.001);
+            None releases the whole DP-SGD update.
         behaviours: ``{party: behaviour}`` for free-riders and faulty parties (see
             :data:`trustlab.collab.parties.BEHAVIOURS`); default none (all honest).
         crash_round: the round a ``"crash"`` party stops at; default 1.
@@ -85,6 +88,7 @@ class CollabSettings(BaseModel):
     dpgan: DPGANSettings = DPGANSettings(epochs=20, epsilon=4.0)
     benchmark: int | None = Field(None, ge=1)
     fade: float = Field(0.2, ge=0, le=1)
+    update_clip: float | None = Field(0.001, gt=0)
     behaviours: dict[int, str] = Field(default_factory=dict)
     crash_round: int = Field(1, ge=1)
     timeout: float = Field(300.0, gt=0)
@@ -182,7 +186,7 @@ def make_party(
 
     train, test = data if data is not None else load_data(settings)
     shard = party_shards(settings, train, seed)[index]
-    seed_torch_rng(derive_seed(seed, "collab-init", index))
+    seed_torch_rng(derive_seed(seed, "collab-init"))  # one public initialisation for all
     spec = ModelSpec.for_data(settings.model, train)
     model = ModelSpec(**{**spec.to_dict(), "group_norm": True}).build()
     return Party(

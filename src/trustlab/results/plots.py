@@ -9,6 +9,8 @@ no change to the backend a notebook or script has chosen) and written atomically
 - :func:`image_rows_figure`: rows of equally sized images with a label per row, optional labels
   per column, captions under the images (e.g. the predicted class), marked columns and a title
   (the attack grids of :mod:`trustlab.attacks.evasion.grid` and Neural Cleanse's triggers).
+- :func:`rounds_figure` / :func:`rounds_png`: panels of series over rounds (collaborative
+  learning's accuracy and credibility per party).
 - :func:`save_figure`: a figure to a PNG, atomically (a temporary file renamed onto ``path``).
 
 The ``*_figure`` functions return the :class:`matplotlib.figure.Figure` so that a caller (or a
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "COLOURS", "curves_figure", "curves_png", "figure_texts", "image_rows_figure", "save_figure",
+    "COLOURS", "curves_figure", "curves_png", "figure_texts", "image_rows_figure", "rounds_figure",
+    "rounds_png", "save_figure",
 ]  # fmt: skip
 
 #: the colour of the i-th curve (matplotlib's tab10 order), as 0-255 RGB
@@ -344,3 +347,48 @@ def image_rows_figure(
             textcoords="offset points", ha="center", va="bottom", fontsize=10,
         )  # fmt: skip
     return fig
+
+
+def rounds_figure(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    title: str | None = None,
+    xlabel: str = "round",
+) -> Figure:
+    """Side-by-side panels of series over rounds: ``{panel title: {series name: values}}``
+    (value ``t`` is drawn at round ``t + 1``; NaN leaves a gap), one colour per series name
+    across panels and one legend.
+
+    Example:
+        >>> fig = rounds_figure({"accuracy": {"party 0": [0.5, 0.7], "party 1": [0.4, 0.8]}})
+        >>> [t for t in figure_texts(fig) if t.startswith("party")]
+        ['party 0', 'party 1']
+    """
+    if not panels:
+        raise InputError("rounds_figure needs at least one panel.")
+    names = list(dict.fromkeys(n for series in panels.values() for n in series))
+    fig = _new_figure(4.2 * len(panels), 3.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, series) in zip(axes, panels.items(), strict=True):
+        for name, ys in series.items():
+            colour = tuple(v / 255 for v in COLOURS[names.index(name) % len(COLOURS)])
+            y = np.asarray(list(ys), float)
+            ax.plot(np.arange(1, len(y) + 1), y, color=colour, lw=1.5, marker=".", label=name)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, color="0.9", lw=0.8)
+    axes[-1].legend(loc="best", fontsize=7, framealpha=0.9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def rounds_png(
+    path: str | Path,
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    title: str | None = None,
+    xlabel: str = "round",
+) -> Path:
+    """:func:`rounds_figure` saved as a PNG at ``path`` (atomically)."""
+    return save_figure(rounds_figure(panels, title=title, xlabel=xlabel), path)

@@ -1,0 +1,121 @@
+"""An FDPDDL run stored in the results store: what ``trustlab collab run`` calls.
+
+The run (kind ``collab``) holds the settings, one metrics row per round (every party's accuracy
+and mean received credibility, the tokens), every party's own file ``parties/party-<i>.json``
+(written by the party itself), the table of parties (``parties.json``) and a PNG of accuracy and
+credibility over the rounds (``rounds.png``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from trustlab.collab.runner import BACKENDS, CollabResult, run_fdpddl, run_torchrun_party
+from trustlab.collab.settings import CollabSettings, load_data, party_shards
+from trustlab.errors import InputError
+from trustlab.results import Run, RunStore, recording_outcome
+from trustlab.utils.device import resolve_device
+from trustlab.utils.io import write_json_atomic
+from trustlab.utils.validate import check_int
+
+__all__ = ["KIND", "record_collab", "run_collab", "under_torchrun"]
+
+#: the kind of the runs it records
+KIND = "collab"
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of several started by ``torchrun``."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def record_collab(run: Run, result: CollabResult) -> None:
+    """Write a finished :class:`~trustlab.collab.runner.CollabResult` into ``run``."""
+    acc = result.accuracy_history()
+    cred = result.credibility_history()
+    n = result.settings.parties
+    for t in range(result.settings.rounds):
+        row: dict[str, float] = {}
+        for i in range(n):
+            if t < len(acc.get(i, [])):
+                row[f"party{i}_accuracy"] = acc[i][t]
+            others = [float(cred[t, k, i]) for k in range(n) if k != i]
+            finite = [v for v in others if not math.isnan(v)]
+            if finite:
+                row[f"party{i}_credibility"] = sum(finite) / len(finite)
+        if row:
+            run.log_metrics(t + 1, row)
+    rows = result.rows()
+    write_json_atomic(run.artifact_path("parties.json"), rows)
+    run.add_artifact("parties.json")
+    if result.settings.rounds > 0:
+        result.plot(run.artifact_path("rounds.png"))
+        run.add_artifact("rounds.png", kind="image")
+    summary: dict[str, Any] = dict(result.summary())
+    for r in rows:
+        i = r["party"]
+        for key in ("final_accuracy", "pretrain_accuracy", "epsilon", "tokens"):
+            summary[f"party{i}_{key}"] = r[key]
+    run.finish(summary)
+
+
+def run_collab(
+    settings: CollabSettings | dict[str, Any],
+    *,
+    backend: str = "in-process",
+    store: RunStore | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    name: str | None = None,
+) -> tuple[Run | None, CollabResult | None]:
+    """Run FDPDDL and store it as a run of kind ``collab``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this process runs its own party; rank 0 records the
+    run and returns it, the other ranks return ``(None, None)``.
+
+    Args:
+        settings: :class:`~trustlab.collab.settings.CollabSettings` or a dict of its fields.
+        backend: ``"in-process"`` or ``"processes"`` (ignored under torchrun).
+        store: the results store (default ``$TRUSTLAB_HOME``).
+        device: ``cpu`` (default), ``cuda`` or ``auto``.
+        seed: seeds the whole run.
+        name: the run's name (default ``fdpddl-<setting>``).
+
+    Example:
+        >>> run, result = run_collab({"parties": 3, "rounds": 2})  # doctest: +SKIP
+        >>> run.summary["mean_final_accuracy"] > 0.5  # doctest: +SKIP
+        True
+    """
+    s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}.")
+    dev = resolve_device(device)
+    train, _ = load_data(s)  # a missing dataset or a bad split is refused before the run exists
+    party_shards(s, train, seed)
+    torchrun = under_torchrun()
+    rank = int(os.environ.get("RANK", "0")) if torchrun else 0
+    if torchrun and rank != 0:
+        run_torchrun_party(s, seed, dev, out=None)
+        return None, None
+    store = store or RunStore()
+    config = {**s.model_dump(mode="json"), "backend": "torchrun" if torchrun else backend}
+    run = store.create_run(KIND, name or f"fdpddl-{s.setting}", config, seed=seed)
+    with recording_outcome(run):
+        if torchrun:
+            result = run_torchrun_party(s, seed, dev, out=run.dir)
+        else:
+            result = run_fdpddl(s, seed, backend, dev, out=run.dir)  # type: ignore[arg-type]
+        assert result is not None
+        if not result.parties:
+            raise InputError("no party finished the run (see each party's exit code).")
+        record_collab(run, result)
+    return run, result
+
+
+def party_file(run: Run, index: int) -> Path:
+    """Where party ``index`` wrote its own metrics in ``run``."""
+    return Path(run.dir) / "parties" / f"party-{index}.json"
