@@ -20,13 +20,12 @@ floating-point sums depend on the thread count).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,10 @@ from trustlab.collab.parties import PartyCrashed
 from trustlab.collab.protocol import Inbox, PartyResult, Release, party_protocol
 from trustlab.collab.settings import CollabSettings, load_data, make_party
 from trustlab.errors import InputError
+from trustlab.utils.device import single_threaded
 from trustlab.utils.io import write_json_atomic
 
 PREFIX = "trustlab-collab"
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Compute with one intra-op thread inside (restored on exit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def encode(release: Release) -> bytes:
@@ -82,7 +71,7 @@ def run_in_process(
     on_phase: Callable[[int], None] | None = None,
 ) -> dict[int, PartyResult]:
     """All parties in this process; returns every party's result that finished."""
-    with single_thread():
+    with single_threaded(device):
         data = load_data(settings)
         parties = [make_party(settings, i, seed, device, data) for i in range(settings.parties)]
         num_classes = data[0].num_classes
@@ -171,7 +160,7 @@ def run_party(
 ) -> PartyResult | None:
     """Run party ``rank`` in this process; ``None`` if it stopped (a ``"crash"`` party)."""
     exchange = StoreExchange(store, rank, settings.parties, settings.timeout)
-    with single_thread():
+    with single_threaded(device):
         data = load_data(settings)
         party = make_party(settings, rank, seed, device, data)
         gen = party_protocol(party, settings, data[0].num_classes, seed)
@@ -299,6 +288,5 @@ __all__ = [
     "run_in_process",
     "run_party",
     "run_processes",
-    "single_thread",
     "store_from_env",
 ]

@@ -25,11 +25,11 @@ import math
 import torch
 
 from trustlab.collab import fdpddl as fd
-from trustlab.collab.backends import single_thread
 from trustlab.collab.parties import Party, add_flat_, flat_parameters
 from trustlab.collab.settings import CollabSettings, load_data, make_party, party_shards
 from trustlab.data.datasets import ArrayDataset
 from trustlab.models.spec import ModelSpec
+from trustlab.utils.device import single_threaded
 from trustlab.utils.seed import derive_seed, seed_torch_rng
 
 
@@ -40,7 +40,7 @@ def standalone(
     data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> list[float]:
     """Every party's test accuracy after training alone for ``settings.total_epochs``."""
-    with single_thread():
+    with single_threaded(device):
         data = data if data is not None else load_data(settings)
         out = []
         for i in range(settings.parties):
@@ -58,7 +58,7 @@ def centralised(
     data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> float:
     """Test accuracy of one model trained with the same DP-SGD on every party's shard."""
-    with single_thread():
+    with single_threaded(device):
         train, test = data if data is not None else load_data(settings)
         union = torch.cat(party_shards(settings, train, seed)).sort().values
         seed_torch_rng(derive_seed(seed, "collab-centralised"))
@@ -90,7 +90,7 @@ def distributed(
 ) -> float:
     """Test accuracy of DSSGD's global model (see the module docstring)."""
     rounds = math.ceil(settings.total_epochs / settings.local_epochs)
-    with single_thread():
+    with single_threaded(device):
         data = data if data is not None else load_data(settings)
         parties = [make_party(settings, i, seed, device, data) for i in range(settings.parties)]
         global_params = flat_parameters(parties[0].model)

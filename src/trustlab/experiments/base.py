@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +40,7 @@ import torch
 from trustlab.errors import InputError
 from trustlab.registry import EXPERIMENTS
 from trustlab.results import Run, RunStore, recording_outcome
-from trustlab.utils.device import resolve_device
+from trustlab.utils.device import resolve_device, single_threaded
 from trustlab.utils.format import format_cell
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.progress import progress_bar
@@ -391,22 +391,10 @@ def _job_in_worker(
     return exp.run_job(preset, job, seed, torch.device(device))
 
 
-@contextlib.contextmanager
-def _single_threaded(dev: torch.device) -> Iterator[None]:
-    """One torch thread on CPU inside, like the workers, so numbers do not depend on the cores."""
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _job_in_process(
     exp: Experiment, preset: Preset, job: dict, seed: int, dev: torch.device
 ) -> dict:
-    with _single_threaded(dev):
+    with single_threaded(dev):
         return exp.run_job(preset, job, seed, dev)
 
 
@@ -500,7 +488,7 @@ def reproduce(
         exp.workdir = run.dir / "work"
         exp.workdir.mkdir(exist_ok=True)
         _run_jobs(exp, pre, jobs, todo, dev, workers, progress, record)
-        with _single_threaded(dev):
+        with single_threaded(dev):
             table_rows = exp.summarize(pre, [rows[i] for i in sorted(rows)], dev)
         table = ResultTable(exp.keys, exp.metrics, table_rows)
         claims = exp.check_claims(table)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from trustlab.errors import InputError
@@ -23,3 +26,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise InputError(f"unknown device {device!r}. Use one of: auto, cpu, cuda, cuda:N.")
+
+
+@contextlib.contextmanager
+def single_threaded(device: str | torch.device = "cpu") -> Iterator[None]:
+    """One torch intra-op thread inside when ``device`` is a CPU (restored on exit), so that
+    numbers do not depend on how many cores a machine has or how many processes share it
+    (floating-point sums change with the thread count)."""
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
