@@ -21,7 +21,10 @@ http://ufldl.stanford.edu/housenumbers/).
 
 **Where files are looked for.** ``root`` when given, else ``$TRUSTLAB_DATA/<name>`` when the
 environment variable ``TRUSTLAB_DATA`` is set, else ``./data/<name>`` (relative to the working
-directory); see :func:`data_root`. For CIFAR the extracted folder (``cifar-10-batches-py``) may
+directory); see :func:`data_root`. Without ``root``, a dataset that an operating-system package
+installs is also looked for, when its files are not in that folder, in the package's folder
+(:data:`SYSTEM_DIRS`: Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``, where Debian's
+``dataset-fashion-mnist`` puts it). For CIFAR the extracted folder (``cifar-10-batches-py``) may
 sit inside that folder or be that folder itself.
 
 **Downloads** happen only with ``download=True`` (CLI ``--download``), from the addresses in
@@ -145,6 +148,22 @@ DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
 Fetch = Callable[[str], IO[bytes]]
 _CHUNK = 1 << 20
+
+
+#: dataset -> folders where an operating-system package installs its files, searched in order
+#: after the default folder (:func:`data_root`) when no ``root`` is given.
+SYSTEM_DIRS: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist",),
+}
+
+#: dataset -> the Debian package that fills its :data:`SYSTEM_DIRS` (named in the error).
+SYSTEM_PACKAGES: dict[str, str] = {"fashion-mnist": "dataset-fashion-mnist"}
+
+
+def system_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The system folders searched for dataset ``name`` after its default folder: those of
+    :data:`SYSTEM_DIRS`, or none when ``root`` is given (an explicit folder is the only one)."""
+    return [] if root is not None else [Path(p) for p in SYSTEM_DIRS.get(name, ())]
 
 
 def data_root(name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -310,16 +329,23 @@ def download_dataset(
     return paths
 
 
-def _missing_error(name: str, folder: Path, missing: Sequence[str], split: str) -> MissingDataError:
+def _missing_error(
+    name: str, folder: Path, missing: Sequence[str], split: str, also: Sequence[Path] = ()
+) -> MissingDataError:
     how = (
         "pass download=True (CLI --download) to fetch them"
         if name in RESOURCES
         else "this dataset cannot be downloaded"
     )
+    where = ""
+    if also:
+        package = SYSTEM_PACKAGES.get(name)
+        hint = f" (Debian's {package} package installs them there)" if package else ""
+        where = f" Also looked in {', '.join(str(p) for p in also)}{hint}."
     return MissingDataError(
-        f"dataset {name!r} ({split} split): missing {', '.join(missing)} in {folder.resolve()}. "
-        f"To fix: {how}, or put the files there (or point root= / $TRUSTLAB_DATA at the folder "
-        "that holds them)."
+        f"dataset {name!r} ({split} split): missing {', '.join(missing)} in {folder.resolve()}."
+        f"{where} To fix: {how}, or put the files there (or point root= / $TRUSTLAB_DATA at the "
+        "folder that holds them)."
     )
 
 
@@ -391,27 +417,36 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 def _idx_pair(
     name: str, split: str, root: str | os.PathLike[str] | None, download: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The split's images and labels: from the default folder, else from the first system folder
+    (:func:`system_dirs`) holding both files, else downloaded into the default folder when
+    ``download``."""
     check_split(name, split)
     folder = data_root(name, root)
+    system = system_dirs(name, root)
     prefix = "train" if split == "train" else "t10k"
     wanted = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
 
-    def find() -> tuple[list[Path], list[str]]:
+    def find(where: Path) -> tuple[list[Path], list[str]]:
         found, missing = [], []
         for stem in wanted:
-            hit = next((folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()), None)
+            hit = next((where / n for n in (stem, stem + ".gz") if (where / n).is_file()), None)
             if hit is None:
                 missing.append(f"{stem}[.gz]")
             else:
                 found.append(hit)
         return found, missing
 
-    found, missing = find()
+    found, missing = find(folder)
+    for where in system if missing else ():
+        there, lacking = find(where)
+        if not lacking:  # both files from one folder, never a mix
+            found, missing = there, lacking
+            break
     if missing and download:
         download_dataset(name, folder, (split,))
-        found, missing = find()
+        found, missing = find(folder)
     if missing:
-        raise _missing_error(name, folder, missing, split)
+        raise _missing_error(name, folder, missing, split, also=system)
     images, labels = (read_idx(p) for p in found)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise InputError(
@@ -471,7 +506,8 @@ def load_mnist(
 
 @DATASETS.register(
     "fashion-mnist",
-    "Fashion-MNIST (Zalando), 1x28x28, 10 classes (IDX files)",
+    "Fashion-MNIST (Zalando), 1x28x28, 10 classes (IDX files; download=True fetches, or from "
+    "Debian's dataset-fashion-mnist package)",
     paper="Xiao, Rasul, Vollgraf. Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine "
     "Learning Algorithms. arXiv:1708.07747, 2017.",
     source="file",
@@ -483,7 +519,11 @@ def load_fashion_mnist(
 ) -> ArrayDataset:
     """Fashion-MNIST (Xiao et al. 2017, arXiv:1708.07747), same IDX layout as MNIST.
 
-    Mean/std (0.2860,) / (0.3530,). Default folder: see :func:`data_root`.
+    Mean/std (0.2860,) / (0.3530,). Files are looked for in ``root`` when given; else in the
+    default folder (:func:`data_root`), then in ``/usr/share/datasets/fashion-mnist``, where
+    Debian's ``dataset-fashion-mnist`` package installs the gzipped IDX files
+    (:data:`SYSTEM_DIRS`); ``download=True`` fetches them into the default folder only when
+    neither has them.
     """
     return _idx_dataset("fashion-mnist", FASHION_CLASSES, split, root, download)
 
@@ -908,6 +948,8 @@ __all__ = [
     "STATS",
     "Resource",
     "RestrictedUnpickler",
+    "SYSTEM_DIRS",
+    "SYSTEM_PACKAGES",
     "data_root",
     "download_dataset",
     "download_url",
@@ -921,5 +963,6 @@ __all__ = [
     "md5sum",
     "read_idx",
     "safe_extract",
+    "system_dirs",
     "urlopen_fetch",
 ]
