@@ -1,0 +1,207 @@
+"""FDPDDL's two backends: stage-2 rounds per second, and the bytes each party sends per round.
+
+Runs :func:`trustlab.collab.runner.run_fdpddl` on the same tiny settings (``--dataset`` digits,
+``100 * parties`` samples, 1 DPGAN epoch at epsilon 4, 1 local epoch a round) with the
+``in-process`` backend (every party in this process) and the ``processes`` backend (one process
+per party, releases over torch.distributed's TCPStore), for each ``--parties`` count. Each
+backend runs twice per repeat, with ``--rounds`` R and with 0 rounds; the difference of the two
+wall-clock times is the time of the R stage-2 rounds (stage 1, the process start-up and the final
+report cancel out), and both are reported. The backends alternate, and the median of
+``--repeats`` is kept, so that background load hits both alike. ``ratio`` is processes /
+in-process rounds per second; the parties compute with one thread each, so it cannot honestly
+exceed ``min(parties, CPU cores)``: a larger one, or a negative round time, is the machine's
+load, and asks for more ``--rounds`` or ``--repeats``. ``backends_agree``: the two backends
+ended with the same parameters and the same bytes per round, as they must for one seed.
+
+Bytes per party and round (the rounds it released in) are compared with the protocol's minimum:
+its top ``shared_size`` coordinates as (int32 index, float32 value) pairs, its ``m`` fresh DPGAN
+samples as float32 and one label (one byte; fewer than 256 classes) for every published sample.
+``tensor_bytes`` are the tensors a party's releases hold (``history[t]["bytes_sent"]``: the
+labels travel as int64, padded to the largest benchmark); ``wire_bytes`` what its process put on
+the store (safetensors, with headers), the R-round run's total minus the 0-round run's, per
+round (it includes the final report's one float64 accuracy per round). Prints one JSON object.
+
+    python benchmarks/collab.py --quick
+    python benchmarks/collab.py --parties 4 8 --rounds 20 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+from typing import Any
+
+import torch
+
+from trustlab.collab import fdpddl
+from trustlab.collab.runner import CollabResult, run_fdpddl
+from trustlab.collab.settings import CollabSettings, load_data
+from trustlab.models.spec import ModelSpec
+from trustlab.utils.device import resolve_device
+
+BACKENDS = ("in-process", "processes")
+LABEL_BYTES = 1  # a class index below 256
+MINIMUM = (
+    "shared_size * (4 + 4) + m * C*H*W * 4 + (sum over publishing parties of m_j) * 1, "
+    "shared_size = floor(num_params * sharing), m = max(1, floor(shard * sharing))"
+)
+
+
+def settings_for(parties: int, rounds: int, args: argparse.Namespace) -> CollabSettings:
+    return CollabSettings.parse(
+        {
+            "parties": parties,
+            "dataset": args.dataset,
+            "model": args.model,
+            "samples": args.samples_per_party * parties,
+            "rounds": rounds,
+            "pretrain_epochs": args.pretrain_epochs,
+            "local_epochs": 1,
+            "batch_size": 10,
+            "dpgan": {"epochs": 1, "epsilon": 4.0},
+            "timeout": 600.0,
+        }
+    )
+
+
+def num_params(settings: CollabSettings) -> tuple[int, tuple[int, ...]]:
+    """The parameter count of every party's model (as ``make_party`` builds it), and the
+    input shape."""
+    train, _ = load_data(settings)
+    spec = ModelSpec.for_data(settings.model, train)
+    model = ModelSpec(**{**spec.to_dict(), "group_norm": True}).build()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), tuple(train.input_shape)
+
+
+def minimum_bytes(settings: CollabSettings, shard_sizes: list[int]) -> list[int]:
+    """Each party's minimum bytes for one round in which every party publishes (see MINIMUM)."""
+    params, shape = num_params(settings)
+    sharing = torch.tensor(settings.sharing_levels(), dtype=torch.float64)
+    keep = fdpddl.shared_size(params, sharing).tolist()
+    bench = [
+        settings.benchmark or max(1, math.floor(size * s))
+        for size, s in zip(shard_sizes, sharing.tolist(), strict=True)
+    ]
+    pixels = math.prod(shape)
+    labels = sum(bench) * LABEL_BYTES
+    return [k * (4 + 4) + m * pixels * 4 + labels for k, m in zip(keep, bench, strict=True)]
+
+
+def released_rounds(result: CollabResult, party: int) -> list[int]:
+    return [h["bytes_sent"] for h in result.parties[party].history if h["bytes_sent"] > 0]
+
+
+def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    full_s, setup_s = settings_for(parties, args.rounds, args), settings_for(parties, 0, args)
+    times: dict[str, dict[str, list[float]]] = {b: {"full": [], "setup": []} for b in BACKENDS}
+    last: dict[str, dict[str, CollabResult]] = {b: {} for b in BACKENDS}
+    for _ in range(args.repeats):
+        for backend in BACKENDS:
+            for key, s in (("full", full_s), ("setup", setup_s)):
+                res = run_fdpddl(s, seed=args.seed, backend=backend, device=device)
+                if len(res.parties) != parties:
+                    raise RuntimeError(f"{backend}: only parties {sorted(res.parties)} finished")
+                times[backend][key].append(res.seconds)
+                last[backend][key] = res
+    out: dict[str, Any] = {"parties": parties, "samples": full_s.samples}
+    rates = {}
+    for backend in BACKENDS:
+        full, setup = (
+            statistics.median(times[backend]["full"]),
+            statistics.median(times[backend]["setup"]),
+        )
+        stage2 = full - setup
+        rates[backend] = args.rounds / stage2 if stage2 > 0 else math.nan
+        out[backend] = {
+            "rounds_per_s": round(rates[backend], 4) if stage2 > 0 else None,
+            "seconds_with_rounds": round(full, 3),
+            "seconds_without_rounds": round(setup, 3),
+            "seconds_per_round": round(stage2 / args.rounds, 3),
+            "runs_with_rounds": [round(t, 3) for t in times[backend]["full"]],
+            "runs_without_rounds": [round(t, 3) for t in times[backend]["setup"]],
+        }
+    ratio = rates["processes"] / rates["in-process"]
+    out["ratio"] = None if math.isnan(ratio) else round(ratio, 4)
+    if math.isnan(ratio):
+        out["note"] = "the rounds took less than the runs' noise; use more --rounds or --repeats"
+
+    proc, proc0 = last["processes"]["full"], last["processes"]["setup"]
+    inproc = last["in-process"]["full"]
+    minimum = minimum_bytes(full_s, proc.shard_sizes)
+    per_party = []
+    for i in range(parties):
+        sent = released_rounds(proc, i)
+        tensor = statistics.mean(sent) if sent else 0.0
+        wire = None
+        if proc.parties[i].wire_bytes is not None and proc0.parties[i].wire_bytes is not None:
+            wire = (proc.parties[i].wire_bytes - proc0.parties[i].wire_bytes) / args.rounds
+        per_party.append(
+            {
+                "party": i,
+                "shard": proc.shard_sizes[i],
+                "rounds_released": len(sent),
+                "minimum_bytes": minimum[i],
+                "tensor_bytes": round(tensor, 1),
+                "wire_bytes": None if wire is None else round(wire, 1),
+                "tensor_over_minimum": round(tensor / minimum[i], 4) if sent else None,
+                "wire_over_minimum": None if wire is None else round(wire / minimum[i], 4),
+            }
+        )
+    out["bytes_per_round"] = per_party
+    out["backends_agree"] = all(
+        inproc.parties[i].parameters_sha256 == proc.parties[i].parameters_sha256
+        and [h["bytes_sent"] for h in inproc.parties[i].history]
+        == [h["bytes_sent"] for h in proc.parties[i].history]
+        for i in range(parties)
+    )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parties", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--rounds", type=int, default=10, help="stage-2 rounds of the timed run")
+    ap.add_argument("--samples-per-party", type=int, default=100)
+    ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, no pre-training")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.pretrain_epochs = 1, 0
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    device = resolve_device(args.device)
+    results = [measure(n, args, device) for n in args.parties]
+    print(
+        json.dumps(
+            {
+                "benchmark": "collab",
+                "dataset": args.dataset,
+                "model": args.model,
+                "rounds": args.rounds,
+                "local_epochs": 1,
+                "pretrain_epochs": args.pretrain_epochs,
+                "dpgan": {"epochs": 1, "epsilon": 4.0},
+                "repeats": args.repeats,
+                "device": str(device),
+                "cpus": torch.multiprocessing.cpu_count(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "ratio_is": "processes / in-process stage-2 rounds per second",
+                "minimum_bytes_formula": MINIMUM,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
