@@ -291,11 +291,6 @@ def test_torchrun_stores_one_run_with_both_parties(torchrun_home) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows/collab.py: ranks other than 0 run with out=None (they do not know the "
-    "run's folder), so only party-0.json is written under torchrun",
-)
 def test_torchrun_each_party_writes_its_own_file(torchrun_home) -> None:
     home, _ = torchrun_home
     (run,) = RunStore(home).list()

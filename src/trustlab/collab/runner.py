@@ -181,13 +181,18 @@ def run_torchrun_party(
     seed: int = 0,
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
+    kv: tuple[Any, int, int] | None = None,
 ) -> CollabResult | None:
     """This process's party of a ``torchrun`` job (``--nproc_per_node`` = parties). Returns the
-    run's result on rank 0 (from rank 0's view), None on the other ranks."""
+    run's result on rank 0 (every party's result that arrived), None on the other ranks.
+
+    ``kv``: ``(store, rank, world_size)`` from :func:`~trustlab.collab.backends.store_from_env`
+    when the caller already joined the job's store.
+    """
     from trustlab.collab.backends import collect_results, run_party, store_from_env
 
     s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
-    store, rank, world = store_from_env(s.timeout)
+    store, rank, world = kv if kv is not None else store_from_env(s.timeout)
     if world != s.parties:
         raise InputError(
             f"torchrun started {world} processes for {s.parties} parties; pass "

@@ -97,16 +97,31 @@ def run_collab(
     train, _ = load_data(s)  # a missing dataset or a bad split is refused before the run exists
     party_shards(s, train, seed)
     torchrun = under_torchrun()
-    rank = int(os.environ.get("RANK", "0")) if torchrun else 0
-    if torchrun and rank != 0:
-        run_torchrun_party(s, seed, dev, out=None)
-        return None, None
+    kv = None
+    if torchrun:  # rank 0 records the run and tells the others where it is
+        from trustlab.collab.backends import PREFIX, store_from_env
+
+        kv = store_from_env(s.timeout)
+        if kv[1] != 0:
+            try:
+                where = kv[0].get(f"{PREFIX}/run-dir").decode()  # waits up to the timeout
+            except Exception as exc:  # noqa: BLE001 - the store's timeout error
+                raise InputError(
+                    f"rank 0 did not create the run within {s.timeout:g} s ({exc}); see rank "
+                    "0's error."
+                ) from None
+            run_torchrun_party(s, seed, dev, out=where, kv=kv)
+            return None, None
     store = store or RunStore()
     config = {**s.model_dump(mode="json"), "backend": "torchrun" if torchrun else backend}
     run = store.create_run(KIND, name or f"fdpddl-{s.setting}", config, seed=seed)
+    if kv is not None:
+        from trustlab.collab.backends import PREFIX
+
+        kv[0].set(f"{PREFIX}/run-dir", str(run.dir))
     with recording_outcome(run):
-        if torchrun:
-            result = run_torchrun_party(s, seed, dev, out=run.dir)
+        if kv is not None:
+            result = run_torchrun_party(s, seed, dev, out=run.dir, kv=kv)
         else:
             result = run_fdpddl(s, seed, backend, dev, out=run.dir)  # type: ignore[arg-type]
         assert result is not None
