@@ -163,7 +163,7 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parties", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--rounds", type=int, default=10, help="stage-2 rounds of the timed run")
+    ap.add_argument("--rounds", type=int, default=30, help="stage-2 rounds of the timed run")
     ap.add_argument("--samples-per-party", type=int, default=100)
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--dataset", default="digits")
