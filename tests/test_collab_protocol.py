@@ -334,3 +334,27 @@ def test_settings_errors_name_the_key() -> None:
     s = CollabSettings.parse({"parties": 3}, sharing=[0.1, 0.2, 0.3])
     assert s.sharing_levels() == [0.1, 0.2, 0.3]
     assert s.total_epochs == 10 + 100 * 5
+
+
+def test_agreement_skipping_tied_samples_by_hand() -> None:
+    # 3 parties, 2 samples each; labels[i, j] = party j's labels of party i's samples
+    labels = torch.tensor(
+        [
+            [[0, 0], [0, 1], [9, 2]],  # row 0: s0 votes (0,0,9) -> 0; s1 (0,1,2) a 3-way tie
+            [[1, 1], [1, 1], [1, 1]],  # row 1: both samples unanimous 1
+            [[3, 4], [4, 4], [3, 5]],  # row 2: s0 (3,4,3) -> 3; s1 (4,4,5) -> 4
+        ]
+    )
+    # "highest": row 0's tie goes to class 2: party 1 hits s0 only (1/2), party 2 hits s1 (1/2)
+    high, _ = fd.agreement(labels, 10, ties="highest")
+    assert close(high[0], [0, 1 / 2, 1 / 2])
+    # "skip": row 0 keeps s0 only: party 1 agrees (1/1), party 2 does not (0/1)
+    skip, consensus = fd.agreement(labels, 10, ties="skip")
+    assert close(skip[0], [0, 1, 0])
+    assert consensus[0].tolist() == [0, -1]
+    # rows without ties are the same either way. Row 2: consensus (3, 4); party 0 gave (3, 4):
+    # hits both (2/2); party 1 gave (4, 4): hits s1 only (1/2)
+    assert close(skip[1:], high[1:].tolist())
+    assert close(skip[2], [1, 1 / 2, 0])
+    with pytest.raises(InputError, match="ties"):
+        fd.agreement(labels, 10, ties="random")

@@ -92,7 +92,10 @@ def normalise_rows(c: torch.Tensor, active: torch.Tensor | None = None) -> torch
 
 
 def agreement(
-    labels: torch.Tensor, num_classes: int, active: torch.Tensor | None = None
+    labels: torch.Tensor,
+    num_classes: int,
+    active: torch.Tensor | None = None,
+    ties: str = "highest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw agreement matrix of one benchmark, before normalisation.
 
@@ -101,6 +104,9 @@ def agreement(
             ``i`` published; ``-1`` pads row ``i`` when it published fewer than ``m`` samples.
         num_classes: ``K``.
         active: ``(n,)`` bool, the parties still in the game (default all).
+        ties: a sample whose vote is tied: ``"highest"`` (default, the authors' code) takes the
+            highest tied class; ``"skip"`` leaves the sample out (it has no consensus, so it
+            counts for nobody).
 
     Returns:
         ``(agree, consensus)``: ``consensus`` (``(n, m)``) the majority labels of each party's
@@ -123,6 +129,11 @@ def agreement(
     onehot = torch.nn.functional.one_hot(labels.clamp_min(0), num_classes).to(torch.float64)
     counts = (onehot * a.to(torch.float64)[None, :, None, None]).sum(1)  # (n, m, K)
     consensus = num_classes - 1 - counts.flip(-1).argmax(-1)  # ties: the highest class
+    if ties == "skip":
+        top = counts.max(-1).values
+        valid = valid & ((counts == top[..., None]).sum(-1) == 1)
+    elif ties != "highest":
+        raise InputError(f"ties must be 'highest' or 'skip', got {ties!r}.")
     hits = ((labels == consensus[:, None, :]) & valid[:, None, :]).to(torch.float64).sum(-1)
     agree = hits / valid.sum(-1, keepdim=True).clamp_min(1).to(torch.float64)
     keep = a[:, None] & a[None, :] & ~torch.eye(n, dtype=torch.bool)
@@ -131,7 +142,10 @@ def agreement(
 
 
 def credibility(
-    labels: torch.Tensor, num_classes: int, active: torch.Tensor | None = None
+    labels: torch.Tensor,
+    num_classes: int,
+    active: torch.Tensor | None = None,
+    ties: str = "highest",
 ) -> torch.Tensor:
     """``c[i, j]``: how far party ``i`` trusts party ``j`` (stage 1's benchmark), rows normalised.
 
@@ -149,7 +163,7 @@ def credibility(
                 [0.2500, 0.5000, 0.0000, 0.2500],
                 [0.3333, 0.3333, 0.3333, 0.0000]], dtype=torch.float64)
     """
-    agree, _ = agreement(labels, num_classes, active)
+    agree, _ = agreement(labels, num_classes, active, ties)
     return normalise_rows(agree, active)
 
 

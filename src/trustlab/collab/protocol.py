@@ -206,7 +206,7 @@ def party_protocol(
     inbox = yield release
     ledger.arrived(inbox, "labels 0")
     m = max(r["labels"].shape[1] for r in inbox.values())
-    agree, _ = fd.agreement(_labels_tensor(inbox, n, m), num_classes, ledger.active)
+    agree, _ = fd.agreement(_labels_tensor(inbox, n, m), num_classes, ledger.active, settings.ties)
     ledger.credibility = agree
     ledger.expel("labels 0")
     ledger.tokens = fd.initial_tokens(num_params, sharing)
@@ -251,7 +251,8 @@ def party_protocol(
         labelled = {j: rel for j, rel in inbox.items() if "labels" in rel}
         if labelled:
             m = max(rel["labels"].shape[1] for rel in labelled.values())
-            new, _ = fd.agreement(_labels_tensor(labelled, n, m), num_classes, ledger.active)
+            labels = _labels_tensor(labelled, n, m)
+            new, _ = fd.agreement(labels, num_classes, ledger.active, settings.ties)
             old = fd.normalise_rows(ledger.credibility, ledger.active)
             ledger.credibility = fd.fade(old, new, settings.fade)
         ledger.expel(f"labels {r}")

@@ -160,16 +160,15 @@ class FDPDDLReproduction(Experiment):
             seeds=3,
             options={
                 "parties": 4,
-                "rounds": 30,
+                "rounds": 20,
                 "pretrain_epochs": 5,
                 "local_epochs": 1,
                 "batch_size": 64,
                 "lr": 0.3,
                 "update_clip": 0.01,
-                "dpgan": {"epochs": 5, "epsilon": 4.0},
             },  # fmt: skip
             description="minutes on 2 CPU cores: 4 parties on all 1,437 digits, 5 epochs of "
-            "pre-training, 30 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4",
+            "pre-training, 20 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4",
         ),
         "full": Preset(
             "full",
