@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,8 @@ class PartyResult:
     Attributes:
         index: the party.
         history: per round ``{"round", "accuracy", "epsilon", "tokens" (n,), "credibility"
-            (this party's row), "bytes_sent"}``.
+            (this party's row), "active", "bytes_sent", "seconds"}`` (``seconds``: the round's
+            wall-clock time at this party, waiting for the others included).
         standalone_pretrain_accuracy: accuracy of the stage-1 standalone model.
         final_accuracy: accuracy at the end.
         dpsgd_epsilon / dpgan_epsilon / epsilon: the privacy spent on the party's data by its
@@ -162,7 +164,7 @@ def _labels_tensor(inbox: Inbox, n: int, m: int) -> torch.Tensor:
     for j, rel in inbox.items():
         if "labels" in rel:
             lab = rel["labels"]  # (n, m): j's labels of every party's samples, -1 padded
-            out[:, j, : lab.shape[1]] = lab
+            out[:, j, : lab.shape[1]] = lab.long()
     return out
 
 
@@ -170,10 +172,11 @@ def _label_all(party: Party, inbox: Inbox, n: int, num_classes: int, round_: int
     """Label every party's published samples: ``(n, m_max)``, -1 where a party published none."""
     sizes = [inbox[j]["samples"].shape[0] if "samples" in inbox.get(j, {}) else 0 for j in range(n)]
     m = max(sizes) if sizes else 0
-    labels = torch.full((n, m), -1, dtype=torch.long)
+    # int16: the class labels and the -1 padding, in 2 bytes rather than int64's 8
+    labels = torch.full((n, m), -1, dtype=torch.int16)
     for j in range(n):
         if sizes[j]:
-            labels[j, : sizes[j]] = party.label(inbox[j]["samples"], num_classes, round_)
+            labels[j, : sizes[j]] = party.label(inbox[j]["samples"], num_classes, round_).short()
     return {"labels": labels}
 
 
@@ -215,6 +218,7 @@ def party_protocol(
 
     # ---- stage 2: rounds of release, download, tokens, re-benchmark
     for r in range(1, settings.rounds + 1):
+        started = time.perf_counter()
         member = bool(ledger.active[i])
         round_sent = 0
         if member:
@@ -266,6 +270,7 @@ def party_protocol(
                 "credibility": ledger.credibility[i].tolist(),
                 "active": ledger.active.tolist(),
                 "bytes_sent": round_sent,
+                "seconds": time.perf_counter() - started,
             }
         )
 
