@@ -17,7 +17,7 @@ Bytes per party and round (the rounds it released in) are compared with the prot
 its top ``shared_size`` coordinates as (int32 index, float32 value) pairs, its ``m`` fresh DPGAN
 samples as float32 and one label (one byte; fewer than 256 classes) for every published sample.
 ``tensor_bytes`` are the tensors a party's releases hold (``history[t]["bytes_sent"]``: the
-labels travel as int64, padded to the largest benchmark); ``wire_bytes`` what its process put on
+labels travel as int16, padded to the largest benchmark); ``wire_bytes`` what its process put on
 the store (safetensors, with headers), the R-round run's total minus the 0-round run's, per
 round (it includes the final report's one float64 accuracy per round). Prints one JSON object.
 

@@ -358,3 +358,36 @@ def test_agreement_skipping_tied_samples_by_hand() -> None:
     assert close(skip[2], [1, 1 / 2, 0])
     with pytest.raises(InputError, match="ties"):
         fd.agreement(labels, 10, ties="random")
+
+
+def test_expel_abstaining_rows_cast_no_vote() -> None:
+    # 4 parties, tau = 1/9. Party 3's row is silent (no sample had a consensus): all zeros.
+    # Parties 0 and 1 rate party 2 below tau (0.05); with party 3's zeros that would be 3
+    # votes >= ceil(8/3) = 3 and party 2 would go. Abstaining, party 3 leaves it at 2 votes.
+    c = t64([[0, 0.5, 0.05, 0.45], [0.5, 0, 0.05, 0.45], [0.4, 0.3, 0, 0.3], [0, 0, 0, 0]])
+    assert fd.expel(c).tolist() == [T, T, F_, T]
+    assert fd.expel(c, abstain=torch.tensor([F_, F_, F_, T])).tolist() == [T, T, T, T]
+
+
+def test_store_exchange_one_verdict_per_arrival() -> None:
+    """A late party is dropped by whoever times out first, every party reads that one verdict,
+    and the late party itself stops when it finally posts."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from trustlab.collab.backends import PartyDropped, StoreExchange, encode
+
+    store = dist.TCPStore(
+        "127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=10), wait_for_workers=False
+    )
+    a = StoreExchange(store, 0, 3, timeout=0.2, prefix="t")
+    b = StoreExchange(store, 1, 3, timeout=0.2, prefix="t")
+    late = StoreExchange(store, 2, 3, timeout=0.2, prefix="t")
+    store.set(b.key(0, 1), encode({"x": torch.ones(1)}))  # party 1 posted in time
+    assert b.decide(0, 1, "posted") == "posted"
+    inbox = a.exchange(0, {"x": torch.zeros(1)})  # party 2 never posts: dropped after 0.2 s
+    assert sorted(inbox) == [0, 1] and a.gone == {2}
+    assert b.decide(0, 2, "posted") == "dropped"  # the verdict is final for everyone
+    with pytest.raises(PartyDropped, match="party 2 was dropped in phase 0"):
+        late.exchange(0, {"x": torch.zeros(1)})

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from trustlab.collab import fdpddl as fd
 from trustlab.collab.runner import CollabResult, run_fdpddl
-from trustlab.collab.settings import CollabSettings
+from trustlab.collab.settings import CollabSettings, check_run
 from trustlab.errors import InputError
 from trustlab.results import RunStore
 
@@ -146,6 +146,11 @@ def test_each_party_writes_its_own_file(mislabel, moving) -> None:
 
 
 # -- backends ------------------------------------------------------------------------------------
+def untimed(history: list[dict]) -> list[dict]:
+    """A party's history without its wall-clock seconds (which no two runs share)."""
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
 def test_in_process_and_processes_compute_the_same_numbers(tmp_path: Path) -> None:
     settings = {**TINY, "parties": 2, "samples": 200, "benchmark": 8, "timeout": 60}
     a = run_fdpddl(settings, backend="in-process")
@@ -155,7 +160,7 @@ def test_in_process_and_processes_compute_the_same_numbers(tmp_path: Path) -> No
     for i in (0, 1):
         pa, pb = a.parties[i], b.parties[i]
         assert pa.parameters_sha256 == pb.parameters_sha256
-        assert pa.history == pb.history
+        assert untimed(pa.history) == untimed(pb.history)
         assert pa.reports == pb.reports
         assert pb.wire_bytes is not None and pb.wire_bytes > 0 and pa.wire_bytes is None
         assert (tmp_path / "parties" / f"party-{i}.json").exists()  # written by its own process
@@ -197,7 +202,7 @@ def test_a_party_process_that_dies_leaves_the_others_finishing(
     for i in (0, 2):
         ref = crashed_in_process.parties[i]
         assert result.parties[i].parameters_sha256 == ref.parameters_sha256
-        assert result.parties[i].history == ref.history
+        assert untimed(result.parties[i].history) == untimed(ref.history)
 
 
 def test_run_fdpddl_refuses_bad_input() -> None:
@@ -295,3 +300,30 @@ def test_torchrun_each_party_writes_its_own_file(torchrun_home) -> None:
     home, _ = torchrun_home
     (run,) = RunStore(home).list()
     assert (run.dir / "parties" / "party-1.json").exists()
+
+
+def test_cli_defaults_are_the_settings_defaults() -> None:
+    """`trustlab collab run` states the library's defaults, flag by flag."""
+    import inspect
+
+    from trustlab.cli.collab import collab_run_cmd
+    from trustlab.collab.settings import CollabSettings
+
+    flags = {k: p.default for k, p in inspect.signature(collab_run_cmd).parameters.items()}
+    s = CollabSettings()
+    for key in ("parties", "setting", "dataset", "model", "samples", "sharing", "rounds",
+                "pretrain_epochs", "local_epochs", "batch_size", "lr", "update_clip",
+                "benchmark", "crash_round", "timeout", "ties"):  # fmt: skip
+        assert flags[key] == getattr(s, key), key
+    assert flags["noise_multiplier"] == s.dp.noise_multiplier
+    assert flags["max_grad_norm"] == s.dp.max_grad_norm
+    assert flags["dpgan_epsilon"] == s.dpgan.epsilon
+    assert flags["dpgan_epochs"] == s.dpgan.epochs
+    assert flags["dpgan_batch_size"] == s.dpgan.batch_size
+
+
+def test_non_image_data_and_two_parties() -> None:
+    with pytest.raises(InputError):  # video clips (N, C, T, H, W): no DPGAN for them
+        check_run(CollabSettings.parse({"dataset": "moving-shapes"}), 0)
+    with pytest.warns(UserWarning, match="2 parties"):
+        check_run(CollabSettings.parse({**TINY, "parties": 2}), 0)

@@ -27,7 +27,8 @@ from trustlab.cli.common import app
 
 # the command modules register their commands on the app, in this order in `trustlab --help`
 # isort: off
-from trustlab.cli import catalogue, train, evasion, backdoor, privacy, generative, collab, reproduce, runs  # noqa: F401,E501
+from trustlab.cli import catalogue, train, evasion, backdoor, privacy  # noqa: F401
+from trustlab.cli import generative, collab, reproduce, runs  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -84,7 +84,14 @@ def collab_run_cmd(
         typer.Option(help="bound on every coordinate of a released update (0: no bound)."),
     ] = 0.001,
     dpgan_epsilon: Annotated[float, typer.Option(help="each party's DPGAN epsilon.")] = 4.0,
-    dpgan_epochs: Annotated[int, typer.Option(help="each party's DPGAN epochs.")] = 20,
+    dpgan_epochs: Annotated[int, typer.Option(help="each party's DPGAN epochs.")] = 60,
+    dpgan_batch_size: Annotated[int, typer.Option(help="each party's DPGAN batch size.")] = 32,
+    ties: Annotated[
+        str,
+        typer.Option(
+            help="a tied benchmark vote: skip (counts for nobody) or highest (the authors' code)."
+        ),
+    ] = "skip",
     benchmark: Annotated[
         int | None,
         typer.Option(help="samples a party publishes per benchmark (default: N_i * sharing)."),
@@ -125,7 +132,8 @@ def collab_run_cmd(
         "batch_size": batch_size, "lr": lr,
         "dp": {"noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm},
         "update_clip": update_clip or None,
-        "dpgan": {"epochs": dpgan_epochs, "epsilon": dpgan_epsilon},
+        "dpgan": {"epochs": dpgan_epochs, "batch_size": dpgan_batch_size, "epsilon": dpgan_epsilon},
+        "ties": ties,
         "benchmark": benchmark, "behaviours": _behaviours(party_behaviour or []),
         "crash_round": crash_round, "timeout": timeout,
     }  # fmt: skip

@@ -87,19 +87,21 @@ def run_in_process(
             except PartyCrashed:
                 pass  # this party's process would have died here
 
-        for i in list(gens):
-            advance(i, None)
-        phase = 0
-        while outbox:
-            inbox = dict(sorted(outbox.items()))
-            outbox = {}
-            for i in inbox:
-                advance(i, inbox)
-            phase += 1
-            if on_phase is not None:
-                on_phase(phase)
-        for p in parties:
-            p.close()
+        try:
+            for i in list(gens):
+                advance(i, None)
+            phase = 0
+            while outbox:
+                inbox = dict(sorted(outbox.items()))
+                outbox = {}
+                for i in inbox:
+                    advance(i, inbox)
+                phase += 1
+                if on_phase is not None:
+                    on_phase(phase)
+        finally:
+            for p in parties:
+                p.close()
     for r in results.values():
         write_party_file(out, r)
     return results
@@ -130,24 +132,55 @@ class StoreExchange:
     def key(self, phase: int, party: int) -> str:
         return f"{self.prefix}/{phase}/{party}"
 
+    def status(self, phase: int, party: int) -> str:
+        return f"{self.prefix}/{phase}/{party}/status"
+
+    def decide(self, phase: int, party: int, verdict: str) -> str:
+        """The one verdict on ``party`` in ``phase`` that every party reads: the first
+        ``compare_set`` on the status key wins, whoever made it (``"posted"`` or
+        ``"dropped"``)."""
+        return bytes(self.store.compare_set(self.status(phase, party), "", verdict)).decode()
+
     def exchange(self, phase: int, release: Release) -> Inbox:
+        """Post this party's release and gather the others' (``{party: release}``).
+
+        A party is dropped in a phase when another party times out waiting for it and records
+        the verdict before it does; the verdict is one key set once (``compare_set``), so every
+        party sees the same set of releases. A party that finds itself dropped stops
+        (:class:`PartyDropped`)."""
         payload = encode(release)
         self.bytes_sent += len(payload)
         self.store.set(self.key(phase, self.rank), payload)
+        if self.decide(phase, self.rank, "posted") != "posted":
+            raise PartyDropped(
+                f"party {self.rank} was dropped in phase {phase}: its release came after "
+                f"another party's {self.timeout:g} s timeout."
+            )
         inbox: Inbox = {self.rank: decode(payload)}
         waiting = [j for j in range(self.world_size) if j != self.rank and j not in self.gone]
         deadline = time.monotonic() + self.timeout
         while waiting:
-            ready = [j for j in waiting if self.store.check([self.key(phase, j)])]
-            for j in ready:
-                inbox[j] = decode(self.store.get(self.key(phase, j)))
+            ready = [j for j in waiting if self.store.check([self.status(phase, j)])]
+            late = time.monotonic() > deadline
+            for j in list(waiting):
+                if j in ready:
+                    verdict = bytes(self.store.get(self.status(phase, j))).decode()
+                elif late:
+                    verdict = self.decide(phase, j, "dropped")
+                else:
+                    continue
                 waiting.remove(j)
-            if waiting and time.monotonic() > deadline:
-                self.gone.update(waiting)  # dropped: the protocol records the phase
-                break
-            if waiting and not ready:
+                if verdict == "posted":
+                    inbox[j] = decode(self.store.get(self.key(phase, j)))
+                else:
+                    self.gone.add(j)  # dropped: the protocol records the phase
+            if waiting:
                 time.sleep(0.01)
         return dict(sorted(inbox.items()))
+
+
+class PartyDropped(RuntimeError):
+    """This party's release arrived after the others had counted it as dropped."""
 
 
 def run_party(
@@ -159,7 +192,7 @@ def run_party(
     out: str | Path | None = None,
 ) -> PartyResult | None:
     """Run party ``rank`` in this process; ``None`` if it stopped (a ``"crash"`` party)."""
-    exchange = StoreExchange(store, rank, settings.parties, settings.timeout)
+    exchange = StoreExchange(store, rank, settings.parties, settings.timeout, job_prefix())
     with single_threaded(device):
         data = load_data(settings)
         party = make_party(settings, rank, seed, device, data)
@@ -174,13 +207,22 @@ def run_party(
         except StopIteration as stop:
             result: PartyResult = stop.value
         except PartyCrashed:
-            party.close()
             os._exit(3)  # a party that dies: no clean-up, no goodbye to the others
-        party.close()
+        finally:
+            party.close()
     result.wire_bytes = exchange.bytes_sent
-    store.set(f"{PREFIX}/result/{rank}", json.dumps(result.to_dict()).encode())
+    store.set(f"{exchange.prefix}/result/{rank}", json.dumps(result.to_dict()).encode())
     write_party_file(out, result)
     return result
+
+
+def job_prefix() -> str:
+    """The namespace of this job's keys in the store: torchrun's run id and restart count
+    when under torchrun (a restarted job never reads the keys of the attempt before)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return PREFIX
+    return f"{PREFIX}/{run_id}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
 
 
 def store_from_env(timeout: float) -> tuple[Any, int, int]:
@@ -255,10 +297,16 @@ def run_processes(
         )
         for rank in range(settings.parties)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:  # an interrupted launcher leaves no party behind
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
     codes = {rank: int(p.exitcode or 0) for rank, p in enumerate(procs)}
     return collect_results(store, range(settings.parties), timeout=1.0), codes
 
@@ -271,7 +319,7 @@ def collect_results(store: Any, ranks: Any, timeout: float) -> dict[int, PartyRe
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
         for r in list(waiting):
-            key = f"{PREFIX}/result/{r}"
+            key = f"{job_prefix()}/result/{r}"
             if store.check([key]):
                 out[r] = PartyResult.from_dict(json.loads(store.get(key)))
                 waiting.remove(r)
@@ -281,8 +329,10 @@ def collect_results(store: Any, ranks: Any, timeout: float) -> dict[int, PartyRe
 
 
 __all__ = [
+    "PartyDropped",
     "StoreExchange",
     "collect_results",
+    "job_prefix",
     "decode",
     "encode",
     "run_in_process",

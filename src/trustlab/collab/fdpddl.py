@@ -174,13 +174,19 @@ def threshold(num_active: int) -> float:
     return 1.0 / (3.0 * (num_active - 1))
 
 
-def expel(credibility: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+def expel(
+    credibility: torch.Tensor,
+    active: torch.Tensor | None = None,
+    abstain: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The parties still in the game after one vote.
 
     Every active party ``i`` votes against each active ``j`` it rates below :func:`threshold`
     (``c[i, j] < tau``); ``j`` is expelled with at least ``ceil(2/3 |C|)`` votes, ``|C|`` the
     number of active parties (the authors' code; with 4 parties that is every other party).
     With fewer than 3 active parties nobody is expelled (the authors stop collaborating there).
+    ``abstain``: ``(n,)`` bool, parties whose row says nothing this time (none of their samples
+    had a consensus) and so cast no vote; default none.
 
     Returns the new ``(n,)`` bool mask (a subset of ``active``).
 
@@ -198,6 +204,8 @@ def expel(credibility: torch.Tensor, active: torch.Tensor | None = None) -> torc
         return a.clone()
     tau = threshold(k)
     raters = a[:, None] & a[None, :] & ~torch.eye(n, dtype=torch.bool)  # (i, j): i rates j
+    if abstain is not None:
+        raters = raters & ~torch.as_tensor(abstain, dtype=torch.bool)[:, None]
     votes = ((c < tau) & raters).sum(0)  # per j: how many others rate j below tau
     return a & ~(votes >= math.ceil(EXPEL_FRACTION * k - 1e-9))
 

@@ -10,8 +10,8 @@ Behaviours (``behaviour=``), to test the reputation system:
 
 - ``"honest"`` (default): trains, releases its true update, labels with its model.
 - ``"zero"``: a free-rider that releases an all-zero update and does not train.
-- ``"random"``: releases Gaussian noise of the scale of an honest update and labels with a model
-  it never trains.
+- ``"random"``: releases uniform noise in ``[-update_clip, update_clip]`` (``[-0.01, 0.01]``
+  without a bound) and labels with a model it never trains.
 - ``"mislabel"``: trains honestly but labels the benchmark samples at random.
 - ``"crash"``: stops (its process exits) at the start of round ``crash_round``.
 
@@ -23,6 +23,7 @@ from its first epoch to its last.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any
 
@@ -37,6 +38,8 @@ from trustlab.train.evaluate import evaluate, predict_logits
 from trustlab.utils.seed import derive_seed, generator, seed_torch_rng
 
 BEHAVIOURS = ("honest", "zero", "random", "mislabel", "crash")
+#: the environment variable holding a party's own secret, mixed into its noise seeds
+SECRET_ENV = "TRUSTLAB_PARTY_SECRET"
 
 
 class PartyCrashed(RuntimeError):
@@ -69,8 +72,8 @@ class Party:
         index: the party's number ``0..n-1``.
         train: its own shard, an :class:`~trustlab.data.ArrayDataset` ``(N_i, C, H, W)`` in [0, 1].
         test: the public test set used to report accuracy.
-        model: a fresh model for the data (see :meth:`ModelSpec.build`; BatchNorm is replaced by
-            GroupNorm for DP-SGD).
+        model: a fresh model for the data, from the run's one public initialisation (see
+            :meth:`ModelSpec.build`; BatchNorm is replaced by GroupNorm for DP-SGD).
         dp: the DP-SGD settings of its local training (:class:`~trustlab.train.dp.DPSettings`).
         total_epochs: all local epochs it will run (pre-training plus every round), so that a
             target epsilon sizes the noise for the whole run.
@@ -119,11 +122,21 @@ class Party:
         self.batch_size = batch_size
         self.model = model.to(self.device)
         self.epoch = 0
-        self.private = PrivateTraining(dp, seed=derive_seed(seed, "party", index))
+        self.secret = os.environ.get(SECRET_ENV, "")
+        self.private = PrivateTraining(dp, seed=self.private_seed("party"))
         optimizer = torch.optim.SGD(self.model.parameters(), lr=lr)
         self._module, self._optimizer = self.private.attach(
             self.model, optimizer, len(train), batch_size, total_epochs, self.device
         )
+
+    def private_seed(self, purpose: str) -> int:
+        """The seed of this party's DP noise and sampling for ``purpose``: from the run's seed,
+        the party's index and, when set, the party's own secret (``$TRUSTLAB_PARTY_SECRET``).
+        Without a secret, anyone who knows the run's seed can replay a party's noise: fine for
+        a simulation, not for a deployment (see ``docs/collaborative.md``)."""
+        if self.secret:
+            return derive_seed(self.seed, purpose, self.index, self.secret)
+        return derive_seed(self.seed, purpose, self.index)
 
     @property
     def num_params(self) -> int:
@@ -212,4 +225,4 @@ class Party:
         self.private.detach()
 
 
-__all__ = ["BEHAVIOURS", "Party", "PartyCrashed", "add_flat_", "flat_parameters"]
+__all__ = ["BEHAVIOURS", "SECRET_ENV", "Party", "PartyCrashed", "add_flat_", "flat_parameters"]

@@ -73,15 +73,18 @@ class Ledger:
 
     def arrived(self, inbox: Inbox, phase: str) -> None:
         """Parties missing from ``inbox`` dropped out during ``phase``."""
-        for j in range(self.n):
-            if j not in inbox and j not in self.dropped:
-                self.dropped[j] = phase
-                self.active[j] = False
+        missing = [j for j in range(self.n) if j not in inbox and j not in self.dropped]
+        for j in missing:
+            self.dropped[j] = phase
+            self.active[j] = False
+        if missing:  # the others' rows sum to 1 again, over the parties left
+            self.credibility = fd.normalise_rows(self.credibility, self.active)
 
-    def expel(self, phase: str) -> None:
+    def expel(self, phase: str, abstain: torch.Tensor | None = None) -> None:
+        """Normalise, vote (``abstain``: rows that cast no vote), normalise again."""
         before = self.active.clone()
         self.credibility = fd.normalise_rows(self.credibility, self.active)
-        self.active = fd.expel(self.credibility, self.active)
+        self.active = fd.expel(self.credibility, self.active, abstain)
         for j in torch.nonzero(before & ~self.active).flatten().tolist():
             self.expelled[j] = phase
         self.credibility = fd.normalise_rows(self.credibility, self.active)
@@ -198,7 +201,9 @@ def party_protocol(
     # ---- stage 1: standalone model, DPGAN, mutual benchmark
     party.train_epochs(settings.pretrain_epochs)
     pretrain_acc = party.accuracy()
-    gan = train_dpgan(party.train.x, settings.dpgan, seed=derive_seed(seed, "dpgan", i))
+    gan = train_dpgan(
+        party.train.x, settings.dpgan, seed=party.private_seed("dpgan"), device=party.device
+    )
     dpgan_eps = float(gan.epsilon)
     release: Release = {"samples": gan.sample(bench, seed=derive_seed(seed, "bench", i, 0))}
     sent += release_bytes(release)
@@ -209,9 +214,11 @@ def party_protocol(
     inbox = yield release
     ledger.arrived(inbox, "labels 0")
     m = max(r["labels"].shape[1] for r in inbox.values())
-    agree, _ = fd.agreement(_labels_tensor(inbox, n, m), num_classes, ledger.active, settings.ties)
+    agree, consensus = fd.agreement(
+        _labels_tensor(inbox, n, m), num_classes, ledger.active, settings.ties
+    )
     ledger.credibility = agree
-    ledger.expel("labels 0")
+    ledger.expel("labels 0", abstain=(consensus < 0).all(1))
     ledger.tokens = fd.initial_tokens(num_params, sharing)
     tokens0 = int(ledger.tokens[i])
     earned = spent = 0
@@ -256,10 +263,15 @@ def party_protocol(
         if labelled:
             m = max(rel["labels"].shape[1] for rel in labelled.values())
             labels = _labels_tensor(labelled, n, m)
-            new, _ = fd.agreement(labels, num_classes, ledger.active, settings.ties)
+            new, consensus = fd.agreement(labels, num_classes, ledger.active, settings.ties)
             old = fd.normalise_rows(ledger.credibility, ledger.active)
-            ledger.credibility = fd.fade(old, new, settings.fade)
-        ledger.expel(f"labels {r}")
+            silent = (consensus < 0).all(1)  # no sample of this row had a consensus: keep it
+            faded = fd.fade(old, new, settings.fade)
+            ledger.credibility = torch.where(silent[:, None], old, faded)
+            abstain = silent
+        else:
+            abstain = None
+        ledger.expel(f"labels {r}", abstain=abstain)
         sent += round_sent
         history.append(
             {
@@ -294,7 +306,8 @@ def party_protocol(
         j: {k: (v.tolist() if v.ndim else v.item()) for k, v in rel.items()}
         for j, rel in sorted(inbox.items())
     }
-    assert tokens0 - spent + earned == int(ledger.tokens[i])
+    if tokens0 - spent + earned != int(ledger.tokens[i]):
+        raise RuntimeError(f"party {i}'s tokens do not add up: the ledgers diverged.")
     return PartyResult(
         index=i,
         history=history,

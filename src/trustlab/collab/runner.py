@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from trustlab.collab.protocol import Ledger, PartyResult
-from trustlab.collab.settings import CollabSettings, load_data, party_shards
+from trustlab.collab.settings import CollabSettings, check_run
 from trustlab.errors import InputError
 
 BACKENDS = ("in-process", "processes")
@@ -133,11 +133,6 @@ class CollabResult:
         }
 
 
-def _shard_sizes(settings: CollabSettings, seed: int) -> list[int]:
-    train, _ = load_data(settings)
-    return [len(s) for s in party_shards(settings, train, seed)]
-
-
 def run_fdpddl(
     settings: CollabSettings | dict[str, Any],
     seed: int = 0,
@@ -166,7 +161,7 @@ def run_fdpddl(
     s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}.")
-    sizes = _shard_sizes(s, seed)  # also checks the data and the split before any work
+    sizes = check_run(s, seed)  # the data, its images and the split, before any work
     start = time.perf_counter()
     codes: dict[int, int] = {}
     if backend == "in-process":
@@ -208,7 +203,7 @@ def run_torchrun_party(
         return None
     parties = {0: result, **collect_results(store, range(1, world), s.timeout)}
     return CollabResult(
-        s, seed, "torchrun", parties, _shard_sizes(s, seed), time.perf_counter() - start
+        s, seed, "torchrun", parties, check_run(s, seed), time.perf_counter() - start
     )
 
 

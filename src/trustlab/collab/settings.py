@@ -8,11 +8,12 @@ shards with :mod:`trustlab.data.partition`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trustlab.collab.parties import Party
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.generative.dpgan import DPGANSettings
@@ -170,6 +171,28 @@ def party_shards(settings: CollabSettings, train: ArrayDataset, seed: int) -> li
     return shards
 
 
+def check_run(settings: CollabSettings, seed: int) -> list[int]:
+    """Everything a run needs, checked before any work: the data loads, its images suit the
+    DPGAN, the split gives every party samples. Returns the shard sizes. With two parties the
+    reputation system cannot judge anyone (a row over one other party is always 1): a warning
+    says so."""
+    import warnings
+
+    from trustlab.generative.dpgan import check_images
+
+    train, _ = load_data(settings)
+    check_images(train.x[:2])
+    if settings.parties == 2:
+        warnings.warn(
+            "FDPDDL with 2 parties: each party's credibility row has one entry, which is 1 "
+            "whenever the other agrees at all, and nobody can be expelled (it takes 3); use "
+            "3 or more parties to see the reputation system at work.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return [len(s) for s in party_shards(settings, train, seed)]
+
+
 def load_data(settings: CollabSettings) -> tuple[ArrayDataset, ArrayDataset]:
     """The settings' training and test splits."""
     from trustlab.data import load_dataset
@@ -185,10 +208,9 @@ def make_party(
     seed: int,
     device: torch.device | str = "cpu",
     data: tuple[ArrayDataset, ArrayDataset] | None = None,
-) -> Any:
+) -> Party:
     """Party ``index`` of the run: its shard (the same split in every process for the seed),
-    its model (initialised from ``(seed, index)``) and its DP-SGD state."""
-    from trustlab.collab.parties import Party
+    its model (the run's one public initialisation, from the seed) and its DP-SGD state."""
     from trustlab.models.spec import ModelSpec
     from trustlab.utils.seed import derive_seed, seed_torch_rng
 
@@ -213,4 +235,4 @@ def make_party(
     )
 
 
-__all__ = ["SETTINGS", "CollabSettings", "load_data", "make_party", "party_shards"]
+__all__ = ["SETTINGS", "CollabSettings", "check_run", "load_data", "make_party", "party_shards"]

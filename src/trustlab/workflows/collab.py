@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trustlab.collab.runner import BACKENDS, CollabResult, run_fdpddl, run_torchrun_party
-from trustlab.collab.settings import CollabSettings, load_data, party_shards
+from trustlab.collab.settings import CollabSettings, check_run
 from trustlab.errors import InputError
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
@@ -94,17 +94,16 @@ def run_collab(
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}.")
     dev = resolve_device(device)
-    train, _ = load_data(s)  # a missing dataset or a bad split is refused before the run exists
-    party_shards(s, train, seed)
+    check_run(s, seed)  # a missing dataset, non-image data, a bad split: before the run exists
     torchrun = under_torchrun()
     kv = None
     if torchrun:  # rank 0 records the run and tells the others where it is
-        from trustlab.collab.backends import PREFIX, store_from_env
+        from trustlab.collab.backends import job_prefix, store_from_env
 
         kv = store_from_env(s.timeout)
         if kv[1] != 0:
             try:
-                where = kv[0].get(f"{PREFIX}/run-dir").decode()  # waits up to the timeout
+                where = kv[0].get(f"{job_prefix()}/run-dir").decode()  # waits up to the timeout
             except Exception as exc:  # noqa: BLE001 - the store's timeout error
                 raise InputError(
                     f"rank 0 did not create the run within {s.timeout:g} s ({exc}); see rank "
@@ -116,9 +115,9 @@ def run_collab(
     config = {**s.model_dump(mode="json"), "backend": "torchrun" if torchrun else backend}
     run = store.create_run(KIND, name or f"fdpddl-{s.setting}", config, seed=seed)
     if kv is not None:
-        from trustlab.collab.backends import PREFIX
+        from trustlab.collab.backends import job_prefix
 
-        kv[0].set(f"{PREFIX}/run-dir", str(run.dir))
+        kv[0].set(f"{job_prefix()}/run-dir", str(run.dir))
     with recording_outcome(run):
         if kv is not None:
             result = run_torchrun_party(s, seed, dev, out=run.dir, kv=kv)
