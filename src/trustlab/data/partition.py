@@ -173,8 +173,9 @@ def size_imbalanced(
             counts per party (sum ``<= N``); a sequence of floats = fractions of ``N`` per party
             (positive, sum ``<= 1``; when they sum to 1 every sample is dealt out).
         progression: shares when ``sizes`` is None: ``"linear"`` (default), party ``i`` gets a
-            share proportional to ``i + 1`` (1:2:...:n, as FDPDDL's shards grow from the first
-            party to the last); ``"geometric"``, proportional to ``2 ** i``.
+            share proportional to ``i + 1`` (1:2:...:n); ``"geometric"``, proportional to
+            ``2 ** i``. (The FDPDDL authors' code draws ``U(0.1, 0.9)`` weights instead; pass
+            explicit ``sizes`` to match a given draw.)
         total: how many samples the progression deals out (default all ``N``), e.g. FDPDDL-style
             experiments that spread a fixed budget of examples among the parties. (With a budget
             too small for the shares, a party rounded down to 0 takes 1 from the largest.)
