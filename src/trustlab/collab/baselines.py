@@ -28,9 +28,7 @@ from trustlab.collab import fdpddl as fd
 from trustlab.collab.parties import Party, add_flat_, flat_parameters
 from trustlab.collab.settings import CollabSettings, load_data, make_party, party_shards
 from trustlab.data.datasets import ArrayDataset
-from trustlab.models.spec import ModelSpec
 from trustlab.utils.device import single_threaded
-from trustlab.utils.seed import derive_seed, seed_torch_rng
 
 
 def standalone(
@@ -61,20 +59,8 @@ def centralised(
     with single_threaded(device):
         train, test = data if data is not None else load_data(settings)
         union = torch.cat(party_shards(settings, train, seed)).sort().values
-        seed_torch_rng(derive_seed(seed, "collab-centralised"))
-        spec = ModelSpec.for_data(settings.model, train)
-        model = ModelSpec(**{**spec.to_dict(), "group_norm": True}).build()
-        party = Party(
-            0,
-            train.subset(union),
-            test,
-            model,
-            settings.dp,
-            total_epochs=settings.total_epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            seed=derive_seed(seed, "centralised"),
-            device=device,
+        party = make_party(
+            settings, 0, seed, device, (train, test), indices=union, role="centralised"
         )
         party.train_epochs(settings.total_epochs)
         acc = party.accuracy()

@@ -208,28 +208,38 @@ def make_party(
     seed: int,
     device: torch.device | str = "cpu",
     data: tuple[ArrayDataset, ArrayDataset] | None = None,
+    *,
+    indices: torch.Tensor | None = None,
+    role: str = "collab",
 ) -> Party:
     """Party ``index`` of the run: its shard (the same split in every process for the seed),
-    its model (the run's one public initialisation, from the seed) and its DP-SGD state."""
+    its model (the run's one public initialisation, from the seed) and its DP-SGD state.
+
+    ``indices`` and ``role`` build the centralised baseline's single learner instead: those
+    training samples, an honest behaviour, and its own initialisation and seeds (``role``
+    ``"centralised"``)."""
     from trustlab.models.spec import ModelSpec
     from trustlab.utils.seed import derive_seed, seed_torch_rng
 
     train, test = data if data is not None else load_data(settings)
-    shard = party_shards(settings, train, seed)[index]
-    seed_torch_rng(derive_seed(seed, "collab-init"))  # one public initialisation for all
+    if indices is None:
+        indices = party_shards(settings, train, seed)[index]
+    collab = role == "collab"
+    # one public initialisation for all the parties (the centralised learner has its own)
+    seed_torch_rng(derive_seed(seed, "collab-init" if collab else f"collab-{role}"))
     spec = ModelSpec.for_data(settings.model, train)
     model = ModelSpec(**{**spec.to_dict(), "group_norm": True}).build()
     return Party(
         index,
-        train.subset(shard),
+        train.subset(indices),
         test,
         model,
         settings.dp,
         total_epochs=settings.total_epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
-        seed=seed,
-        behaviour=settings.behaviours.get(index, "honest"),
+        seed=seed if collab else derive_seed(seed, role),
+        behaviour=settings.behaviours.get(index, "honest") if collab else "honest",
         crash_round=settings.crash_round,
         device=device,
     )
