@@ -115,7 +115,12 @@ class StoreExchange:
         rank: this party.
         world_size: number of parties.
         timeout: seconds to wait for the others in each phase.
-        prefix: namespace of this run's keys.
+        prefix: namespace of this run's keys; default ``"trustlab-collab"``.
+
+    Example::
+
+        store = torch.distributed.TCPStore("10.0.0.1", 29500, is_master=False)
+        inbox = StoreExchange(store, rank=1, world_size=4, timeout=300).exchange(0, release)
     """
 
     def __init__(

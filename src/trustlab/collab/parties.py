@@ -85,13 +85,10 @@ class Party:
         device: where it computes.
 
     Example:
-        >>> from trustlab.data import load_dataset
-        >>> from trustlab.models.spec import ModelSpec
-        >>> data = load_dataset("digits", "train")
-        >>> shard = data.subset(torch.arange(100))
-        >>> model = ModelSpec.for_data("mlp", data, group_norm=True).build()
-        >>> p = Party(0, shard, data, model, DPSettings(noise_multiplier=1.0), total_epochs=1)
-        >>> p.train_epochs(1); p.epsilon() > 0
+        >>> from trustlab.collab.settings import CollabSettings, make_party
+        >>> party = make_party(CollabSettings(samples=400), 0, seed=0)  # 100 digits
+        >>> party.train_epochs(1)
+        >>> party.epsilon() > 0
         True
     """
 

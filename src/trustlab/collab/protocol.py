@@ -54,8 +54,19 @@ Inbox = dict[int, Release]
 class Ledger:
     """What every party agrees on: the credible set, credibility, tokens, and who dropped.
 
-    ``active``: ``(n,)`` bool, parties still collaborating (not expelled, not dropped);
-    ``credibility``: ``(n, n)`` float64; ``tokens``: ``(n,)`` int64 (None before stage 1 ends).
+    Args:
+        n: number of parties.
+        active: ``(n,)`` bool, parties still collaborating (not expelled, not dropped); default
+            all.
+        credibility: ``(n, n)`` float64; default zeros.
+        tokens: ``(n,)`` int64; default None (before stage 1 ends).
+        dropped / expelled: ``{party: phase}``; default empty.
+
+    Example:
+        >>> led = Ledger(3)
+        >>> led.arrived({0: {}, 2: {}}, "round 1")
+        >>> led.dropped, led.active.tolist()
+        ({1: 'round 1'}, [True, False, True])
     """
 
     n: int
@@ -126,6 +137,13 @@ class PartyResult:
             DP-SGD, its DPGAN, and both (basic composition: the sum, at the sum of deltas).
         ledger: the agreed credibility, tokens, expulsions and drops at the end.
         reports: every party's final report as it arrived (``{party: {key: value}}``).
+        parameters_sha256: a digest of the final parameters (the backends compare it).
+        wire_bytes: bytes its process sent through the store (process backends; else None).
+
+    Example::
+
+        result = run_fdpddl(settings).parties[0]
+        result.final_accuracy, result.epsilon, result.history[-1]["credibility"]
     """
 
     index: int

@@ -36,6 +36,13 @@ class CollabResult:
         exit_codes: each party process's exit code (process backends; non-zero: it died).
         shard_sizes: training samples per party.
         seconds: wall-clock time.
+
+    Example::
+
+        result = run_fdpddl({"parties": 4, "setting": "imbalanced-size"})
+        result.rows()            # one row per party: accuracies, epsilons, tokens, fate
+        result.ledger.expelled   # {party: the phase it was expelled in}
+        result.plot("rounds.png")
     """
 
     settings: CollabSettings
