@@ -254,6 +254,11 @@ def test_cli_collab_run_stores_a_run(_isolated_home: Path) -> None:
         (["--party-behaviour", "1:lazy"], "unknown behaviour"),
         (["--backend", "gloo"], "unknown backend"),
         (["--sharing", "0"], "sharing"),
+        (["--dataset", "moving-shapes"], "takes images"),
+        (["--samples", "5"], "fewer than 10"),
+        (["--model", "c3d-small"], "video model"),
+        (["--backend", "torchrun"], "start the command under torchrun"),
+        (["--party-behaviour", "1:zero", "--party-behaviour", "1:random"], "twice"),
     ],
 )
 def test_cli_collab_bad_input_exits_2_and_stores_nothing(
@@ -300,6 +305,20 @@ def test_torchrun_each_party_writes_its_own_file(torchrun_home) -> None:
     home, _ = torchrun_home
     (run,) = RunStore(home).list()
     assert (run.dir / "parties" / "party-1.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_with_the_wrong_process_count_stores_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "store"
+    env = {**os.environ, "TRUSTLAB_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "trustlab", "collab", "run", "--parties", "3", *CLI_TINY],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "torchrun started 2 processes for 3 parties" in proc.stdout + proc.stderr
+    assert not home.exists() or RunStore(home).list() == []
 
 
 def test_cli_defaults_are_the_settings_defaults() -> None:

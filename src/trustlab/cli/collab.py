@@ -9,8 +9,19 @@ from typing import Annotated
 import typer
 
 from trustlab.cli.common import NOT_APPLICABLE as NA
-from trustlab.cli.common import DataRootOpt, DeviceOpt, SeedOpt, app, command, fmt, stdout
+from trustlab.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    QuietOpt,
+    SeedOpt,
+    app,
+    command,
+    fmt,
+    stdout,
+    warnings_shown,
+)
 from trustlab.errors import InputError
+from trustlab.utils.progress import show_progress
 
 AREA = "Privacy"  # FDPDDL is differentially private collaborative learning
 
@@ -30,6 +41,11 @@ def _behaviours(values: list[str]) -> dict[int, str]:
             raise InputError(
                 f"--party-behaviour {v!r}: write PARTY:BEHAVIOUR, e.g. 3:zero (a free-rider) or "
                 "2:crash."
+            )
+        if int(party) in out:
+            raise InputError(
+                f"--party-behaviour names party {int(party)} twice ({out[int(party)]} and "
+                f"{behaviour.strip()}); give each party one behaviour."
             )
         out[int(party)] = behaviour.strip()
     return out
@@ -99,8 +115,8 @@ def collab_run_cmd(
     party_behaviour: Annotated[
         list[str] | None,
         typer.Option(
-            help="PARTY:BEHAVIOUR (zero, random, mislabel, crash), repeatable: free-riders and "
-            "faulty parties."
+            help="PARTY:BEHAVIOUR (honest, zero, random, mislabel, crash), repeatable: "
+            "free-riders and faulty parties."
         ),
     ] = None,
     crash_round: Annotated[int, typer.Option(help="the round a crash party stops at.")] = 1,
@@ -109,10 +125,14 @@ def collab_run_cmd(
     ] = 300.0,
     backend: Annotated[
         str,
-        typer.Option(help="in-process or processes (one per party); torchrun: automatic."),
+        typer.Option(
+            help="in-process or processes (one per party); under torchrun each process is one "
+            "party, whatever this says."
+        ),
     ] = "in-process",
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run FDPDDL; stores a collab run (per-party files, a table, a PNG) and prints the table.
 
@@ -137,7 +157,10 @@ def collab_run_cmd(
         "benchmark": benchmark, "behaviours": _behaviours(party_behaviour or []),
         "crash_round": crash_round, "timeout": timeout,
     }  # fmt: skip
-    run, result = run_collab(settings, backend=backend, device=device, seed=seed)
+    with warnings_shown():
+        run, result = run_collab(
+            settings, backend=backend, device=device, seed=seed, progress=show_progress(not quiet)
+        )
     if run is None or result is None:
         return  # a torchrun rank other than 0: rank 0 prints
     _print_parties(result.rows(), f"FDPDDL, {setting}: run {run.id}")

@@ -24,6 +24,16 @@ from trustlab.errors import InputError
 BACKENDS = ("in-process", "processes")
 
 
+def unknown_backend(backend: str) -> str:
+    """The message for a backend that is not one of :data:`BACKENDS`."""
+    if backend == "torchrun":
+        return (
+            "torchrun is not a --backend: start the command under torchrun instead "
+            "(torchrun --nproc_per_node <parties> -m trustlab collab run --parties <parties> ...)."
+        )
+    return f"unknown backend {backend!r}; use in-process or processes (or start under torchrun)."
+
+
 @dataclass
 class CollabResult:
     """The outcome of one FDPDDL run.
@@ -146,6 +156,7 @@ def run_fdpddl(
     backend: Literal["in-process", "processes"] = "in-process",
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
+    progress: bool = False,
 ) -> CollabResult:
     """Run FDPDDL with ``settings`` (a :class:`CollabSettings` or a dict of its fields).
 
@@ -155,6 +166,7 @@ def run_fdpddl(
         backend: ``"in-process"`` (default) or ``"processes"`` (one process per party).
         device: where the parties compute.
         out: a folder where every party writes ``parties/party-<i>.json``; default None.
+        progress: a progress bar over the protocol's phases (in-process, on a terminal only).
 
     Example:
         >>> res = run_fdpddl({"parties": 3, "rounds": 1, "pretrain_epochs": 1,
@@ -167,12 +179,16 @@ def run_fdpddl(
 
     s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
     if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}.")
+        raise InputError(unknown_backend(backend))
     sizes = check_run(s, seed)  # the data, its images and the split, before any work
     start = time.perf_counter()
     codes: dict[int, int] = {}
     if backend == "in-process":
-        parties = run_in_process(s, seed, device, out)
+        from trustlab.utils.progress import progress_bar
+
+        phases = 2 + 2 * s.rounds + 1  # stage 1's two, two per round, the report
+        with progress_bar("FDPDDL phases", phases, progress, eta=True) as bar:
+            parties = run_in_process(s, seed, device, out, on_phase=lambda _: bar.advance())
     else:
         parties, codes = run_processes(s, seed, device, out)
     return CollabResult(s, seed, backend, parties, sizes, time.perf_counter() - start, codes)
@@ -214,4 +230,4 @@ def run_torchrun_party(
     )
 
 
-__all__ = ["BACKENDS", "CollabResult", "run_fdpddl", "run_torchrun_party"]
+__all__ = ["BACKENDS", "CollabResult", "run_fdpddl", "run_torchrun_party", "unknown_backend"]

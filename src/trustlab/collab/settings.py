@@ -21,6 +21,8 @@ from trustlab.train.dp import DPSettings
 from trustlab.utils.validate import parse_config
 
 SETTINGS = ("balanced", "imbalanced-size", "imbalanced-class")
+#: the fewest training samples a run deals out per party on average
+MIN_PER_PARTY = 10
 
 
 class CollabSettings(BaseModel):
@@ -107,7 +109,7 @@ class CollabSettings(BaseModel):
     def _sharing(cls, v: float | list[float]) -> float | list[float]:
         values = v if isinstance(v, list) else [v]
         if any(not 0 < x <= 1 for x in values):
-            raise ValueError(f"sharing levels must be in (0, 1], got {v}")
+            raise ValueError("sharing levels must be in (0, 1] (e.g. 0.1)")
         return v
 
     @model_validator(mode="after")
@@ -179,9 +181,23 @@ def check_run(settings: CollabSettings, seed: int) -> list[int]:
     import warnings
 
     from trustlab.generative.dpgan import check_images
+    from trustlab.models.spec import ModelSpec
 
     train, _ = load_data(settings)
+    if train.x.dim() != 4:
+        raise InputError(
+            f"dataset {settings.dataset!r} holds {tuple(train.x.shape[1:])} inputs; FDPDDL's "
+            "DPGAN benchmark takes images (C, H, W). Pick an image dataset (`trustlab datasets`)."
+        )
     check_images(train.x[:2])
+    ModelSpec.for_data(settings.model, train).build()  # an unknown or unfit model, up front
+    total = len(train) if settings.samples is None else settings.samples
+    if total < MIN_PER_PARTY * settings.parties:
+        raise InputError(
+            f"{total} training samples for {settings.parties} parties leave some party fewer "
+            f"than {MIN_PER_PARTY}; use samples >= {MIN_PER_PARTY * settings.parties} (or fewer "
+            "parties)."
+        )
     if settings.parties == 2:
         warnings.warn(
             "FDPDDL with 2 parties: each party's credibility row has one entry, which is 1 "

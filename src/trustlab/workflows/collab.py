@@ -13,7 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trustlab.collab.runner import BACKENDS, CollabResult, run_fdpddl, run_torchrun_party
+from trustlab.collab.runner import (
+    BACKENDS,
+    CollabResult,
+    run_fdpddl,
+    run_torchrun_party,
+    unknown_backend,
+)
 from trustlab.collab.settings import CollabSettings, check_run
 from trustlab.errors import InputError
 from trustlab.results import Run, RunStore, recording_outcome
@@ -67,9 +73,10 @@ def run_collab(
     *,
     backend: str = "in-process",
     store: RunStore | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int = 0,
     name: str | None = None,
+    progress: bool = False,
 ) -> tuple[Run | None, CollabResult | None]:
     """Run FDPDDL and store it as a run of kind ``collab``.
 
@@ -80,9 +87,10 @@ def run_collab(
         settings: :class:`~trustlab.collab.settings.CollabSettings` or a dict of its fields.
         backend: ``"in-process"`` or ``"processes"`` (ignored under torchrun).
         store: the results store (default ``$TRUSTLAB_HOME``).
-        device: ``cpu`` (default), ``cuda`` or ``auto``.
+        device: ``auto`` (default: CUDA when available), ``cpu`` or ``cuda``.
         seed: seeds the whole run.
         name: the run's name (default ``fdpddl-<setting>``).
+        progress: a progress bar over the protocol's phases (in-process, on a terminal only).
 
     Example:
         >>> run, result = run_collab({"parties": 3, "rounds": 2})  # doctest: +SKIP
@@ -92,7 +100,7 @@ def run_collab(
     s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
     seed = check_int("seed", seed, 0, 2**63 - 1)
     if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; use one of {list(BACKENDS)}.")
+        raise InputError(unknown_backend(backend))
     dev = resolve_device(device)
     check_run(s, seed)  # a missing dataset, non-image data, a bad split: before the run exists
     torchrun = under_torchrun()
@@ -101,6 +109,11 @@ def run_collab(
         from trustlab.collab.backends import job_prefix, store_from_env
 
         kv = store_from_env(s.timeout)
+        if kv[2] != s.parties:
+            raise InputError(
+                f"torchrun started {kv[2]} processes for {s.parties} parties; pass "
+                "--nproc_per_node (times --nnodes) = --parties."
+            )
         if kv[1] != 0:
             try:
                 where = kv[0].get(f"{job_prefix()}/run-dir").decode()  # waits up to the timeout
@@ -122,7 +135,7 @@ def run_collab(
         if kv is not None:
             result = run_torchrun_party(s, seed, dev, out=run.dir, kv=kv)
         else:
-            result = run_fdpddl(s, seed, backend, dev, out=run.dir)  # type: ignore[arg-type]
+            result = run_fdpddl(s, seed, backend, dev, out=run.dir, progress=progress)  # type: ignore[arg-type]
         assert result is not None
         if not result.parties:
             raise InputError("no party finished the run (see each party's exit code).")
