@@ -205,6 +205,19 @@ def test_a_party_process_that_dies_leaves_the_others_finishing(
         assert untimed(result.parties[i].history) == untimed(ref.history)
 
 
+def test_gloo_collectives_compute_the_same_numbers(tmp_path: Path) -> None:
+    """The processes backend with exchange="collective" (all_gather over gloo) gives the
+    in-process numbers, like the store."""
+    settings = {**TINY, "parties": 2, "samples": 200, "benchmark": 8, "timeout": 60}
+    a = run_fdpddl(settings, backend="in-process")
+    b = run_fdpddl({**settings, "exchange": "collective"}, backend="processes")
+    assert b.exit_codes == {0: 0, 1: 0}
+    for i in (0, 1):
+        assert a.parties[i].parameters_sha256 == b.parties[i].parameters_sha256
+        assert untimed(a.parties[i].history) == untimed(b.parties[i].history)
+        assert a.parties[i].reports == b.parties[i].reports
+
+
 def test_run_fdpddl_refuses_bad_input() -> None:
     with pytest.raises(InputError, match="unknown backend"):
         run_fdpddl(TINY, backend="gloo")  # type: ignore[arg-type]
@@ -332,7 +345,7 @@ def test_cli_defaults_are_the_settings_defaults() -> None:
     s = CollabSettings()
     for key in ("parties", "setting", "dataset", "model", "samples", "sharing", "rounds",
                 "pretrain_epochs", "local_epochs", "batch_size", "lr", "update_clip",
-                "benchmark", "crash_round", "timeout", "ties"):  # fmt: skip
+                "benchmark", "crash_round", "timeout", "ties", "exchange"):  # fmt: skip
         assert flags[key] == getattr(s, key), key
     assert flags["noise_multiplier"] == s.dp.noise_multiplier
     assert flags["max_grad_norm"] == s.dp.max_grad_norm

@@ -130,6 +130,13 @@ def collab_run_cmd(
             "party, whatever this says."
         ),
     ] = "in-process",
+    exchange: Annotated[
+        str,
+        typer.Option(
+            help="how processes move releases: store (survives a dying party) or collective "
+            "(all_gather over gloo / nccl)."
+        ),
+    ] = "store",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -155,7 +162,7 @@ def collab_run_cmd(
         "dpgan": {"epochs": dpgan_epochs, "batch_size": dpgan_batch_size, "epsilon": dpgan_epsilon},
         "ties": ties,
         "benchmark": benchmark, "behaviours": _behaviours(party_behaviour or []),
-        "crash_round": crash_round, "timeout": timeout,
+        "crash_round": crash_round, "timeout": timeout, "exchange": exchange,
     }  # fmt: skip
     with warnings_shown():
         run, result = run_collab(

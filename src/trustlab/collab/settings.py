@@ -73,6 +73,9 @@ class CollabSettings(BaseModel):
         crash_round: the round a ``"crash"`` party stops at; default 1.
         timeout: seconds a party waits for another's release before counting it as dropped (the
             process backends); default 300.
+        exchange: how the process backends move releases: ``"store"`` (default; the job's
+            key-value store, which survives a party that dies) or ``"collective"``
+            (``all_gather`` over gloo on CPU or nccl on CUDA; a dead party stops everyone).
 
     Example:
         >>> s = CollabSettings(parties=3, rounds=2, setting="imbalanced-size")
@@ -103,6 +106,7 @@ class CollabSettings(BaseModel):
     behaviours: dict[int, str] = Field(default_factory=dict)
     crash_round: int = Field(1, ge=1)
     timeout: float = Field(300.0, gt=0)
+    exchange: Literal["store", "collective"] = "store"
 
     @field_validator("sharing")
     @classmethod
