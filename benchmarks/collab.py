@@ -1,17 +1,19 @@
-"""FDPDDL's two backends: stage-2 rounds per second, and the bytes each party sends per round.
+"""FDPDDL's backends: stage-2 rounds per second, and the bytes each party sends per round.
 
 Runs :func:`trustlab.collab.runner.run_fdpddl` on the same tiny settings (``--dataset`` digits,
 ``100 * parties`` samples, 1 DPGAN epoch at epsilon 4, 1 local epoch a round) with the
-``in-process`` backend (every party in this process) and the ``processes`` backend (one process
-per party, releases over torch.distributed's TCPStore), for each ``--parties`` count. Each
-backend runs twice per repeat, with ``--rounds`` R and with 0 rounds; the difference of the two
-wall-clock times is the time of the R stage-2 rounds (stage 1, the process start-up and the final
-report cancel out), and both are reported. The backends alternate, and the median of
-``--repeats`` is kept, so that background load hits both alike. ``ratio`` is processes /
-in-process rounds per second; the parties compute with one thread each, so it cannot honestly
-exceed ``min(parties, CPU cores)``: a larger one, or a negative round time, is the machine's
-load, and asks for more ``--rounds`` or ``--repeats``. ``backends_agree``: the two backends
-ended with the same parameters and the same bytes per round, as they must for one seed.
+``in-process`` backend (every party in this process), the ``processes`` backend (one process
+per party, releases over torch.distributed's TCPStore) and the same with
+``exchange="collective"`` (``processes-collective``: ``all_gather`` over gloo on CPU, nccl on
+CUDA), for each ``--parties`` count. Each backend runs twice per repeat, with ``--rounds`` R and
+with 0 rounds; the difference of the two wall-clock times is the time of the R stage-2 rounds
+(stage 1, the process start-up and the final report cancel out), and both are reported. The
+backends alternate, and the median of ``--repeats`` is kept, so that background load hits them
+alike. ``ratio`` is processes / in-process rounds per second (``ratio_collective`` the same for
+the collectives); the parties compute with one thread each, so it cannot honestly exceed
+``min(parties, CPU cores)``: a larger one, or a negative round time, is the machine's load, and
+asks for more ``--rounds`` or ``--repeats``. ``backends_agree``: every backend ended with the
+same parameters and the same bytes per round, as they must for one seed.
 
 Bytes per party and round (the rounds it released in) are compared with the protocol's minimum:
 its top ``shared_size`` coordinates as (int32 index, float32 value) pairs, its ``m`` fresh DPGAN
@@ -42,7 +44,12 @@ from trustlab.collab.settings import CollabSettings, load_data
 from trustlab.models.spec import ModelSpec
 from trustlab.utils.device import resolve_device
 
-BACKENDS = ("in-process", "processes")
+#: name -> (run_fdpddl's backend, the settings' exchange)
+BACKENDS = {
+    "in-process": ("in-process", "store"),
+    "processes": ("processes", "store"),
+    "processes-collective": ("processes", "collective"),
+}
 LABEL_BYTES = 1  # a class index below 256
 MINIMUM = (
     "shared_size * (4 + 4) + m * C*H*W * 4 + (sum over publishing parties of m_j) * 1, "
@@ -50,9 +57,12 @@ MINIMUM = (
 )
 
 
-def settings_for(parties: int, rounds: int, args: argparse.Namespace) -> CollabSettings:
+def settings_for(
+    parties: int, rounds: int, args: argparse.Namespace, exchange: str = "store"
+) -> CollabSettings:
     return CollabSettings.parse(
         {
+            "exchange": exchange,
             "parties": parties,
             "dataset": args.dataset,
             "model": args.model,
@@ -95,17 +105,18 @@ def released_rounds(result: CollabResult, party: int) -> list[int]:
 
 
 def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    full_s, setup_s = settings_for(parties, args.rounds, args), settings_for(parties, 0, args)
+    full_s = settings_for(parties, args.rounds, args)
     times: dict[str, dict[str, list[float]]] = {b: {"full": [], "setup": []} for b in BACKENDS}
     last: dict[str, dict[str, CollabResult]] = {b: {} for b in BACKENDS}
     for _ in range(args.repeats):
-        for backend in BACKENDS:
-            for key, s in (("full", full_s), ("setup", setup_s)):
-                res = run_fdpddl(s, seed=args.seed, backend=backend, device=device)
+        for name, (backend, exchange) in BACKENDS.items():
+            for key, rounds in (("full", args.rounds), ("setup", 0)):
+                s = settings_for(parties, rounds, args, exchange)
+                res = run_fdpddl(s, seed=args.seed, backend=backend, device=device)  # type: ignore[arg-type]
                 if len(res.parties) != parties:
-                    raise RuntimeError(f"{backend}: only parties {sorted(res.parties)} finished")
-                times[backend][key].append(res.seconds)
-                last[backend][key] = res
+                    raise RuntimeError(f"{name}: only parties {sorted(res.parties)} finished")
+                times[name][key].append(res.seconds)
+                last[name][key] = res
     out: dict[str, Any] = {"parties": parties, "samples": full_s.samples}
     rates = {}
     for backend in BACKENDS:
@@ -123,10 +134,14 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
             "runs_with_rounds": [round(t, 3) for t in times[backend]["full"]],
             "runs_without_rounds": [round(t, 3) for t in times[backend]["setup"]],
         }
-    ratio = rates["processes"] / rates["in-process"]
-    out["ratio"] = None if math.isnan(ratio) else round(ratio, 4)
-    if math.isnan(ratio):
-        out["note"] = "the rounds took less than the runs' noise; use more --rounds or --repeats"
+    for name in ("processes", "processes-collective"):
+        ratio = rates[name] / rates["in-process"]
+        key = "ratio" if name == "processes" else "ratio_collective"
+        out[key] = None if math.isnan(ratio) else round(ratio, 4)
+        if math.isnan(ratio):
+            out["note"] = (
+                "the rounds took less than the runs' noise; use more --rounds or --repeats"
+            )
 
     proc, proc0 = last["processes"]["full"], last["processes"]["setup"]
     inproc = last["in-process"]["full"]
@@ -152,9 +167,10 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
         )
     out["bytes_per_round"] = per_party
     out["backends_agree"] = all(
-        inproc.parties[i].parameters_sha256 == proc.parties[i].parameters_sha256
+        inproc.parties[i].parameters_sha256 == other.parties[i].parameters_sha256
         and [h["bytes_sent"] for h in inproc.parties[i].history]
-        == [h["bytes_sent"] for h in proc.parties[i].history]
+        == [h["bytes_sent"] for h in other.parties[i].history]
+        for other in (proc, last["processes-collective"]["full"])
         for i in range(parties)
     )
     return out
@@ -194,7 +210,8 @@ def main() -> None:
                 "cpus": torch.multiprocessing.cpu_count(),
                 "torch": torch.__version__,
                 "machine": platform.machine(),
-                "ratio_is": "processes / in-process stage-2 rounds per second",
+                "ratio_is": "processes (store; ratio_collective: all_gather) / in-process "
+                "stage-2 rounds per second",
                 "minimum_bytes_formula": MINIMUM,
                 "results": results,
             },
