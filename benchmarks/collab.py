@@ -12,7 +12,10 @@ backends alternate, and the median of ``--repeats`` is kept, so that background 
 alike. ``ratio`` is processes / in-process rounds per second (``ratio_collective`` the same for
 the collectives); the parties compute with one thread each, so it cannot honestly exceed
 ``min(parties, CPU cores)``: a larger one, or a negative round time, is the machine's load, and
-asks for more ``--rounds`` or ``--repeats``. ``backends_agree``: every backend ended with the
+asks for more ``--rounds`` or ``--repeats``. ``rounds_per_s_direct`` / ``ratio*_direct`` time
+the rounds as the parties saw them instead (the median over parties of the summed per-round
+``seconds`` of their histories, waits included): no subtraction, so less noise.
+``backends_agree``: every backend ended with the
 same parameters and the same bytes per round, as they must for one seed.
 
 Bytes per party and round (the rounds it released in) are compared with the protocol's minimum:
@@ -106,7 +109,9 @@ def released_rounds(result: CollabResult, party: int) -> list[int]:
 
 def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     full_s = settings_for(parties, args.rounds, args)
-    times: dict[str, dict[str, list[float]]] = {b: {"full": [], "setup": []} for b in BACKENDS}
+    times: dict[str, dict[str, list[float]]] = {
+        b: {"full": [], "setup": [], "direct": []} for b in BACKENDS
+    }
     last: dict[str, dict[str, CollabResult]] = {b: {} for b in BACKENDS}
     for _ in range(args.repeats):
         for name, (backend, exchange) in BACKENDS.items():
@@ -117,8 +122,14 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
                     raise RuntimeError(f"{name}: only parties {sorted(res.parties)} finished")
                 times[name][key].append(res.seconds)
                 last[name][key] = res
+                if key == "full":  # the rounds as the parties timed them (waits included)
+                    times[name]["direct"].append(
+                        statistics.median(
+                            sum(h["seconds"] for h in r.history) for r in res.parties.values()
+                        )
+                    )
     out: dict[str, Any] = {"parties": parties, "samples": full_s.samples}
-    rates = {}
+    rates, direct = {}, {}
     for backend in BACKENDS:
         full, setup = (
             statistics.median(times[backend]["full"]),
@@ -126,8 +137,10 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
         )
         stage2 = full - setup
         rates[backend] = args.rounds / stage2 if stage2 > 0 else math.nan
+        direct[backend] = args.rounds / statistics.median(times[backend]["direct"])
         out[backend] = {
             "rounds_per_s": round(rates[backend], 4) if stage2 > 0 else None,
+            "rounds_per_s_direct": round(direct[backend], 4),
             "seconds_with_rounds": round(full, 3),
             "seconds_without_rounds": round(setup, 3),
             "seconds_per_round": round(stage2 / args.rounds, 3),
@@ -138,6 +151,7 @@ def measure(parties: int, args: argparse.Namespace, device: torch.device) -> dic
         ratio = rates[name] / rates["in-process"]
         key = "ratio" if name == "processes" else "ratio_collective"
         out[key] = None if math.isnan(ratio) else round(ratio, 4)
+        out[key + "_direct"] = round(direct[name] / direct["in-process"], 4)
         if math.isnan(ratio):
             out["note"] = (
                 "the rounds took less than the runs' noise; use more --rounds or --repeats"
