@@ -37,6 +37,7 @@ import torch
 from trustlab.collab.parties import PartyCrashed
 from trustlab.collab.protocol import Inbox, PartyResult, Release, party_protocol
 from trustlab.collab.settings import CollabSettings, load_data, make_party
+from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.utils.device import single_threaded
 from trustlab.utils.io import write_json_atomic
@@ -72,10 +73,12 @@ def run_in_process(
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
     on_phase: Callable[[int], None] | None = None,
+    data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> dict[int, PartyResult]:
-    """All parties in this process; returns every party's result that finished."""
+    """All parties in this process; returns every party's result that finished. ``data``:
+    the settings' (train, test) splits when the caller already loaded them."""
     with single_threaded(device):
-        data = load_data(settings)
+        data = data if data is not None else load_data(settings)
         parties = [make_party(settings, i, seed, device, data) for i in range(settings.parties)]
         num_classes = data[0].num_classes
         gens = {p.index: party_protocol(p, settings, num_classes, seed) for p in parties}
@@ -270,8 +273,10 @@ def run_party(
     seed: int = 0,
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
+    data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> PartyResult | None:
     """Run party ``rank`` in this process; ``None`` if it stopped (a ``"crash"`` party).
+    ``data``: the settings' (train, test) splits when the caller already loaded them.
     ``settings.exchange`` picks the store (default) or collectives (gloo / nccl)."""
     exchange: StoreExchange | CollectiveExchange
     if settings.exchange == "collective":
@@ -279,7 +284,7 @@ def run_party(
     else:
         exchange = StoreExchange(store, rank, settings.parties, settings.timeout, job_prefix())
     with single_threaded(device):
-        data = load_data(settings)
+        data = data if data is not None else load_data(settings)
         party = make_party(settings, rank, seed, device, data)
         gen = party_protocol(party, settings, data[0].num_classes, seed)
         phase = 0

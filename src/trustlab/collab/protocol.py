@@ -305,7 +305,7 @@ def party_protocol(
         )
 
     # ---- report: everyone ends with everyone's numbers
-    final_acc = party.accuracy()
+    final_acc = history[-1]["accuracy"] if history else party.accuracy()  # evaluated once
     dpsgd_eps = party.epsilon()
     delta_total = settings.dp.delta + (settings.dpgan.delta if settings.dpgan.private else 0.0)
     mine = {

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import torch
 
 from trustlab.collab.protocol import Ledger, PartyResult
-from trustlab.collab.settings import CollabSettings, check_run
+from trustlab.collab.settings import CollabSettings, check_run, load_data
+from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 
 BACKENDS = ("in-process", "processes")
@@ -157,6 +158,7 @@ def run_fdpddl(
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
     progress: bool = False,
+    data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> CollabResult:
     """Run FDPDDL with ``settings`` (a :class:`CollabSettings` or a dict of its fields).
 
@@ -167,6 +169,8 @@ def run_fdpddl(
         device: where the parties compute.
         out: a folder where every party writes ``parties/party-<i>.json``; default None.
         progress: a progress bar over the protocol's phases (in-process, on a terminal only).
+        data: the settings' (train, test) splits when the caller already loaded them (default:
+            loaded here).
 
     Example:
         >>> res = run_fdpddl({"parties": 3, "rounds": 1, "pretrain_epochs": 1,
@@ -180,7 +184,8 @@ def run_fdpddl(
     s = settings if isinstance(settings, CollabSettings) else CollabSettings.parse(settings)
     if backend not in BACKENDS:
         raise InputError(unknown_backend(backend))
-    sizes = check_run(s, seed)  # the data, its images and the split, before any work
+    data = data if data is not None else load_data(s)
+    sizes = check_run(s, seed, data)  # the data, its images and the split, before any work
     start = time.perf_counter()
     codes: dict[int, int] = {}
     if backend == "in-process":
@@ -188,7 +193,9 @@ def run_fdpddl(
 
         phases = 2 + 2 * s.rounds + 1  # stage 1's two, two per round, the report
         with progress_bar("FDPDDL phases", phases, progress, eta=True) as bar:
-            parties = run_in_process(s, seed, device, out, on_phase=lambda _: bar.advance())
+            parties = run_in_process(
+                s, seed, device, out, on_phase=lambda _: bar.advance(), data=data
+            )
     else:
         parties, codes = run_processes(s, seed, device, out)
     return CollabResult(s, seed, backend, parties, sizes, time.perf_counter() - start, codes)
@@ -200,12 +207,14 @@ def run_torchrun_party(
     device: torch.device | str = "cpu",
     out: str | Path | None = None,
     kv: tuple[Any, int, int] | None = None,
+    data: tuple[ArrayDataset, ArrayDataset] | None = None,
 ) -> CollabResult | None:
     """This process's party of a ``torchrun`` job (``--nproc_per_node`` = parties). Returns the
     run's result on rank 0 (every party's result that arrived), None on the other ranks.
 
     ``kv``: ``(store, rank, world_size)`` from :func:`~trustlab.collab.backends.store_from_env`
-    when the caller already joined the job's store.
+    when the caller already joined the job's store; ``data`` the settings' splits when the
+    caller already loaded them.
     """
     from trustlab.collab.backends import collect_results, run_party, store_from_env
 
@@ -221,12 +230,13 @@ def run_torchrun_party(
 
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     start = time.perf_counter()
-    result = run_party(s, rank, store, seed, device, out)
+    data = data if data is not None else load_data(s)
+    result = run_party(s, rank, store, seed, device, out, data)
     if rank != 0 or result is None:
         return None
     parties = {0: result, **collect_results(store, range(1, world), s.timeout)}
     return CollabResult(
-        s, seed, "torchrun", parties, check_run(s, seed), time.perf_counter() - start
+        s, seed, "torchrun", parties, check_run(s, seed, data), time.perf_counter() - start
     )
 
 

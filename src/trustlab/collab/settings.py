@@ -177,7 +177,11 @@ def party_shards(settings: CollabSettings, train: ArrayDataset, seed: int) -> li
     return shards
 
 
-def check_run(settings: CollabSettings, seed: int) -> list[int]:
+def check_run(
+    settings: CollabSettings,
+    seed: int,
+    data: tuple[ArrayDataset, ArrayDataset] | None = None,
+) -> list[int]:
     """Everything a run needs, checked before any work: the data loads, its images suit the
     DPGAN, the split gives every party samples. Returns the shard sizes. With two parties the
     reputation system cannot judge anyone (a row over one other party is always 1): a warning
@@ -187,7 +191,7 @@ def check_run(settings: CollabSettings, seed: int) -> list[int]:
     from trustlab.generative.dpgan import check_images
     from trustlab.models.spec import ModelSpec
 
-    train, _ = load_data(settings)
+    train, _ = data if data is not None else load_data(settings)
     if train.x.dim() != 4:
         raise InputError(
             f"dataset {settings.dataset!r} holds {tuple(train.x.shape[1:])} inputs; FDPDDL's "

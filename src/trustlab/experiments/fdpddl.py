@@ -210,7 +210,7 @@ class FDPDDLReproduction(Experiment):
     ) -> dict[str, float]:
         s = self.settings(preset, job["setting"])
         data = load_data(s)
-        result = run_fdpddl(s, seed, "in-process", device)
+        result = run_fdpddl(s, seed, "in-process", device, data=data)
         alone = baselines.standalone(s, seed, device, data)
         dist = baselines.distributed(s, seed, device, data)
         central = baselines.centralised(s, seed, device, data)

@@ -20,7 +20,7 @@ from trustlab.collab.runner import (
     run_torchrun_party,
     unknown_backend,
 )
-from trustlab.collab.settings import CollabSettings, check_run
+from trustlab.collab.settings import CollabSettings, check_run, load_data
 from trustlab.errors import InputError
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
@@ -102,7 +102,8 @@ def run_collab(
     if backend not in BACKENDS:
         raise InputError(unknown_backend(backend))
     dev = resolve_device(device)
-    check_run(s, seed)  # a missing dataset, non-image data, a bad split: before the run exists
+    data = load_data(s)  # once for the checks and every party of this process
+    check_run(s, seed, data)  # a missing dataset, non-image data, a bad split: before the run
     torchrun = under_torchrun()
     kv = None
     if torchrun:  # rank 0 records the run and tells the others where it is
@@ -122,7 +123,7 @@ def run_collab(
                     f"rank 0 did not create the run within {s.timeout:g} s ({exc}); see rank "
                     "0's error."
                 ) from None
-            run_torchrun_party(s, seed, dev, out=where, kv=kv)
+            run_torchrun_party(s, seed, dev, out=where, kv=kv, data=data)
             return None, None
     store = store or RunStore()
     config = {**s.model_dump(mode="json"), "backend": "torchrun" if torchrun else backend}
@@ -133,9 +134,11 @@ def run_collab(
         kv[0].set(f"{job_prefix()}/run-dir", str(run.dir))
     with recording_outcome(run):
         if kv is not None:
-            result = run_torchrun_party(s, seed, dev, out=run.dir, kv=kv)
+            result = run_torchrun_party(s, seed, dev, out=run.dir, kv=kv, data=data)
         else:
-            result = run_fdpddl(s, seed, backend, dev, out=run.dir, progress=progress)  # type: ignore[arg-type]
+            result = run_fdpddl(
+                s, seed, backend, dev, out=run.dir, progress=progress, data=data  # type: ignore[arg-type]
+            )  # fmt: skip
         assert result is not None
         if not result.parties:
             raise InputError("no party finished the run (see each party's exit code).")
