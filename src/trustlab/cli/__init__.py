@@ -6,6 +6,7 @@
 - :mod:`~trustlab.cli.backdoor`: ``backdoor``, ``defend``;
 - :mod:`~trustlab.cli.privacy`: ``mia``, ``defend-privacy``;
 - :mod:`~trustlab.cli.generative`: ``dpgan train``;
+- :mod:`~trustlab.cli.inpaint`: ``inpaint train``, ``inpaint eval``;
 - :mod:`~trustlab.cli.collab`: ``collab run``;
 - :mod:`~trustlab.cli.reproduce`: ``reproduce``, ``bench backdoor``;
 - :mod:`~trustlab.cli.runs`: ``runs``, ``show``.
@@ -28,7 +29,7 @@ from trustlab.cli.common import app
 # the command modules register their commands on the app, in this order in `trustlab --help`
 # isort: off
 from trustlab.cli import catalogue, train, evasion, backdoor, privacy  # noqa: F401
-from trustlab.cli import generative, collab, reproduce, runs  # noqa: F401
+from trustlab.cli import generative, inpaint, collab, reproduce, runs  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

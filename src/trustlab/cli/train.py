@@ -147,7 +147,8 @@ def resume_cmd(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Finish an interrupted run: training from its last checkpoint, a reproduction's jobs."""
+    """Finish an interrupted run: training or inpainting from its last checkpoint, a
+    reproduction's jobs."""
     from trustlab.results import RunStore
 
     stored = RunStore().get(run_id)
@@ -160,6 +161,14 @@ def resume_cmd(
         print_reproduction(rep)
         if not rep.passed:
             raise typer.Exit(1)
+        return
+    if stored.kind == "inpaint":
+        from trustlab.workflows.inpaint import resume_inpaint
+
+        with warnings_shown():
+            run, _ = resume_inpaint(stored.id, progress=show_progress(not quiet), device=device)
+        run = run.refresh()
+        print_summary(run, run.summary)
         return
     from trustlab.workflows.train import resume_training
 

@@ -122,6 +122,34 @@ def lid(
     return _estimate(knn_distances(queries, reference, k, exclude_self), estimator)
 
 
+def lid_per_set(
+    queries: torch.Tensor,
+    reference: torch.Tensor,
+    k: int = 20,
+    estimator: str = "mle",
+) -> torch.Tensor:
+    """LID of many independent sets at once: ``queries (B, N, D)`` against ``reference
+    (B, M, D)``, set ``b``'s queries against set ``b``'s references only -> ``(B, N)``.
+
+    No point is excluded (queries and references are different points, e.g. the feature vectors
+    of a restored image against those of its original). One batched matrix product; gradients
+    flow to both, as :func:`lid`'s."""
+    _check_estimator(estimator, k)
+    if queries.dim() != 3 or reference.dim() != 3:
+        raise InputError("lid_per_set takes sets of points: tensors (B, N, D) and (B, M, D).")
+    if queries.shape[0] != reference.shape[0] or queries.shape[2] != reference.shape[2]:
+        raise InputError(
+            f"query sets {tuple(queries.shape)} and reference sets {tuple(reference.shape)} "
+            "must have the same number of sets B and features D."
+        )
+    if not 1 <= k <= reference.shape[1]:
+        raise InputError(
+            f"k = {k} neighbours needs at least {k} reference points per set, "
+            f"got {reference.shape[1]}."
+        )
+    return _estimate(_knn(queries, reference, k, False), estimator)
+
+
 def lid_in_batches(
     queries: torch.Tensor,
     reference: torch.Tensor,

@@ -93,7 +93,7 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 #: Add a workflow's kind here when it starts recording runs.
 KINDS = (
     "advcam", "attack", "backdoor", "collab", "defend", "defend-privacy", "detect", "dpgan",
-    "evaluate", "mia", "reproduce", "train", "transfer",
+    "evaluate", "inpaint", "mia", "reproduce", "train", "transfer",
 )  # fmt: skip
 RESERVED_FILES = ("config.json", "meta.json")
 

@@ -296,24 +296,28 @@ def build_optimizer(params: Any, s: TrainSettings) -> torch.optim.Optimizer:
     return cls(params, lr=s.lr, weight_decay=s.weight_decay)
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+def optimizer_tensors(
+    opt: torch.optim.Optimizer, prefix: str = "optim"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors named ``<prefix>/<param>/<key>`` (for
+    safetensors) and the JSON-able rest; :func:`optimizer_state` puts them back together."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
         for key, val in st.items():
             if isinstance(val, torch.Tensor):
-                tensors[f"optim/{pid}/{key}"] = val
+                tensors[f"{prefix}/{pid}/{key}"] = val
             else:
                 scalars.setdefault(str(pid), {})[key] = val
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def optimizer_state(tensors: dict[str, torch.Tensor], meta: dict, prefix: str = "optim") -> dict:
+    """The optimizer state dict saved by :func:`optimizer_tensors` (``load_state_dict`` it)."""
     state: dict[int, dict[str, Any]] = {}
     for name, val in tensors.items():
-        if name.startswith("optim/"):
+        if name.startswith(f"{prefix}/"):
             _, pid, key = name.split("/", 2)
             state.setdefault(int(pid), {})[key] = val
     for pid, vals in meta.get("scalars", {}).items():
@@ -422,7 +426,7 @@ class Trainer:
         tensors = {f"model/{k}": v for k, v in module.state_dict().items()}
         # DP-SGD's optimizer wraps the plain one, whose state is what a resume restores
         plain = getattr(optimizer, "original_optimizer", optimizer)
-        opt_tensors, opt_meta = _optimizer_tensors(plain)
+        opt_tensors, opt_meta = optimizer_tensors(plain)
         tensors.update(opt_tensors)
         spec = ModelSpec.from_model(self.model)
         meta = {
@@ -465,7 +469,7 @@ class Trainer:
             )
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
         load_state(self.model, model_sd, path)
-        optimizer.load_state_dict(_optimizer_state(tensors, meta["optimizer"]))
+        optimizer.load_state_dict(optimizer_state(tensors, meta["optimizer"]))
         self.epoch = int(meta["epoch"])
         self.history = list(meta.get("history", []))
         return meta.get("dp_state")

@@ -12,7 +12,9 @@ over them, and a Python user calls the same functions:
   ``run_detect`` (``trustlab attack``, ``evaluate``, ``advcam``, ``detect``);
 - :func:`~trustlab.workflows.transfer.run_transfer` (``trustlab transfer``);
 - :func:`~trustlab.workflows.mia.run_mia` (``trustlab mia``);
-- :func:`~trustlab.workflows.privacy_defense.run_privacy_defense` (``trustlab defend-privacy``).
+- :func:`~trustlab.workflows.privacy_defense.run_privacy_defense` (``trustlab defend-privacy``);
+- :func:`~trustlab.workflows.inpaint.run_inpaint`, ``resume_inpaint`` and ``evaluate_inpaint``
+  (``trustlab inpaint train``, ``trustlab resume``, ``trustlab inpaint eval``).
 
 :mod:`~trustlab.workflows.targets` turns what a user names on the command line (a run id or a
 model file) into a model and its test data (``load_target``, ``load_target_model``).
