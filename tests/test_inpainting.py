@@ -318,3 +318,28 @@ def test_run_config_records_every_setting(_isolated_home: Path) -> None:
     cfg = json.loads((run.dir / "config.json").read_text())
     assert set(InpaintSettings.model_fields) <= set(cfg)
     assert cfg["dataset"] == "lfw-faces"
+
+
+def test_a_folder_of_your_own_images_trains_through_image_folder(
+    _isolated_home: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    from skimage.io import imsave
+
+    from trustlab.workflows.inpaint import evaluate_inpaint, run_inpaint
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for cls in ("cats", "dogs"):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+                imsave(folder / f"{i}.png", img, check_contrast=False)
+    run, inp = run_inpaint(
+        "image-folder", {**_faces_settings(), "epochs": 1, "extractor_epochs": 1},
+        data_root=tmp_path / "imgs", samples=3, progress=False,
+    )  # fmt: skip
+    assert inp.shape == (3, 16, 16) and run.summary["train_images"] == 12
+    metrics, grid = evaluate_inpaint(run.id, mask="rectangles", samples=2)
+    assert grid.exists() and math.isfinite(metrics["psnr"])

@@ -39,6 +39,7 @@ __all__ = [
     "fmt",
     "handled",
     "warnings_shown",
+    "print_metrics",
     "print_reproduction",
     "print_summary",
     "stdout",
@@ -117,15 +118,20 @@ def fmt(v: Any) -> str:
     return format_value(v)
 
 
-def print_summary(run: Any, summary: dict[str, Any]) -> None:
-    """The metrics table of a finished training run, and its test accuracy."""
-    table = Table(title=f"run {run.id}: {run.status}")
+def print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    """A two-column table (metric, value) titled ``title``."""
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in summary.items():
+    for k, v in metrics.items():
         table.add_row(k, fmt(v))
+    stdout().print(table)
+
+
+def print_summary(run: Any, summary: dict[str, Any]) -> None:
+    """The metrics table of a finished training run, and its test accuracy."""
+    print_metrics(f"run {run.id}: {run.status}", summary)
     out = stdout()
-    out.print(table)
     acc = summary.get("test_accuracy")
     if acc is not None:
         out.print(f"test accuracy: {acc * 100:.2f}%  (run {run.id}, {run.dir})")

@@ -13,6 +13,7 @@ from trustlab.cli.common import (
     SeedOpt,
     app,
     command,
+    print_metrics,
     print_summary,
     stdout,
     warnings_shown,
@@ -45,10 +46,10 @@ def inpaint_train_cmd(
     lambda_adv: Annotated[float, typer.Option(help="weight of the adversarial loss.")] = 1e-3,
     lambda_ilid: Annotated[
         float, typer.Option(help="weight of iLID (image-level LID); 0 turns it off.")
-    ] = 0.01,
+    ] = 0.001,
     lambda_plid: Annotated[
         float, typer.Option(help="weight of pLID (patch-level LID); 0 turns it off.")
-    ] = 0.01,
+    ] = 0.001,
     k: Annotated[int, typer.Option(help="LID neighbours.")] = 20,
     width: Annotated[int, typer.Option(help="the networks' base width.")] = 32,
     extractor: Annotated[
@@ -111,20 +112,11 @@ def inpaint_eval_cmd(
 ) -> None:
     """Restore a dataset's test images with an inpainting model: PSNR, SSIM, L1 in the hole,
     the LID gap, and a PNG grid of masked / restored / original images."""
-    from rich.table import Table
-
-    from trustlab.cli.common import fmt
     from trustlab.workflows.inpaint import evaluate_inpaint
 
     metrics, grid = evaluate_inpaint(
         target, dataset=dataset, data_root=data_root, mask=mask, seed=seed, samples=samples,
         out=out, device=device,
     )  # fmt: skip
-    table = Table(title=f"inpainting {target}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, v in metrics.items():
-        table.add_row(key, fmt(v))
-    console = stdout()
-    console.print(table)
-    console.print(f"grid: {grid}", highlight=False, soft_wrap=True)
+    print_metrics(f"inpainting {target}", metrics)
+    stdout().print(f"grid: {grid}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from trustlab.experiments import (  # noqa: F401  (each module registers its rep
     bench_backdoor,
     camouflage,
     imbalanced_gradients,
+    inpainting,
     medical,
     meminf,
     noisy_labels,

@@ -108,8 +108,8 @@ class InpaintSettings(BaseModel):
         width: the networks' base width; default 32.
         dilations: the generator's dilated convolutions; default (2, 4).
         lambda_adv: weight of the adversarial loss; default 0.001.
-        lambda_ilid: weight of iLID; default 0.01 (0 turns it off).
-        lambda_plid: weight of pLID; default 0.01 (0 turns it off).
+        lambda_ilid: weight of iLID; default 0.001 (0 turns it off).
+        lambda_plid: weight of pLID; default 0.001 (0 turns it off).
         k: LID neighbours (capped at the references available); default 20.
         estimator: ``"mom"`` (default, method of moments) or ``"mle"``.
         extractor: the registered classifier whose features the regularisers and the LID gap
@@ -141,8 +141,8 @@ class InpaintSettings(BaseModel):
     width: int = Field(32, ge=2, le=1024, description="the networks' base width")
     dilations: tuple[int, ...] = Field((2, 4), description="the generator's dilations")
     lambda_adv: float = Field(1e-3, ge=0, description="weight of the adversarial loss")
-    lambda_ilid: float = Field(0.01, ge=0, description="weight of iLID")
-    lambda_plid: float = Field(0.01, ge=0, description="weight of pLID")
+    lambda_ilid: float = Field(0.001, ge=0, description="weight of iLID")
+    lambda_plid: float = Field(0.001, ge=0, description="weight of pLID")
     k: int = Field(20, ge=2, le=10_000, description="LID neighbours")
     estimator: Literal["mom", "mle"] = Field("mom", description="LID estimator")
     extractor: str = Field("cnn-small", description="registered classifier for the features")
