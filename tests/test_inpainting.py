@@ -202,8 +202,20 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     ):
         assert torch.equal(pa, pb)
     assert [h["rec"] for h in whole.history] == [h["rec"] for h in resumed.history]
-    with pytest.raises(InputError, match="other settings"):
+    with pytest.raises(InputError, match="different lr"):
         train_inpainter(data, {**settings, "lr": 1e-3}, seed=1, progress=False, checkpoint=ckpt)
+    with pytest.raises(InputError, match="different seed"):
+        train_inpainter(data, settings, seed=2, progress=False, checkpoint=ckpt)
+    with pytest.raises(InputError, match="training images"):
+        train_inpainter(_images(seed=5), settings, seed=1, progress=False, checkpoint=ckpt)
+
+
+def test_training_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    train_inpainter(_images(), {**TINY, "epochs": 1}, seed=0, progress=False)
+    assert torch.equal(torch.rand(3), want)
 
 
 def test_save_load_and_evaluate(tmp_path: Path) -> None:
@@ -232,6 +244,30 @@ def test_bad_settings_and_data_are_clear_errors() -> None:
         train_inpainter(one_class, {"extractor_epochs": 1, "width": 4}, progress=False)
     with pytest.raises(InputError, match="multiples of 4"):
         train_inpainter(_images(size=18), TINY, progress=False)
+    with pytest.raises(InputError, match="does not exist"):
+        train_inpainter(_images(), {**TINY, "extractor_checkpoint": "nope.safetensors"})
+
+
+def test_an_extractor_checkpoint_is_checked_before_a_run_exists(
+    _isolated_home: Path, tmp_path: Path
+) -> None:
+    from trustlab.train.checkpoint import save_model
+    from trustlab.workflows.inpaint import run_inpaint
+
+    with pytest.raises(InputError, match="does not exist"):
+        run_inpaint("lfw-faces", {**_faces_settings(), "extractor_checkpoint": "nope.safetensors"})
+    mlp = tmp_path / "mlp.safetensors"
+    save_model(create_model("mlp", 2, 1, 24), mlp)
+    with pytest.raises(InputError, match="feature map"):
+        run_inpaint("lfw-faces", {**_faces_settings(), "extractor_checkpoint": str(mlp)})
+    assert RunStore().list() == []
+    small = tmp_path / "small.safetensors"
+    save_model(create_model("cnn-small", 2, 1, 24), small)
+    run, inp = run_inpaint(
+        "lfw-faces", {**_faces_settings(), "epochs": 1, "extractor_checkpoint": str(small)},
+        samples=2, progress=False,
+    )  # fmt: skip
+    assert run.status == "finished" and inp.extractor_spec["name"] == "cnn-small"
 
 
 # -- runs and the CLI ----------------------------------------------------------------------------
@@ -306,7 +342,7 @@ def test_cli_defaults_are_the_settings_defaults() -> None:
     flags = {k: p.default for k, p in inspect.signature(inpaint_train_cmd).parameters.items()}
     s = InpaintSettings()
     for key in ("epochs", "batch_size", "lr", "mask", "eval_mask", "lambda_adv", "lambda_ilid",
-                "lambda_plid", "k", "width", "extractor", "extractor_epochs",
+                "lambda_plid", "k", "estimator", "width", "extractor", "extractor_epochs",
                 "extractor_checkpoint"):  # fmt: skip
         assert flags[key] == getattr(s, key), key
 

@@ -51,6 +51,9 @@ def inpaint_train_cmd(
         float, typer.Option(help="weight of pLID (patch-level LID); 0 turns it off.")
     ] = 0.001,
     k: Annotated[int, typer.Option(help="LID neighbours.")] = 20,
+    estimator: Annotated[
+        str, typer.Option(help="LID estimator: mom (method of moments) or mle.")
+    ] = "mom",
     width: Annotated[int, typer.Option(help="the networks' base width.")] = 32,
     extractor: Annotated[
         str, typer.Option(help="registered classifier whose features the LIDs use.")
@@ -62,6 +65,9 @@ def inpaint_train_cmd(
         str | None, typer.Option(help="a trustlab model .safetensors to use as the extractor.")
     ] = None,
     samples: Annotated[int, typer.Option(help="test images in grid.png.")] = 8,
+    name: Annotated[
+        str | None, typer.Option(help="the run's name (default inpaint-DATASET).")
+    ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -77,13 +83,14 @@ def inpaint_train_cmd(
     settings = {
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "mask": mask,
         "eval_mask": eval_mask, "lambda_adv": lambda_adv, "lambda_ilid": lambda_ilid,
-        "lambda_plid": lambda_plid, "k": k, "width": width, "extractor": extractor,
-        "extractor_epochs": extractor_epochs, "extractor_checkpoint": extractor_checkpoint,
+        "lambda_plid": lambda_plid, "k": k, "estimator": estimator, "width": width,
+        "extractor": extractor, "extractor_epochs": extractor_epochs,
+        "extractor_checkpoint": extractor_checkpoint,
     }  # fmt: skip
     with warnings_shown():
         run, _ = run_inpaint(
             dataset, settings, data_root=data_root, samples=samples, device=device, seed=seed,
-            progress=show_progress(not quiet),
+            progress=show_progress(not quiet), name=name,
         )  # fmt: skip
     run = run.refresh()
     print_summary(run, run.summary)

@@ -40,11 +40,16 @@ from trustlab.generative.inpainting import (
 VARIANTS = ("none", "ilid", "plid", "both")
 
 
-def _by_variant(t: ResultTable, metric: str) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for row in sorted(t.rows, key=lambda r: r.get("seed", 0)):
-        out.setdefault(row["variant"], []).append(float(row[metric]))
+def _by_variant(t: ResultTable, metric: str) -> dict[str, dict[int, float]]:
+    """``{variant: {seed: value}}``."""
+    out: dict[str, dict[int, float]] = {}
+    for row in t.rows:
+        out.setdefault(row["variant"], {})[int(row.get("seed", 0))] = float(row[metric])
     return out
+
+
+def _mean(values: dict[int, float]) -> float:
+    return sum(values.values()) / len(values)
 
 
 def _compare(metric: str, higher: bool, unit: str = "", digits: int = 3):
@@ -53,13 +58,12 @@ def _compare(metric: str, higher: bool, unit: str = "", digits: int = 3):
         if "none" not in by or "both" not in by:
             return False, "needs the 'none' and 'both' variants"
         none, both = by["none"], by["both"]
-        mean_none, mean_both = sum(none) / len(none), sum(both) / len(both)
+        mean_none, mean_both = _mean(none), _mean(both)
         ok = mean_both > mean_none if higher else mean_both < mean_none
-        diffs = [b - n for b, n in zip(both, none, strict=True)]
-        seeds = "/".join(f"{d:+.{digits}f}" for d in diffs)
-        rest = ", ".join(
-            f"{v} {sum(by[v]) / len(by[v]):.{digits}f}{unit}" for v in ("ilid", "plid") if v in by
-        )
+        paired = sorted(set(none) & set(both))
+        seeds = "/".join(f"{both[k] - none[k]:+.{digits}f}" for k in paired) or "none paired"
+        alone = [v for v in ("ilid", "plid") if v in by]
+        rest = ", ".join(f"{v} {_mean(by[v]):.{digits}f}{unit}" for v in alone)
         return ok, (
             f"both {mean_both:.{digits}f}{unit} vs none {mean_none:.{digits}f}{unit} "
             f"(paired difference per seed {seeds}); {rest}"

@@ -234,7 +234,8 @@ class FeatureExtractor(nn.Module):
                 self.model.features(probe)
         except RuntimeError as exc:
             raise InputError(
-                f"the feature extractor cannot take {c}x{h}x{w} images: {exc}"
+                f"the feature extractor cannot take {c}x{h}x{w} images ({exc}); pick an "
+                "extractor built for them (e.g. cnn-small works from 6x6, VGGs need 32x32)."
             ) from None
         side = max(4, min(h, w) // 4)
         maps = [n for n, t in taps.items() if t.dim() == 4 and min(t.shape[2:]) >= side]
@@ -389,7 +390,8 @@ class Inpainter:
     ) -> dict[str, float]:
         """Mean PSNR (dB), SSIM and L1 in the hole of the restored ``images`` (composites) and
         the LID gap of their features; ``masks`` default: :meth:`masks` with ``seed``."""
-        masks = self.masks(len(images), seed) if masks is None else masks
+        images = images.cpu()
+        masks = self.masks(len(images), seed) if masks is None else masks.cpu()
         restored = self.restore(images, masks)
         out = {
             "psnr": float(psnr(restored, images).mean()),
@@ -415,7 +417,8 @@ class Inpainter:
         read well); the hole is drawn white in the masked row."""
         from trustlab.results.plots import image_rows_figure, save_figure
 
-        masks = self.masks(len(images), seed) if masks is None else masks
+        images = images.cpu()
+        masks = self.masks(len(images), seed) if masks is None else masks.cpu()
         restored = self.restore(images, masks)
         masked = images * (1 - masks) + masks
         p = psnr(restored, images)
@@ -457,7 +460,10 @@ class Inpainter:
         dev = resolve_device(device)
         tensors, meta = load_checkpoint(path, device=dev)
         if meta.get("kind") not in ("inpainter", "inpainter-state"):
-            raise InputError(f"{path} is not an inpainting checkpoint (kind {meta.get('kind')!r}).")
+            raise InputError(
+                f"{path} is not an inpainting checkpoint (kind {meta.get('kind')!r}); give the "
+                "inpainter.safetensors of an inpaint run (or its folder)."
+            )
         return _from_state(tensors, meta, dev, path)
 
 
@@ -468,7 +474,9 @@ def check_batch(images: torch.Tensor, shape: Sequence[int] | None = None) -> tor
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise InputError(f"inpainting takes a batch of images (N, C, H, W); got {got}.")
     if not images.is_floating_point():
-        raise InputError("inpainting takes float images in [0, 1].")
+        raise InputError(
+            "inpainting takes float images in [0, 1]; convert integer pixels with x.float() / 255."
+        )
     check_image_size(images.shape[2:])
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise InputError(
@@ -522,8 +530,21 @@ def check_setup(settings: InpaintSettings | dict[str, Any], train: ArrayDataset)
             f"{train.name or 'this dataset'} has {train.num_classes}. Set extractor_epochs "
             "to 0 (fixed random features) or give extractor_checkpoint (a trained model)."
         )
-    if s.extractor_checkpoint is None:
-        FeatureExtractor(_spec(s, train).build(), images.shape[1:])
+    with torch.random.fork_rng(devices=[]):  # building a model draws from the global RNG
+        model = _spec(s, train).build() if s.extractor_checkpoint is None else _load_extractor(s)
+        FeatureExtractor(model, images.shape[1:])
+
+
+def _load_extractor(s: InpaintSettings, dev: torch.device | str = "cpu") -> nn.Module:
+    from trustlab.train.checkpoint import load_model
+
+    path = Path(str(s.extractor_checkpoint)).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"extractor checkpoint {path} does not exist; give a trustlab model .safetensors "
+            "(e.g. a training run's model.safetensors)."
+        )
+    return load_model(path, device=dev)
 
 
 def _spec(s: InpaintSettings, train: ArrayDataset) -> ModelSpec:
@@ -538,15 +559,13 @@ def _extractor(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The extractor's model (trained or seeded random) and its spec."""
     if s.extractor_checkpoint is not None:
-        from trustlab.train.checkpoint import load_model
-
-        path = Path(s.extractor_checkpoint).expanduser()
-        if not path.is_file():
-            raise InputError(f"extractor checkpoint {path} does not exist.")
-        model = load_model(path, device=dev)
+        model = _load_extractor(s, dev)
         spec = ModelSpec.from_model(model)
         if spec is None:
-            raise InputError(f"{path} records no trustlab model spec to rebuild the extractor.")
+            raise InputError(
+                f"{s.extractor_checkpoint} records no trustlab model spec to rebuild the "
+                "extractor from; save it with trustlab.train.checkpoint.save_model."
+            )
         return model, spec.to_dict()
     spec = _spec(s, train)
     torch.manual_seed(derive_seed(seed, "extractor", "init"))
@@ -561,11 +580,51 @@ def _extractor(
     return model, spec.to_dict()
 
 
-def _state_meta(inp: Inpainter, opt_g, opt_d, epoch: int) -> tuple[dict, dict]:
+def _fingerprint(images: torch.Tensor) -> str:
+    """A cheap digest of the training images: their shape and a few of them."""
+    import hashlib
+
+    picks = images[:: max(1, len(images) // 16)][:16].detach().cpu().contiguous()
+    head = f"{tuple(images.shape)}".encode()
+    return hashlib.sha256(head + picks.numpy().tobytes()).hexdigest()[:16]
+
+
+def _check_resumable(
+    path: Path, meta: dict[str, Any], s: InpaintSettings, seed: int, images: torch.Tensor
+) -> None:
+    """Refuse to continue a checkpoint written by another training (a resumed run must end
+    where an uninterrupted one would)."""
+    if meta.get("kind") != "inpainter-state":
+        raise InputError(
+            f"{path} is not an inpainting training checkpoint (kind {meta.get('kind')!r}); "
+            "give a new checkpoint path to start afresh."
+        )
+    old = parse_settings(meta["settings"])
+    changed = [k for k in InpaintSettings.model_fields if getattr(old, k) != getattr(s, k)]
+    if meta.get("seed") != seed:
+        changed.append(f"seed ({meta.get('seed')} there, {seed} here)")
+    if meta.get("data") != _fingerprint(images):
+        changed.append("training images")
+    if changed:
+        raise InputError(
+            f"{path} was written by another training (different {', '.join(changed)}); "
+            "resume with the same settings, seed and data, or give a new checkpoint path."
+        )
+
+
+def _state_meta(
+    inp: Inpainter,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    epoch: int,
+    seed: int,
+    data: str,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, meta = inp.state()
     tg, mg = optimizer_tensors(opt_g, "optim_g")
     td, md = optimizer_tensors(opt_d, "optim_d")
-    meta = {**meta, "kind": "inpainter-state", "epoch": epoch, "optim_g": mg, "optim_d": md}
+    meta = {**meta, "kind": "inpainter-state", "epoch": epoch, "optim_g": mg, "optim_d": md,
+            "seed": seed, "data": data}  # fmt: skip
     return {**tensors, **tg, **td}, meta
 
 
@@ -599,12 +658,28 @@ def train_inpainter(
         progress: a progress bar (on a terminal only).
         on_epoch: called with ``(epoch, metrics)`` after every epoch.
 
+    The global torch RNG is left as it was (everything inside is seeded from ``seed``).
+
     Returns:
         The trained :class:`Inpainter`; its ``history`` has one row per epoch: ``rec``,
         ``adv``, ``d_loss``, ``ilid``, ``plid``, ``seconds`` (and the test metrics).
     """
-    s = parse_settings({} if settings is None else settings)
     dev = resolve_device(device)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        return _train_inpainter(train, settings, seed, dev, test, checkpoint, progress, on_epoch)
+
+
+def _train_inpainter(
+    train: ArrayDataset,
+    settings: InpaintSettings | dict[str, Any] | None,
+    seed: int,
+    dev: torch.device,
+    test: torch.Tensor | None,
+    checkpoint: str | Path | None,
+    progress: bool,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+) -> Inpainter:
+    s = parse_settings({} if settings is None else settings)
     images = check_batch(train.x)
     shape = tuple(images.shape[1:])
     if test is not None:
@@ -613,13 +688,11 @@ def train_inpainter(
     n = len(images)
     bs = min(s.batch_size, n)
     ckpt = None if checkpoint is None else Path(checkpoint)
+    fingerprint = _fingerprint(images)
     start = 0
     if ckpt is not None and ckpt.exists():
         tensors, meta = load_checkpoint(ckpt, device=dev)
-        if meta.get("kind") != "inpainter-state":
-            raise InputError(f"{ckpt} is not an inpainting training checkpoint.")
-        if parse_settings(meta["settings"]) != s or tuple(meta["shape"]) != shape:
-            raise InputError(f"{ckpt} was written with other settings or images; start afresh.")
+        _check_resumable(ckpt, meta, s, seed, images)
         inp = _from_state(tensors, meta, dev, ckpt)
         start = int(meta["epoch"])
     else:
@@ -641,7 +714,7 @@ def train_inpainter(
         for epoch in range(start + 1, s.epochs + 1):
             t0 = time.perf_counter()
             order = torch.randperm(n, generator=generator(derive_seed(seed, "order", epoch)))
-            sums = dict.fromkeys(("rec", "adv", "d_loss", "ilid", "plid"), 0.0)
+            sums = torch.zeros(5, device=dev)  # rec, adv, d_loss, ilid, plid: one sync an epoch
             for i in range(steps):
                 idx = order[i * bs : (i + 1) * bs]
                 x = images[idx].to(dev)
@@ -657,7 +730,9 @@ def train_inpainter(
                 opt_d.step()
                 # generator: reconstruction + adversarial + the LID regularisers
                 rec = (out - x).abs().mean()
+                disc.requires_grad_(False)  # the generator's step writes no discriminator grads
                 adv = bce(disc(fake, m), ones)
+                disc.requires_grad_(True)
                 loss = rec + s.lambda_adv * adv
                 li = lp = torch.zeros((), device=dev)
                 if s.regularised:
@@ -673,12 +748,11 @@ def train_inpainter(
                 opt_g.zero_grad(set_to_none=True)
                 loss.backward()
                 opt_g.step()
-                for key, v in (("rec", rec), ("adv", adv), ("d_loss", d_loss), ("ilid", li)):
-                    sums[key] += float(v.detach())
-                sums["plid"] += float(lp.detach())
+                sums += torch.stack([rec, adv, d_loss, li, lp]).detach()
                 bar()
             row: dict[str, float] = {"epoch": float(epoch)}
-            row |= {k: v / steps for k, v in sums.items()}
+            means = (sums / steps).tolist()
+            row |= dict(zip(("rec", "adv", "d_loss", "ilid", "plid"), means, strict=True))
             row["seconds"] = time.perf_counter() - t0
             if test is not None:
                 ev = inp.evaluate(test)
@@ -687,7 +761,7 @@ def train_inpainter(
             inp.history.append(row)
             bar.info(f"epoch {epoch}: rec {row['rec']:.4f}")
             if ckpt is not None:
-                tensors_, meta_ = _state_meta(inp, opt_g, opt_d, epoch)
+                tensors_, meta_ = _state_meta(inp, opt_g, opt_d, epoch, seed, fingerprint)
                 save_checkpoint(ckpt, tensors_, meta_)
             if on_epoch is not None:
                 on_epoch(epoch, row)

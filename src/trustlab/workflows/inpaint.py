@@ -102,6 +102,9 @@ def run_inpaint(
         True
     """
     s = parse_settings({} if settings is None else settings)
+    if s.extractor_checkpoint is not None:  # absolute, so that resume works from anywhere
+        ext = str(Path(s.extractor_checkpoint).expanduser().resolve())
+        s = s.model_copy(update={"extractor_checkpoint": ext})
     samples = check_int("samples", samples, 1, 64, "(the grid's columns)")
     seed = check_int("seed", seed, 0, 2**63 - 1)
     resolve_device(device)  # a bad device is refused before the run exists
