@@ -6,7 +6,8 @@ Three ways train the same networks (:class:`~trustlab.models.inpainting.InpaintG
 ``photo-patches`` images, batch 64, centred holes:
 
 - ``bare``: a plain loop written here: one discriminator step (BCE on originals and
-  restorations) and one generator step (L1 + 0.001 adversarial) per batch, masks made once;
+  restorations) and one generator step (L1 + 0.001 adversarial, the discriminator's parameters
+  frozen as in trustlab) per batch, masks made once;
 - ``trustlab``: :func:`~trustlab.generative.inpainting.train_inpainter` with both regularisers
   off (seeded masks per step, per-epoch bookkeeping, no checkpoint);
 - ``trustlab+lid``: the same with iLID and pLID on (0.001 each; the fixed ``cnn-small``
@@ -58,7 +59,9 @@ def bare(x: torch.Tensor, width: int, dev: torch.device, batch: int) -> float:
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
+        disc.requires_grad_(False)  # as trustlab: the generator's step writes no D gradients
         loss = (out - xb).abs().mean() + 1e-3 * bce(disc(fake, m), ones)
+        disc.requires_grad_(True)
         opt_g.zero_grad()
         loss.backward()
         opt_g.step()

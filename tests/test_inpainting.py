@@ -326,7 +326,7 @@ def test_cli_bad_input_exits_2_and_stores_nothing(_isolated_home: Path) -> None:
     runner = CliRunner()
     for args in (
         ["inpaint", "train", "--dataset", "moving-shapes", "--epochs", "1"],
-        ["inpaint", "train", "--dataset", "lfw-faces", "--epochs", "1"],  # one class
+        ["inpaint", "train", "--dataset", "lfw-faces", "--extractor-epochs", "2"],  # 1 class
         ["inpaint", "train", "--mask", "circle"],
         ["inpaint", "eval", "999"],
     ):

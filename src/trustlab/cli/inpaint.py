@@ -60,7 +60,7 @@ def inpaint_train_cmd(
     ] = "cnn-small",
     extractor_epochs: Annotated[
         int, typer.Option(help="epochs training the extractor on the labels (0: random, fixed).")
-    ] = 3,
+    ] = 0,
     extractor_checkpoint: Annotated[
         str | None, typer.Option(help="a trustlab model .safetensors to use as the extractor.")
     ] = None,
