@@ -242,6 +242,9 @@ def test_bad_settings_and_data_are_clear_errors() -> None:
     one_class = ArrayDataset(torch.rand(8, 1, 16, 16), torch.zeros(8, dtype=torch.int64), ["f"])
     with pytest.raises(InputError, match="extractor_epochs"):
         train_inpainter(one_class, {"extractor_epochs": 1, "width": 4}, progress=False)
+    two_names_one_label = ArrayDataset(one_class.x, one_class.y, ["a", "b"])  # e.g. a subset
+    with pytest.raises(InputError, match="have 1"):
+        train_inpainter(two_names_one_label, {"extractor_epochs": 1, "width": 4}, progress=False)
     with pytest.raises(InputError, match="multiples of 4"):
         train_inpainter(_images(size=18), TINY, progress=False)
     with pytest.raises(InputError, match="does not exist"):
@@ -288,6 +291,8 @@ def test_cli_inpaint_train_eval_and_resume(_isolated_home: Path) -> None:
     ev = runner.invoke(app, ["inpaint", "eval", str(run.id), "--mask", "free-form", "--seed", "3"])
     assert ev.exit_code == 0, ev.output
     assert "psnr" in ev.output and (run.dir / "eval-free-form-seed3.png").exists()
+    saved = json.loads((run.dir / "eval-free-form-seed3.json").read_text())
+    assert saved["mask"] == "free-form" and saved["seed"] == 3 and "psnr" in saved
     # an interrupted run resumes from its checkpoint and ends where an uninterrupted one does
     from trustlab.workflows import inpaint as wf
 

@@ -29,8 +29,6 @@ inpaint_app = typer.Typer(
 )
 app.add_typer(inpaint_app, name="inpaint", rich_help_panel=AREA)
 
-MaskOpt = Annotated[str, typer.Option(help="holes: centre, rectangles or free-form.")]
-
 
 @command("train", parent=inpaint_app)
 def inpaint_train_cmd(
@@ -41,8 +39,12 @@ def inpaint_train_cmd(
     epochs: Annotated[int, typer.Option(help="passes over the training images.")] = 20,
     batch_size: Annotated[int, typer.Option(help="images per step (the iLID reference set).")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate of both networks.")] = 2e-4,
-    mask: MaskOpt = "rectangles",
-    eval_mask: MaskOpt = "centre",
+    mask: Annotated[
+        str, typer.Option(help="training holes: centre, rectangles or free-form.")
+    ] = "rectangles",
+    eval_mask: Annotated[
+        str, typer.Option(help="test holes (metrics, grid.png): centre, rectangles or free-form.")
+    ] = "centre",
     lambda_adv: Annotated[float, typer.Option(help="weight of the adversarial loss.")] = 1e-3,
     lambda_ilid: Annotated[
         float, typer.Option(help="weight of iLID (image-level LID); 0 turns it off.")
@@ -65,6 +67,9 @@ def inpaint_train_cmd(
         str | None, typer.Option(help="a trustlab model .safetensors to use as the extractor.")
     ] = None,
     samples: Annotated[int, typer.Option(help="test images in grid.png.")] = 8,
+    download: Annotated[
+        bool, typer.Option(help="fetch a missing file-based dataset (e.g. mnist).")
+    ] = False,
     name: Annotated[
         str | None, typer.Option(help="the run's name (default inpaint-DATASET).")
     ] = None,
@@ -90,7 +95,7 @@ def inpaint_train_cmd(
     with warnings_shown():
         run, _ = run_inpaint(
             dataset, settings, data_root=data_root, samples=samples, device=device, seed=seed,
-            progress=show_progress(not quiet), name=name,
+            progress=show_progress(not quiet), name=name, download=download,
         )  # fmt: skip
     run = run.refresh()
     print_summary(run, run.summary)
@@ -108,7 +113,9 @@ def inpaint_eval_cmd(
     data_root: DataRootOpt = None,
     mask: Annotated[
         str | None,
-        typer.Option(help="holes: centre, rectangles or free-form (default: the model's)."),
+        typer.Option(
+            help="holes: centre, rectangles or free-form (default: the model's test holes)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="the masks' seed.")] = 0,
     samples: Annotated[int, typer.Option(help="test images in the grid.")] = 8,
@@ -118,7 +125,8 @@ def inpaint_eval_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Restore a dataset's test images with an inpainting model: PSNR, SSIM, L1 in the hole,
-    the LID gap, and a PNG grid of masked / restored / original images."""
+    the LID gap, and a PNG grid of masked / restored / original images (its metrics are saved
+    next to it as .json)."""
     from trustlab.workflows.inpaint import evaluate_inpaint
 
     metrics, grid = evaluate_inpaint(

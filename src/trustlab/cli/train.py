@@ -169,6 +169,7 @@ def resume_cmd(
             run, _ = resume_inpaint(stored.id, progress=show_progress(not quiet), device=device)
         run = run.refresh()
         print_summary(run, run.summary)
+        stdout().print(f"grid: {run.dir / 'grid.png'}", highlight=False, soft_wrap=True)
         return
     from trustlab.workflows.train import resume_training
 

@@ -526,11 +526,12 @@ def check_setup(settings: InpaintSettings | dict[str, Any], train: ArrayDataset)
     images = check_batch(train.x)
     if len(images) < 3:
         raise InputError(f"inpainting needs at least 3 training images; got {len(images)}.")
-    if s.extractor_checkpoint is None and s.extractor_epochs > 0 and train.num_classes < 2:
+    present = int(train.y.unique().numel()) if train.y.numel() else 0
+    if s.extractor_checkpoint is None and s.extractor_epochs > 0 and present < 2:
         raise InputError(
-            f"training the feature extractor needs labels of at least 2 classes; "
-            f"{train.name or 'this dataset'} has {train.num_classes}. Set extractor_epochs "
-            "to 0 (fixed random features) or give extractor_checkpoint (a trained model)."
+            f"training the feature extractor needs labels of at least 2 classes; the images of "
+            f"{train.name or 'this dataset'} have {present}. Set extractor_epochs to 0 (fixed "
+            "random features) or give extractor_checkpoint (a trained model)."
         )
     with torch.random.fork_rng(devices=[]):  # building a model draws from the global RNG
         model = _spec(s, train).build() if s.extractor_checkpoint is None else _load_extractor(s)

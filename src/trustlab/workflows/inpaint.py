@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trustlab.data.datasets import ArrayDataset, load_dataset
 from trustlab.errors import InputError
 from trustlab.generative.inpainting import (
@@ -42,6 +44,7 @@ from trustlab.generative.inpainting import (
 )
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device
+from trustlab.utils.io import write_json_atomic
 from trustlab.utils.validate import check_int
 
 __all__ = ["KIND", "evaluate_inpaint", "resume_inpaint", "run_inpaint"]
@@ -52,9 +55,11 @@ CHECKPOINT = Path("checkpoints") / "last.safetensors"
 GRID = "grid.png"
 
 
-def _data(dataset: str, data_root: str | Path | None) -> tuple[ArrayDataset, ArrayDataset]:
-    train = load_dataset(dataset, "train", root=data_root)
-    test = load_dataset(dataset, "test", root=data_root)
+def _data(
+    dataset: str, data_root: str | Path | None, download: bool = False
+) -> tuple[ArrayDataset, ArrayDataset]:
+    train = load_dataset(dataset, "train", root=data_root, download=download)
+    test = load_dataset(dataset, "test", root=data_root, download=download)
     for part in (train, test):
         if part.x.dim() != 4:
             raise InputError(
@@ -77,6 +82,7 @@ def run_inpaint(
     seed: int = 0,
     progress: bool = True,
     name: str | None = None,
+    download: bool = False,
 ) -> tuple[Run, Inpainter]:
     """Train an inpainting model on ``dataset``'s training images; store it as a run.
 
@@ -92,6 +98,7 @@ def run_inpaint(
         seed: seeds everything; default 0.
         progress: a progress bar (on a terminal only).
         name: the run's name (default ``inpaint-<dataset>``).
+        download: fetch a file-based dataset that is missing (e.g. ``mnist``).
 
     Returns:
         ``(run, inpainter)``: the finished run and the trained model.
@@ -108,7 +115,7 @@ def run_inpaint(
     samples = check_int("samples", samples, 1, 64, "(the grid's columns)")
     seed = check_int("seed", seed, 0, 2**63 - 1)
     resolve_device(device)  # a bad device is refused before the run exists
-    check_setup(s, _data(dataset, data_root)[0])
+    check_setup(s, _data(dataset, data_root, download)[0])
     config = {
         "dataset": dataset,
         "data_root": None if data_root is None else str(Path(data_root).resolve()),
@@ -163,9 +170,8 @@ def _train(run: Run, progress: bool, device: str | None = None) -> Inpainter:
         inp.save(run.dir)
         run.add_artifact(FILE, kind="model")
         run.add_artifact(Path(FILE).with_suffix(".json").name)
-        inp.save_grid(
-            run.artifact_path(GRID), test.x[:samples], title=f"{dataset}: {s.eval_mask} holes"
-        )
+        title = f"{dataset}: {s.eval_mask} holes"
+        inp.save_grid(run.artifact_path(GRID), spread(test.x, samples), title=title)
         run.add_artifact(GRID, kind="image")
         summary = inp.evaluate(test.x)
         run.finish(
@@ -202,7 +208,7 @@ def evaluate_inpaint(
         seed: the masks' seed; default 0.
         samples: test images in the grid; default 8.
         out: the grid's path (default: ``eval-<mask>-seed<seed>.png`` in the run's folder, or
-            next to the file).
+            next to the file); the metrics are written next to it as ``.json``.
         store: the results store (default ``$TRUSTLAB_HOME``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
@@ -239,5 +245,20 @@ def evaluate_inpaint(
     masks = inp.masks(len(test), seed, kind)
     metrics = inp.evaluate(test.x, masks)
     grid = Path(out) if out is not None else folder / f"eval-{kind}-seed{seed}.png"
-    inp.save_grid(grid, test.x[:samples], masks[:samples], title=f"{dataset}: {kind} holes")
+    idx = spread_index(len(test), samples)
+    inp.save_grid(grid, test.x[idx], masks[idx], title=f"{dataset}: {kind} holes")
+    record = {"target": str(target), "dataset": dataset, "mask": kind, "seed": seed, **metrics}
+    write_json_atomic(grid.with_suffix(".json"), record)
     return metrics, grid
+
+
+def spread_index(n: int, k: int) -> torch.Tensor:
+    """``min(n, k)`` indices spread evenly over ``0..n-1`` (a grid shows the whole test split,
+    not its first, often overlapping, images)."""
+    k = min(n, k)
+    return torch.linspace(0, n - 1, k).round().long()
+
+
+def spread(images: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` images spread evenly over ``images`` (:func:`spread_index`)."""
+    return images[spread_index(len(images), k)]

@@ -45,7 +45,13 @@ def load_target_model(
         run = (store or RunStore()).get(ref)
         path = run.dir / "model.safetensors"
         if not path.exists():
-            raise InputError(f"run {run.id} has no model.safetensors (status {run.status}).")
+            hint = {
+                "inpaint": "; evaluate an inpainting run with `trustlab inpaint eval`",
+                "dpgan": "; a DPGAN run holds dpgan.safetensors, not a classifier",
+            }.get(run.kind, "")
+            raise InputError(
+                f"run {run.id} ({run.kind}) has no model.safetensors (status {run.status}){hint}."
+            )
         dataset, data_root = run.config.get("dataset"), run.config.get("data_root")
     else:
         path = Path(ref)
