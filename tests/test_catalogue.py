@@ -283,7 +283,7 @@ def test_nan_cells_are_not_applicable() -> None:
 
     t = ResultTable(["m"], ["a", "b"], [{"m": "x", "a": 0.5, "b": math.nan}])
     cols, rows = t.formatted(percent=("a",))
-    assert cols == ["m", "a", "b", "seeds"] and rows == [["x", "50.00 ± 0.00", "—", "1"]]
+    assert cols == ["m", "a", "b", "seeds"] and rows == [["x", "50.00", "—", "1"]]
 
 
 # -- adversarial-example detectors ----------------------------------------------------------------

@@ -67,7 +67,9 @@ def test_table_statistics() -> None:
     assert t.mean("m", k="x") == 2.0 and t.has(k="y") and not t.has(k="z")
     with pytest.raises(KeyError):
         t.mean("m", k="z")
-    assert "2.00 ± 1.00" in t.to_markdown()
+    assert "2.00 [1.00, 3.00]" in t.to_markdown()  # two seeds: the bootstrap sees their range
+    assert (x["m_lo"], x["m_hi"]) == (1.0, 3.0) and (y["m_lo"], y["m_hi"]) == (5.0, 5.0)
+    assert "| 5.00 |" in t.to_markdown()  # one seed: no interval
 
 
 def _noisy_table(acc: dict[tuple[str, str], float]) -> ResultTable:

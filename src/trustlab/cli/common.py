@@ -138,8 +138,9 @@ def print_summary(run: Any, summary: dict[str, Any]) -> None:
 
 
 def print_reproduction(rep: Any) -> None:
-    """A reproduction's table (``mean ± std`` over seeds, ``—`` where a value does not apply),
-    its claims with PASS/FAIL and its run folder."""
+    """A reproduction's table (``mean [lo, hi]``: the mean over seeds and its 95% bootstrap
+    interval, ``—`` where a value does not apply), its claims with their verdicts (PASS, FAIL,
+    INCONCLUSIVE) and its run folder."""
     from trustlab.experiments.base import get_experiment
 
     exp = get_experiment(rep.experiment)
@@ -157,7 +158,8 @@ def print_reproduction(rep: Any) -> None:
     out.print(f"[bold]{title}[/]", highlight=False, soft_wrap=True)  # one line, never cut
     out.print(table)
     for c in rep.claims:
-        mark = "[bold green]PASS[/]" if c.passed else "[bold red]FAIL[/]"
+        colour = {"PASS": "green", "FAIL": "red"}.get(c.verdict, "yellow")
+        mark = f"[bold {colour}]{c.verdict}[/]"
         out.print(f"{mark} {c.text}\n     {c.detail}", highlight=False, soft_wrap=True)
     if rep.run is not None:
         out.print(f"run {rep.run.id}: {rep.run.dir}")

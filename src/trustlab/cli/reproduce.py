@@ -35,7 +35,8 @@ def reproduce_cmd(
     seed: FirstSeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Reproduce a paper's headline claim: table, PASS/FAIL per claim, exit 1 on a FAIL."""
+    """Reproduce a paper's headline claim: table with 95% intervals over seeds, a verdict per
+    claim (PASS, FAIL, INCONCLUSIVE), exit 1 unless every claim passes."""
     from trustlab.experiments.base import reproduce
 
     rep = reproduce(

@@ -38,10 +38,11 @@ from typing import Any
 import torch
 
 from trustlab.errors import InputError
+from trustlab.metrics.stats import VERDICTS, bootstrap_ci
 from trustlab.registry import EXPERIMENTS
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device, single_threaded
-from trustlab.utils.format import format_cell
+from trustlab.utils.format import format_interval
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.progress import progress_bar
 
@@ -105,38 +106,99 @@ class ClaimResult:
     Attributes:
         claim: the claim's name (its :class:`Claim`'s ``name``, e.g. ``"asr-and-accuracy"``).
         text: the claim in words.
-        passed: whether the table satisfies it.
+        passed: whether the table satisfies it (``verdict == "PASS"``).
         detail: the numbers it was decided on, in words.
+        verdict: ``"PASS"``, ``"FAIL"`` or ``"INCONCLUSIVE"`` (the 95% interval straddles the
+            claim's threshold); default: ``PASS``/``FAIL`` from ``passed``.
 
     Example::
 
         result = claim.evaluate(table)
-        print("PASS" if result.passed else "FAIL", result.text, result.detail)
+        print(result.verdict, result.text, result.detail)
     """
 
     claim: str
     text: str
     passed: bool
     detail: str
+    verdict: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            object.__setattr__(self, "verdict", "PASS" if self.passed else "FAIL")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        object.__setattr__(self, "passed", self.verdict == "PASS")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A paper's headline as a predicate: ``check(table) -> (passed, detail with the numbers)``.
+    """A paper's headline as a predicate: ``check(table) -> (outcome, detail with the numbers)``,
+    the outcome a bool (PASS/FAIL) or a verdict string (``"PASS"``, ``"FAIL"``,
+    ``"INCONCLUSIVE"``, e.g. from :func:`interval_check`).
 
     Example::
 
         claim = Claim("asr", "ASR >= 95%", lambda t: (t.mean("asr") >= 0.95, "the ASR"))
-        claim.evaluate(table).passed
+        claim.evaluate(table).verdict
     """
 
     name: str
     text: str
-    check: Callable[[ResultTable], tuple[bool, str]]
+    check: Callable[[ResultTable], tuple[bool | str, str]]
 
     def evaluate(self, table: ResultTable) -> ClaimResult:
-        passed, detail = self.check(table)
-        return ClaimResult(self.name, self.text, bool(passed), detail)
+        outcome, detail = self.check(table)
+        if isinstance(outcome, str):
+            return ClaimResult(self.name, self.text, outcome == "PASS", detail, outcome)
+        return ClaimResult(self.name, self.text, bool(outcome), detail)
+
+
+def interval_check(
+    values: Callable[[ResultTable], dict[int, float]],
+    op: str,
+    threshold: float,
+    *,
+    what: str,
+    scale: float = 1.0,
+    unit: str = "",
+    digits: int = 2,
+) -> Callable[[ResultTable], tuple[str, str]]:
+    """A claim's check on the mean over seeds of one number per seed, with its 95% bootstrap
+    interval (:func:`~trustlab.metrics.stats.bootstrap_ci`) and the three-way verdict
+    (:func:`~trustlab.metrics.stats.verdict`): ``values(table) -> {seed: value}`` (e.g. a paired
+    difference), judged as ``mean OP threshold``; ``what`` names the number in the detail,
+    ``scale``/``unit``/``digits`` format it. One seed gives no interval and the detail says so.
+
+    Example::
+
+        Claim("gain", "B beats A", interval_check(lambda t: diffs(t), ">", 0.0, what="B - A"))
+    """
+    from trustlab.metrics.stats import bootstrap_ci, verdict
+
+    sign = "+" if threshold == 0 else ""  # a difference shows its sign
+
+    def fmt(v: float) -> str:
+        return f"{v * scale:{sign}.{digits}f}{unit}"
+
+    def check(table: ResultTable) -> tuple[str, str]:
+        per_seed = values(table)
+        if not per_seed:
+            return "INCONCLUSIVE", f"{what}: no values"
+        mean, lo, hi = bootstrap_ci(list(per_seed.values()))
+        outcome = verdict(lo, hi, op, threshold)
+        seeds = "/".join(fmt(per_seed[k]) for k in sorted(per_seed))
+        n = len(per_seed)
+        where = (
+            f"95% interval [{fmt(lo)}, {fmt(hi)}] over {n} seeds"
+            if n > 1
+            else "1 seed: no interval"
+        )
+        return outcome, (
+            f"{what} {fmt(mean)} ({where}; per seed {seeds}), needs {op} {fmt(threshold)}"
+        )
+
+    return check
 
 
 class ResultTable:
@@ -168,6 +230,7 @@ class ResultTable:
                 vals = [float(r[m]) for r in rows if m in r]
                 entry[m] = statistics.fmean(vals) if vals else math.nan
                 entry[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+                _, entry[f"{m}_lo"], entry[f"{m}_hi"] = bootstrap_ci(vals)
             out.append(entry)
         return out
 
@@ -185,15 +248,16 @@ class ResultTable:
         self, digits: int = 2, percent: Sequence[str] = ()
     ) -> tuple[list[str], list[list[str]]]:
         """``(columns, rows)`` of strings, as every table of a reproduction shows them: the keys,
-        each metric as ``mean ± std`` (``percent`` metrics times 100), the seed count; ``—``
-        where a metric does not apply to a row (no value, or NaN)."""
+        each metric as ``mean [lo, hi]``, the 95% bootstrap interval over seeds (just ``mean``
+        for one seed; ``percent`` metrics times 100), the seed count; ``—`` where a metric does
+        not apply to a row (no value, or NaN)."""
         cols = [*self.keys, *self.metrics, "seeds"]
         rows = []
         for e in self.summary():
             cells = [str(e[k]) for k in self.keys]
             for m in self.metrics:
                 scale = 100.0 if m in percent else 1.0
-                cells.append(format_cell(e[m], e[m + "_std"], scale, digits))
+                cells.append(format_interval(e[m], e[m + "_lo"], e[m + "_hi"], scale, digits))
             cells.append(str(e["seeds"]))
             rows.append(cells)
         return cols, rows
@@ -500,7 +564,10 @@ def reproduce(
         run.finish(
             {
                 "passed": all(c.passed for c in claims),
-                "claims": {c.claim: {"passed": c.passed, "detail": c.detail} for c in claims},
+                "claims": {
+                    c.claim: {"passed": c.passed, "verdict": c.verdict, "detail": c.detail}
+                    for c in claims
+                },
             }
         )
     return Reproduction(name, pre, table, claims, run)
@@ -571,7 +638,7 @@ def render_markdown(
         "",
     ]
     for c in claims:
-        lines.append(f"- **{'PASS' if c.passed else 'FAIL'}** {c.text}: {c.detail}")
+        lines.append(f"- **{c.verdict}** {c.text}: {c.detail}")
     return "\n".join(lines) + "\n"
 
 

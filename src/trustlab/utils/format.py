@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["NOT_APPLICABLE", "format_cell", "format_value"]
+__all__ = ["NOT_APPLICABLE", "format_interval", "format_value"]
 
 #: a cell whose value does not apply to its row (no value, or NaN)
 NOT_APPLICABLE = "—"
@@ -25,8 +25,12 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def format_cell(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
-    """``"mean ± std"`` scaled and rounded; ``—`` when the value does not apply (NaN)."""
+def format_interval(mean: float, lo: float, hi: float, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean [lo, hi]"`` scaled and rounded (just ``"mean"`` when the interval is a point: one
+    seed); ``—`` when the value does not apply (NaN)."""
     if _missing(mean):
         return NOT_APPLICABLE
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    m = f"{mean * scale:.{digits}f}"
+    if _missing(lo) or _missing(hi) or lo == hi:
+        return m
+    return f"{m} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

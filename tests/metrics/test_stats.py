@@ -1,0 +1,74 @@
+"""Intervals and verdicts: the bootstrap interval of a mean, Wilson's interval, the three-way
+verdict, and a claim built on them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from trustlab.errors import InputError
+from trustlab.experiments.base import Claim, ClaimResult, ResultTable, interval_check
+from trustlab.metrics.stats import bootstrap_ci, verdict, wilson_interval
+
+
+def test_bootstrap_interval_of_a_mean() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(3.0, 1.0, size=40)
+    mean, lo, hi = bootstrap_ci(values)
+    assert mean == pytest.approx(values.mean())
+    se = values.std(ddof=1) / math.sqrt(len(values))
+    # for 40 normal draws the percentile interval is close to mean +- 1.96 standard errors
+    assert lo == pytest.approx(mean - 1.96 * se, abs=0.1) and hi == pytest.approx(
+        mean + 1.96 * se, abs=0.1
+    )
+    assert bootstrap_ci(values) == bootstrap_ci(values)  # seeded
+    assert bootstrap_ci([2.0]) == (2.0, 2.0, 2.0)
+    assert bootstrap_ci([1.0, math.nan, 3.0])[0] == 2.0  # NaNs dropped
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    m, lo, hi = bootstrap_ci([1.0, 3.0])
+    assert (m, lo, hi) == (2.0, 1.0, 3.0)  # two seeds: their range
+    with pytest.raises(InputError):
+        bootstrap_ci([1.0, 2.0], level=1.5)
+
+
+def test_wilson_interval_matches_the_formula() -> None:
+    lo, hi = wilson_interval(90, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.8256, 0.9448)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(InputError):
+        wilson_interval(11, 10)
+
+
+def test_verdict_is_three_way() -> None:
+    assert verdict(0.1, 0.5, ">", 0.0) == "PASS"
+    assert verdict(-0.1, 0.5, ">", 0.0) == "INCONCLUSIVE"
+    assert verdict(-0.5, -0.1, ">", 0.0) == "FAIL"
+    assert verdict(0.0, 0.5, ">=", 0.0) == "PASS" and verdict(0.0, 0.5, ">", 0.0) == "INCONCLUSIVE"
+    assert verdict(0.8, 0.9, "<=", 0.9) == "PASS" and verdict(0.95, 1.0, "<", 0.9) == "FAIL"
+    assert verdict(math.nan, math.nan, ">", 0) == "INCONCLUSIVE"
+    with pytest.raises(InputError):
+        verdict(0, 1, "=", 0)
+
+
+def test_interval_claims_and_claim_results() -> None:
+    rows = [{"k": "a", "seed": s, "d": v} for s, v in enumerate((0.3, 0.5, 0.4))]
+    table = ResultTable(("k",), ("d",), rows)
+
+    def diffs(t: ResultTable) -> dict[int, float]:
+        return {r["seed"]: r["d"] for r in t.rows}
+
+    res = Claim("gain", "B beats A", interval_check(diffs, ">", 0.0, what="B - A")).evaluate(table)
+    assert res.verdict == "PASS" and res.passed
+    assert "over 3 seeds" in res.detail and "+0.30/+0.50/+0.40" in res.detail
+    res = Claim("big", "gain >= 0.45", interval_check(diffs, ">=", 0.45, what="d")).evaluate(table)
+    assert res.verdict == "INCONCLUSIVE" and not res.passed
+    one = ResultTable(("k",), ("d",), rows[:1])
+    res = Claim("gain", "B beats A", interval_check(diffs, ">", 0.0, what="B - A")).evaluate(one)
+    assert res.verdict == "PASS" and "1 seed: no interval" in res.detail
+    assert ClaimResult("c", "t", True, "x").verdict == "PASS"
+    assert ClaimResult("c", "t", False, "x").verdict == "FAIL"
+    assert not ClaimResult("c", "t", True, "x", "INCONCLUSIVE").passed
+    with pytest.raises(ValueError):
+        ClaimResult("c", "t", True, "x", "MAYBE")
