@@ -72,3 +72,16 @@ def test_interval_claims_and_claim_results() -> None:
     assert not ClaimResult("c", "t", True, "x", "INCONCLUSIVE").passed
     with pytest.raises(ValueError):
         ClaimResult("c", "t", True, "x", "MAYBE")
+
+
+def test_all_of_combines_verdicts() -> None:
+    from trustlab.experiments.base import all_of
+
+    table = ResultTable(("k",), ("d",), [{"k": "a", "seed": 0, "d": 1.0}])
+
+    def part(outcome):
+        return lambda t: (outcome, f"part {outcome}")
+
+    assert all_of(part("PASS"), part(True))(table) == ("PASS", "part PASS; part True")
+    assert all_of(part("PASS"), part("INCONCLUSIVE"))(table)[0] == "INCONCLUSIVE"
+    assert all_of(part("INCONCLUSIVE"), part(False))(table)[0] == "FAIL"

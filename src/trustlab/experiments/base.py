@@ -154,6 +154,36 @@ class Claim:
         return ClaimResult(self.name, self.text, bool(outcome), detail)
 
 
+def all_of(
+    *checks: Callable[[ResultTable], tuple[bool | str, str]],
+) -> Callable[[ResultTable], tuple[str, str]]:
+    """A check that holds when every part does: FAIL if any part fails, PASS if all pass,
+    INCONCLUSIVE otherwise; the details joined with ``"; "``.
+
+    Example::
+
+        Claim("both", "ASR >= 90% and C-Acc drop <= 2", all_of(asr_check, acc_check))
+    """
+
+    def check(table: ResultTable) -> tuple[str, str]:
+        outcomes, details = [], []
+        for part in checks:
+            outcome, detail = part(table)
+            if not isinstance(outcome, str):
+                outcome = "PASS" if outcome else "FAIL"
+            outcomes.append(outcome)
+            details.append(detail)
+        if "FAIL" in outcomes:
+            result = "FAIL"
+        elif all(o == "PASS" for o in outcomes):
+            result = "PASS"
+        else:
+            result = "INCONCLUSIVE"
+        return result, "; ".join(details)
+
+    return check
+
+
 def interval_check(
     values: Callable[[ResultTable], dict[int, float]],
     op: str,
