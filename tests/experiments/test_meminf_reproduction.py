@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trustlab.cli import app
+from trustlab.experiments.base import ResultTable
+from trustlab.experiments.meminf import MembershipInferenceJEM
 from trustlab.results import RunStore
 
 
@@ -21,7 +23,7 @@ def test_reproduce_meminf_jem_smoke(_isolated_home: Path) -> None:
         ["reproduce", "meminf-jem", "--preset", "smoke", "--device", "cpu", "--quiet"],
         catch_exceptions=False,
     )
-    marks = re.findall(r"(PASS|FAIL) ", out.output)
+    marks = re.findall(r"(PASS|FAIL|INCONCLUSIVE) ", out.output)
     assert len(marks) == 3, out.output
     assert out.exit_code == (0 if marks == ["PASS"] * 3 else 1)
     (run,) = RunStore(_isolated_home).list()
@@ -35,3 +37,59 @@ def test_reproduce_meminf_jem_smoke(_isolated_home: Path) -> None:
     assert 0 < rows[2]["epsilon"] <= 8 + 1e-6 and rows[2]["delta"] == 1e-5
     # the shadows are cached in the run's work folder
     assert len(list((run.dir / "work" / "shadows").rglob("*.safetensors"))) == 4
+
+
+def _table(per_seed: list[dict[str, tuple[float, float]]]) -> ResultTable:
+    """A table by hand: per seed, ``{model: (advantage, test_acc)}``."""
+    exp = MembershipInferenceJEM()
+    rows = []
+    for seed, models in enumerate(per_seed):
+        for model, (adv, acc) in models.items():
+            row = {"model": model, "seed": seed, "advantage": adv, "test_acc": acc}
+            if model == "undefended":
+                row.update(lira_tpr_at_1fpr=0.10, loss_tpr_at_1fpr=0.02 + 0.03 * seed,
+                           lira_auc=0.7, loss_auc=0.6)  # fmt: skip
+            if model == "dp-sgd":
+                row.update(epsilon=7.9, delta=1e-5)
+            rows.append(row)
+    return ResultTable(exp.keys, exp.metrics, rows)
+
+
+def test_jem_claim_judges_the_cut_and_the_accuracy_loss_per_seed_with_their_interval() -> None:
+    exp = MembershipInferenceJEM()
+    # cut 80% and 30%: the mean (55%) is above 50% but the interval straddles it; losses 2, 4 pts
+    straddle = _table([
+        {"undefended": (0.40, 0.95), "jem": (0.08, 0.93), "dp-sgd": (0.30, 0.90)},
+        {"undefended": (0.40, 0.95), "jem": (0.28, 0.91), "dp-sgd": (0.30, 0.90)},
+    ])  # fmt: skip
+    lira, jem, dp = exp.check_claims(straddle)
+    assert (
+        jem.verdict == "INCONCLUSIVE"
+        and "80%/30%" in jem.detail
+        and "2.0 pts/4.0 pts" in (jem.detail)
+    )
+    # LiRA gains +8 and +5 points: PASS; DP-SGD cuts 0.10 on both seeds at epsilon 7.9: PASS
+    assert lira.verdict == "PASS" and dp.verdict == "PASS" and "7.90/7.90" in dp.detail
+    clear = _table([
+        {"undefended": (0.40, 0.95), "jem": (0.10, 0.93), "dp-sgd": (0.30, 0.90)},
+        {"undefended": (0.40, 0.95), "jem": (0.12, 0.91), "dp-sgd": (0.30, 0.90)},
+        {"undefended": (0.50, 0.95), "jem": (0.10, 0.92), "dp-sgd": (0.30, 0.90)},
+    ])  # fmt: skip
+    assert exp.check_claims(clear)[1].verdict == "PASS"
+    # the cut holds but every seed loses more than 10 points: FAIL, whatever the cut
+    lossy = _table([
+        {"undefended": (0.40, 0.95), "jem": (0.10, 0.80), "dp-sgd": (0.30, 0.90)},
+        {"undefended": (0.40, 0.95), "jem": (0.12, 0.70), "dp-sgd": (0.30, 0.90)},
+    ])  # fmt: skip
+    assert exp.check_claims(lossy)[1].verdict == "FAIL"
+
+
+def test_dp_claim_needs_every_seeds_epsilon_within_the_bound() -> None:
+    exp = MembershipInferenceJEM()
+    table = _table([
+        {"undefended": (0.40, 0.95), "jem": (0.10, 0.93), "dp-sgd": (0.30, 0.90)},
+        {"undefended": (0.40, 0.95), "jem": (0.12, 0.91), "dp-sgd": (0.30, 0.90)},
+    ])  # fmt: skip
+    table.rows[-1]["epsilon"] = 8.04
+    dp = exp.check_claims(table)[2]
+    assert dp.verdict == "FAIL" and "largest 8.04" in dp.detail
