@@ -17,10 +17,19 @@ studies budgets of 0.5/255 to a few /255, where medical models already fall), on
 Claims (methods.md): at the same eps the medical-style model's robust accuracy is lower than the
 10-class model's; the deep-feature and LID detectors reach AUC >= 0.95 on PGD against the
 medical-style model (the paper reports > 0.98).
+
+Each is judged on one number per seed (both models of a seed share it), by its mean over seeds
+and 95% bootstrap interval: PASS when the whole interval is on the claimed side of the
+threshold, FAIL when none of it is, INCONCLUSIVE when it straddles it (one seed, as in every
+preset here: no interval, the verdict is on the value). The first: robust accuracy of the
+``shapes10`` model minus the ``fundus2`` model's, > 0. The second: both of the ``fundus2``
+deep-feature AUC >= 0.95 and its LID AUC >= 0.95 (each AUC the mean over the detector's 3
+splits of that seed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,8 @@ from trustlab.experiments.base import (
     Experiment,
     Preset,
     ResultTable,
+    all_of,
+    interval_check,
     register_experiment,
     train_and_save,
 )
@@ -52,14 +63,41 @@ from trustlab.train.trainer import check_model_fits
 MEDICAL, NATURAL = "fundus2", "shapes10"
 
 
-def _less_robust(t: ResultTable) -> tuple[bool, str]:
+def _per_seed(t: ResultTable, metric: str, dataset: str) -> dict[int, float]:
+    """``{seed: metric}`` of the rows of ``dataset``."""
+    return {
+        int(r.get("seed", 0)): float(r[metric])
+        for r in t.rows
+        if r.get("dataset") == dataset and metric in r
+    }
+
+
+def _robustness_gap(t: ResultTable) -> dict[int, float]:
+    """Per seed: robust accuracy of the natural-style model - the medical-style model's."""
+    med, nat = _per_seed(t, "robust_acc", MEDICAL), _per_seed(t, "robust_acc", NATURAL)
+    return {k: nat[k] - med[k] for k in sorted(set(med) & set(nat))}
+
+
+_GAP = interval_check(
+    _robustness_gap,
+    ">",
+    0.0,
+    what=f"robust accuracy {NATURAL} - {MEDICAL}",
+    scale=100,
+    unit=" pts",
+    digits=1,
+)
+
+
+def _less_robust(t: ResultTable) -> tuple[str, str]:
+    """The gap's verdict, with each model's mean robust accuracy (shown, not judged)."""
+    outcome, detail = _GAP(t)
     med, nat = t.mean("robust_acc", dataset=MEDICAL), t.mean("robust_acc", dataset=NATURAL)
-    return med < nat, f"robust accuracy {MEDICAL} {100 * med:.1f}% vs {NATURAL} {100 * nat:.1f}%"
+    return outcome, f"{detail}; means: {MEDICAL} {100 * med:.1f}%, {NATURAL} {100 * nat:.1f}%"
 
 
-def _detected(t: ResultTable) -> tuple[bool, str]:
-    deep, lid = t.mean("deep_auc", dataset=MEDICAL), t.mean("lid_auc", dataset=MEDICAL)
-    return min(deep, lid) >= 0.95 - 1e-9, f"{MEDICAL}: deep-feature AUC {deep:.3f}, LID {lid:.3f}"
+def _auc(metric: str) -> Callable[[ResultTable], dict[int, float]]:
+    return lambda t: _per_seed(t, metric, MEDICAL)
 
 
 @register_experiment
@@ -99,7 +137,19 @@ class MedicalReproduction(Experiment):
         Claim(
             "detectable",
             "deep-feature and LID detectors reach AUC >= 0.95 on PGD against the medical model",
-            _detected,
+            all_of(
+                # 1e-9: slack for floating-point rounding of the AUC (the threshold is 0.95)
+                interval_check(
+                    _auc("deep_auc"),
+                    ">=",
+                    0.95 - 1e-9,
+                    what=f"{MEDICAL} deep-feature AUC",
+                    digits=3,
+                ),
+                interval_check(
+                    _auc("lid_auc"), ">=", 0.95 - 1e-9, what=f"{MEDICAL} LID AUC", digits=3
+                ),
+            ),
         ),
     )
     presets = {
