@@ -29,6 +29,16 @@ target class flagged, anomaly index > 2) but not the blind backdoor trained with
 loss (no class flagged), and that backdoor still works (ASR >= 95%, the bar of claim 1: an
 ineffective backdoor would evade NC trivially).
 
+Each part of a claim is one number per seed judged on its mean over seeds with the 95% bootstrap
+interval (PASS when the whole interval is on the claimed side of the bar, FAIL when none of it
+is, INCONCLUSIVE when it straddles the bar; one seed gives no interval and the value decides),
+and a claim passes when all its parts pass (FAIL if any part fails, else INCONCLUSIVE). Claim 1:
+per backdoor, its ASR (>= 95%) and its C-Acc drop, the clean model's C-Acc minus its own on the
+same seed (<= 2 points). Claim 2: for BadNets, whether NC flags its target (1 or 0 per seed; its
+mean must be 1, so the target flagged in some seeds only is INCONCLUSIVE or FAIL) and its
+target's anomaly index (> 2); for the evader, the number of classes NC flags (<= 0: none) and its
+ASR (>= 95%).
+
 ``blind-variants`` (same presets, no claim: methods.md states none) measures the two other blind
 variants against a clean model from the same initial weights, itself measured like each (rows
 ``clean/semantic`` and ``clean/covert``: what the metrics read without a backdoor):
@@ -51,6 +61,7 @@ variants against a clean model from the same initial weights, itself measured li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -70,7 +81,15 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.data.synthetic import TEXTURE_SOURCES
 from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse, reverse_engineer
 from trustlab.errors import InputError
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    all_of,
+    interval_check,
+    register_experiment,
+)
 from trustlab.models.spec import ModelSpec
 from trustlab.registry import BACKDOORS
 from trustlab.train import Trainer, TrainSettings
@@ -102,27 +121,108 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
 NORMALIZE = "loss+"
 
 
-def _asr_and_acc(t: ResultTable) -> tuple[bool, str]:
-    clean = t.mean("clean_acc", model="clean")
-    ok, parts = True, []
-    for m in CLAIMED:
-        asr, acc = t.mean("asr", model=m), t.mean("clean_acc", model=m)
-        ok &= asr >= 0.95 - 1e-9 and acc >= clean - 0.02 - 1e-9
-        parts.append(f"{m}: ASR {100 * asr:.1f}%, C-Acc {100 * acc:.1f}%")
-    return ok, f"clean model C-Acc {100 * clean:.1f}%; " + "; ".join(parts)
+#: float slack of the claims' thresholds (an ASR of exactly 95% computed as 0.9499999...)
+_TOL = 1e-9
+#: the claims' bars: ASR, the largest C-Acc drop from the clean model, NC's anomaly index
+ASR_BAR, ACC_DROP, ANOMALY_BAR = 0.95, 0.02, 2.0
 
 
-def _nc_evasion(t: ResultTable) -> tuple[bool, str]:
-    bad = t.mean("nc_anomaly", model="badnets")
-    bad_hit = t.mean("nc_target_flagged", model="badnets")
-    ev, ev_flags = t.mean("nc_anomaly", model=EVADER), t.mean("nc_flagged", model=EVADER)
-    ev_asr = t.mean("asr", model=EVADER)
-    ok = bad_hit == 1 and bad > 2 and ev_flags == 0 and ev_asr >= 0.95 - 1e-9
-    return ok, (
-        f"BadNets: target anomaly index {bad:.2f}, target flagged in {100 * bad_hit:.0f}% of "
-        f"seeds; blind with NC evasion: target anomaly index {ev:.2f}, {ev_flags:g} classes "
-        f"flagged (mean over seeds), ASR {100 * ev_asr:.1f}%"
+def _per_seed(metric: str, model: str) -> Callable[[ResultTable], dict[int, float]]:
+    """``{seed: metric}`` of the rows of ``model``."""
+
+    def values(t: ResultTable) -> dict[int, float]:
+        return {
+            int(r.get("seed", 0)): float(r[metric])
+            for r in t.rows
+            if r["model"] == model and metric in r
+        }
+
+    return values
+
+
+def _acc_drop(model: str) -> Callable[[ResultTable], dict[int, float]]:
+    """``{seed: C-Acc of the clean model - C-Acc of model}`` for the seeds that have both."""
+
+    def values(t: ResultTable) -> dict[int, float]:
+        clean = _per_seed("clean_acc", "clean")(t)
+        acc = _per_seed("clean_acc", model)(t)
+        return {k: clean[k] - acc[k] for k in sorted(set(clean) & set(acc))}
+
+    return values
+
+
+def _asr_check(model: str) -> Callable[[ResultTable], tuple[str, str]]:
+    return interval_check(
+        _per_seed("asr", model),
+        ">=",
+        ASR_BAR - _TOL,
+        what=f"{model}: ASR",
+        scale=100,
+        unit="%",
+        digits=1,
     )
+
+
+def _noted(
+    check: Callable[[ResultTable], tuple[str, str]], note: Callable[[ResultTable], str]
+) -> Callable[[ResultTable], tuple[str, str]]:
+    """``check`` with ``note(table)`` (numbers that inform but do not decide) before its detail."""
+
+    def noted(t: ResultTable) -> tuple[str, str]:
+        outcome, detail = check(t)
+        return outcome, f"{note(t)}; {detail}"
+
+    return noted
+
+
+#: claim 1: for each claimed backdoor, ASR >= 95% and C-Acc drop from the clean model <= 2 points
+_asr_and_acc = _noted(
+    all_of(
+        *(
+            part
+            for m in CLAIMED
+            for part in (
+                _asr_check(m),
+                interval_check(
+                    _acc_drop(m),
+                    "<=",
+                    ACC_DROP + _TOL,
+                    what=f"{m}: C-Acc drop from the clean model",
+                    scale=100,
+                    unit=" points",
+                    digits=1,
+                ),
+            )
+        )
+    ),
+    lambda t: f"clean model C-Acc {100 * t.mean('clean_acc', model='clean'):.1f}%",
+)
+
+#: claim 2: NC flags BadNets' target (index > 2) and no class of the evader, which keeps its ASR
+_nc_evasion = _noted(
+    all_of(
+        interval_check(
+            _per_seed("nc_target_flagged", "badnets"),
+            ">=",
+            1.0,
+            what="BadNets: target flagged (1 yes, 0 no)",
+        ),
+        interval_check(
+            _per_seed("nc_anomaly", "badnets"),
+            ">",
+            ANOMALY_BAR,
+            what="BadNets: target anomaly index",
+        ),
+        interval_check(
+            _per_seed("nc_flagged", EVADER),
+            "<=",
+            0.0,
+            what=f"{EVADER}: classes flagged",
+        ),
+        _asr_check(EVADER),
+    ),
+    lambda t: f"{EVADER}: target anomaly index {t.mean('nc_anomaly', model=EVADER):.2f}",
+)
 
 
 @register_experiment
@@ -140,7 +240,8 @@ class BlindReproduction(Experiment):
     ``blind-nc-evasion`` only). Claims: BadNets and the blind pattern and single-pixel backdoors
     reach ASR >= 95% with C-Acc within 2 points of the clean model; Neural Cleanse flags the
     BadNets model (target anomaly index > 2) but no class of the NC-evading blind backdoor, which
-    keeps ASR >= 95%. Presets: ``smoke`` (cnn-small on digits; seconds), ``quick`` (ResNet-8 on
+    keeps ASR >= 95%; each part judged on its mean over seeds with its 95% interval (PASS,
+    FAIL or INCONCLUSIVE). Presets: ``smoke`` (cnn-small on digits; seconds), ``quick`` (ResNet-8 on
     shapes10; minutes on 2 CPU cores), ``full`` (ResNet-18 on CIFAR-10, the paper's image
     setting).
 
