@@ -130,3 +130,30 @@ def test_bad_inputs() -> None:
     with pytest.raises(InputError, match="loss"):
         PGD(model, loss="hinge")
     assert torch.equal(PGD(model, eps=0)(x, y), x)
+
+
+def test_named_attacks_scale_their_step_with_eps() -> None:
+    """`make_attack("pgd"|"pgd-cw"|"sgm")` take the step eps/4 (2/255 at 8/255): at a large eps
+    20 steps reach the edge of the ball (with the old fixed 2/255 about a quarter of the pixels
+    did, from a random start)."""
+    import torch
+    from torch import nn
+
+    from trustlab.attacks.evasion.pgd import step_size
+    from trustlab.attacks.evasion.suite import make_attack
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x = torch.full((6, 3, 8, 8), 0.5)
+    y = torch.arange(6) % 4
+    for name in ("pgd", "pgd-cw"):
+        atk = make_attack(name, model, eps=0.3)
+        assert atk.alpha == pytest.approx(0.075)
+        delta = (atk(x, y) - x).abs()
+        assert float((delta > 0.3 - 1e-6).float().mean()) > 0.99, name
+    assert make_attack("pgd", model, eps="8/255").alpha == pytest.approx(2 / 255)
+    assert step_size(None, 0.1, 10) == pytest.approx(0.01)
+    assert step_size("eps/10", 0.5, 20) == pytest.approx(0.05)
+    assert step_size("2/255", 0.5, 20) == pytest.approx(2 / 255)
+    with pytest.raises(InputError):
+        step_size("eps/0", 0.5, 20)

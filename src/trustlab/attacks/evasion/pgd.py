@@ -6,8 +6,10 @@ gradient for L2) from a uniform random start in the ``eps`` ball, maximising the
 ``cw`` margin or ``dlr``); ``restarts`` independent runs, keeping per sample the first successful
 adversarial example, else the one of highest loss (with one run, its last iterate). Targeted
 mode maximises the loss toward the target class. Defaults (the paper's CIFAR-10 setting):
-``eps = 8/255``, ``alpha = 2/255``, ``steps = 10``, L-inf, CE, random start, 1 restart;
-``alpha=None`` takes the iterative-FGSM step ``eps / steps``.
+``eps = 8/255``, ``alpha = eps / 4`` (the paper's 2/255 at 8/255; the step scales with the
+radius, so 20 steps cross a ball of any size, e.g. 0.075 at MNIST's eps 0.3), ``steps = 10``,
+L-inf, CE, random start, 1 restart; ``alpha="eps/K"`` takes ``eps / K`` and ``alpha=None`` the
+iterative-FGSM step ``eps / steps``.
 
 The same loop runs the transfer attacks (:mod:`trustlab.attacks.evasion.transfer`): ``momentum``
 ``mu > 0`` accumulates ``g <- mu g + grad / ||grad||_1`` and steps along ``g`` (MI-FGSM, Dong et
@@ -33,6 +35,20 @@ from trustlab.attacks.evasion.diversity import check_diversity, input_diversity
 from trustlab.attacks.evasion.losses import objective
 from trustlab.errors import InputError
 from trustlab.registry import EVASION
+
+
+def step_size(alpha: float | str | None, eps: float, steps: int) -> float:
+    """The step of a PGD-family attack: ``alpha`` as a number (``0.01``, ``"2/255"``),
+    ``"eps/K"`` -> ``eps / K``, ``None`` -> ``eps / steps`` (iterative FGSM)."""
+    if alpha is None:
+        return eps / steps
+    if isinstance(alpha, str) and alpha.replace(" ", "").lower().startswith("eps/"):
+        k = parse_eps(alpha.replace(" ", "")[4:])
+        if k <= 0:
+            raise InputError(f"alpha {alpha!r}: the divisor must be > 0, e.g. eps/4.")
+        return eps / k
+    return parse_eps(alpha)
+
 
 _MADRY = (
     "Madry, Makelov, Schmidt, Tsipras, Vladu. Towards Deep Learning Models Resistant to "
@@ -68,7 +84,9 @@ class PGD(Attack):
     Args:
         model: maps ``[0, 1]`` inputs to logits (normalisation inside the model).
         eps: radius (default ``8/255``; a float or ``"8/255"``).
-        alpha: step size (default ``2/255``); ``None`` takes ``eps / steps``.
+        alpha: step size: a number, ``"eps/K"`` for ``eps / K`` (default ``"eps/4"``: the
+            paper's 2/255 at eps 8/255, scaled with the radius), or ``None`` for
+            ``eps / steps``.
         steps: iterations per restart (default 10).
         norm: ``"linf"`` (default) or ``"l2"``.
         loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
@@ -94,7 +112,7 @@ class PGD(Attack):
         self,
         model: nn.Module,
         eps: float | str = 8 / 255,
-        alpha: float | str | None = 2 / 255,
+        alpha: float | str | None = "eps/4",
         steps: int = 10,
         norm: str = "linf",
         loss: str = "ce",
@@ -115,7 +133,7 @@ class PGD(Attack):
         self.momentum = float(momentum)
         self.diversity = float(diversity)
         self.resize_rate = float(resize_rate)
-        self.alpha = self.eps / steps if alpha is None else parse_eps(alpha)
+        self.alpha = step_size(alpha, self.eps, steps)
         self.steps = steps
         self.restarts = restarts
         self.random_start = random_start

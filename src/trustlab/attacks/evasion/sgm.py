@@ -17,7 +17,7 @@ user's network pass ``branches=`` the module names (or modules) of its residual 
 
 Defaults (the paper): ``gamma = 0.2`` for ResNets (0.5 for DenseNets); the attack is the
 iterative FGSM the authors use, L-inf ``eps = 8/255`` on CIFAR-10 (16/255 on ImageNet), step
-2/255, 10 steps, no random start, cross-entropy.
+2/255 (``eps/4``, scaled with the radius), 10 steps, no random start, cross-entropy.
 
 Where trustlab departs from the authors' code: their code hooks ReLU modules (``sqrt(gamma)`` per
 ReLU in blocks with two); on torchvision's blocks the same ReLU module also runs after the
@@ -131,7 +131,8 @@ class SGM(PGD):
     Args:
         model: the residual source model (``[0, 1]`` inputs to logits).
         eps: radius (default ``8/255``; 16/255 on ImageNet in the paper).
-        alpha: step size (default ``2/255``); ``None`` takes MI-FGSM's ``eps / steps``.
+        alpha: step size (default ``"eps/4"``: 2/255 at the paper's 8/255, scaled with the
+            radius); ``None`` takes MI-FGSM's ``eps / steps``.
         steps: iterations (default 10).
         gamma: residual-gradient decay in ``(0, 1]`` (default 0.2, the paper's for ResNets;
             0.5 for DenseNets).
@@ -160,7 +161,7 @@ class SGM(PGD):
         self,
         model: nn.Module,
         eps: float | str = 8 / 255,
-        alpha: float | str | None = 2 / 255,
+        alpha: float | str | None = "eps/4",
         steps: int = 10,
         gamma: float = 0.2,
         branches: Branches = None,
