@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trustlab.cli import app
-from trustlab.experiments.camouflage import central_mask
+from trustlab.experiments.base import ResultTable
+from trustlab.experiments.camouflage import AdvCamReproduction, central_mask
 from trustlab.results import RunStore
 
 
@@ -26,7 +27,7 @@ def test_reproduce_advcam_smoke(_isolated_home: Path) -> None:
         ["reproduce", "advcam", "--preset", "smoke", "--device", "cpu", "--quiet"],
         catch_exceptions=False,
     )
-    marks = re.findall(r"(PASS|FAIL) ", out.output)
+    marks = re.findall(r"(PASS|FAIL|INCONCLUSIVE) ", out.output)
     assert len(marks) == 3, out.output
     assert out.exit_code == (0 if set(marks) == {"PASS"} else 1)
     (run,) = RunStore(_isolated_home).list()
@@ -36,3 +37,36 @@ def test_reproduce_advcam_smoke(_isolated_home: Path) -> None:
         assert 0 <= r["success"] <= 1 and 0 <= r["transformed_success"] <= 1
         assert r["style_loss"] >= 0
     assert (run.dir / "advcam.png").stat().st_size > 0
+
+
+def _advcam_table(success: list[float], ratio: list[float], eot: list[float]) -> ResultTable:
+    """A hand-made table: per seed AdvCam's success, its style loss over PGD's (PGD's is 10) and
+    AdvCam-EOT's success under transformations."""
+    rows = []
+    for seed, (s, r, e) in enumerate(zip(success, ratio, eot, strict=True)):
+        rows += [
+            {"method": "pgd", "seed": seed, "success": 1.0, "transformed_success": 0.5,
+             "style_loss": 10.0},
+            {"method": "advcam", "seed": seed, "success": s, "transformed_success": 0.5,
+             "style_loss": 10.0 * r},
+            {"method": "advcam-eot", "seed": seed, "success": s, "transformed_success": e,
+             "style_loss": 10.0 * r},
+        ]  # fmt: skip
+    exp = AdvCamReproduction()
+    return ResultTable(exp.keys, exp.metrics, rows)
+
+
+def test_advcam_claims_judge_each_seed_with_the_interval() -> None:
+    exp = AdvCamReproduction()
+    verdicts = [c.verdict for c in exp.check_claims(_advcam_table([0.9] * 3, [0.2] * 3, [0.7] * 3))]
+    assert verdicts == ["PASS"] * 3
+    # each mean is on the claimed side (85%, 0.43, 63%) but one seed of three is not
+    table = _advcam_table([0.9, 0.9, 0.75], [0.4, 0.3, 0.6], [0.7, 0.7, 0.5])
+    success, style, eot = exp.check_claims(table)
+    assert [success.verdict, style.verdict, eot.verdict] == ["INCONCLUSIVE"] * 3
+    assert "90.0%/90.0%/75.0%" in success.detail and "needs >= 80.0%" in success.detail
+    assert "0.40/0.30/0.60" in style.detail and "PGD success 100.0%" in style.detail
+    assert "AdvCam without EOT 50.0%" in eot.detail
+    # every seed on the wrong side
+    table = _advcam_table([0.5, 0.6, 0.7], [0.8, 0.9, 1.0], [0.3, 0.4, 0.5])
+    assert [c.verdict for c in exp.check_claims(table)] == ["FAIL"] * 3
