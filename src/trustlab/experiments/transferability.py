@@ -16,12 +16,19 @@ A target's success rate is its error on the adversarial examples among the point
 source and that target classify correctly (:func:`trustlab.attacks.evasion.evaluate_transfer`).
 
 Claims (methods.md): averaged over the targets, SGM's success exceeds PGD's by at least 5 points,
-and SGM+MI's exceeds MI's. Paper headline: ResNet-18 -> VGG19 on CIFAR-10, target accuracy 43.6%
-under PGD and 10.6% under SGM.
+and SGM+MI's exceeds MI's. Each is judged on the paired gain of a seed (the mean over the targets of
+the attack's success minus its baseline's, the same source and examples): its mean over seeds and
+95% bootstrap interval, PASS when the whole interval is on the claimed side (>= 5 points for SGM
+over PGD, > 0 for SGM+MI over MI), FAIL when none of it is, INCONCLUSIVE when it straddles the
+bar; one seed gives no interval and the value decides.
+
+Paper headline: ResNet-18 -> VGG19 on CIFAR-10, target accuracy 43.6% under PGD and 10.6% under
+SGM.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from trustlab.experiments.base import (
     Experiment,
     Preset,
     ResultTable,
+    interval_check,
     register_experiment,
     train_and_save,
 )
@@ -44,25 +52,58 @@ from trustlab.train.trainer import check_model_fits
 SOURCE = "source"
 
 
+def _gain_over_targets(attack: str, baseline: str) -> Callable[[ResultTable], dict[int, float]]:
+    """``{seed: mean over the targets of attack's success - baseline's}``, the paired gain of a
+    seed, for the seeds where both attacks have rows."""
+
+    def values(t: ResultTable) -> dict[int, float]:
+        by: dict[tuple[str, int, str], float] = {}
+        for r in t.rows:
+            by[(r["attack"], int(r.get("seed", 0)), r["target"])] = float(r["success"])
+        gains: dict[int, list[float]] = {}
+        for (a, seed, target), v in by.items():
+            if a == attack and (baseline, seed, target) in by:
+                gains.setdefault(seed, []).append(v - by[(baseline, seed, target)])
+        return {seed: sum(g) / len(g) for seed, g in sorted(gains.items())}
+
+    return values
+
+
+def _noted(
+    check: Callable[[ResultTable], tuple[str, str]], attack: str, baseline: str
+) -> Callable[[ResultTable], tuple[str, str]]:
+    """``check`` with both attacks' mean success over the targets and seeds after its detail."""
+
+    def noted(t: ResultTable) -> tuple[str, str]:
+        outcome, detail = check(t)
+        a, b = _mean_over_targets(t, attack), _mean_over_targets(t, baseline)
+        return outcome, (
+            f"{detail}; mean success over targets and seeds: {attack.upper()} {100 * a:.1f}%, "
+            f"{baseline.upper()} {100 * b:.1f}%"
+        )
+
+    return noted
+
+
 def _mean_over_targets(t: ResultTable, attack: str) -> float:
     rows = [e for e in t.summary() if e["attack"] == attack]
     return sum(e["success"] for e in rows) / len(rows)
 
 
-def _sgm_beats_pgd(t: ResultTable) -> tuple[bool, str]:
-    sgm, pgd = _mean_over_targets(t, "sgm"), _mean_over_targets(t, "pgd")
-    return sgm - pgd >= 0.05 - 1e-9, (
-        f"mean success over targets: SGM {100 * sgm:.1f}, PGD {100 * pgd:.1f} "
-        f"({100 * (sgm - pgd):+.1f} points)"
-    )
-
-
-def _sgm_mi_beats_mi(t: ResultTable) -> tuple[bool, str]:
-    both, mi = _mean_over_targets(t, "sgm+mi"), _mean_over_targets(t, "mi")
-    return both > mi, (
-        f"mean success over targets: SGM+MI {100 * both:.1f}, MI {100 * mi:.1f} "
-        f"({100 * (both - mi):+.1f} points)"
-    )
+_sgm_beats_pgd = _noted(
+    interval_check(
+        _gain_over_targets("sgm", "pgd"), ">=", 0.05 - 1e-9,
+        what="SGM - PGD success, mean over targets", scale=100, unit=" points", digits=1,
+    ),
+    "sgm", "pgd",
+)  # fmt: skip
+_sgm_mi_beats_mi = _noted(
+    interval_check(
+        _gain_over_targets("sgm+mi", "mi"), ">", 0.0,
+        what="SGM+MI - MI success, mean over targets", scale=100, unit=" points", digits=1,
+    ),
+    "sgm+mi", "mi",
+)  # fmt: skip
 
 
 @register_experiment
