@@ -256,3 +256,41 @@ def test_fixed_size_batches_warn_that_epsilon_assumes_poisson() -> None:
             tiny(), epochs=1, batch_size=16, dp={**DP, "poisson": False}, progress=False
         ).fit(blobs(n=32))
     assert result.privacy is not None and result.privacy["epsilon"] > 0
+
+
+def test_sigma_is_sized_for_the_rate_the_accountant_charges() -> None:
+    """For 930 examples in batches of 10, q = 1/93 but 1 / (1/93) rounds to 92.99..., so Opacus
+    runs 92 steps an epoch and charges each at q' = 1/92: a target epsilon must be met at q'
+    (141 of the batch counts 1..1,999 behave so)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    from trustlab.train.dp import accounted_rate
+
+    q = sample_rate(930, 10)
+    assert int(1 / q) == 92 and accounted_rate(q) == pytest.approx(1 / 92)
+    data = blobs(n=930)
+    result = Trainer(
+        tiny(), epochs=1, batch_size=10, dp={"epsilon": 2.0}, device="cpu", progress=False
+    ).fit(data)
+    eps = result.history[-1]["epsilon"]
+    assert eps <= 2.0 + 1e-6
+    # sized for q instead, the same target is overspent
+    sigma_q = get_noise_multiplier(target_epsilon=2.0, target_delta=1e-5, sample_rate=q, steps=92)
+    acc = RDPAccountant()
+    acc.history = [(sigma_q, 1 / 92, 92)]
+    assert acc.get_epsilon(1e-5) > 2.0
+
+
+def test_secure_mode_without_torchcsprng_is_a_clear_error() -> None:
+    pytest.importorskip("opacus")
+    try:
+        import torchcsprng  # noqa: F401
+
+        pytest.skip("torchcsprng is installed")
+    except ImportError:
+        pass
+    with pytest.raises(InputError, match="torchcsprng"):
+        Trainer(
+            tiny(), epochs=1, batch_size=16, dp={**DP, "secure_mode": True}, device="cpu",
+            progress=False,
+        ).fit(blobs(n=32))  # fmt: skip

@@ -27,8 +27,11 @@ explicit ``noise_multiplier``; ``delta`` 1e-5, ``max_grad_norm`` 1.0, accountant
 Poisson sampling on. The sampling rate is ``q = 1 / ceil(N / batch_size)`` (Opacus' rule: the
 expected batch is at most ``batch_size``) and an epoch is Opacus' ``int(1 / q)`` Poisson steps
 (for some ``N / batch_size`` one fewer than ``ceil(N / batch_size)``, as the float reciprocal
-rounds down); sigma for a target epsilon is found for exactly those steps, and a run with a
-target epsilon resumes only with its original number of epochs. BatchNorm has no per-sample
+rounds down). Opacus' accountant records each step at ``q' = 1 / int(1 / q)`` (one over the
+number of steps), slightly above ``q`` in those cases; sigma for a target epsilon is found for
+exactly those steps at ``q'``, the rate the accountant charges (sized for ``q``, a target of 8
+could end at 8.04), ``report()`` records both, and a run with a target epsilon resumes only with
+its original number of epochs. BatchNorm has no per-sample
 gradients: models are converted with :func:`~trustlab.models.wrappers.group_norm` (Opacus'
 fixer, GroupNorm), with a message that says so. Not supported with DP: ``compute_loss``
 (adversarial training, the blind loss: their extra backward passes would corrupt the
@@ -112,6 +115,12 @@ def sample_rate(n: int, batch_size: int) -> float:
     return 1.0 / math.ceil(n / batch_size)
 
 
+def accounted_rate(q: float) -> float:
+    """The rate Opacus' accountant charges per step for a sampling rate ``q``: one over the
+    number of steps of an epoch, ``1 / int(1 / q)`` (above ``q`` when ``1 / q`` rounds down)."""
+    return 1.0 / int(1 / q)
+
+
 def privatize_model(model: nn.Module) -> nn.Module:
     """``model`` ready for per-sample gradients: BatchNorm replaced by GroupNorm with a warning
     that says so; other layers Opacus cannot handle raise :class:`InputError`."""
@@ -160,6 +169,7 @@ class PrivateTraining:
         self.seed = seed
         self.noise_multiplier: float | None = settings.noise_multiplier
         self.sample_rate: float | None = None
+        self.accounted_rate: float | None = None
         self.epochs: int | None = None
         self._engine: Any = None
         self._module: Any = None
@@ -196,7 +206,9 @@ class PrivateTraining:
         self.sample_rate = sample_rate(n, batch_size)
         self.epochs = epochs
         # Opacus' Poisson sampler runs int(1 / q) steps per epoch (one fewer than ceil(n / b)
-        # for some n / b, as float division rounds): sigma is found for the steps actually run
+        # for some n / b, as float division rounds) and its accountant charges each at
+        # 1 / int(1 / q): sigma is found for the steps actually run at the rate charged
+        self.accounted_rate = accounted_rate(self.sample_rate)
         steps = epochs * int(1 / self.sample_rate)
         if state is not None:
             self.noise_multiplier = float(state["noise_multiplier"])
@@ -213,7 +225,7 @@ class PrivateTraining:
                     get_noise_multiplier(
                         target_epsilon=s.epsilon,
                         target_delta=s.delta,
-                        sample_rate=self.sample_rate,
+                        sample_rate=self.accounted_rate,
                         steps=steps,
                         accountant=s.accountant,
                     )
@@ -221,7 +233,14 @@ class PrivateTraining:
         assert self.noise_multiplier is not None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
-            self._engine = PrivacyEngine(accountant=s.accountant, secure_mode=s.secure_mode)
+            try:
+                self._engine = PrivacyEngine(accountant=s.accountant, secure_mode=s.secure_mode)
+            except ImportError as exc:
+                raise InputError(
+                    f"DP-SGD with secure_mode=True needs torchcsprng ({exc}); install it "
+                    "(`pip install torchcsprng` for a torch it supports) or train with "
+                    "secure_mode=False (seeded noise, fine for research)."
+                ) from None
         if not s.secure_mode:
             self._noise_gen = torch.Generator(device=device)
         # the loader yields indices: batches are gathered from the in-memory tensors
@@ -286,13 +305,15 @@ class PrivateTraining:
 
     def report(self) -> dict[str, float]:
         """``epsilon`` (spent), ``delta``, ``noise_multiplier``, ``max_grad_norm``,
-        ``sample_rate``, ``secure_mode`` (0/1), and ``target_epsilon`` when one was set."""
+        ``sample_rate`` (Poisson's q), ``accounted_sample_rate`` (the q' the accountant charges),
+        ``secure_mode`` (0/1), and ``target_epsilon`` when one was set."""
         out = {
             "epsilon": self.epsilon(),
             "delta": self.settings.delta,
             "noise_multiplier": float(self.noise_multiplier or 0.0),
             "max_grad_norm": self.settings.max_grad_norm,
             "sample_rate": float(self.sample_rate or 0.0),
+            "accounted_sample_rate": float(self.accounted_rate or 0.0),
             "secure_mode": float(self.settings.secure_mode),
         }
         if self.settings.epsilon is not None:
