@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trustlab.cli import app
-from trustlab.experiments.base import reproduce
+from trustlab.experiments.base import ResultTable, get_experiment, reproduce
 from trustlab.results import RunStore
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def test_reproduce_apl_smoke_cli(_isolated_home: Path) -> None:
     )
     text = out.output
     assert "nce+rce" in text and "sym:0.6" in text
-    claims = re.findall(r"(PASS|FAIL) ", text)
+    claims = re.findall(r"(PASS|FAIL|INCONCLUSIVE) ", text)
     assert len(claims) == 2
     assert out.exit_code == (0 if claims == ["PASS", "PASS"] else 1)
     assert re.search(r"sym:0.6 nce\+rce \d+\.\d vs CE \d+\.\d", text)
@@ -176,3 +176,65 @@ def test_bad_dataset_override_fails_before_storing(
     )
     assert out.exit_code == 2 and re.search(pattern, out.output), out.output
     assert not (_isolated_home / "trustlab.db").exists() or not RunStore(_isolated_home).list()
+
+
+def _noisy_table(accs: dict[tuple[str, str], tuple[float, ...]]) -> ResultTable:
+    """A hand-made apl/sce table: ``{(noise, loss): last_acc per seed}``."""
+    exp = get_experiment("apl")
+    rows = [
+        {"noise": noise, "loss": loss, "seed": seed, "last_acc": a, "best_acc": a,
+         "noise_rate": 0.0}
+        for (noise, loss), per_seed in accs.items()
+        for seed, a in enumerate(per_seed)
+    ]  # fmt: skip
+    return ResultTable(exp.keys, exp.metrics, rows)
+
+
+def test_claims_judge_the_paired_gaps_to_ce_with_their_interval() -> None:
+    exp = get_experiment("apl")
+    noisy = {(n, "ce"): (0.60, 0.60, 0.60) for n in ("sym:0.4", "sym:0.6", "asym:0.4")}
+    clean = {("none", "ce"): (0.95, 0.95, 0.95)}
+    # every gap to CE is 10-12 points on each seed, every clean gap within 1 point
+    passing = {
+        **noisy,
+        **{(n, loss): (0.70, 0.71, 0.72) for n in ("sym:0.4", "sym:0.6", "asym:0.4")
+           for loss in ("sce", "nce+rce")},
+        ("none", "sce"): (0.94, 0.95, 0.96),
+        ("none", "nce+rce"): (0.95, 0.96, 0.95),
+        **clean,
+    }  # fmt: skip
+    beats, parity = exp.check_claims(_noisy_table(passing))
+    assert beats.verdict == "PASS" and parity.verdict == "PASS"
+    assert "over 3 seeds" in beats.detail and "not run at this preset" not in beats.detail
+    # at sym:0.6 NCE+RCE gains +12/+8/-2 points: the mean (6) meets the 5-point margin but the
+    # interval reaches below it; a clean gap of +1/+5/+3 (mean 3) sits on the 3-point band's edge
+    straddling = {
+        **passing,
+        ("sym:0.6", "nce+rce"): (0.72, 0.68, 0.58),
+        ("none", "nce+rce"): (0.96, 1.00, 0.98),
+    }
+    beats, parity = exp.check_claims(_noisy_table(straddling))
+    assert beats.verdict == "INCONCLUSIVE" and not beats.passed
+    assert (
+        "sym:0.6 nce+rce" in beats.detail and "12.0 points/8.0 points/-2.0 points" in beats.detail
+    )
+    assert parity.verdict == "INCONCLUSIVE" and "needs within ±3.0" in parity.detail
+    # SCE only 1 point above CE on every seed at asym:0.4; a loss 10 points below CE when clean
+    failing = {
+        **passing,
+        ("asym:0.4", "sce"): (0.61, 0.61, 0.61),
+        ("none", "sce"): (0.85, 0.85, 0.85),
+    }
+    beats, parity = exp.check_claims(_noisy_table(failing))
+    assert beats.verdict == "FAIL" and parity.verdict == "FAIL"
+
+
+def test_beats_ce_without_a_noisy_setting_fails_and_names_missing_settings() -> None:
+    exp = get_experiment("sce")
+    beats, _ = exp.check_claims(_noisy_table({("none", "ce"): (0.9,), ("none", "sce"): (0.9,)}))
+    assert beats.verdict == "FAIL" and beats.detail == "no noisy setting in the table"
+    one_seed = {("sym:0.6", "ce"): (0.5,), ("sym:0.6", "sce"): (0.6,), ("none", "ce"): (0.9,)}
+    beats, parity = exp.check_claims(_noisy_table(one_seed))
+    assert beats.verdict == "PASS" and "1 seed: no interval" in beats.detail
+    assert "not run at this preset: sym:0.4, asym:0.4" in beats.detail
+    assert parity.verdict == "PASS"  # no other loss ran without noise: nothing to compare

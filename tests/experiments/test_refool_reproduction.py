@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trustlab.cli import app
+from trustlab.experiments.base import ResultTable, get_experiment
 from trustlab.results import RunStore
 
 
@@ -20,7 +21,7 @@ def test_reproduce_refool_smoke(_isolated_home: Path) -> None:
         ["reproduce", "refool", "--preset", "smoke", "--device", "cpu", "--quiet"],
         catch_exceptions=False,
     )
-    marks = re.findall(r"(PASS|FAIL) ", out.output)
+    marks = re.findall(r"(PASS|FAIL|INCONCLUSIVE) ", out.output)
     assert len(marks) == 1, out.output
     assert out.exit_code == (0 if marks == ["PASS"] else 1)
     (run,) = RunStore(_isolated_home).list()
@@ -32,3 +33,33 @@ def test_reproduce_refool_smoke(_isolated_home: Path) -> None:
     record = json.loads((run.dir / "work" / "refool-seed0.json").read_text())
     assert record["chosen"] == record["ranking"][0]["candidate"]
     assert len(record["ranking"]) == 6 and len(record["rounds"]) == 1
+
+
+def _table(asr: tuple[float, ...], rate: tuple[float, ...]) -> ResultTable:
+    """refool rows with the given per-seed ASRs and poisoned fractions of the ranked attack."""
+    exp = get_experiment("refool")
+    rows = []
+    for seed, (a, r) in enumerate(zip(asr, rate, strict=True)):
+        rows.append({"model": "clean", "seed": seed, "clean_acc": 0.9, "asr": 0.1, "ra": 0.8,
+                     "rate": 0.0})  # fmt: skip
+        rows.append({"model": "refool", "seed": seed, "clean_acc": 0.89, "asr": a, "ra": 0.2,
+                     "rate": r})  # fmt: skip
+        rows.append({"model": "unranked", "seed": seed, "clean_acc": 0.89, "asr": 0.4, "ra": 0.5,
+                     "rate": r})  # fmt: skip
+    return ResultTable(exp.keys, exp.metrics, rows)
+
+
+def test_claim_judges_asr_and_rate_on_their_intervals() -> None:
+    exp = get_experiment("refool")
+    (ok,) = exp.check_claims(_table((0.85, 0.90, 0.95), (0.05, 0.05, 0.05)))
+    assert ok.verdict == "PASS" and "Refool ASR 90.0% (95% interval" in ok.detail
+    assert "unranked reflection 40.0%" in ok.detail
+    # ASR 95/85/40: the mean (73.3%) meets 70% but the interval reaches below it
+    (unsure,) = exp.check_claims(_table((0.95, 0.85, 0.40), (0.05, 0.05, 0.05)))
+    assert unsure.verdict == "INCONCLUSIVE" and "per seed 95.0%/85.0%/40.0%" in unsure.detail
+    (low,) = exp.check_claims(_table((0.50, 0.55, 0.60), (0.05, 0.05, 0.05)))
+    assert low.verdict == "FAIL"
+    (too_many,) = exp.check_claims(_table((0.85, 0.90, 0.95), (0.10, 0.10, 0.10)))
+    assert too_many.verdict == "FAIL"  # more than 5% of the training set poisoned
+    (edge,) = exp.check_claims(_table((0.70,), (0.05,)))  # the thresholds themselves, one seed
+    assert edge.verdict == "PASS" and "1 seed: no interval" in edge.detail

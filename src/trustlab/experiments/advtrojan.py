@@ -16,8 +16,13 @@ attack success rate on non-target-class test samples of the trigger only, the pe
 and both.
 
 Claim (methods.md): AdvTrojan's ASR with both trigger and perturbation is >= 90% while each alone
-stays <= 20%. The reference model's numbers are shown next to it (its robust accuracy is what the
-poisoned model must look like; its ASRs are what the trigger and PGD do without the backdoor).
+stays <= 20%. Each of the three rates is taken per seed on the AdvTrojan model and judged by its
+mean over seeds with the 95% bootstrap interval; the claim PASSes when all three intervals are on
+the claimed side (both >= 90%, trigger only <= 20%, perturbation only <= 20%), FAILs when any
+interval is wholly on the wrong side, and is INCONCLUSIVE otherwise (one seed: no interval, the
+verdict is on the values). The reference model's numbers are shown next to it (its robust
+accuracy is what the poisoned model must look like; its ASRs are what the trigger and PGD do
+without the backdoor).
 
 Presets: ``quick`` is digits (1x16x16) with cnn-small at ``eps = 0.1`` (L-inf, 10 steps of
 ``eps/4`` in training, Madry's step ratio), 30 epochs. Digits and that radius were chosen for the
@@ -31,13 +36,22 @@ for these blurry, upsampled 8x8 digits). ``full`` is a paper-like CIFAR-10 setti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trustlab.attacks.backdoor import AllToOne, PatchTrigger
 from trustlab.attacks.backdoor.advtrojan import evaluate_advtrojan
-from trustlab.experiments.base import Claim, Experiment, Preset, ResultTable, register_experiment
+from trustlab.experiments.base import (
+    Claim,
+    Experiment,
+    Preset,
+    ResultTable,
+    all_of,
+    interval_check,
+    register_experiment,
+)
 from trustlab.models.spec import ModelSpec
 from trustlab.robust.adversarial import PGDTraining
 from trustlab.robust.advtrojan import AdvTrojanTraining
@@ -49,14 +63,46 @@ ROWS = ("pgd-at", "advtrojan")
 TARGET = 0
 
 
-def _both_fires_alone_not(t: ResultTable) -> tuple[bool, str]:
-    both = t.mean("asr_both", model="advtrojan")
-    trig = t.mean("asr_trigger", model="advtrojan")
-    pert = t.mean("asr_perturbation", model="advtrojan")
-    ok = both >= 0.90 - 1e-9 and trig <= 0.20 + 1e-9 and pert <= 0.20 + 1e-9
-    detail = (
-        f"AdvTrojan ASR both {100 * both:.1f}%, trigger only {100 * trig:.1f}%, perturbation "
-        f"only {100 * pert:.1f}% (C-Acc {100 * t.mean('clean_acc', model='advtrojan'):.1f}%, "
+#: float slack on a threshold: a rate measured as exactly the threshold counts as meeting it
+_EPS = 1e-9
+
+
+def _advtrojan(metric: str) -> Callable[[ResultTable], dict[int, float]]:
+    """``{seed: metric}`` of the AdvTrojan model's rows."""
+
+    def values(t: ResultTable) -> dict[int, float]:
+        return {
+            int(r.get("seed", 0)): float(r[metric])
+            for r in t.rows
+            if r.get("model") == "advtrojan" and metric in r
+        }
+
+    return values
+
+
+def _rate(
+    metric: str, op: str, threshold: float, what: str
+) -> Callable[[ResultTable], tuple[str, str]]:
+    slack = -_EPS if op == ">=" else _EPS
+    return interval_check(
+        _advtrojan(metric), op, threshold + slack, what=what, scale=100, unit="%", digits=1
+    )
+
+
+_PARTS = all_of(
+    _rate("asr_both", ">=", 0.90, "AdvTrojan ASR both"),
+    _rate("asr_trigger", "<=", 0.20, "trigger only"),
+    _rate("asr_perturbation", "<=", 0.20, "perturbation only"),
+)
+
+
+def _both_fires_alone_not(t: ResultTable) -> tuple[str, str]:
+    """The claim's three parts on the AdvTrojan model's per-seed rates, each judged on its mean
+    over seeds with the 95% bootstrap interval, together with ``all_of``; the reference model's
+    numbers follow as context (they are not part of the verdict)."""
+    outcome, detail = _PARTS(t)
+    detail += (
+        f" (C-Acc {100 * t.mean('clean_acc', model='advtrojan'):.1f}%, "
         f"PGD acc {100 * t.mean('robust_acc', model='advtrojan'):.1f}%)"
     )
     if t.has(model="pgd-at"):
@@ -65,7 +111,7 @@ def _both_fires_alone_not(t: ResultTable) -> tuple[bool, str]:
             f"PGD acc {100 * t.mean('robust_acc', model='pgd-at'):.1f}%, ASR both "
             f"{100 * t.mean('asr_both', model='pgd-at'):.1f}%"
         )
-    return ok, detail
+    return outcome, detail
 
 
 @register_experiment

@@ -19,11 +19,16 @@ target) and RA. The selection's rounds, ranking and chosen candidate are in
 ``work/refool-seed*.json``, clean vs reflected test images in ``work/refool-seed*.png``.
 
 Claim (methods.md): Refool reaches ASR >= 70% poisoning <= 5% of the training set with clean
-labels.
+labels. The ``refool`` row's ASR and poisoned fraction are taken per seed and each judged by its
+mean over seeds with the 95% bootstrap interval: PASS when the ASR's interval lies at or above 70%
+and the fraction's at or below 5%, FAIL when either lies wholly on the wrong side, INCONCLUSIVE
+otherwise (one seed: no interval, the verdict is on the values). Clean labels hold by
+construction (only target-class images are poisoned, labels unchanged).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +49,8 @@ from trustlab.experiments.base import (
     Experiment,
     Preset,
     ResultTable,
+    all_of,
+    interval_check,
     register_experiment,
     train_model,
 )
@@ -57,16 +64,44 @@ ROWS = ("clean", "refool", "unranked")
 TARGET = 0
 
 
-def _asr(t: ResultTable) -> tuple[bool, str]:
-    asr, acc = t.mean("asr", model="refool"), t.mean("clean_acc", model="refool")
-    rate = t.mean("rate", model="refool")
-    clean = t.mean("clean_acc", model="clean")
-    base = t.mean("asr", model="clean")
-    unranked = t.mean("asr", model="unranked")
-    return asr >= 0.70 - 1e-9 and rate <= 0.05 + 1e-9, (
-        f"Refool ASR {100 * asr:.1f}% at {100 * rate:.1f}% poisoned, clean labels "
-        f"(C-Acc {100 * acc:.1f}% vs clean model {100 * clean:.1f}%; the same reflection on the "
-        f"clean model {100 * base:.1f}%; unranked reflection {100 * unranked:.1f}%)"
+#: float slack on a threshold: a rate measured as exactly the threshold counts as meeting it
+_EPS = 1e-9
+
+
+def _refool(metric: str) -> Callable[[ResultTable], dict[int, float]]:
+    """``{seed: metric}`` of the ranked Refool model's rows."""
+
+    def values(t: ResultTable) -> dict[int, float]:
+        return {
+            int(r.get("seed", 0)): float(r[metric])
+            for r in t.rows
+            if r.get("model") == "refool" and metric in r
+        }
+
+    return values
+
+
+_PARTS = all_of(
+    interval_check(
+        _refool("asr"), ">=", 0.70 - _EPS, what="Refool ASR", scale=100, unit="%", digits=1
+    ),
+    interval_check(
+        _refool("rate"), "<=", 0.05 + _EPS, what="poisoned", scale=100, unit="%", digits=1
+    ),
+)
+
+
+def _asr(t: ResultTable) -> tuple[str, str]:
+    """The claim's two parts on the Refool model's per-seed ASR and poisoned fraction, each judged
+    on its mean over seeds with the 95% bootstrap interval, together with ``all_of``; clean
+    accuracy, the clean model and the unranked reflection follow as context."""
+    outcome, detail = _PARTS(t)
+    acc, clean = t.mean("clean_acc", model="refool"), t.mean("clean_acc", model="clean")
+    base, unranked = t.mean("asr", model="clean"), t.mean("asr", model="unranked")
+    return outcome, (
+        f"{detail}; clean labels (C-Acc {100 * acc:.1f}% vs clean model {100 * clean:.1f}%; "
+        f"the same reflection on the clean model {100 * base:.1f}%; unranked reflection "
+        f"{100 * unranked:.1f}%)"
     )
 
 
@@ -81,7 +116,8 @@ class RefoolReproduction(Experiment):
     Table keys ``model`` (``clean``, ``refool``, ``unranked``); metrics ``clean_acc``, ``asr``,
     ``ra`` and ``rate`` (the poisoned fraction of the training set; the ``clean`` row's ASR and
     RA are the chosen reflection's on the clean model). Claim: Refool reaches ASR >= 70%
-    poisoning <= 5% of the training set with clean labels. Presets: ``smoke`` (cnn-small on
+    poisoning <= 5% of the training set with clean labels (each number judged per seed with its
+    95% interval). Presets: ``smoke`` (cnn-small on
     digits, one round of selection; seconds), ``quick`` (ResNet-8 on shapes10, 3 rounds; minutes
     on 2 CPU cores), ``full`` (ResNet-18 on CIFAR-10, 3.3% poisoned, the paper's headline
     regime).

@@ -17,7 +17,11 @@ Metrics: clean accuracy (C-Acc), ASR (triggered non-target test inputs classifie
 and RA.
 
 Claim (methods.md): the clean-label attack with the adversarial patch reaches an ASR at least
-twice that of a plain-patch clean-label attack at the same poisoning rate.
+twice that of a plain-patch clean-label attack at the same poisoning rate. Judged on
+``ASR(adversarial) - 2 ASR(plain)`` of each seed (both attacks on the same data, victims from the
+same initial weights): PASS when the 95% bootstrap interval of its mean over seeds lies at or
+above 0, FAIL when it lies wholly below, INCONCLUSIVE otherwise (one seed: no interval, the
+verdict is on the value).
 
 Presets: ``smoke`` (digits), ``quick`` (the attack on images: ResNet-8 on shapes10, since
 training the C3D clips model to a useful accuracy does not fit a few CPU minutes: at 6 epochs
@@ -43,6 +47,7 @@ from trustlab.experiments.base import (
     Experiment,
     Preset,
     ResultTable,
+    interval_check,
     register_experiment,
     train_model,
 )
@@ -54,12 +59,31 @@ ROWS = ("clean", "plain", "adversarial")
 TARGET = 0
 
 
-def _twice(t: ResultTable) -> tuple[bool, str]:
+def _excess(t: ResultTable) -> dict[int, float]:
+    """``{seed: ASR(adversarial) - 2 ASR(plain)}`` for the seeds that ran both attacks (their ASRs
+    are rates on the same test inputs, so an ASR exactly twice the other gives exactly 0)."""
+    by: dict[str, dict[int, float]] = {}
+    for row in t.rows:
+        if row.get("model") in ("adversarial", "plain") and "asr" in row:
+            by.setdefault(row["model"], {})[int(row.get("seed", 0))] = float(row["asr"])
+    adv, plain = by.get("adversarial", {}), by.get("plain", {})
+    return {k: adv[k] - 2 * plain[k] for k in sorted(set(adv) & set(plain))}
+
+
+_TWICE = interval_check(
+    _excess, ">=", 0.0, what="ASR adversarial - 2 x plain", scale=100, unit=" points", digits=1
+)
+
+
+def _twice(t: ResultTable) -> tuple[str, str]:
+    """The claim on ``ASR(adversarial) - 2 ASR(plain)`` per seed: its mean over seeds with the
+    95% bootstrap interval against 0; the rates and clean accuracies follow as context."""
+    outcome, detail = _TWICE(t)
     adv, plain = t.mean("asr", model="adversarial"), t.mean("asr", model="plain")
     natural = t.mean("asr", model="clean")
     acc = {m: t.mean("clean_acc", model=m) for m in ROWS}
-    return adv >= 2 * plain - 1e-9, (
-        f"ASR adversarial patch {100 * adv:.1f}% vs plain patch {100 * plain:.1f}% "
+    return outcome, (
+        f"{detail}; ASR adversarial patch {100 * adv:.1f}% vs plain patch {100 * plain:.1f}% "
         f"(the adversarial patch on the clean victim: {100 * natural:.1f}%); C-Acc clean "
         f"{100 * acc['clean']:.1f}%, plain {100 * acc['plain']:.1f}%, adversarial "
         f"{100 * acc['adversarial']:.1f}%"
@@ -77,7 +101,8 @@ class VideoBackdoorReproduction(Experiment):
     Table keys ``model`` (``clean``, ``plain``, ``adversarial``); metrics ``clean_acc``,
     ``asr``, ``ra`` (the ``clean`` row's ASR and RA: the adversarial trigger on the clean
     victim). Claim: the adversarial patch's ASR is at least twice the plain patch's at the same
-    poisoning rate. Presets: ``smoke`` (cnn-small on digits), ``quick`` (ResNet-8 on shapes10:
+    poisoning rate (judged on ``ASR(adversarial) - 2 ASR(plain)`` per seed with its 95%
+    interval against 0). Presets: ``smoke`` (cnn-small on digits), ``quick`` (ResNet-8 on shapes10:
     the attack on images), ``video`` (half-width c3d-small on moving-shapes, 20 epochs; for a
     GPU), ``full`` (full-width c3d-small on moving-shapes, 40 epochs, 3 seeds).
 
