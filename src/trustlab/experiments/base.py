@@ -218,7 +218,7 @@ def interval_check(
         mean, lo, hi = bootstrap_ci(list(per_seed.values()))
         outcome = verdict(lo, hi, op, threshold)
         seeds = "/".join(fmt(per_seed[k]) for k in sorted(per_seed))
-        n = len(per_seed)
+        n = sum(1 for v in per_seed.values() if math.isfinite(v))  # NaNs are not seeds of it
         where = (
             f"95% interval [{fmt(lo)}, {fmt(hi)}] over {n} seeds"
             if n > 1
