@@ -86,16 +86,16 @@ def test_noisy_label_claims() -> None:
         ("asym:0.4", "ce"): 0.80,
         ("asym:0.4", "sce"): 0.85,
     }
-    ok, detail = beats_ce(("sce",)).check(_noisy_table(good))
-    assert ok and "sym:0.4 sce 76.0 vs CE 70.0 (+6.0)" in detail
+    res = beats_ce(("sce",)).evaluate(_noisy_table(good))
+    assert res.verdict == "PASS" and "sym:0.4 sce 76.0 vs CE 70.0: gap 6.0 points" in res.detail
     bad = {**good, ("asym:0.4", "sce"): 0.84}
-    ok, detail = beats_ce(("sce",)).check(_noisy_table(bad))
-    assert not ok and "(+4.0)" in detail
-    assert clean_within(0.03).check(_noisy_table(good))[0]
+    res = beats_ce(("sce",)).evaluate(_noisy_table(bad))
+    assert res.verdict == "FAIL" and "gap 4.0 points" in res.detail
+    assert clean_within(0.03).evaluate(_noisy_table(good)).verdict == "PASS"
     far = {**good, ("none", "sce"): 0.94}
-    ok, detail = clean_within(0.03).check(_noisy_table(far))
-    assert not ok and "-4.0" in detail
-    assert not beats_ce(("sce",)).check(_noisy_table({("none", "ce"): 0.9}))[0]
+    res = clean_within(0.03).evaluate(_noisy_table(far))
+    assert res.verdict == "FAIL" and "-4.0" in res.detail
+    assert beats_ce(("sce",)).evaluate(_noisy_table({("none", "ce"): 0.9})).verdict == "FAIL"
 
 
 def test_reproduce_stores_table_and_claims(_isolated_home) -> None:
