@@ -168,7 +168,8 @@ class AdvTrojanReproduction(Experiment):
             train=dict(epochs=30, lr=0.05, batch_size=64),
             options={"eps": 0.1, "adv_steps": 10, "eval_steps": 20, "poison_rate": 0.1},
             description="minutes on 2 CPU cores: cnn-small on digits, PGD-10 training at "
-            "eps 0.1, 30 epochs",
+            "eps 0.1, 30 epochs"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",

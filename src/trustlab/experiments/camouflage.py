@@ -173,7 +173,8 @@ class AdvCamReproduction(Experiment):
                 epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
             ),
             options={"n": 100, "steps": 300, "style": "chelsea", "region": 0.6, "draws": 10},
-            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 100 images, 300 steps",
+            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 100 images, 300 steps"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",

@@ -180,7 +180,8 @@ class MDReproduction(Experiment):
             ),
             options={"eps": 8 / 255, "n": 500, "adv_steps": 7, "md_steps": 50, "md_switch": 20},
             description="about 13 minutes on 2 CPU cores: 4 ResNet-8s on shapes10 at 8/255, "
-            "PGD-AT with Madry's 7 steps of 2/255",
+            "PGD-AT with Madry's 7 steps of 2/255"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",

@@ -170,7 +170,8 @@ class RefoolReproduction(Experiment):
                 epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
             ),
             options={"rate": 0.05, "rounds": 3, "keep": 8, "trial_epochs": 2, "val_fraction": 0.1},
-            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 69 candidates, 3 rounds",
+            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 69 candidates, 3 rounds"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",

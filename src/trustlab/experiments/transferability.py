@@ -178,7 +178,8 @@ class SGMReproduction(Experiment):
                 },
             },
             description="minutes on 2 CPU cores: ResNet-20 -> quarter-width VGG-11 and a small "
-            "CNN on shapes10",
+            "CNN on shapes10"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",

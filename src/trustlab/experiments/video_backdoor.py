@@ -149,7 +149,8 @@ class VideoBackdoorReproduction(Experiment):
             ),
             options={"rate": 0.3, "patch": 8, "patch_epochs": 3},
             description="minutes on 2 CPU cores: the attack on images (ResNet-8 on shapes10), "
-            "30% of the target class poisoned",
+            "30% of the target class poisoned"
+            "; 1 seed (the quick budget): its verdicts carry no interval",
         ),
         "video": Preset(
             "video",
