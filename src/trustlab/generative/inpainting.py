@@ -27,11 +27,11 @@ gradients flow through it to the generator only).
 
 The paper's method section (its exact loss weights, feature layers, ``k`` and base network) was
 not available offline and no public code by the authors exists; trustlab follows the design's
-specification above and states every choice in ``docs/inpainting.md``. The paper uses a
-pretrained ImageNet network for the features; trustlab has no downloaded weights, so the
-extractor is a registered classifier trained here on the inpainting data's own labels
-(``extractor_epochs``), fixed random weights (``extractor_epochs=0``), or a trustlab checkpoint
-(``extractor_checkpoint``).
+specification above and states every choice in ``docs/inpainting.md``. Which network the
+paper's features come from could not be read either; trustlab has no downloaded weights, so the
+extractor is a registered classifier with fixed random weights (``extractor_epochs=0``, the
+default), one trained here on the inpainting data's own labels (``extractor_epochs``), or a
+trustlab checkpoint (``extractor_checkpoint``).
 
 Everything is seeded: batch order from ``(seed, "order", epoch)``, the training masks of step
 ``i`` from ``(seed, "mask", epoch, i)``, initial weights from ``(seed, "init")``. A checkpoint
