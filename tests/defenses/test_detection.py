@@ -78,6 +78,21 @@ def test_cross_attack_transfer_runs() -> None:
     assert rep.mean_auc > 0.9
 
 
+def test_lid_detector_takes_the_authors_exclusion_rule() -> None:
+    model = _model()
+    sets = _set(100, 0.5)
+    a = LIDDetector(model, k=10, batch_size=50)
+    b = LIDDetector(model, k=10, batch_size=50, exclude="nearest")
+    fa, fb = (
+        a.features(sets.clean, sets.noisy, sets.adversarial),
+        b.features(sets.clean, sets.noisy, sets.adversarial),
+    )
+    assert np.allclose(fa[0], fb[0])  # clean points: both rules drop the point itself
+    assert fa[2].shape == fb[2].shape
+    with pytest.raises(InputError, match="exclusion rule"):
+        LIDDetector(model, exclude="self")
+
+
 def test_detection_set_keeps_successes_and_matches_noise_norms() -> None:
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=3, in_channels=1, image_size=(4, 4)).eval()

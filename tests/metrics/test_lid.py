@@ -87,3 +87,25 @@ def test_an_aligned_copy_does_not_count_its_own_original() -> None:
     own = lid_in_batches(clean, clean, 100, 20)
     adv = lid_in_batches(copies, clean, 100, 20)
     assert float((adv.mean() - own.mean()).abs()) < 0.05 * float(own.mean())
+
+
+def test_the_authors_exclusion_drops_each_querys_nearest_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    # an "adversarial" copy far from its own clean original: its nearest clean point is another
+    adv = clean + 3.0 * torch.randn(60, 5, generator=g, dtype=torch.float64)
+    got = lid_in_batches(adv, clean, batch_size=20, k=5, exclude="nearest")
+    d = torch.cdist(adv.view(3, 20, 5), clean.view(3, 20, 5)).sort(-1).values[..., 1:6]
+    want = (-1.0 / torch.log(d / d[..., -1:]).mean(-1)).flatten()
+    assert torch.allclose(got, want)
+    # for the clean points themselves both rules drop the point itself
+    same_p = lid_in_batches(clean, clean, batch_size=20, k=5)
+    same_n = lid_in_batches(clean, clean, batch_size=20, k=5, exclude="nearest")
+    assert torch.allclose(same_p, same_n)
+    # for the far copies the rules differ: position drops the own original, nearest another point
+    assert not torch.allclose(lid_in_batches(adv, clean, 20, 5), got)
+    # a short last batch follows the same rule
+    tail = lid_in_batches(adv[:47], clean[:47], batch_size=20, k=5, exclude="nearest")
+    assert tail.shape == (47,) and torch.allclose(tail[:40], got[:40])
+    with pytest.raises(InputError, match="exclusion rule"):
+        lid_in_batches(adv, clean, 20, 5, exclude="self")

@@ -150,12 +150,17 @@ def lid_per_set(
     return _estimate(_knn(queries, reference, k, False), estimator)
 
 
+#: how :func:`lid_in_batches` keeps a query's own reference point out of its neighbours
+EXCLUSIONS = ("position", "nearest")
+
+
 def lid_in_batches(
     queries: torch.Tensor,
     reference: torch.Tensor,
     batch_size: int = 100,
     k: int = 20,
     estimator: str = "mle",
+    exclude: str = "position",
 ) -> torch.Tensor:
     """LID of ``queries[i]`` against the clean minibatch ``reference[j:j+b]`` that holds the
     same positions (the paper's protocol: queries and references are aligned, e.g. adversarial
@@ -163,7 +168,14 @@ def lid_in_batches(
     itself for the clean points, its clean original for a noisy or adversarial copy (the
     authors' code drops the nearest neighbour of every query, which is that point). ``k``
     shrinks to ``b - 1`` for a short last batch; a last batch of fewer than 3 points joins the
-    one before. All full minibatches are computed at once (batched matrix products)."""
+    one before. All full minibatches are computed at once (batched matrix products).
+
+    ``exclude="nearest"`` is the authors' rule instead: every query drops its nearest reference
+    point, whichever it is. For the clean points both rules drop the point itself; for a noisy or
+    adversarial copy they differ where its nearest clean point is not its own original (in deep
+    layers an adversarial input's nearest clean neighbour is often another image)."""
+    if exclude not in EXCLUSIONS:
+        raise InputError(f"unknown exclusion rule {exclude!r}; use one of {', '.join(EXCLUSIONS)}.")
     if queries.shape[0] != reference.shape[0]:
         raise InputError("queries and reference must be aligned (the same number of points).")
     if batch_size < 3:
@@ -178,12 +190,18 @@ def lid_in_batches(
     if 0 < n - full < 3 and full:  # a tiny last batch joins the one before
         full -= b
     out = []
+
+    def knn(qv: torch.Tensor, rv: torch.Tensor, kk: int) -> torch.Tensor:
+        if exclude == "position":
+            return _knn(qv, rv, kk, True)
+        return _knn(qv, rv, kk + 1, False)[..., 1:]  # drop each query's nearest
+
     if full:
         kk = min(k, b - 1)
         qv = q[:full].view(-1, b, q.shape[1])
         rv = qv if same else ref[:full].view(-1, b, q.shape[1])
-        out.append(_estimate(_knn(qv, rv, kk, True), estimator).flatten())
+        out.append(_estimate(knn(qv, rv, kk), estimator).flatten())
     if full < n:
         kk = min(k, n - full - 1)
-        out.append(lid(q[full:], ref[full:], kk, estimator, exclude_self=True))
+        out.append(_estimate(knn(q[full:][None], ref[full:][None], kk), estimator)[0])
     return torch.cat(out)

@@ -20,7 +20,7 @@ from torch import nn
 
 from trustlab.defenses.detection.base import FeatureDetector
 from trustlab.errors import InputError
-from trustlab.metrics.lid import lid, lid_in_batches
+from trustlab.metrics.lid import EXCLUSIONS, lid, lid_in_batches
 from trustlab.models.wrappers import feature_taps, stage_layers
 from trustlab.registry import DETECTORS
 from trustlab.utils.modules import device_of, frozen
@@ -48,6 +48,11 @@ class LIDDetector(FeatureDetector):
         batch_size: the clean minibatch a point is compared with (default 100, the paper's).
         classifier: ``"lr"`` (default, the paper's) or ``"rf"``.
         seed: seeds the random forest (default 0).
+        exclude: how a noisy or adversarial copy keeps its own clean original out of its
+            neighbours: ``"position"`` (default: that point, by its position in the aligned
+            minibatch) or ``"nearest"`` (the authors' code: drop every query's nearest clean
+            point, which in deep layers is often another image); see
+            :func:`~trustlab.metrics.lid.lid_in_batches`.
 
     Shape:
         as :class:`~trustlab.defenses.detection.base.FeatureDetector`.
@@ -68,8 +73,14 @@ class LIDDetector(FeatureDetector):
         batch_size: int = 100,
         classifier: str = "lr",
         seed: int = 0,
+        exclude: str = "position",
     ) -> None:
         super().__init__(classifier, seed)
+        if exclude not in EXCLUSIONS:
+            raise InputError(
+                f"unknown exclusion rule {exclude!r}; use one of {', '.join(EXCLUSIONS)}."
+            )
+        self.exclude = exclude
         self.model = model
         self.layers = list(layers) if layers is not None else stage_layers(model)
         self.k, self.batch_size = k, batch_size
@@ -99,9 +110,8 @@ class LIDDetector(FeatureDetector):
         ac, an, aa = (self.activations(t) for t in (clean, noisy, adversarial))
         out = ([], [], [])
         for c, n, a in zip(ac, an, aa, strict=True):
-            out[0].append(lid_in_batches(c, c, self.batch_size, self.k))
-            out[1].append(lid_in_batches(n, c, self.batch_size, self.k))
-            out[2].append(lid_in_batches(a, c, self.batch_size, self.k))
+            for i, q in enumerate((c, n, a)):
+                out[i].append(lid_in_batches(q, c, self.batch_size, self.k, exclude=self.exclude))
         return tuple(torch.stack(o, 1).double().cpu().numpy() for o in out)
 
     def fit(self, clean, adversarial, noisy=None):
