@@ -85,3 +85,25 @@ def test_all_of_combines_verdicts() -> None:
     assert all_of(part("PASS"), part(True))(table) == ("PASS", "part PASS; part True")
     assert all_of(part("PASS"), part("INCONCLUSIVE"))(table)[0] == "INCONCLUSIVE"
     assert all_of(part("INCONCLUSIVE"), part(False))(table)[0] == "FAIL"
+
+
+def test_per_seed_paired_and_noted() -> None:
+    from trustlab.experiments.base import noted, paired
+
+    rows = [
+        {"m": "a", "seed": 0, "x": 1.0},
+        {"m": "a", "seed": 1, "x": 3.0},
+        {"m": "b", "seed": 0, "x": 0.5},
+        {"m": "b", "seed": 2, "x": 9.0},
+        {"m": "b", "seed": 1},  # no value: left out
+    ]
+    t = ResultTable(("m",), ("x",), rows)
+    assert t.per_seed("x", m="a") == {0: 1.0, 1: 3.0} and t.per_seed("x", m="b") == {0: 0.5, 2: 9.0}
+    assert paired(t.per_seed("x", m="a"), t.per_seed("x", m="b")) == {0: 0.5}
+    assert paired({0: 4.0}, {0: 2.0}, lambda a, b: a / b) == {0: 2.0}
+    check = noted(lambda _t: ("PASS", "judged"), lambda _t: "shown")
+    assert check(t) == ("PASS", "judged; shown")
+    assert noted(lambda _t: (True, "judged"), lambda _t: "shown", before=True)(t) == (
+        True,
+        "shown; judged",
+    )

@@ -67,25 +67,18 @@ TARGET = 0
 _EPS = 1e-9
 
 
-def _advtrojan(metric: str) -> Callable[[ResultTable], dict[int, float]]:
-    """``{seed: metric}`` of the AdvTrojan model's rows."""
-
-    def values(t: ResultTable) -> dict[int, float]:
-        return {
-            int(r.get("seed", 0)): float(r[metric])
-            for r in t.rows
-            if r.get("model") == "advtrojan" and metric in r
-        }
-
-    return values
-
-
 def _rate(
     metric: str, op: str, threshold: float, what: str
 ) -> Callable[[ResultTable], tuple[str, str]]:
     slack = -_EPS if op == ">=" else _EPS
     return interval_check(
-        _advtrojan(metric), op, threshold + slack, what=what, scale=100, unit="%", digits=1
+        lambda t: t.per_seed(metric, model="advtrojan"),
+        op,
+        threshold + slack,
+        what=what,
+        scale=100,
+        unit="%",
+        digits=1,
     )
 
 

@@ -88,6 +88,8 @@ from trustlab.experiments.base import (
     ResultTable,
     all_of,
     interval_check,
+    noted,
+    paired,
     register_experiment,
 )
 from trustlab.models.spec import ModelSpec
@@ -127,33 +129,18 @@ _TOL = 1e-9
 ASR_BAR, ACC_DROP, ANOMALY_BAR = 0.95, 0.02, 2.0
 
 
-def _per_seed(metric: str, model: str) -> Callable[[ResultTable], dict[int, float]]:
-    """``{seed: metric}`` of the rows of ``model``."""
-
-    def values(t: ResultTable) -> dict[int, float]:
-        return {
-            int(r.get("seed", 0)): float(r[metric])
-            for r in t.rows
-            if r["model"] == model and metric in r
-        }
-
-    return values
-
-
 def _acc_drop(model: str) -> Callable[[ResultTable], dict[int, float]]:
     """``{seed: C-Acc of the clean model - C-Acc of model}`` for the seeds that have both."""
 
     def values(t: ResultTable) -> dict[int, float]:
-        clean = _per_seed("clean_acc", "clean")(t)
-        acc = _per_seed("clean_acc", model)(t)
-        return {k: clean[k] - acc[k] for k in sorted(set(clean) & set(acc))}
+        return paired(t.per_seed("clean_acc", model="clean"), t.per_seed("clean_acc", model=model))
 
     return values
 
 
 def _asr_check(model: str) -> Callable[[ResultTable], tuple[str, str]]:
     return interval_check(
-        _per_seed("asr", model),
+        lambda t: t.per_seed("asr", model=model),
         ">=",
         ASR_BAR - _TOL,
         what=f"{model}: ASR",
@@ -163,20 +150,8 @@ def _asr_check(model: str) -> Callable[[ResultTable], tuple[str, str]]:
     )
 
 
-def _noted(
-    check: Callable[[ResultTable], tuple[str, str]], note: Callable[[ResultTable], str]
-) -> Callable[[ResultTable], tuple[str, str]]:
-    """``check`` with ``note(table)`` (numbers that inform but do not decide) before its detail."""
-
-    def noted(t: ResultTable) -> tuple[str, str]:
-        outcome, detail = check(t)
-        return outcome, f"{note(t)}; {detail}"
-
-    return noted
-
-
 #: claim 1: for each claimed backdoor, ASR >= 95% and C-Acc drop from the clean model <= 2 points
-_asr_and_acc = _noted(
+_asr_and_acc = noted(
     all_of(
         *(
             part
@@ -196,25 +171,26 @@ _asr_and_acc = _noted(
         )
     ),
     lambda t: f"clean model C-Acc {100 * t.mean('clean_acc', model='clean'):.1f}%",
+    before=True,
 )
 
 #: claim 2: NC flags BadNets' target (index > 2) and no class of the evader, which keeps its ASR
-_nc_evasion = _noted(
+_nc_evasion = noted(
     all_of(
         interval_check(
-            _per_seed("nc_target_flagged", "badnets"),
+            lambda t: t.per_seed("nc_target_flagged", model="badnets"),
             ">=",
             1.0,
             what="BadNets: target flagged (1 yes, 0 no)",
         ),
         interval_check(
-            _per_seed("nc_anomaly", "badnets"),
+            lambda t: t.per_seed("nc_anomaly", model="badnets"),
             ">",
             ANOMALY_BAR,
             what="BadNets: target anomaly index",
         ),
         interval_check(
-            _per_seed("nc_flagged", EVADER),
+            lambda t: t.per_seed("nc_flagged", model=EVADER),
             "<=",
             0.0,
             what=f"{EVADER}: classes flagged",
@@ -222,6 +198,7 @@ _nc_evasion = _noted(
         _asr_check(EVADER),
     ),
     lambda t: f"{EVADER}: target anomaly index {t.mean('nc_anomaly', model=EVADER):.2f}",
+    before=True,
 )
 
 

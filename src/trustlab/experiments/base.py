@@ -154,6 +154,32 @@ class Claim:
         return ClaimResult(self.name, self.text, bool(outcome), detail)
 
 
+def paired(
+    a: dict[int, float],
+    b: dict[int, float],
+    fn: Callable[[float, float], float] = lambda x, y: x - y,
+) -> dict[int, float]:
+    """``{seed: fn(a[seed], b[seed])}`` for the seeds both have (default: the difference
+    ``a - b``): a method against its baseline on the same seed."""
+    return {k: fn(a[k], b[k]) for k in sorted(set(a) & set(b))}
+
+
+def noted(
+    check: Callable[[ResultTable], tuple[bool | str, str]],
+    note: Callable[[ResultTable], str],
+    before: bool = False,
+) -> Callable[[ResultTable], tuple[bool | str, str]]:
+    """``check`` with ``note(table)`` (numbers that inform but do not decide) after its detail
+    (``before``: in front of it)."""
+
+    def with_note(table: ResultTable) -> tuple[bool | str, str]:
+        outcome, detail = check(table)
+        text = note(table)
+        return outcome, f"{text}; {detail}" if before else f"{detail}; {text}"
+
+    return with_note
+
+
 def all_of(
     *checks: Callable[[ResultTable], tuple[bool | str, str]],
 ) -> Callable[[ResultTable], tuple[str, str]]:
@@ -270,6 +296,15 @@ class ResultTable:
         if not rows:
             raise KeyError(f"no rows match {where}")
         return statistics.fmean(float(r[metric]) for r in rows)
+
+    def per_seed(self, metric: str, **where: Any) -> dict[int, float]:
+        """``{seed: metric}`` of the rows matching ``where`` that have ``metric`` (what a claim
+        judged per seed reads, e.g. ``table.per_seed("asr", model="badnets")``)."""
+        return {
+            int(r.get("seed", 0)): float(r[metric])
+            for r in self.rows
+            if metric in r and all(r.get(k) == v for k, v in where.items())
+        }
 
     def has(self, **where: Any) -> bool:
         return any(all(r.get(k) == v for k, v in where.items()) for r in self.rows)

@@ -28,7 +28,6 @@ success under the random transformations (>= 60%).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ from trustlab.experiments.base import (
     Preset,
     ResultTable,
     interval_check,
+    noted,
+    paired,
     register_experiment,
     train_and_save,
 )
@@ -57,36 +58,15 @@ METHODS = ("pgd", "advcam", "advcam-eot")
 _TOL = 1e-9
 
 
-def _per_seed(metric: str, method: str) -> Callable[[ResultTable], dict[int, float]]:
-    """``{seed: metric}`` of the rows of ``method``."""
-
-    def values(t: ResultTable) -> dict[int, float]:
-        return {int(r.get("seed", 0)): float(r[metric]) for r in t.rows if r["method"] == method}
-
-    return values
-
-
 def _style_ratio(t: ResultTable) -> dict[int, float]:
     """``{seed: AdvCam's style loss / PGD's}`` for the seeds that have both (NaN where PGD's is
     0)."""
-    cam, pgd = _per_seed("style_loss", "advcam")(t), _per_seed("style_loss", "pgd")(t)
-    return {k: cam[k] / pgd[k] if pgd[k] else math.nan for k in sorted(set(cam) & set(pgd))}
-
-
-def _noted(
-    check: Callable[[ResultTable], tuple[str, str]], note: Callable[[ResultTable], str]
-) -> Callable[[ResultTable], tuple[str, str]]:
-    """``check`` with ``note(table)`` (numbers that inform but do not decide) after its detail."""
-
-    def noted(t: ResultTable) -> tuple[str, str]:
-        outcome, detail = check(t)
-        return outcome, f"{detail}; {note(t)}"
-
-    return noted
+    cam, pgd = t.per_seed("style_loss", method="advcam"), t.per_seed("style_loss", method="pgd")
+    return paired(cam, pgd, lambda c, p: c / p if p else math.nan)
 
 
 _success = interval_check(
-    _per_seed("success", "advcam"),
+    lambda t: t.per_seed("success", method="advcam"),
     ">=",
     0.8 - _TOL,
     what="AdvCam success",
@@ -94,7 +74,7 @@ _success = interval_check(
     unit="%",
     digits=1,
 )
-_style = _noted(
+_style = noted(
     interval_check(_style_ratio, "<=", 0.5, what="style loss AdvCam / PGD"),
     lambda t: (
         f"style loss AdvCam {t.mean('style_loss', method='advcam'):.3g} vs PGD "
@@ -102,9 +82,9 @@ _style = _noted(
         f"{100 * t.mean('success', method='pgd'):.1f}% (means over seeds)"
     ),
 )
-_eot = _noted(
+_eot = noted(
     interval_check(
-        _per_seed("transformed_success", "advcam-eot"),
+        lambda t: t.per_seed("transformed_success", method="advcam-eot"),
         ">=",
         0.6 - _TOL,
         what="AdvCam-EOT success under random transformations",

@@ -35,6 +35,7 @@ from trustlab.experiments.base import (
     Preset,
     ResultTable,
     interval_check,
+    paired,
     register_experiment,
 )
 from trustlab.generative.inpainting import (
@@ -54,11 +55,7 @@ def _paired(metric: str) -> Callable[[ResultTable], dict[int, float]]:
     """``{seed: both - none}`` of ``metric`` for the seeds that have both variants."""
 
     def values(t: ResultTable) -> dict[int, float]:
-        by: dict[str, dict[int, float]] = {}
-        for row in t.rows:
-            by.setdefault(row["variant"], {})[int(row.get("seed", 0))] = float(row[metric])
-        none, both = by.get("none", {}), by.get("both", {})
-        return {k: both[k] - none[k] for k in sorted(set(none) & set(both))}
+        return paired(t.per_seed(metric, variant="both"), t.per_seed(metric, variant="none"))
 
     return values
 

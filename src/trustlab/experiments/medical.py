@@ -52,6 +52,7 @@ from trustlab.experiments.base import (
     ResultTable,
     all_of,
     interval_check,
+    paired,
     register_experiment,
     train_and_save,
 )
@@ -63,19 +64,11 @@ from trustlab.train.trainer import check_model_fits
 MEDICAL, NATURAL = "fundus2", "shapes10"
 
 
-def _per_seed(t: ResultTable, metric: str, dataset: str) -> dict[int, float]:
-    """``{seed: metric}`` of the rows of ``dataset``."""
-    return {
-        int(r.get("seed", 0)): float(r[metric])
-        for r in t.rows
-        if r.get("dataset") == dataset and metric in r
-    }
-
-
 def _robustness_gap(t: ResultTable) -> dict[int, float]:
     """Per seed: robust accuracy of the natural-style model - the medical-style model's."""
-    med, nat = _per_seed(t, "robust_acc", MEDICAL), _per_seed(t, "robust_acc", NATURAL)
-    return {k: nat[k] - med[k] for k in sorted(set(med) & set(nat))}
+    return paired(
+        t.per_seed("robust_acc", dataset=NATURAL), t.per_seed("robust_acc", dataset=MEDICAL)
+    )
 
 
 _GAP = interval_check(
@@ -97,7 +90,7 @@ def _less_robust(t: ResultTable) -> tuple[str, str]:
 
 
 def _auc(metric: str) -> Callable[[ResultTable], dict[int, float]]:
-    return lambda t: _per_seed(t, metric, MEDICAL)
+    return lambda t: t.per_seed(metric, dataset=MEDICAL)
 
 
 @register_experiment

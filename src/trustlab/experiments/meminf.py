@@ -53,7 +53,6 @@ interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,6 +66,8 @@ from trustlab.experiments.base import (
     ResultTable,
     all_of,
     interval_check,
+    noted,
+    paired,
     register_experiment,
 )
 from trustlab.models.spec import ModelSpec
@@ -83,43 +84,12 @@ REPORTED_ATTACKS = ("loss", "confidence", "lira")
 MEASURES = ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage")
 
 
-def _per_seed(t: ResultTable, metric: str, model: str) -> dict[int, float]:
-    """``{seed: metric}`` of the rows of ``model``."""
-    return {
-        int(r.get("seed", 0)): float(r[metric])
-        for r in t.rows
-        if r.get("model") == model and metric in r
-    }
-
-
-def _paired(
-    t: ResultTable, fn: Callable[[dict[str, float], dict[str, float]], float], a: str, b: str
-) -> dict[int, float]:
-    """``{seed: fn(row of model a, row of model b)}`` for the seeds that have both rows."""
-    rows: dict[str, dict[int, dict[str, float]]] = {}
-    for r in t.rows:
-        rows.setdefault(r.get("model", ""), {})[int(r.get("seed", 0))] = r
-    ra, rb = rows.get(a, {}), rows.get(b, {})
-    return {k: fn(ra[k], rb[k]) for k in sorted(set(ra) & set(rb))}
-
-
-def _with_context(
-    check: Callable[[ResultTable], tuple[str, str]], context: Callable[[ResultTable], str]
-) -> Callable[[ResultTable], tuple[str, str]]:
-    """``check`` with the numbers ``context`` gives (shown, not judged) after its detail."""
-
-    def wrapped(t: ResultTable) -> tuple[str, str]:
-        outcome, detail = check(t)
-        return outcome, f"{detail}; {context(t)}"
-
-    return wrapped
-
-
 def _lira_gain(t: ResultTable) -> dict[int, float]:
     """Per seed, on the undefended target: LiRA's TPR at 1% FPR - the loss threshold's."""
-    lira = _per_seed(t, "lira_tpr_at_1fpr", "undefended")
-    loss = _per_seed(t, "loss_tpr_at_1fpr", "undefended")
-    return {k: lira[k] - loss[k] for k in sorted(set(lira) & set(loss))}
+    return paired(
+        t.per_seed("lira_tpr_at_1fpr", model="undefended"),
+        t.per_seed("loss_tpr_at_1fpr", model="undefended"),
+    )
 
 
 def _lira_context(t: ResultTable) -> str:
@@ -131,19 +101,22 @@ def _lira_context(t: ResultTable) -> str:
     )
 
 
-def _cut(base: dict[str, float], defended: dict[str, float]) -> float:
+def _cut(base: float, defended: float) -> float:
     """The relative cut of the membership advantage, ``1 - defended / base``; an undefended
     advantage of 0 leaves nothing to cut and counts as no cut (0)."""
-    b = base["advantage"]
-    return 1 - defended["advantage"] / b if b > 0 else 0.0
+    return 1 - defended / base if base > 0 else 0.0
+
+
+def _undefended_vs(t: ResultTable, metric: str, model: str) -> tuple[dict, dict]:
+    return t.per_seed(metric, model="undefended"), t.per_seed(metric, model=model)
 
 
 def _jem_cut(t: ResultTable) -> dict[int, float]:
-    return _paired(t, _cut, "undefended", "jem")
+    return paired(*_undefended_vs(t, "advantage", "jem"), _cut)
 
 
 def _jem_acc_loss(t: ResultTable) -> dict[int, float]:
-    return _paired(t, lambda u, d: u["test_acc"] - d["test_acc"], "undefended", "jem")
+    return paired(*_undefended_vs(t, "test_acc", "jem"))
 
 
 def _jem_context(t: ResultTable) -> str:
@@ -157,14 +130,14 @@ def _jem_context(t: ResultTable) -> str:
 
 def _dp_gain(t: ResultTable) -> dict[int, float]:
     """Per seed: the undefended target's advantage - the DP-SGD model's (> 0: a cut)."""
-    return _paired(t, lambda u, d: u["advantage"] - d["advantage"], "undefended", "dp-sgd")
+    return paired(*_undefended_vs(t, "advantage", "dp-sgd"))
 
 
 def _dp_epsilon(t: ResultTable) -> tuple[bool, str]:
     """Every DP-SGD model's spent epsilon <= 8: a bound the accountant guarantees for each
     model, not a noisy measurement, so it is checked on the largest over seeds (no interval)."""
-    eps = _per_seed(t, "epsilon", "dp-sgd")
-    delta = _per_seed(t, "delta", "dp-sgd")
+    eps = t.per_seed("epsilon", model="dp-sgd")
+    delta = t.per_seed("delta", model="dp-sgd")
     if not eps:
         return False, "DP-SGD: no epsilon recorded"
     top = max(eps.values())
@@ -240,7 +213,7 @@ class MembershipInferenceJEM(Experiment):
         Claim(
             "lira-beats-threshold",
             "on the overfit target, LiRA's TPR at 1% FPR exceeds the loss-threshold attack's",
-            _with_context(
+            noted(
                 interval_check(
                     _lira_gain,
                     ">",
@@ -257,7 +230,7 @@ class MembershipInferenceJEM(Experiment):
             "jem-defense",
             "the JEM defense cuts membership advantage by >= 50% while losing <= 10 points of "
             "accuracy",
-            _with_context(
+            noted(
                 all_of(
                     # 1e-9 on each threshold: slack for floating-point rounding, as the numbers are
                     # ratios and differences of rates
@@ -286,7 +259,7 @@ class MembershipInferenceJEM(Experiment):
         Claim(
             "dp-sgd",
             "DP-SGD at epsilon <= 8 also cuts membership advantage",
-            _with_context(
+            noted(
                 all_of(
                     _dp_epsilon,
                     interval_check(

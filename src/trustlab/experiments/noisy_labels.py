@@ -43,6 +43,7 @@ from trustlab.experiments.base import (
     ResultTable,
     all_of,
     interval_check,
+    paired,
     register_experiment,
 )
 from trustlab.metrics.stats import bootstrap_ci, verdict
@@ -88,12 +89,10 @@ def _paired_gap(noise: str, loss: str) -> Callable[[ResultTable], dict[int, floa
     loss of a seed sees the same noisy labels and initial weights, so the gap is paired)."""
 
     def values(t: ResultTable) -> dict[int, float]:
-        by: dict[str, dict[int, float]] = {}
-        for row in t.rows:
-            if row["noise"] == noise and row["loss"] in (loss, "ce"):
-                by.setdefault(row["loss"], {})[int(row.get("seed", 0))] = float(row["last_acc"])
-        mine, ce = by.get(loss, {}), by.get("ce", {})
-        return {k: mine[k] - ce[k] for k in sorted(set(mine) & set(ce))}
+        return paired(
+            t.per_seed("last_acc", noise=noise, loss=loss),
+            t.per_seed("last_acc", noise=noise, loss="ce"),
+        )
 
     return values
 

@@ -28,7 +28,6 @@ construction (only target-class images are poisoned, labels unchanged).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,25 +67,24 @@ TARGET = 0
 _EPS = 1e-9
 
 
-def _refool(metric: str) -> Callable[[ResultTable], dict[int, float]]:
-    """``{seed: metric}`` of the ranked Refool model's rows."""
-
-    def values(t: ResultTable) -> dict[int, float]:
-        return {
-            int(r.get("seed", 0)): float(r[metric])
-            for r in t.rows
-            if r.get("model") == "refool" and metric in r
-        }
-
-    return values
-
-
 _PARTS = all_of(
     interval_check(
-        _refool("asr"), ">=", 0.70 - _EPS, what="Refool ASR", scale=100, unit="%", digits=1
+        lambda t: t.per_seed("asr", model="refool"),
+        ">=",
+        0.70 - _EPS,
+        what="Refool ASR",
+        scale=100,
+        unit="%",
+        digits=1,
     ),
     interval_check(
-        _refool("rate"), "<=", 0.05 + _EPS, what="poisoned", scale=100, unit="%", digits=1
+        lambda t: t.per_seed("rate", model="refool"),
+        "<=",
+        0.05 + _EPS,
+        what="poisoned",
+        scale=100,
+        unit="%",
+        digits=1,
     ),
 )
 

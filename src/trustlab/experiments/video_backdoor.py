@@ -48,6 +48,7 @@ from trustlab.experiments.base import (
     Preset,
     ResultTable,
     interval_check,
+    paired,
     register_experiment,
     train_model,
 )
@@ -62,12 +63,8 @@ TARGET = 0
 def _excess(t: ResultTable) -> dict[int, float]:
     """``{seed: ASR(adversarial) - 2 ASR(plain)}`` for the seeds that ran both attacks (their ASRs
     are rates on the same test inputs, so an ASR exactly twice the other gives exactly 0)."""
-    by: dict[str, dict[int, float]] = {}
-    for row in t.rows:
-        if row.get("model") in ("adversarial", "plain") and "asr" in row:
-            by.setdefault(row["model"], {})[int(row.get("seed", 0))] = float(row["asr"])
-    adv, plain = by.get("adversarial", {}), by.get("plain", {})
-    return {k: adv[k] - 2 * plain[k] for k in sorted(set(adv) & set(plain))}
+    adv, plain = t.per_seed("asr", model="adversarial"), t.per_seed("asr", model="plain")
+    return paired(adv, plain, lambda a, p: a - 2 * p)
 
 
 _TWICE = interval_check(
