@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.trustlab-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench data lint setup clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,25 @@ bench: $(STAMP)
 	@$(PY) -m pip install --quiet -e ".[dev,bench]"
 	@$(PY) -m pip install --quiet --no-deps torchattacks  # it asks for torchvision; not needed
 	@for f in benchmarks/*.py; do echo "[bench] $$f"; $(PY) $$f || exit 1; done
+
+data: $(STAMP)
+	@echo "[data] Fashion-MNIST (real: 60,000 + 10,000 grey 28x28 images), from Debian's dataset-fashion-mnist"
+	@have() { $(PY) -c "from trustlab.data import load_dataset; load_dataset('fashion-mnist', 'test')" 2>/dev/null; }; \
+	if have; then \
+	  echo "[data] already there: trustlab finds it (try: $(VENV)/bin/trustlab datasets)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "[data] apt-get install -y dataset-fashion-mnist (into /usr/share/datasets/fashion-mnist)"; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } || exit 1; \
+	  have && echo "[data] done: trustlab finds it" || { echo "[data] installed but not found"; exit 1; }; \
+	elif [ "$(DOWNLOAD)" = 1 ]; then \
+	  echo "[data] downloading from the official address (MD5-checked) into $${TRUSTLAB_DATA:-./data}/fashion-mnist"; \
+	  $(PY) -c "from trustlab.data.files import download_dataset; download_dataset('fashion-mnist')" || exit 1; \
+	else \
+	  echo "[data] not installed and not root. Either, as root: apt-get install dataset-fashion-mnist"; \
+	  echo "[data] or download it once (MD5-checked): make data DOWNLOAD=1"; \
+	  exit 1; \
+	fi
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check src tests benchmarks
