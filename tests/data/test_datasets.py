@@ -211,3 +211,34 @@ def test_tiny_data_shards_for_many_ranks() -> None:
     assert [s.tolist() for s in shards] == [[0], [0], [0], [0]]
     shards = [epoch_indices(3, False, 0, rank=r, world_size=8) for r in range(8)]
     assert all(s.numel() == 1 for s in shards)
+
+
+def test_stratified_subset_keeps_class_shares_and_is_seeded() -> None:
+    from trustlab.data import ArrayDataset
+
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    data = ArrayDataset(torch.rand(100, 1, 4, 4), y, ("a", "b", "c"), (0.5,), (0.5,))
+    small = data.stratified(10, seed=3)
+    assert len(small) == 10
+    assert torch.bincount(small.y, minlength=3).tolist() == [5, 3, 2]
+    again = data.stratified(10, seed=3)
+    assert torch.equal(small.x, again.x)
+    assert not torch.equal(small.x, data.stratified(10, seed=4).x)
+    # largest remainder: 7 of (50, 30, 20) -> quotas 3.5, 2.1, 1.4 -> 3 + 2 + 1, then +1 to class 0
+    assert torch.bincount(data.stratified(7).y, minlength=3).tolist() == [4, 2, 1]
+    # rows are real rows of the original, in their original order, without repeats
+    rows = [int(torch.nonzero((data.x == r).all(dim=(1, 2, 3))).flatten()[0]) for r in small.x]
+    assert rows == sorted(set(rows))
+    assert data.stratified(100) is data and data.stratified(500) is data
+    with pytest.raises(InputError, match="subset size"):
+        data.stratified(0)
+
+
+def test_preset_train_and_test_size_take_a_fixed_subset() -> None:
+    from trustlab.experiments.base import Preset
+
+    pre = Preset("p", "digits", "mlp", seeds=1, options={"train_size": 100, "test_size": 50})
+    train, test = pre.load("train"), pre.load("test")
+    assert (len(train), len(test)) == (100, 50)
+    assert torch.equal(train.x, pre.load("train").x)
+    assert len(Preset("p", "digits", "mlp", seeds=1).load("test")) == 360

@@ -152,6 +152,35 @@ class ArrayDataset(Dataset):
             setattr(out, key, value)
         return out
 
+    def stratified(self, n: int, seed: int = 0) -> ArrayDataset:
+        """A class-stratified random subset of ``n`` samples (``n >= len(self)``: everything).
+
+        Each class keeps its share of the dataset (largest-remainder rounding, so the counts add
+        up to ``n``); which samples is drawn with ``seed``, and the result keeps the original
+        order. The same ``n`` and ``seed`` give the same subset.
+
+        Example::
+
+            small = load_dataset("fashion-mnist", "train").stratified(10_000)
+        """
+        if n < 1:
+            raise InputError(f"subset size must be >= 1, got {n}.")
+        if n >= len(self):
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        counts = torch.bincount(self.y, minlength=self.num_classes)
+        quota = counts.double() * n / len(self)
+        take = quota.floor().long()
+        short = n - int(take.sum())
+        if short:  # largest remainders first, ties by class index
+            order = torch.argsort(quota - take, descending=True, stable=True)
+            take[order[:short]] += 1
+        picked = []
+        for c in torch.nonzero(counts).flatten().tolist():
+            members = torch.nonzero(self.y == c).flatten()
+            picked.append(members[torch.randperm(len(members), generator=gen)[: int(take[c])]])
+        return self.subset(torch.sort(torch.cat(picked)).values)
+
     def __repr__(self) -> str:
         return (
             f"ArrayDataset(name={self.name!r}, n={len(self)}, shape={self.input_shape}, "

@@ -83,10 +83,17 @@ class Preset:
         return out
 
     def load(self, split: str) -> Any:
-        """Split ``split`` of the preset's dataset (from ``options["data_root"]`` if set)."""
+        """Split ``split`` of the preset's dataset (from ``options["data_root"]`` if set).
+
+        ``options["train_size"]`` / ``options["test_size"]`` take a fixed class-stratified
+        subset of that split (:meth:`~trustlab.data.ArrayDataset.stratified`, seed 0: the same
+        samples for every seed of a run, so the interval measures training, not sampling).
+        """
         from trustlab.data import load_dataset
 
-        return load_dataset(self.dataset, split, root=self.options.get("data_root"))
+        data = load_dataset(self.dataset, split, root=self.options.get("data_root"))
+        size = self.options.get(f"{split}_size")
+        return data if size is None else data.stratified(int(size), seed=0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
