@@ -209,6 +209,16 @@ def test_fixed_maps() -> None:
     assert MNIST_MAP == {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
     assert asymmetric_map("CIFAR10") == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
     assert asymmetric_map("cifar10") is not CIFAR10_MAP  # a copy: callers may edit it
+    fashion = asymmetric_map("fashion-mnist")  # T-shirt->Shirt, Pullover<->Coat, ->Sneaker
+    names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker")
+    names += ("Bag", "Ankle boot")
+    assert {names[a]: names[b] for a, b in fashion.items()} == {
+        "T-shirt/top": "Shirt",
+        "Pullover": "Coat",
+        "Coat": "Pullover",
+        "Sandal": "Sneaker",
+        "Ankle boot": "Sneaker",
+    }
     with pytest.raises(InputError, match="cifar10") as exc:
         asymmetric_map("svhn-like")
     assert "shapes10" in str(exc.value) and "sym:ETA" in str(exc.value)
