@@ -10,10 +10,17 @@ schedule from ``2 * eps`` toward 0 over each stage (restarted at stage 2), see
 :func:`cosine_step`. Every iterate is checked and, per sample, the first misclassifying one is
 kept (any run, any step); samples never fooled get the last iterate of the last run.
 
-MDMT runs the same two stages once per target ``t`` among the ``n_target_classes`` largest other
-clean logits, with ``z_max`` replaced by ``z_t`` (stage 1 alternates the term like MD's runs:
-target index even ``-z_y``, odd ``z_t``; stage 2 maximises ``z_t - z_y``), keeping the first
-success. :func:`imbalance_ratio` is the paper's imbalanced-gradient diagnostic.
+MDMT runs, for every target ``t`` among the ``n_target_classes`` largest other clean logits, the
+two runs of MD with ``z_max`` replaced by ``z_t``: stage 1 maximises ``-z_y`` in the first run and
+``z_t`` in the second, stage 2 maximises ``z_t - z_y`` in both; so every target gets both stage-1
+terms, as the reference ``MDMTAttack`` does (HanxunH/MDAttack ``attacks/MD.py``: ``for r in
+range(2)`` inside the loop over targets), ``2 * n_target_classes`` runs in all. The first success
+is kept. Where trustlab departs from that code: the reference ranks all ``K`` classes by their
+clean logit, the true class included (a run on ``t = y`` has a zero objective), and goes from the
+second-lowest up to the highest, then the lowest; trustlab takes the ``K - 1`` other classes (the
+same targets for ``K = 10``, without the empty one) from the highest down, which changes only
+which success is kept, not whether. :func:`imbalance_ratio` is the paper's imbalanced-gradient
+diagnostic.
 
 Defaults (the paper's CIFAR-10 setting): ``eps = 8/255``, L-inf, ``steps = 50``, ``switch = 20``,
 ``restarts = 2`` (MD), ``n_target_classes = 9`` (MDMT), uniform random start per run. L2 (not in
@@ -210,11 +217,13 @@ class MD(Attack):
     threat="white-box, untargeted at the interface (targeted runs), L-inf (or L2) ball",
 )
 class MDMT(MD):
-    """Multi-targeted Margin Decomposition: one two-stage run per target among the
-    ``n_target_classes`` (default 9, capped at K-1) largest other clean logits, the second margin
-    term being ``z_t``; called untargeted, ``MDMT(model)(x, y)``. Other arguments as :class:`MD`.
+    """Multi-targeted Margin Decomposition: for each target among the ``n_target_classes``
+    (default 9, capped at K-1) largest other clean logits, two two-stage runs whose second margin
+    term is ``z_t``, one per stage-1 term (``-z_y``, then ``z_t``), as the reference
+    ``MDMTAttack``; called untargeted, ``MDMT(model)(x, y)``. Other arguments as :class:`MD`.
 
-    Ma et al., "Imbalanced Gradients", arXiv:2006.13726 (the paper's MD-MT).
+    Ma et al., "Imbalanced Gradients", arXiv:2006.13726 (the paper's MD-MT); reference code
+    HanxunH/MDAttack ``attacks/MD.py`` (see the module for the target order).
 
     Args:
         model, eps, steps, switch, norm, seed: as :class:`MD` (defaults ``8/255``, 50, 20,
@@ -255,7 +264,8 @@ class MDMT(MD):
             raise InputError(f"MDMT needs a model with at least 2 classes, it has {k}.")
         order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
         n = min(self.n_target_classes, k - 1)
-        return self._attack(x, y, [order[:, i] for i in range(n)])
+        # runs 2i (stage 1: -z_y) and 2i+1 (stage 1: z_t) both target order[:, i]
+        return self._attack(x, y, [order[:, i] for i in range(n) for _ in range(2)])
 
 
 def imbalance_ratio(
