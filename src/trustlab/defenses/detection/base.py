@@ -12,6 +12,17 @@ and Feinman et al. (KD/BU, 2017):
   minibatch), then a standard scaler and a logistic regression (or random forest) are fit on a
   random 80% training split only, and ROC-AUC is measured on the other 20%; 3 random splits.
 
+The split is drawn over *source inputs*, not rows: the clean, noisy and adversarial copies of one
+input go to the same side (``split="source"``, the default), as the LID authors' code does
+(``block_split`` in xingjunm/lid_adversarial_subspace_detection ``util.py``: the first 80% of the
+inputs, all three copies of each, train the classifier). Splitting rows at random (``"row"``, what
+the medical paper's released ``detect_adv_examples.py`` does with ``train_test_split``) puts the
+clean twin of a test adversarial example in the training set, so the classifier can match a test
+point to its twin rather than recognise adversarial features; trustlab keeps it only to measure
+that leak (see ``docs/detection.md``). Where trustlab departs from the LID code: the sources are
+drawn at random for each of the 3 splits (methods.md, the medical paper) instead of taking the
+first 80% once.
+
 :class:`InputDetector` is the protocol of a fitted detector (``fit``, ``score``: higher means more
 likely adversarial), so that detectors plug into the defenses and the benchmark alike.
 """
@@ -63,6 +74,10 @@ class DetectionSet:
         labels: ``(M,)`` their true classes.
         attack_success: the attack's success among the correctly classified inputs.
         n_correct: how many inputs were correctly classified.
+        sources: ``(M,)`` int64, the index of each row's source input in the ``x`` given to
+            :func:`build_detection_set` (default ``None``: row ``i`` is its own source). Two sets
+            built from the same ``x`` (two attacks) share source indices, which keeps a
+            cross-attack test off the inputs the detector was trained on.
 
     Example::
 
@@ -76,6 +91,25 @@ class DetectionSet:
     labels: torch.Tensor
     attack_success: float  # among correctly classified inputs
     n_correct: int
+    sources: torch.Tensor | None = None
+
+    def source_ids(self) -> np.ndarray:
+        """``(M,)`` source index of each row (``sources``, or ``0 .. M-1`` when unknown);
+        checks that the three copies are aligned."""
+        m = len(self.clean)
+        if len(self.noisy) != m or len(self.adversarial) != m:
+            raise InputError(
+                f"clean, noisy and adversarial must be aligned copies (row i of each from one "
+                f"input); got {m}, {len(self.noisy)} and {len(self.adversarial)} rows."
+            )
+        if self.sources is None:
+            return np.arange(m)
+        ids = self.sources.detach().cpu().long().numpy()
+        if ids.shape != (m,) or len(np.unique(ids)) != m:
+            raise InputError(
+                f"sources must hold one distinct index per row ({m}); got shape {ids.shape}."
+            )
+        return ids
 
 
 def noise_like(
@@ -97,7 +131,7 @@ def build_detection_set(
     seed: int = 0,
 ) -> DetectionSet:
     """Attack the correctly classified inputs; keep the successful ones with their clean and
-    noisy counterparts."""
+    noisy counterparts, and each row's index in ``x`` (``sources``)."""
     dev = x.device
     with frozen(model), torch.no_grad():
         correct = torch.cat([model(b).argmax(1) for b in x.split(batch_size)]) == y
@@ -120,7 +154,10 @@ def build_detection_set(
     gen = generator(seed)
     clean, adv, labels = xc[fooled], adv[fooled], yc[fooled]
     noisy = noise_like(clean.cpu(), adv.cpu(), gen).to(dev)
-    return DetectionSet(clean, noisy, adv, labels, float(fooled.float().mean()), len(xc))
+    sources = correct.nonzero().squeeze(1)[fooled].cpu()
+    return DetectionSet(
+        clean, noisy, adv, labels, float(fooled.float().mean()), len(xc), sources=sources
+    )
 
 
 def extract(
@@ -250,7 +287,8 @@ class DetectionReport:
 
     Attributes:
         detector: the detector's name.
-        aucs: one ROC-AUC per split (``nan`` where a test split holds one class only).
+        aucs: one ROC-AUC per split (``nan`` where a test split holds one class only, or, in a
+            cross-attack test, no input outside the training split).
         n_adversarial: the number of adversarial examples.
         attack_success: the attack's success among correctly classified inputs.
         roc: ``(fpr, tpr)`` per split.
@@ -281,6 +319,38 @@ class DetectionReport:
         }
 
 
+SPLITS = ("source", "row")
+
+
+def split_rows(
+    sources: np.ndarray,
+    test_fraction: float,
+    rng: np.random.Generator,
+    split: str = "source",
+) -> tuple[np.ndarray, np.ndarray]:
+    """One random train/test split of the rows of a stacked detection set (``[clean; noisy;
+    adversarial]``, ``3 M`` rows, row ``i`` of each block from source ``sources[i]``):
+    ``(train_rows, test_rows)``.
+
+    ``split="source"`` (default) draws ``round(M * test_fraction)`` test sources and puts all
+    three copies of each on the test side, the rest on the training side; ``"row"`` draws the
+    rows themselves (the old, leaky split: a test row's twins are mostly in training).
+    """
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    m = len(sources)
+    if split == "row":
+        order = rng.permutation(3 * m)
+        cut = int(round(3 * m * (1 - test_fraction)))
+        return np.sort(order[:cut]), np.sort(order[cut:])
+    order = rng.permutation(m)
+    cut = int(round(m * (1 - test_fraction)))
+    blocks = np.arange(3)[:, None] * m
+    train = (order[:cut][None, :] + blocks).ravel()
+    test = (order[cut:][None, :] + blocks).ravel()
+    return np.sort(train), np.sort(test)
+
+
 def evaluate_detector(
     detector: FeatureDetector,
     data: DetectionSet,
@@ -288,39 +358,70 @@ def evaluate_detector(
     test_fraction: float = 0.2,
     seed: int = 0,
     transfer_to: DetectionSet | None = None,
+    split: str = "source",
 ) -> DetectionReport:
     """ROC-AUC of ``detector`` over ``splits`` random train/test splits (scaler and classifier
-    fit on the training split only). With ``transfer_to`` the classifier trained on ``data``
-    (one attack) is tested on the other set's test split (another attack): cross-attack
-    transfer."""
+    fit on the training split only).
+
+    Args:
+        detector: the detector whose features and classifier are evaluated.
+        data: aligned clean, noisy and adversarial copies (:func:`build_detection_set`).
+        splits: random splits (default 3, the papers').
+        test_fraction: share of the source inputs held out (default 0.2: an 80/20 split).
+        seed: seeds the splits (default 0).
+        transfer_to: another attack's set: the classifier trained on ``data`` is tested on it
+            (cross-attack transfer), on the rows whose source input is outside the training
+            split (both sets carry ``sources`` from the same ``x``), else on a random
+            ``test_fraction`` of its sources.
+        split: ``"source"`` (default: the three copies of an input stay on one side, as the
+            LID authors' ``block_split``) or ``"row"`` (rows drawn at random, the medical
+            paper's released code; leaks, kept to measure it).
+
+    Raises:
+        InputError: bad ``splits``/``test_fraction``/``split``, misaligned copies, or a
+            training split without both classes.
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
 
     if splits < 1 or not 0 < test_fraction < 1:
         raise InputError(
             f"need splits >= 1 and 0 < test_fraction < 1 (got {splits}, {test_fraction})."
         )
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    ids = data.source_ids()
     x, t = _stack(*detector.features(data.clean, data.noisy, data.adversarial))
     other = None
     if transfer_to is not None:
+        other_ids = transfer_to.source_ids()
         other = _stack(
             *detector.features(transfer_to.clean, transfer_to.noisy, transfer_to.adversarial)
         )
+        shared = data.sources is not None and transfer_to.sources is not None
+        shared = shared and split == "source"
     rng = np.random.default_rng(seed)
     report = DetectionReport(detector.name, n_adversarial=len(data.adversarial),
                              attack_success=data.attack_success)  # fmt: skip
     for _ in range(splits):
-        order = rng.permutation(len(x))
-        cut = int(round(len(x) * (1 - test_fraction)))
-        train, test = order[:cut], order[cut:]
+        train, test = split_rows(ids, test_fraction, rng, split)
         if len(np.unique(t[train])) < 2:
             raise InputError("too few samples for a train/test split with both classes.")
         pipe = detector._new_pipeline().fit(x[train], t[train])
         if other is not None:
             ox, ot = other
-            o = rng.permutation(len(ox))[: max(1, int(round(len(ox) * test_fraction)))]
-            xs, ts = ox[o], ot[o]
+            if shared:
+                seen = np.isin(other_ids, ids[train % len(ids)])
+            else:
+                n_test = max(1, int(round(len(other_ids) * test_fraction)))
+                seen = np.ones(len(other_ids), dtype=bool)
+                seen[rng.permutation(len(other_ids))[:n_test]] = False
+            xs, ts = ox[np.tile(~seen, 3)], ot[np.tile(~seen, 3)]
         else:
             xs, ts = x[test], t[test]
+        if len(ts) == 0:
+            report.aucs.append(float("nan"))
+            report.roc.append((np.zeros(0), np.zeros(0)))
+            continue
         p = pipe.predict_proba(xs)[:, 1]
         report.aucs.append(float(roc_auc_score(ts, p)) if len(np.unique(ts)) == 2 else float("nan"))
         fpr, tpr, _ = roc_curve(ts, p)
