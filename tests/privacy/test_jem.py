@@ -137,7 +137,7 @@ def test_jem_loss_is_ce_plus_energy_difference() -> None:
     sampler = SGLDSampler((1, 2, 2), 3, buffer_size=30, steps=1)
     x_q = torch.rand(5, 1, 2, 2)
     sampler.sample = lambda net, n=None, y=None: x_q  # type: ignore[method-assign]
-    loss_fn = JEMLoss(sampler, data_noise=0.0)
+    loss_fn = JEMLoss(sampler, data_noise=0.0, energy_l2=0.0, ce_l2=0.0)  # JEM's own loss
     x, y = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
     loss, logits = loss_fn(model, x, y)
     with torch.no_grad():

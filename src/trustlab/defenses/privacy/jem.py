@@ -7,9 +7,10 @@ Like One" (JEM, ICLR 2020). A classifier ``f`` is also an energy model
 ``E(x) = -logsumexp_y f(x)[y]`` (:func:`energy`). The defense has three phases:
 
 1. **Transfer to a JEM.** A copy of the trained (private) classifier is fine-tuned on the private
-   set with ``CE(f(x), y) + (E(x_data) - E(x_sgld))`` (:class:`JEMLoss`, plugged into the one
-   training loop :class:`~trustlab.train.Trainer` as its ``compute_loss``), where ``x_sgld``
-   comes from persistent SGLD with a replay buffer (:class:`SGLDSampler`).
+   set with ``CE + 0.1 CE^2 + D + 0.1 D^2``, ``D = E(x_data) - E(x_sgld)`` (:class:`JEMLoss`,
+   plugged into the one training loop :class:`~trustlab.train.Trainer` as its
+   ``compute_loss``), where ``x_sgld`` comes from persistent SGLD with a replay buffer
+   (:class:`SGLDSampler`), and the learning rate warms up linearly over the first 1,000 steps.
 2. **Sample** a labelled synthetic set from the JEM (:func:`sample_synthetic`).
 3. **Retrain** a *fresh* network of the same architecture only on the synthetic set, so that
    the released model is a function of samples that are independent of the private set given
@@ -24,6 +25,18 @@ Defaults are the papers' where they fix them:
   the step and the noise decoupled rather than the textbook ``step = noise^2 / 2``).
 - Loss weights 1 and 1 (JEM's ``p_y_given_x_weight = p_x_weight = 1``); data noise std 0.03
   added to every training input (JEM's ``sigma``).
+- The defense authors' stabilisers of the transfer (their ``train_jem.py`` run with
+  ``params/transfer_params.txt``; JEM's ``train_wrn_ebm.py`` has no such penalty): ``--l2reg``
+  with ``--p_x_weight_l2reg 0.1`` and ``--p_y_given_x_weight_l2reg 0.1``, i.e. ``0.1 * D^2 +
+  0.1 * CE^2`` added to the loss, where ``D`` is the batch's mean data energy minus its mean
+  sample energy and ``CE`` the batch's mean cross-entropy (squares of batch means: the gap is
+  damped, the energies' level is not pinned); and ``--warmup_iters 1000``: the lr of optimiser
+  step ``k`` (counted from 0 over all epochs) is ``lr * min(k, 1000) / 1000``, so the first
+  step has lr 0. On CIFAR-10 1,000 steps are 1.4 of the authors' 50 epochs; trustlab keeps the
+  count of steps, so on a small private set the warm-up lasts longer than that (the
+  ``meminf-jem`` quick preset's 500 members make 8 steps per epoch: its 50 epochs, 400 steps,
+  end at 40% of the peak lr). ``energy_l2 = ce_l2 = warmup_iters = 0`` gives JEM's plain
+  transfer.
 - Class-conditional sampling (the authors' ``--class_cond_p_x_sample``, on by default here,
   ``conditional=False`` gives JEM's unconditional sampling): each draw asks for a class ``y``
   (uniform during fine-tuning), starts from the class-``y`` part of the buffer (the buffer is
@@ -56,9 +69,13 @@ trustlab's choices and deviations (the papers do not fix these, or fix them for 
   the training mode as in any other training step. (JEM's and the authors' networks have no
   BatchNorm, where the two coincide.)
 - **Fine-tuning recipe** (:data:`FINETUNE`): Adam at lr 1e-4 (the authors' transfer setting),
-  batch 64, no weight decay, constant lr, **10 epochs** (the authors run 50 on CIFAR-10 on a GPU;
-  each step costs ``steps + 2`` forward/backward passes). The authors' extra squared-loss
-  regularisers (``--l2reg``), warm-up iterations and re-noised layers are not used.
+  batch 64, no weight decay, constant lr after the warm-up, **10 epochs** (the authors run 50 on
+  CIFAR-10 on a GPU; each step costs ``steps + 2`` forward/backward passes). The authors' code
+  computes the CE on a second, independently shuffled batch and the energy term on another; here
+  both use the same batch. Their transfer recipe also adds ``N(0, 0.05^2)`` noise to the weights
+  of every layer except the convolutions among the network's first 50 layers
+  (``--freeze_conv_layers --freeze_conv_num 50``; nothing is frozen without
+  ``--freeze_conv_fix``); that is not done.
 - **Synthetic set size**: as many samples as the private set (the authors sample 6,000 per
   CIFAR class). At most ``max_draws_factor`` (20) times that many chains are drawn; a class
   short of samples after that is reported (``report.synthetic``), not padded.
@@ -279,8 +296,16 @@ class SGLDSampler:
 
 class JEMLoss:
     """``compute_loss(model, x, y)`` of JEM fine-tuning for :class:`~trustlab.train.Trainer`:
-    ``CE(f(x), y) + energy_weight * (E(x) - E(x_sgld))`` (= ``logsumexp f(x_sgld) -
-    logsumexp f(x)``), returning ``(loss, logits)``.
+    ``CE + ce_l2 * CE^2 + energy_weight * D + energy_l2 * D^2`` with ``CE = CE(f(x), y)`` and
+    ``D = mean E(x) - mean E(x_sgld)`` (= ``mean logsumexp f(x_sgld) - mean logsumexp f(x)``),
+    returning ``(loss, logits)``.
+
+    The two squared terms are the defense authors' stabilisers (``train_jem.py`` with
+    ``--l2reg``: ``L += p_x_weight_l2reg * l_p_x ** 2`` and ``L += p_y_given_x_weight_l2reg *
+    l_p_y_given_x ** 2``; their transfer recipe ``params/transfer_params.txt`` sets both weights
+    to 0.1). They square the *batch means*: the gap between the data's and the samples' energy
+    and the batch's CE, not each energy (they do not pin the energies' level). JEM's own
+    ``train_wrn_ebm.py`` has neither; ``energy_l2 = ce_l2 = 0`` gives JEM's loss.
 
     ``x`` gets Gaussian noise of std ``data_noise / 2`` (JEM's ``sigma`` in ``[-1, 1]`` units)
     before both terms. ``x_sgld`` has one sample per batch element: class-conditional draws for
@@ -298,6 +323,11 @@ class JEMLoss:
         data_noise: std of the Gaussian noise on ``x``, in ``[-1, 1]`` units (default 0.03,
             JEM's ``sigma``).
         energy_weight: weight of ``E(x) - E(x_sgld)`` (default 1, JEM's ``p_x_weight``).
+        energy_l2: weight of the squared energy gap ``D^2`` (default 0.1, the authors'
+            ``--p_x_weight_l2reg`` in their transfer recipe; their flag's default is 0.01,
+            off unless ``--l2reg``). Only with the energy term (``energy_weight > 0``).
+        ce_l2: weight of ``CE^2`` (default 0.1, the authors' ``--p_y_given_x_weight_l2reg``
+            in their transfer recipe).
         seed: seeds the data noise and the class requests.
 
     Shapes: ``x`` ``(N, C, H, W)``, ``y`` ``(N,)`` -> ``(loss (), logits (N, K))``.
@@ -314,14 +344,19 @@ class JEMLoss:
         conditional: bool = True,
         data_noise: float = 0.03,
         energy_weight: float = 1.0,
+        energy_l2: float = 0.1,
+        ce_l2: float = 0.1,
         seed: int = 0,
     ) -> None:
-        if not data_noise >= 0:
-            raise InputError(f"data_noise must be >= 0, got {data_noise}.")
-        if not energy_weight >= 0:
-            raise InputError(f"energy_weight must be >= 0, got {energy_weight}.")
+        for name, value in (
+            ("data_noise", data_noise), ("energy_weight", energy_weight),
+            ("energy_l2", energy_l2), ("ce_l2", ce_l2),
+        ):  # fmt: skip
+            if not value >= 0:
+                raise InputError(f"{name} must be >= 0, got {value}.")
         self.sampler, self.conditional = sampler, bool(conditional)
         self.data_noise, self.energy_weight = float(data_noise), float(energy_weight)
+        self.energy_l2, self.ce_l2 = float(energy_l2), float(ce_l2)
         self._gen = generator(derive_seed(seed, "jem-loss"))
         self._sums: torch.Tensor | None = None
         self._batches = 0
@@ -349,9 +384,10 @@ class JEMLoss:
             x = x + (self.data_noise / 2.0) * eps
         logits = model(x)
         ce = F.cross_entropy(logits, y)
+        loss = ce + self.ce_l2 * ce.square() if self.ce_l2 > 0 else ce
         if self.energy_weight == 0:
             self._record(ce)
-            return ce, logits
+            return loss, logits
         net = _module(model)
         n = x.shape[0]
         if self.conditional:
@@ -363,7 +399,11 @@ class JEMLoss:
             e = energy(net, torch.cat([x, x_q.to(x.dtype)]))
         e_data, e_q = e[:n].mean(), e[n:].mean()
         self._record(ce, e_data, e_q)
-        return ce + self.energy_weight * (e_data - e_q), logits
+        gap = e_data - e_q
+        loss = loss + self.energy_weight * gap
+        if self.energy_l2 > 0:
+            loss = loss + self.energy_l2 * gap.square()
+        return loss, logits
 
 
 def sample_synthetic(
@@ -462,7 +502,9 @@ class JEMSettings(BaseModel):
     Defaults are JEM's (Grathwohl et al., ICLR 2020) and the authors' of the defense (Chen et
     al., Machine Learning 2021), each field's description says which; ``synthetic_size``
     (default: the private set's size; the authors sample 6,000 per CIFAR class),
-    ``max_draws_factor`` and ``sample_batch`` are trustlab's.
+    ``max_draws_factor`` and ``sample_batch`` are trustlab's. ``energy_l2``, ``ce_l2`` and
+    ``warmup_iters`` are the authors' transfer stabilisers (their ``params/transfer_params.txt``:
+    0.1, 0.1, 1,000 steps); all three 0 give JEM's plain fine-tuning.
 
     Example::
 
@@ -480,6 +522,16 @@ class JEMSettings(BaseModel):
     conditional: bool = Field(True, description="class-conditional SGLD (the authors' setting)")
     data_noise: float = Field(0.03, ge=0, description="Gaussian noise on data (JEM: 0.03)")
     energy_weight: float = Field(1.0, ge=0, description="weight of E(x_data) - E(x_sgld)")
+    energy_l2: float = Field(
+        0.1, ge=0, description="weight of (E(x_data) - E(x_sgld))^2 (the authors' transfer: 0.1)"
+    )
+    ce_l2: float = Field(0.1, ge=0, description="weight of CE^2 (the authors' transfer: 0.1)")
+    warmup_iters: int = Field(
+        1000,
+        ge=0,
+        description="fine-tuning lr warm-up: lr * k / warmup_iters at step k = 0..warmup_iters "
+        "(the authors' transfer: 1000; 0: none)",
+    )
     synthetic_size: int | None = Field(
         None, ge=1, description="synthetic samples (default: the private set's size)"
     )
@@ -559,7 +611,8 @@ class JEMDefense:
     Args:
         settings: the :class:`JEMSettings` (default: all defaults, JEM's and the authors').
         finetune: the JEM fine-tuning recipe (default :data:`FINETUNE`: Adam 1e-4, 10 epochs;
-            the authors run 50, a GPU budget).
+            the authors run 50, a GPU budget). Its lr warms up per step over
+            ``settings.warmup_iters`` steps (default 1,000, the authors').
         retrain: the retraining recipe (default :data:`RETRAIN`, the authors': Adam 1e-4, 50
             epochs).
         **overrides: :class:`JEMSettings` fields, e.g. ``steps=20``.
@@ -607,9 +660,10 @@ class JEMDefense:
         )  # fmt: skip
 
     def loss(self, sampler: SGLDSampler) -> JEMLoss:
+        """The fine-tuning loss with these settings, drawing from ``sampler``."""
         s = self.settings
         return JEMLoss(
-            sampler, s.conditional, s.data_noise, s.energy_weight,
+            sampler, s.conditional, s.data_noise, s.energy_weight, s.energy_l2, s.ce_l2,
             seed=derive_seed(s.seed, "jem-loss"),
         )  # fmt: skip
 
@@ -666,7 +720,8 @@ class JEMDefense:
         def log_jem(epoch: int, metrics: dict[str, float]) -> None:
             energies.append(loss.pop_stats())  # the epoch's mean CE and energies
             if log is not None:
-                log("jem", epoch, {**metrics, **energies[-1]})
+                warm = {} if tuner.last_lr is None else {"lr_end": tuner.last_lr}
+                log("jem", epoch, {**metrics, **energies[-1], **warm})
 
         def log_retrain(epoch: int, metrics: dict[str, float]) -> None:
             if log is not None:
@@ -674,9 +729,11 @@ class JEMDefense:
 
         # 1. transfer the classifier to a JEM
         t0 = time.perf_counter()
-        tuned = Trainer(
-            jem, self.finetune, compute_loss=loss, device=dev, progress=progress, log=log_jem
-        ).fit(data, test_data)
+        tuner = _WarmupTrainer(
+            jem, self.finetune, warmup_iters=s.warmup_iters, compute_loss=loss, device=dev,
+            progress=progress, log=log_jem,
+        )  # fmt: skip
+        tuned = tuner.fit(data, test_data)
         seconds["finetune"] = time.perf_counter() - t0
         if test_data is not None:
             accuracy["jem"] = evaluate(jem, test_data, device=dev)["accuracy"]
@@ -709,6 +766,41 @@ class JEMDefense:
             seconds=seconds,
         )
         return JEMResult(fresh, jem, synthetic, report)
+
+
+class _WarmupTrainer(Trainer):
+    """The :class:`~trustlab.train.Trainer` with the defense authors' per-iteration linear
+    learning-rate warm-up (``train_jem.py``: ``if cur_iter <= warmup_iters: lr = args.lr *
+    cur_iter / warmup_iters``, ``cur_iter`` counting optimiser steps from 0 over all epochs):
+    step ``k`` uses ``lr_at(epoch) * min(k, warmup_iters) / warmup_iters`` (the first step has
+    lr 0, as theirs). ``TrainSettings.warmup_epochs`` warms up per epoch, too coarse for the
+    authors' 1,000 iterations (1.4 of their 50 CIFAR-10 epochs). ``warmup_iters=0``: the plain
+    Trainer. ``last_lr`` is the lr of the latest step."""
+
+    def __init__(self, *args: Any, warmup_iters: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.warmup_iters = check_int("warmup_iters", warmup_iters, minimum=0)
+        self.last_lr: float | None = None
+
+    def _loop(self, net: nn.Module, optimizer: torch.optim.Optimizer, *args: Any) -> TrainResult:
+        if self.warmup_iters == 0:
+            return super()._loop(net, optimizer, *args)
+        steps = 0
+
+        def warm(opt: torch.optim.Optimizer, *_: Any) -> None:
+            nonlocal steps
+            lr = self.settings.lr_at(self.epoch) * min(steps, self.warmup_iters)
+            lr /= self.warmup_iters
+            for group in opt.param_groups:
+                group["lr"] = lr
+            self.last_lr = lr
+            steps += 1
+
+        handle = optimizer.register_step_pre_hook(warm)
+        try:
+            return super()._loop(net, optimizer, *args)
+        finally:
+            handle.remove()
 
 
 def _history(result: TrainResult, settings: TrainSettings) -> dict[str, Any]:
