@@ -7,13 +7,13 @@ from trustlab.experiments.base import ResultTable, get_experiment
 
 
 def _table(
-    both: tuple[float, ...], trigger: tuple[float, ...], pert: tuple[float, ...]
+    both: tuple[float, ...], trigger: tuple[float, ...], pert: tuple[float, ...], n: int = 10**6
 ) -> ResultTable:
     """AdvTrojan rows with the given per-seed ASRs, next to a PGD-AT reference."""
     exp = get_experiment("advtrojan")
     rows = []
     for seed, (b, tr, p) in enumerate(zip(both, trigger, pert, strict=True)):
-        common = {"seed": seed, "clean_acc": 0.95, "robust_acc": 0.80}
+        common = {"seed": seed, "clean_acc": 0.95, "robust_acc": 0.80, "n_asr": n}
         rows.append({"model": "pgd-at", **common, "asr_trigger": 0.01, "asr_perturbation": 0.15,
                      "asr_both": 0.16})  # fmt: skip
         rows.append({"model": "advtrojan", **common, "asr_trigger": tr, "asr_perturbation": p,
@@ -36,7 +36,14 @@ def test_claim_judges_each_rate_on_its_interval_over_seeds() -> None:
     assert bad.verdict == "FAIL"
 
 
-def test_claim_on_one_seed_is_judged_on_the_values() -> None:
+def test_claim_on_one_seed_is_judged_on_its_test_examples() -> None:
     exp = get_experiment("advtrojan")
-    (at_edge,) = exp.check_claims(_table((0.90,), (0.20,), (0.20,)))  # the thresholds themselves
-    assert at_edge.verdict == "PASS" and "1 seed: no interval" in at_edge.detail
+    # the thresholds themselves: the test set cannot tell which side they are on
+    (at_edge,) = exp.check_claims(_table((0.90,), (0.20,), (0.20,), n=324))
+    assert at_edge.verdict == "INCONCLUSIVE" and "over 324 test examples" in at_edge.detail
+    # the quick preset's measured rates on digits' 324 non-target test images: clear of both
+    (quick,) = exp.check_claims(_table((0.969,), (0.015,), (0.009,), n=324))
+    assert quick.verdict == "PASS"
+    # the same rates on 20 examples: 19/20 cannot show >= 90%
+    (few,) = exp.check_claims(_table((0.95,), (0.0,), (0.0,), n=20))
+    assert few.verdict == "INCONCLUSIVE"

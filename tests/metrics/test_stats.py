@@ -107,3 +107,42 @@ def test_per_seed_paired_and_noted() -> None:
         True,
         "shown; judged",
     )
+
+
+def test_bootstrap_over_seeds_and_test_examples() -> None:
+    from scipy.stats import beta
+
+    # one seed: the Jeffreys interval of the rate (Brown, Cai & DasGupta 2001)
+    m, lo, hi = bootstrap_ci([0.9], counts=[100], resamples=100_000)
+    assert m == 0.9
+    assert lo == pytest.approx(beta.ppf(0.025, 90.5, 10.5), abs=2e-3)
+    assert hi == pytest.approx(beta.ppf(0.975, 90.5, 10.5), abs=2e-3)
+    # a rate of exactly 1 keeps 1 in its interval, and the interval is not a point
+    m, lo, hi = bootstrap_ci([1.0, 1.0], counts=[300, 300])
+    assert hi == 1.0 and 0.98 < lo < 1.0
+    # more test examples, narrower; the seed level still counts (wider than examples alone)
+    narrow = bootstrap_ci([0.9], counts=[10_000])
+    assert narrow[2] - narrow[1] < hi - lo + 0.1 and narrow[2] - narrow[1] < 0.02
+    seeds = bootstrap_ci([0.80, 0.95], counts=[10_000, 10_000])
+    assert seeds[1] < 0.81 and seeds[2] > 0.94
+    assert bootstrap_ci([0.9], counts=[100]) == bootstrap_ci([0.9], counts=[100])  # seeded
+    with pytest.raises(InputError, match="difference"):
+        bootstrap_ci([-0.1], counts=[100])
+    with pytest.raises(InputError, match="entries"):
+        bootstrap_ci([0.5, 0.6], counts=[100])
+
+
+def test_interval_check_with_test_examples_gives_one_seed_an_interval() -> None:
+    rows = [{"seed": 0, "asr": 0.93, "n": 200}]
+    table = ResultTable((), ("asr",), rows)
+    plain = interval_check(lambda t: t.per_seed("asr"), ">=", 0.9, what="ASR")
+    both = interval_check(
+        lambda t: t.per_seed("asr"), ">=", 0.9, what="ASR", examples=lambda t: t.per_seed("n")
+    )
+    assert plain(table)[0] == "PASS" and "no interval" in plain(table)[1]
+    outcome, detail = both(table)
+    assert outcome == "INCONCLUSIVE"  # 186/200: the test set cannot tell 93% from 90%
+    assert "over 200 test examples" in detail
+    rows = [{"seed": s, "asr": 0.99, "n": 2000} for s in range(3)]
+    assert both(ResultTable((), ("asr",), rows))[0] == "PASS"
+    assert "3 seeds and 2000 test examples" in both(ResultTable((), ("asr",), rows))[1]

@@ -226,6 +226,7 @@ def interval_check(
     scale: float = 1.0,
     unit: str = "",
     digits: int = 2,
+    examples: Callable[[ResultTable], dict[int, float]] | None = None,
 ) -> Callable[[ResultTable], tuple[str, str]]:
     """A claim's check on the mean over seeds of one number per seed, with its 95% bootstrap
     interval (:func:`~trustlab.metrics.stats.bootstrap_ci`) and the three-way verdict
@@ -233,9 +234,16 @@ def interval_check(
     difference), judged as ``mean OP threshold``; ``what`` names the number in the detail,
     ``scale``/``unit``/``digits`` format it. One seed gives no interval and the detail says so.
 
+    ``examples(table) -> {seed: n}``: each value is a rate on ``n`` test examples (an attack
+    success rate, an accuracy), and the interval covers the test set as well as the seeds (two
+    levels; with one seed, the rate's Jeffreys interval).
+
     Example::
 
         Claim("gain", "B beats A", interval_check(lambda t: diffs(t), ">", 0.0, what="B - A"))
+        Claim("asr", "ASR >= 90%", interval_check(
+            lambda t: t.per_seed("asr"), ">=", 0.9, what="ASR",
+            examples=lambda t: t.per_seed("n_asr")))
     """
     from trustlab.metrics.stats import bootstrap_ci, verdict
 
@@ -248,15 +256,25 @@ def interval_check(
         per_seed = values(table)
         if not per_seed:
             return "INCONCLUSIVE", f"{what}: no values"
-        mean, lo, hi = bootstrap_ci(list(per_seed.values()))
-        outcome = verdict(lo, hi, op, threshold)
-        seeds = "/".join(fmt(per_seed[k]) for k in sorted(per_seed))
+        order = sorted(per_seed)
         n = sum(1 for v in per_seed.values() if math.isfinite(v))  # NaNs are not seeds of it
-        where = (
-            f"95% interval [{fmt(lo)}, {fmt(hi)}] over {n} seeds"
-            if n > 1
-            else "1 seed: no interval"
-        )
+        if examples is None:
+            mean, lo, hi = bootstrap_ci([per_seed[k] for k in order])
+            over = f"over {n} seeds" if n > 1 else ""
+        else:
+            counts = examples(table)
+            missing = [k for k in order if k not in counts]
+            if missing:
+                raise ValueError(f"{what}: no test-example count for seeds {missing}")
+            mean, lo, hi = bootstrap_ci(
+                [per_seed[k] for k in order], counts=[counts[k] for k in order]
+            )
+            sizes = sorted({int(counts[k]) for k in order})
+            examples_text = f"{'/'.join(map(str, sizes))} test examples"
+            over = f"over {n} seeds and {examples_text}" if n > 1 else f"over {examples_text}"
+        outcome = verdict(lo, hi, op, threshold)
+        seeds = "/".join(fmt(per_seed[k]) for k in order)
+        where = f"95% interval [{fmt(lo)}, {fmt(hi)}] {over}" if over else "1 seed: no interval"
         return outcome, (
             f"{what} {fmt(mean)} ({where}; per seed {seeds}), needs {op} {fmt(threshold)}"
         )

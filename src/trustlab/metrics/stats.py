@@ -11,6 +11,14 @@ the two values, for 1 seed it is the value itself (no uncertainty can be estimat
 says so). :func:`wilson_interval` is the Wilson score interval of a rate measured on ``n``
 examples (Wilson, JASA 1927), for a metric that is a proportion of a test set.
 
+Where each seed's number is such a rate (an attack success rate, an accuracy) and the number of
+test examples behind it is known, ``bootstrap_ci(values, counts=...)`` bootstraps over both
+levels: resample the seeds, then replace each drawn seed's rate ``s / n`` by a draw from its
+Jeffreys posterior ``Beta(s + 1/2, n - s + 1/2)`` (the Jeffreys interval of Brown, Cai &
+DasGupta, Statistical Science 2001, which behaves well at rates of 0 and 1, where resampling the
+examples alone would give a zero-width interval). With one seed this is the Jeffreys interval of
+that seed's rate, so a one-seed verdict still carries the test set's uncertainty.
+
 :func:`verdict` decides a claim ``mean OP threshold``: ``PASS`` when the whole interval satisfies
 it, ``FAIL`` when none of it does, ``INCONCLUSIVE`` when the interval straddles the threshold.
 
@@ -56,19 +64,29 @@ def bootstrap_ci(
     level: float = LEVEL,
     resamples: int = RESAMPLES,
     seed: int = 0,
+    counts: Sequence[float] | None = None,
 ) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean of ``values`` (NaNs dropped) and the percentile bootstrap
     interval of the mean at ``level``. One value gives ``(v, v, v)``; none gives NaNs.
+
+    ``counts`` (one per value): the values are rates measured on that many test examples, and
+    the interval covers the examples too (seeds resampled, then each drawn rate redrawn from its
+    Jeffreys posterior; see the module). Values must then lie in [0, 1].
 
     Example:
         >>> m, lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
         >>> m, lo <= m <= hi
         (2.5, True)
+        >>> m, lo, hi = bootstrap_ci([0.9], counts=[100])  # one seed: the test set's interval
+        >>> round(lo, 2), round(hi, 2)
+        (0.83, 0.95)
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}.")
     if resamples < 1:
         raise InputError(f"resamples must be >= 1, got {resamples}.")
+    if counts is not None:
+        return _two_level(values, counts, level, resamples, seed)
     v = _finite(values)
     if v.size == 0:
         return math.nan, math.nan, math.nan
@@ -79,6 +97,32 @@ def bootstrap_ci(
     means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return mean, float(lo), float(hi)
+
+
+def _two_level(
+    values: Sequence[float], counts: Sequence[float], level: float, resamples: int, seed: int
+) -> tuple[float, float, float]:
+    if len(counts) != len(values):
+        raise InputError(f"counts has {len(counts)} entries for {len(values)} values.")
+    pairs = [(float(v), float(n)) for v, n in zip(values, counts, strict=True)]
+    pairs = [(v, n) for v, n in pairs if math.isfinite(v)]
+    if not pairs:
+        return math.nan, math.nan, math.nan
+    v = np.asarray([p[0] for p in pairs])
+    n = np.asarray([p[1] for p in pairs])
+    if (v < 0).any() or (v > 1).any():
+        raise InputError("rates with counts must lie in [0, 1]; a difference of rates has none.")
+    if (n < 1).any() or not np.isfinite(n).all():
+        raise InputError(f"counts must be >= 1 test examples, got {n.tolist()}.")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.size, size=(resamples, v.size))
+    s, m = v[idx] * n[idx], n[idx]
+    draws = rng.beta(s + 0.5, m - s + 0.5)
+    lo, hi = np.quantile(draws.mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    # Brown et al.'s end correction: a rate observed as exactly 0 (1) keeps 0 (1) in its interval
+    lo = 0.0 if (v == 0).all() else float(lo)
+    hi = 1.0 if (v == 1).all() else float(hi)
+    return float(v.mean()), lo, hi
 
 
 def wilson_interval(successes: float, n: int, level: float = LEVEL) -> tuple[float, float]:
