@@ -33,9 +33,13 @@ def test_reproduce_md_smoke(_isolated_home: Path) -> None:
         assert r["imbalance"] >= 1.0  # max(r, 1/r)
 
 
-def _table(per_seed: list[dict[str, tuple[float, float]]]) -> ResultTable:
-    """A table by hand: per seed ``{model: (pgd_acc, md_acc)}``; the LS model most imbalanced."""
+def _table(
+    per_seed: list[dict[str, tuple[float, float]]], imbalance: dict[str, float] | None = None
+) -> ResultTable:
+    """A table by hand: per seed ``{model: (pgd_acc, md_acc)}``; the diagnostic per model from
+    ``imbalance`` (default: the two label-smoothing models most imbalanced)."""
     exp = MDReproduction()
+    imb = imbalance or {"standard": 1.5, "pgd-at": 1.5, "ls": 5.0, "pgd-at+ls": 4.0}
     rows = [
         {
             "model": m,
@@ -43,7 +47,7 @@ def _table(per_seed: list[dict[str, tuple[float, float]]]) -> ResultTable:
             "clean_acc": 0.9,
             "pgd_acc": pgd,
             "md_acc": md,
-            "imbalance": 5.0 if m == "ls" else 1.5,
+            "imbalance": imb[m],
         }  # fmt: skip
         for seed, models in enumerate(per_seed)
         for m, (pgd, md) in models.items()
@@ -58,7 +62,7 @@ def test_claims_judge_the_per_seed_gaps_with_their_interval() -> None:
     straddle = _table([{**base, "ls": (0.30, 0.22)}, {**base, "ls": (0.30, 0.31)}])
     weaker, gap, ranked = exp.check_claims(straddle)
     assert gap.verdict == "INCONCLUSIVE" and "per seed 8.0 pts/-1.0 pts" in gap.detail
-    assert "shown, not judged: PGD-AT+LS PGD - MD 10.0 pts" in gap.detail
+    assert "PGD-AT+LS PGD - MD 10.0 pts" in gap.detail and "means: PGD 30.0, MD 26.5" in gap.detail
     # on the LS model MD - PGD is -8 and +1 points: the mean is <= +0.5, the interval is not
     assert weaker.verdict == "INCONCLUSIVE" and ranked.verdict == "PASS"
     clear = _table([{**base, "ls": (0.30, 0.20)}, {**base, "ls": (0.32, 0.25)},
@@ -69,3 +73,38 @@ def test_claims_judge_the_per_seed_gaps_with_their_interval() -> None:
     worse = _table([{**base, "pgd-at": (0.40, 0.42), "ls": (0.30, 0.20)},
                     {**base, "pgd-at": (0.41, 0.43), "ls": (0.30, 0.20)}])  # fmt: skip
     assert exp.check_claims(worse)[0].verdict == "FAIL"
+
+
+def test_quick_preset_is_digits_cnn_small_at_eps_0_1_with_three_seeds() -> None:
+    # on shapes10 at 8/255 LS alone had ~0% PGD robustness: nothing for MD to overestimate
+    quick = MDReproduction().preset("quick")
+    assert (quick.dataset, quick.model, quick.options["eps"]) == ("digits", "cnn-small", 0.1)
+    assert quick.seeds == 3 and "3 seeds" in quick.description
+    assert quick.options["n"] == 360  # the whole digits test split
+
+
+def test_gap_claim_judges_both_label_smoothing_models() -> None:
+    exp = MDReproduction()
+    base = {"standard": (0.0, 0.0), "pgd-at": (0.40, 0.39), "ls": (0.30, 0.20)}
+    # LS alone: +10 points on both seeds; PGD-AT + LS: no gap -> the claim fails
+    no_at_gap = _table([{**base, "pgd-at+ls": (0.50, 0.50)}, {**base, "pgd-at+ls": (0.51, 0.50)}])
+    gap = exp.check_claims(no_at_gap)[1]
+    assert gap.verdict == "FAIL", gap.detail
+    assert "LS model PGD - MD 10.0 pts" in gap.detail and "PGD-AT+LS PGD - MD 0.5 pts" in gap.detail
+    # and the other way round: PGD-AT + LS shows the gap, LS alone does not
+    ls_flat = {**base, "ls": (0.30, 0.30), "pgd-at+ls": (0.50, 0.40)}
+    assert exp.check_claims(_table([ls_flat, ls_flat]))[1].verdict == "FAIL"
+    both = {**base, "pgd-at+ls": (0.50, 0.40)}
+    assert exp.check_claims(_table([both, {**both, "ls": (0.31, 0.20)}]))[1].verdict == "PASS"
+
+
+def test_ranking_claim_needs_both_label_smoothing_models_above_the_others() -> None:
+    exp = MDReproduction()
+    rows = [{m: (0.5, 0.4) for m in ("standard", "pgd-at", "ls", "pgd-at+ls")}]
+    # PGD-AT + LS first, LS second: both above the others
+    at_first = {"standard": 1.3, "pgd-at": 1.5, "ls": 1.8, "pgd-at+ls": 3.0}
+    ranked = exp.check_claims(_table(rows, at_first))[2]
+    assert ranked.verdict == "PASS" and "most imbalanced: pgd-at+ls" in ranked.detail
+    # LS alone first but PGD-AT + LS below the standard model
+    at_low = {"standard": 1.6, "pgd-at": 1.5, "ls": 3.0, "pgd-at+ls": 1.4}
+    assert exp.check_claims(_table(rows, at_low))[2].verdict == "FAIL"
