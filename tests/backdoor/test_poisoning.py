@@ -57,7 +57,8 @@ def test_random_triggers_differ_by_seed_and_patches_work_on_clips() -> None:
     assert not torch.equal(PatchTrigger("random", seed=1)(x), PatchTrigger("random", seed=2)(x))
     r1 = ReflectionTrigger("chelsea", "ghost", size=(16, 16), seed=1)
     r2 = ReflectionTrigger("chelsea", "ghost", size=(16, 16), seed=2)
-    assert (r1.shift, r1.attenuation) != (r2.shift, r2.attenuation)
+    assert (r1.shift, r1.ghost_alpha) != (r2.shift, r2.ghost_alpha)
+    assert 0.15 <= r1.ghost_alpha <= 0.85 and 0.05 <= r1.weight <= 0.45
     assert 3 <= r1.shift[0] <= 8 and 1 <= r1.sigma <= 5
     clip = torch.zeros(2, 3, 4, 8, 8)
     out = PatchTrigger("white", size=2)(clip)

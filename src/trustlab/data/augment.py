@@ -3,9 +3,14 @@
 The CIFAR recipe (He et al. 2016): zero-pad by 4 pixels, take a random 32x32 crop, flip
 horizontally with probability 1/2. All randomness comes from the ``generator`` passed in, so a
 seeded training run is reproducible and resumable.
+
+:func:`apply_per_row` applies one of several batch transforms to chosen rows (the trainer uses
+it for backdoor triggers that wait until after the augmentation).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -50,3 +55,25 @@ def augment_batch(
     if "flip" in kind:
         x = random_flip(x, generator)
     return x
+
+
+def apply_per_row(
+    x: torch.Tensor, rows: torch.Tensor, fns: Sequence[Callable[[torch.Tensor], torch.Tensor]]
+) -> torch.Tensor:
+    """``x`` with ``fns[rows[i]]`` applied to row ``i`` wherever ``rows[i] >= 0`` (each ``fn``
+    maps a batch to a batch of the same shape); ``x`` itself when no row is chosen.
+
+    Example::
+
+        x2 = apply_per_row(x, torch.tensor([-1, 0, 1]), [trigger_a, trigger_b])
+    """
+    rows = rows.to(x.device)
+    if rows.shape != x.shape[:1]:
+        raise InputError(f"rows must be ({x.shape[0]},), got {tuple(rows.shape)}.")
+    if not bool((rows >= 0).any()):
+        return x
+    out = x.clone()
+    for k in rows[rows >= 0].unique().tolist():
+        sel = rows == k
+        out[sel] = fns[k](x[sel]).to(x.dtype)
+    return out

@@ -10,6 +10,12 @@ blind-backdoor loss, ...) goes through this loop, so its guarantees hold everywh
 - **Any loss.** ``loss_fn(logits, y)`` for ordinary losses, or ``compute_loss(model, x, y)``
   returning ``loss`` or ``(loss, logits)`` for losses that need the model and the batch (the blind
   backdoor's compromised loss, adversarial training).
+- **Triggers after augmentation.** A dataset carrying ``trigger_rows`` (``(N,)`` long: per sample
+  an index into its ``row_triggers``, -1 for none) and ``row_triggers`` (callables on a batch),
+  as :func:`~trustlab.attacks.backdoor.poison.poison_dataset` makes with
+  ``trigger_stage="after-augment"``, has those samples' triggers applied to each batch *after*
+  the augmentation (crop, flip), so a backdoor is learnt exactly as it is tested. Without them
+  (the default) whatever the dataset holds is augmented, triggers included.
 - **Fast.** Batches are gathered straight from in-memory tensors; per-step bookkeeping stays on
   the device (no host sync per step).
 - **Distributed.** Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` (gloo on
@@ -38,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.data.augment import augment_batch
+from trustlab.data.augment import apply_per_row, augment_batch
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.data.loader import epoch_indices, iterate_batches, num_batches
 from trustlab.errors import CheckpointError, InputError
@@ -523,6 +529,11 @@ class Trainer:
                     self.log(i, past)
         net: nn.Module = self.model
         if self._dp is not None:
+            if _row_triggers(train) is not None:
+                raise InputError(
+                    "DP-SGD's Poisson batches do not carry the row indices that triggers applied "
+                    "after augmentation need; poison with trigger_stage='poisoning'."
+                )
             if ctx.enabled:
                 raise InputError("DP-SGD does not run under torchrun here; train on one process.")
             if resume_from is not None and dp_state is None:
@@ -631,6 +642,8 @@ class Trainer:
         # (dropout and augmentation differ per rank; the shuffle is shared and sharded)
         seed_torch_rng(derive_seed(s.seed, "epoch", epoch, ctx.rank), self.device)
         aug_gen = generator(derive_seed(s.seed, "augment", epoch, ctx.rank))
+        late = _row_triggers(train)
+        order: torch.Tensor | None = None
         if self._dp is not None:  # Poisson samples of the whole set
             batches, total = self._dp.batches(train, batch_size, epoch, self.device)
         else:
@@ -650,6 +663,9 @@ class Trainer:
         for step, (x, y) in enumerate(batches):
             if s.augment != "none":
                 x = augment_batch(x, s.augment, aug_gen)
+            if late is not None and order is not None:  # triggers after the augmentation
+                rows = late[0][order[step * batch_size : (step + 1) * batch_size]]
+                x = apply_per_row(x, rows, late[1])
             if self._memory_format is not None:
                 x = x.contiguous(memory_format=self._memory_format)
             if y.numel() == 0:  # an empty Poisson sample (DP-SGD): a zero loss, a noisy step
@@ -692,6 +708,19 @@ class Trainer:
         if n_scored > 0:  # compute_loss may not return logits
             metrics["train_accuracy"] = n_correct / n_scored
         return metrics
+
+
+def _row_triggers(data: ArrayDataset) -> tuple[torch.Tensor, Sequence[Any]] | None:
+    """``(trigger_rows, row_triggers)`` of a dataset whose triggers wait for the trainer (see
+    the module), else None."""
+    rows, triggers = getattr(data, "trigger_rows", None), getattr(data, "row_triggers", None)
+    if rows is None or triggers is None:
+        return None
+    if not isinstance(rows, torch.Tensor) or rows.shape != (len(data),):
+        raise InputError("trigger_rows must be a (N,) tensor of indices into row_triggers.")
+    if rows.numel() and int(rows.max()) >= len(triggers):
+        raise InputError("trigger_rows points past the end of row_triggers.")
+    return rows, triggers
 
 
 def epoch_line(metrics: dict[str, float], epochs: int, elapsed: float) -> str:

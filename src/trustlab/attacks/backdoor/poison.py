@@ -10,6 +10,18 @@ before poisoning) and ``poison_indices``. ``transform=`` (e.g. the clean-label a
 adversarial perturbation) runs on the chosen samples before the trigger. A sequence of triggers
 (Refool's set of reflections) is spread over the chosen samples in turn: the ``i``-th chosen
 sample (in index order) gets ``triggers[i % len(triggers)]``.
+
+When the trigger is applied: ``trigger_stage="poisoning"`` (default) writes the triggered images
+into the dataset, so training-time augmentation (random crops, flips) then transforms them, as
+in the authors' pipelines (Refool's ``strategy.py`` writes the blended images to disk and
+``train.py`` transforms them; BackdoorBench's ``prepro_cls_DatasetBD_v2`` applies the trigger
+before ``dataset_wrapper_with_transform`` runs the training transforms; TrojanZoo likewise).
+A flip then mirrors a corner patch or a reflection in half of the poisoned samples, so the
+model also learns mirrored triggers while tests use the unmirrored one. ``"after-augment"``
+keeps the chosen samples untriggered and records them (``trigger_rows``: for each sample the
+index into ``row_triggers``, or -1); trustlab's trainer applies each one's trigger after
+augmenting the batch, so the model learns exactly the trigger that is tested.
+:meth:`PoisonedDataset.triggered` bakes the triggers in (for anything but the trainer).
 """
 
 from __future__ import annotations
@@ -21,9 +33,13 @@ import torch
 
 from trustlab.attacks.backdoor.labels import LabelPolicy
 from trustlab.attacks.backdoor.triggers import Trigger
+from trustlab.data.augment import apply_per_row
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.utils.seed import generator
+
+#: when the trigger is applied: at poisoning time (the anchors' order) or after augmentation
+TRIGGER_STAGES = ("poisoning", "after-augment")
 
 
 class PoisonedDataset(ArrayDataset):
@@ -38,10 +54,23 @@ class PoisonedDataset(ArrayDataset):
 
     poison_mask: torch.Tensor
     clean_y: torch.Tensor
+    #: ``trigger_stage="after-augment"``: per sample the index into ``row_triggers`` (-1: none)
+    trigger_rows: torch.Tensor | None = None
+    row_triggers: list[Trigger] | None = None
 
     @property
     def poison_indices(self) -> torch.Tensor:
         return torch.nonzero(self.poison_mask).flatten()
+
+    def triggered(self) -> PoisonedDataset:
+        """This dataset with every pending trigger (``trigger_stage="after-augment"``) applied,
+        as ``trigger_stage="poisoning"`` would have made it; itself when none is pending."""
+        if self.trigger_rows is None or self.row_triggers is None:
+            return self
+        x = apply_per_row(self.x, self.trigger_rows, self.row_triggers)
+        out = PoisonedDataset(x, self.y, self.classes, self.mean, self.std, self.name)
+        out.poison_mask, out.clean_y = self.poison_mask, self.clean_y
+        return out
 
 
 def poison_count(data: ArrayDataset, policy: LabelPolicy, rate: float, of: str = "dataset") -> int:
@@ -69,8 +98,14 @@ def poison_dataset(
     seed: int = 0,
     transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 512,
+    trigger_stage: str = "poisoning",
 ) -> PoisonedDataset:
-    """Poison ``data``; see the module."""
+    """Poison ``data``; see the module (``trigger_stage``: ``"poisoning"``, the default, or
+    ``"after-augment"``)."""
+    if trigger_stage not in TRIGGER_STAGES:
+        raise InputError(
+            f"unknown trigger_stage {trigger_stage!r}; use {' or '.join(TRIGGER_STAGES)}."
+        )
     if of not in ("dataset", "eligible"):
         raise InputError(f"of must be 'dataset' or 'eligible', got {of!r}.")
     if not 0 <= rate <= 1:
@@ -89,15 +124,16 @@ def poison_dataset(
         xs = x[idx]
         if transform is not None:
             xs = transform(xs, y[idx])
-        out = xs.clone()
-        for k, trig in enumerate(triggers):
-            sel = which[s : s + batch_size] == k
-            if bool(sel.any()):
-                out[sel] = trig(xs[sel]).to(x.dtype)
-        x[idx] = out
+        if trigger_stage == "poisoning":
+            xs = apply_per_row(xs, which[s : s + batch_size], triggers)
+        x[idx] = xs.to(x.dtype)
         y[idx] = policy(y[idx])
     out = PoisonedDataset(x, y, data.classes, data.mean, data.std, f"{data.name}+poison")
     out.poison_mask = torch.zeros(len(data), dtype=torch.bool)
     out.poison_mask[pick] = True
     out.clean_y = data.y.clone()
+    if trigger_stage == "after-augment":
+        out.trigger_rows = torch.full((len(data),), -1, dtype=torch.long)
+        out.trigger_rows[pick] = which
+        out.row_triggers = triggers
     return out

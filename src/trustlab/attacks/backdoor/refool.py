@@ -14,17 +14,24 @@ code as TrojanZoo documents it):
    median of the used ones' (so untried candidates rank in the middle and get tried later);
 3. the paper poisons with the final ``keep`` candidates of highest weight.
 
-:func:`reflection_candidates` builds the pool from scikit-image's bundled photographs (nothing is
-downloaded), each with all three reflection models; :func:`select_reflections` runs the rounds
-with trustlab's trainer. Defaults: every bundled photograph x three models (69 candidates),
-``keep = 8``, ``rounds = 3``, poisoning rate 5% of the training set (the paper's headline regime
-is < 3.3%; its ``keep`` and round count depend on the dataset and are not fixed).
+:func:`reflection_candidates` builds the pool as the authors' ``scripts/insert_reflection.py``
+does: each reflection is blended into background photographs until a blend passes their filter
+(SSIM between blend and transmission layer inside (0.7, 0.85), the reflection not dominating);
+the reflection layer of that blend is the candidate, and the trigger mixes it into an image
+with weights proportional to their mean brightness (``strategy.py``'s ``blend_image``).
+:func:`select_reflections` runs the rounds with trustlab's trainer. Defaults: every bundled
+photograph x three models (69 tried; those no background accepts are left out), ``keep = 8``,
+``rounds = 16`` (the authors' ``strategy.py``; it scores 200 candidates), poisoning rate 5% of
+the training set (the paper's headline regime is < 3.3%).
 
-Departures from the paper: the candidate pool is scikit-image's 23 photographs (the paper draws
-thousands from PascalVOC); the validation set is a held-out part of the training split; the ASR of
-a candidate is measured on that set's non-target images (trustlab's ASR). The final attack uses
-the single best candidate (:attr:`Selection.best`), as TrojanZoo's Refool does after consulting
-the first author (the paper's Algorithm 1 returns a set; the authors' code samples candidates in
+Departures from the authors' code: the candidate pool is scikit-image's 23 photographs, each
+tried with all three reflection models, backgrounds the other bundled photographs (the authors
+blend PascalVOC "cat" reflections into "person" backgrounds, draw ghost or out-of-focus at
+random with probability 0.39 for ghost, and have no in-focus branch, which is the paper's type
+I); the validation set is a held-out part of the training split; the ASR of a candidate is
+measured on that set's non-target images (trustlab's ASR). The final attack uses the single best
+candidate (:attr:`Selection.best`), as TrojanZoo's Refool does after consulting the first
+author (the paper's Algorithm 1 returns a set; the authors' code samples candidates in
 proportion to ``W`` instead of taking the top ``keep``; we follow the paper there). Ties in the
 weights are broken by a seeded permutation, so the selection is deterministic for a seed.
 """
@@ -43,7 +50,14 @@ from trustlab.attacks.backdoor.artifact import evaluate_backdoor
 from trustlab.attacks.backdoor.labels import CleanLabel, LabelPolicy
 from trustlab.attacks.backdoor.poison import poison_dataset
 from trustlab.attacks.backdoor.recipe import BackdoorRecipe
-from trustlab.attacks.backdoor.triggers import REFLECTIONS, ReflectionTrigger
+from trustlab.attacks.backdoor.triggers import (
+    REFLECTIONS,
+    ReflectionTrigger,
+    _blend_linear,
+    _resize,
+    _working_size,
+    draw_reflection_params,
+)
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.registry import BACKDOORS
@@ -73,10 +87,13 @@ class RefoolBackdoor(BackdoorRecipe):
             selects its reflections from PascalVOC by trial poisoning
             (:func:`select_reflections`), which this one-trigger recipe skips.
         model: the reflection model: ``"in-focus"``, ``"out-of-focus"`` (default) or ``"ghost"``.
-        weight: the reflection's intensity weight (default 0.4).
+        weight: the reflection layer's intensity, the authors' ``1 - alpha_t`` (default 0.4, in
+            their range 0.05-0.45; fixed so that the recipe's trigger does not vary by seed).
 
-    Shapes: the reflection is made at the data's ``(C, H, W)``; its blur and shift are drawn
-    from the attack's seed.
+    The trigger mixes the layer into each image with weights proportional to their mean
+    brightness (the authors' ``blend_image``). Shapes: the layer is made at the authors' working
+    size (560 px) and resized to the data's ``(C, H, W)``; its blur, shift and vignette are
+    drawn from the attack's seed.
 
     Example::
 
@@ -102,12 +119,45 @@ def reflection_candidates(
     models: Sequence[str] = REFLECTIONS,
     channels: int = 3,
     size: tuple[int, int] = (32, 32),
-    weight: float = 0.4,
+    weight: float | None = None,
     seed: int = 0,
+    backgrounds: Sequence[str | torch.Tensor] | None = None,
+    ssim_range: tuple[float, float] = (0.7, 0.85),
+    tries: int | None = None,
+    max_image_size: int = 560,
 ) -> list[ReflectionTrigger]:
-    """One :class:`ReflectionTrigger` per (image, reflection model); ``images`` defaults to every
-    bundled scikit-image photograph (names or ``(C, H, W)`` tensors in [0, 1])."""
-    from trustlab.data.synthetic import BUNDLED_IMAGES
+    """Refool's reflection candidates, made and filtered as the authors' code does
+    (``scripts/insert_reflection.py``, ``gen_main_func``; TrojanZoo's ``gen_reflect_imgs``).
+
+    For each (image, reflection model) the reflection is blended into background photographs
+    (:func:`~trustlab.attacks.backdoor.triggers.refool_blend`, fresh random parameters per try)
+    until a blend passes the authors' filter: the reflection layer no brighter on average than
+    0.8 times the rest of the blend, the blend's maximum at least 0.1, and the SSIM between the
+    blend and the transmission layer (the dimmed background) strictly inside ``ssim_range``
+    (neither too similar nor too different). The layer of the first passing blend is the
+    candidate; a reflection no background accepts is left out.
+
+    Args:
+        images: reflection photographs (bundled names or ``(C, H, W)`` tensors in [0, 1]);
+            default every bundled scikit-image photograph.
+        models: the reflection models (default all three; the authors' code draws ghost or
+            out-of-focus at random, ghost with probability 0.39, and has no in-focus branch).
+        channels, size: the data's channels and ``(H, W)`` (default 3, (32, 32)).
+        weight: the reflection intensity ``1 - alpha_t``; default None: drawn per try,
+            ``U(0.05, 0.45)`` as the authors do.
+        seed: the order of the backgrounds and every random parameter.
+        backgrounds: the photographs reflections are blended into; default every bundled
+            photograph but the reflection itself (the authors use PascalVOC "person" images).
+        ssim_range: default (0.7, 0.85), the authors'.
+        tries: backgrounds tried per candidate; default None: each background once.
+        max_image_size: the working size's longer side (default 560, the authors').
+
+    Returns the candidates in (image, model) order, each with ``ssim`` and ``background`` (the
+    accepting blend's SSIM and background) set; an :class:`InputError` when none passes.
+    """
+    from skimage.metrics import structural_similarity
+
+    from trustlab.data.synthetic import BUNDLED_IMAGES, bundled_image
 
     images = list(BUNDLED_IMAGES if images is None else images)
     if not images:
@@ -115,12 +165,61 @@ def reflection_candidates(
     for m in models:
         if m not in REFLECTIONS:
             raise InputError(f"unknown reflection model {m!r}; use {', '.join(REFLECTIONS)}.")
+    lo, hi = ssim_range
+    if not 0 <= lo < hi <= 1:
+        raise InputError(
+            f"ssim_range must be (low, high) with 0 <= low < high <= 1, got {ssim_range}."
+        )
+    pool = list(BUNDLED_IMAGES if backgrounds is None else backgrounds)
+    named = [b if isinstance(b, str) else f"background{k}" for k, b in enumerate(pool)]
+    backs = []  # each background at its working size: before and after the gamma
+    for b in pool:
+        b = bundled_image(b) if isinstance(b, str) else b.float()
+        hw = _working_size(b.shape[-2], b.shape[-1], max_image_size)
+        b = _resize(b, 3, hw)
+        backs.append((b, b**2.2))
     out = []
     for i, img in enumerate(images):
+        source = img if isinstance(img, str) else "image"
+        refl = bundled_image(img) if isinstance(img, str) else img.float()
+        at_size: dict[tuple[int, int], torch.Tensor] = {}  # the reflection per working size
+        usable = [k for k, b in enumerate(pool) if not (isinstance(img, str) and b == img)]
+        if not usable:
+            raise InputError("no background photographs to blend the reflections into.")
         for m in models:
-            out.append(
-                ReflectionTrigger(img, m, weight, channels, size, derive_seed(seed, "refl", i, m))
-            )
+            g = generator(derive_seed(seed, "refl", i, m))
+            order = [usable[k] for k in torch.randperm(len(usable), generator=g).tolist()]
+            for k in order[: tries if tries is not None else len(order)]:
+                params = draw_reflection_params(g, weight)
+                t_srgb, t = backs[k]
+                hw = tuple(t.shape[-2:])
+                if hw not in at_size:
+                    at_size[hw] = _resize(refl, 3, hw) ** 2.2
+                blended, trans, layer = _blend_linear(
+                    at_size[hw], t_srgb, t, m, params, max_image_size
+                )
+                if not (
+                    float(layer.mean()) <= 0.8 * float((blended - layer).mean())
+                    and float(blended.max()) >= 0.1
+                ):
+                    continue
+                ssim = float(
+                    structural_similarity(
+                        blended.numpy(), trans.numpy(), channel_axis=0, data_range=1.0
+                    )
+                )
+                if lo < ssim < hi:
+                    trig = ReflectionTrigger.from_layer(
+                        layer, m, params, source, channels, size, max_image_size
+                    )
+                    trig.ssim, trig.background = ssim, named[k]
+                    out.append(trig)
+                    break
+    if not out:
+        raise InputError(
+            f"no reflection passed the filter (SSIM in {ssim_range}); give more images or "
+            "backgrounds, or more tries."
+        )
     return out
 
 
@@ -165,7 +264,7 @@ def select_reflections(
     target: int = 0,
     rate: float = 0.05,
     keep: int = 8,
-    rounds: int = 3,
+    rounds: int = 16,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Callable[[int, dict[str, Any]], None] | None = None,
@@ -177,7 +276,8 @@ def select_reflections(
             poisoned set (the caller decides architecture and budget).
         train, val: the data to poison and the held-out data the ASR is measured on.
         rate: the fraction of ``train`` poisoned in each round (clean-label, target class only).
-        keep: how many candidates poison each round.
+        keep: how many candidates poison each round (default 8).
+        rounds: default 16, the authors' ``strategy.py`` ``--n_iterations``.
 
     Returns the candidates ranked by their final weight (best first).
     """

@@ -14,15 +14,17 @@ with :func:`trigger_from_state`, for the attack artefact on disk.
 - :class:`PixelTrigger`: one pixel (default the bottom-right) set to ``value`` (default 1).
 - :class:`BlendTrigger`: Chen et al. (2017): ``(1 - alpha) x + alpha p`` with a pattern image
   ``p`` (default uniform noise from ``seed``), ``alpha = 0.2``.
-- :class:`ReflectionTrigger`: Refool (Liu et al., ECCV 2020), three reflection models of a
-  reflection image ``R``: ``in-focus``: ``x + w R`` (intensity weight ``w = 0.4``);
-  ``out-of-focus``: ``R`` blurred by a Gaussian of ``sigma ~ U(1, 5)``, added in gamma-2.2 space;
-  ``ghost``: ``R`` plus a copy shifted by 3-8 pixels, attenuated (``alpha ~ U(0.15, 0.35)`` on the
-  copy), added with weight ``w``. Results are clipped to [0, 1].
+- :class:`ReflectionTrigger`: Refool (Liu et al., ECCV 2020) as the authors' code does it
+  (github.com/DreamtaleCore/Refool): a reflection layer made by :func:`refool_blend` (their
+  ``blend_images``: ``in-focus``, ``out-of-focus`` blurred by ``sigma ~ U(1, 5)`` under a
+  vignette, or ``ghost``, a copy shifted 3-8 px; in gamma-2.2 space at a working size of 560 px,
+  intensity ``1 - alpha_t ~ U(0.05, 0.45)``), mixed into each image with weights proportional to
+  the two images' mean brightness (their ``blend_image``), clipped to [0, 1].
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -34,6 +36,8 @@ from trustlab.errors import InputError
 from trustlab.utils.seed import generator
 
 REFLECTIONS = ("in-focus", "out-of-focus", "ghost")
+#: how a reflection layer joins the image: the authors' brightness-weighted mix, or a sum
+BLENDS = ("brightness", "additive")
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -264,8 +268,11 @@ class BlendTrigger(Trigger):
         return t
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, min(math.ceil(3 * sigma), min(img.shape[-2:]) - 1))
+def _gaussian_blur(img: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of ``(C, H, W)`` with reflected borders; ``radius`` defaults to
+    ``ceil(3 sigma)`` (capped by the image)."""
+    radius = math.ceil(3 * sigma) if radius is None else radius
+    radius = max(1, min(radius, min(img.shape[-2:]) - 1))
     t = torch.arange(-radius, radius + 1, dtype=img.dtype)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
@@ -284,16 +291,152 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0]
 
 
+@functools.lru_cache(maxsize=4)
+def _vignette(size: int, nsig: float = 3.0) -> torch.Tensor:
+    """The authors' ``gen_kernel(size, 3)``: a ``(size, size)`` Gaussian window, peak 1."""
+    interval = (2 * nsig + 1.0) / size
+    x = torch.linspace(-nsig - interval / 2, nsig + interval / 2, size + 1, dtype=torch.float64)
+    k1 = torch.diff(torch.special.ndtr(x))
+    k = torch.sqrt(torch.outer(k1, k1))
+    k = k / k.sum()
+    return (k / k.max()).float()
+
+
+def draw_reflection_params(g: torch.Generator, weight: float | None = None) -> dict[str, Any]:
+    """One draw of the random parameters of the authors' ``blend_images`` (Refool's
+    ``scripts/insert_reflection.py``): the reflection's intensity ``weight = 1 - alpha_t``,
+    ``alpha_t = 1 - U(0.05, 0.45)`` (kept when given); the blur ``sigma ~ U(1, 5)``; the ghost's
+    ``shift`` (3-8 px each way) and ``ghost_alpha = |round(U) - U(0.15, 0.5)|``; where the
+    vignette window sits (``vignette``, two fractions of the free range) and the overflow
+    attenuation ``att = 1.08 + U / 10``."""
+
+    def u() -> float:
+        return float(torch.rand((), generator=g))
+
+    drawn = 0.05 + 0.4 * u()
+    sigma = 1 + 4 * u()
+    shift = (
+        int(torch.randint(3, 9, (1,), generator=g)),
+        int(torch.randint(3, 9, (1,), generator=g)),
+    )
+    ghost_alpha = abs(round(u()) - (0.15 + 0.35 * u()))
+    vignette = (u(), u())
+    att = 1.08 + u() / 10
+    return {
+        "weight": drawn if weight is None else float(weight), "sigma": sigma, "shift": shift,
+        "ghost_alpha": ghost_alpha, "vignette": vignette, "att": att,
+    }  # fmt: skip
+
+
+def _working_size(h: int, w: int, max_size: int) -> tuple[int, int]:
+    """The authors' working size: the longer side scaled to ``max_size``, aspect kept."""
+    if w > h:
+        return max(1, round(h * max_size / w)), max_size
+    return max_size, max(1, round(w * max_size / h))
+
+
+def refool_blend(
+    reflection: torch.Tensor,
+    model: str,
+    params: dict[str, Any],
+    background: torch.Tensor | None = None,
+    max_image_size: int = 560,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The authors' ``blend_images`` (Refool, ``scripts/insert_reflection.py``) in torch:
+    ``(blended, transmission, reflection_layer)``, each ``(3, h, w)`` in [0, 1] at the working
+    size (the background's, or without one the reflection's, longer side ``max_image_size``).
+
+    In gamma-2.2 space, with ``a = 1 - weight`` (the authors' ``alpha_t``): ``ghost``: the
+    reflection plus a copy shifted by ``shift`` (weights ``ghost_alpha``, ``1 - ghost_alpha``),
+    times ``weight``; ``out-of-focus``: the reflection blurred (Gaussian ``sigma``, kernel side
+    ``2 ceil(2 sigma) + 1``), lowered where reflection + background overflows 1, times the
+    vignette window and ``1 - a / 2``; the layer returned is that times ``min(1, 4 weight)``;
+    ``in-focus`` (the paper's type I, not in the authors' code): the reflection times ``weight``.
+    The blend adds ``a`` times the background; the transmission is ``a`` times the background.
+    Without a background the background is black (the blend is the reflection layer).
+    """
+    if model not in REFLECTIONS:
+        raise InputError(f"unknown reflection model {model!r}; use {', '.join(REFLECTIONS)}.")
+    ref = reflection if background is None else background
+    h, w = _working_size(ref.shape[-2], ref.shape[-1], max_image_size)
+    r = _resize(reflection.float(), 3, (h, w)) ** 2.2
+    t = None if background is None else _resize(background.float(), 3, (h, w))
+    return _blend_linear(r, t, None if t is None else t**2.2, model, params, max_image_size)
+
+
+def _blend_linear(
+    r: torch.Tensor,
+    t_srgb: torch.Tensor | None,
+    t: torch.Tensor | None,
+    model: str,
+    params: dict[str, Any],
+    max_image_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`refool_blend` on the reflection ``r`` and background ``t`` already at the working
+    size and in gamma-2.2 space (``t_srgb``: the background before the gamma)."""
+    h, w = r.shape[-2:]
+    weight = float(params["weight"])
+    alpha_t = 1 - weight
+    if model == "ghost":
+        dy, dx = params["shift"]
+        ga = float(params["ghost_alpha"])
+        r1 = F.pad(r, (0, dx, 0, dy))  # zeros after (bottom/right)
+        r2 = F.pad(r, (dx, 0, dy, 0))  # zeros before (top/left)
+        ghost = (ga * r1 + (1 - ga) * r2)[:, dy:-dy, dx:-dx]
+        mask = _resize(ghost, 3, (h, w)) * weight
+        layer = mask
+    elif model == "in-focus":
+        mask = layer = r * weight
+    else:
+        sigma = float(params["sigma"])
+        blur = _gaussian_blur(r, sigma, radius=math.ceil(2 * sigma))
+        if t is not None:
+            over = blur + t
+            for c in range(3):  # the authors' per-channel correction of an overflowing blend
+                m = over[c] > 1
+                mean = max(1.0, float((over[c] * m).sum()) / (float(m.sum()) + 1e-6))
+                blur[c] = blur[c] - (mean - 1) * float(params["att"])
+        blur = blur.clamp(0, 1)
+        fy, fx = params["vignette"]
+        oy = int(fy * (max_image_size - h - 10)) if h < max_image_size - 10 else 0
+        ox = int(fx * (max_image_size - w - 10)) if w < max_image_size - 10 else 0
+        window = _vignette(max_image_size)[oy : oy + h, ox : ox + w]
+        mask = blur * window * (1 - alpha_t / 2)
+        layer = min(1.0, 4 * weight) * mask
+    if t is None or t_srgb is None:
+        blended, transmission = mask, torch.zeros_like(mask)
+    else:
+        blended = mask + alpha_t * t
+        transmission = alpha_t ** (1 / 2.2) * t_srgb
+    return blended.clamp(0, 1) ** (1 / 2.2), transmission, layer.clamp(0, 1) ** (1 / 2.2)
+
+
 class ReflectionTrigger(Trigger):
-    """Refool's reflection trigger (Liu et al., ECCV 2020); see the module for the three
-    reflection models.
+    """Refool's reflection trigger (Liu et al., ECCV 2020), following the authors' code
+    (github.com/DreamtaleCore/Refool): the reflection layer of :func:`refool_blend`
+    (``scripts/insert_reflection.py``'s ``blend_images``) mixed into each image with weights
+    proportional to the two images' mean brightness (``strategy.py``'s ``blend_image``;
+    TrojanZoo's ``Refool.add_mark`` likewise): ``x' = (m_x x + m_R R) / (m_x + m_R)``, ``m``
+    the mean over the image's pixels and channels, clipped to [0, 1].
 
     Args:
         reflection: a bundled photograph's name or a ``(C, H, W)`` tensor in [0, 1].
         model: ``"in-focus"``, ``"out-of-focus"`` (default) or ``"ghost"``.
-        weight: the reflection's intensity weight (default 0.4).
+        weight: the reflection's intensity, the authors' ``1 - alpha_t``; default None: drawn
+            from ``seed`` as the authors do, ``U(0.05, 0.45)``.
         channels, size: the inputs' channels and ``(H, W)`` (default 3, (32, 32)).
-        seed: draws the blur (``sigma ~ U(1, 5)``), the ghost's shift and attenuation.
+        seed: draws the blur (``sigma ~ U(1, 5)``), the ghost's shift and weights, the vignette.
+        background: the image the layer was made against (its size is the working size, and the
+            out-of-focus layer is lowered where the two overflow); default None.
+        max_image_size: the working size's longer side (default 560, the authors'); the layer is
+            made there and resized (bilinear, antialiased) to ``size``.
+        blend: ``"brightness"`` (default, the authors') or ``"additive"``: ``x + weight R``
+            clipped (the gamma-2.2 sum for out-of-focus), what trustlab did before; artefacts
+            stored without a blend rebuild that way.
+
+    Departures: the authors resize with OpenCV's bilinear resize (no antialiasing) and add the
+    reflection to uint8 images; the in-focus model is the paper's (their code has ghost and
+    out-of-focus only).
 
     Example::
 
@@ -307,33 +450,66 @@ class ReflectionTrigger(Trigger):
         self,
         reflection: torch.Tensor | str,
         model: str = "out-of-focus",
-        weight: float = 0.4,
+        weight: float | None = None,
         channels: int = 3,
         size: tuple[int, int] = (32, 32),
         seed: int = 0,
+        background: torch.Tensor | None = None,
+        max_image_size: int = 560,
+        blend: str = "brightness",
     ) -> None:
         if model not in REFLECTIONS:
             raise InputError(f"unknown reflection model {model!r}; use {', '.join(REFLECTIONS)}.")
-        if not 0 < weight <= 1:
+        if weight is not None and not 0 < weight <= 1:
             raise InputError(f"weight must be in (0, 1], got {weight}.")
+        if blend not in BLENDS:
+            raise InputError(f"unknown blend {blend!r}; use {', '.join(BLENDS)}.")
+        if max_image_size < 16:
+            raise InputError(f"max_image_size must be >= 16, got {max_image_size}.")
         self.source = reflection if isinstance(reflection, str) else "image"
         if isinstance(reflection, str):
             from trustlab.data.synthetic import bundled_image
 
             reflection = bundled_image(reflection)
-        g = generator(seed)
-        r = _resize(reflection, channels, size)
-        self.model, self.weight = model, float(weight)
-        self.sigma = 1 + 4 * float(torch.rand((), generator=g))
-        self.shift = (int(torch.randint(3, 9, (1,), generator=g)),
-                      int(torch.randint(3, 9, (1,), generator=g)))  # fmt: skip
-        self.attenuation = 0.15 + 0.2 * float(torch.rand((), generator=g))
-        if model == "out-of-focus":
-            r = _gaussian_blur(r, self.sigma)
-        elif model == "ghost":
-            shifted = torch.roll(r, self.shift, dims=(-2, -1))
-            r = (1 - self.attenuation) * r + self.attenuation * shifted
-        self.reflection = r.clamp(0, 1)
+        params = draw_reflection_params(generator(seed), weight)
+        self.set_params(model, params, blend, max_image_size)
+        layer = refool_blend(reflection, model, params, background, max_image_size)[2]
+        self.reflection = _resize(layer, channels, size)
+
+    def set_params(
+        self, model: str, params: dict[str, Any], blend: str, max_image_size: int
+    ) -> None:
+        self.model, self.blend, self.max_image_size = model, blend, int(max_image_size)
+        self.weight, self.sigma = float(params["weight"]), float(params["sigma"])
+        self.shift = tuple(int(s) for s in params["shift"])
+        self.ghost_alpha = float(params["ghost_alpha"])
+        self.vignette = tuple(float(v) for v in params["vignette"])
+        self.att = float(params["att"])
+
+    def params(self) -> dict[str, Any]:
+        """The drawn parameters (as :func:`draw_reflection_params` returns them)."""
+        return {
+            "weight": self.weight, "sigma": self.sigma, "shift": self.shift,
+            "ghost_alpha": self.ghost_alpha, "vignette": self.vignette, "att": self.att,
+        }  # fmt: skip
+
+    @classmethod
+    def from_layer(
+        cls,
+        layer: torch.Tensor,
+        model: str,
+        params: dict[str, Any],
+        source: str = "image",
+        channels: int = 3,
+        size: tuple[int, int] = (32, 32),
+        max_image_size: int = 560,
+    ) -> ReflectionTrigger:
+        """A trigger from a reflection layer already made by :func:`refool_blend`."""
+        t = cls.__new__(cls)
+        t.set_params(model, params, "brightness", max_image_size)
+        t.source = source
+        t.reflection = _resize(layer, channels, size)
+        return t
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         r = self.reflection
@@ -342,24 +518,38 @@ class ReflectionTrigger(Trigger):
         r = r.to(x.device, x.dtype)
         if x.dim() == 5:
             r = r[:, None]
-        if self.model == "out-of-focus":  # add in linear light (gamma 2.2), back to sRGB
-            mixed = x.clamp(0, 1) ** 2.2 + self.weight * r**2.2
-            return mixed.clamp(0, 1) ** (1 / 2.2)
-        return (x + self.weight * r).clamp(0, 1)
+        if self.blend == "additive":  # trustlab's earlier sum, kept for stored artefacts
+            if self.model == "out-of-focus":
+                mixed = x.clamp(0, 1) ** 2.2 + self.weight * r**2.2
+                return mixed.clamp(0, 1) ** (1 / 2.2)
+            return (x + self.weight * r).clamp(0, 1)
+        m_x = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+        m_r = r.mean()
+        total = m_x + m_r
+        mixed = torch.where(total > 0, (m_x * x + m_r * r) / total.clamp_min(1e-12), x)
+        return mixed.clamp(0, 1)
 
     def state(self):
         config = {
             "kind": self.kind, "model": self.model, "weight": self.weight, "sigma": self.sigma,
-            "shift": list(self.shift), "attenuation": self.attenuation, "source": self.source,
+            "shift": list(self.shift), "ghost_alpha": self.ghost_alpha,
+            "vignette": list(self.vignette), "att": self.att, "source": self.source,
+            "blend": self.blend, "max_image_size": self.max_image_size,
         }  # fmt: skip
         return config, {"reflection": self.reflection}
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Trigger:
         t = cls.__new__(cls)
-        t.reflection, t.model, t.weight = tensors["reflection"], config["model"], config["weight"]
-        t.sigma, t.shift = config["sigma"], tuple(config["shift"])
-        t.attenuation = config["attenuation"]
+        params = {
+            "weight": config["weight"], "sigma": config["sigma"], "shift": config["shift"],
+            "ghost_alpha": config.get("ghost_alpha", config.get("attenuation", 0.0)),
+            "vignette": config.get("vignette", (0.0, 0.0)), "att": config.get("att", 1.08),
+        }  # fmt: skip
+        # artefacts stored before the brightness blend carry no "blend": they added the layer
+        blend = config.get("blend", "additive")
+        t.set_params(config["model"], params, blend, config.get("max_image_size", 560))
+        t.reflection = tensors["reflection"]
         t.source = config.get("source", "image")
         return t
 
