@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from trustlab.attacks.evasion.sgm import sgm_branches
 from trustlab.cli import app
+from trustlab.errors import InputError
 from trustlab.experiments.base import ResultTable
 from trustlab.experiments.transferability import SGMReproduction
+from trustlab.models import create_model, residual_branches
 from trustlab.results import RunStore
 
 
@@ -66,3 +70,23 @@ def test_sgm_claims_judge_the_paired_gain_of_each_seed_with_the_interval() -> No
     # SGM+MI never beats MI: FAIL; SGM +3 points in every seed, short of 5: FAIL
     table = _sgm_table({"pgd": base, "sgm": plus(0.03), "mi": base, "sgm+mi": base})
     assert [c.verdict for c in exp.check_claims(table)] == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "real", "full"])
+def test_presets_have_a_source_sgm_scales_and_targets_of_other_families(preset: str) -> None:
+    """The source has blocks that SGM scales as the authors do (not ResNet-8, whose blocks all
+    open a stage); the smoke, quick and real targets have no skip connections."""
+    p = SGMReproduction().preset(preset)
+    assert sgm_branches(create_model(p.model))
+    if preset != "full":
+        assert p.model == "resnet20" and p.options["eps"] >= 0.1
+        for name, kwargs in p.options["targets"].values():
+            assert not residual_branches(create_model(name, **kwargs))
+    if preset in ("quick", "real"):
+        assert p.seeds >= 2
+
+
+def test_a_source_without_scaled_blocks_is_refused() -> None:
+    p = SGMReproduction().preset("smoke")
+    with pytest.raises(InputError, match="no block that SGM scales"):
+        SGMReproduction().jobs(replace(p, model="resnet8"))

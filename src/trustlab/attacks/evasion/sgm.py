@@ -1,33 +1,51 @@
 """Skip Gradient Method (SGM): Wu, Wang, Xia, Bailey & Ma, "Skip Connections Matter: On the
 Transferability of Adversarial Examples Generated with ResNets", ICLR 2020.
 
-During the attack's backward pass the gradient that flows through every residual branch is
+During the attack's backward pass the gradient that flows through the residual branches is
 multiplied by ``gamma`` (``0 < gamma <= 1``); the skip connections and the main path after each
 addition are left untouched, so more of the input gradient comes from the skip connections and
 the adversarial examples transfer better to other architectures.
 
 :func:`skip_gradient` is a context manager: inside it, full backward hooks on the residual-branch
 modules scale the gradient with respect to each branch's input by ``gamma``; on exit (also after
-an exception) the hooks are removed. The branches of trustlab's residual models (``resnet8``,
-``resnet20``, ``resnet18``, ``wrn-16-4``, ``densenet-small``) are found by name
-(:func:`trustlab.models.wrappers.residual_branches`: sub-modules called ``residual``); for a
-user's network pass ``branches=`` the module names (or modules) of its residual branches.
-:class:`SGM` is the PGD loop run inside that context, combinable with MI (``momentum``) and DI
-(``diversity``).
+an exception) the hooks are removed. :class:`SGM` is the PGD loop run inside that context,
+combinable with MI (``momentum``) and DI (``diversity``).
+
+Which branches (the authors' code, ``utils_sgm.py`` of csdongxian/skip-connections-matter):
+``register_hook_for_resnet`` hooks the ReLUs of every block *except the first block of each
+stage* (module names containing ``0.relu``: ``layer1.0`` .. ``layer4.0``, the blocks whose skip
+is a downsampling projection, and ``layer1.0`` too), and ``register_hook_for_densenet`` hooks
+every dense layer (not the transitions). trustlab follows the code: by default
+(:func:`sgm_branches`) it scales every sub-module called ``residual`` except those of a stage's
+first block (a block at position 0 of an ``nn.Sequential`` stage; dense layers are never
+skipped). ``resnet20`` thus gets 6 of its 9 branches, ``resnet18`` 4 of 8, ``wrn-16-4`` 3 of 6,
+``densenet-small`` all 18; ``resnet8`` has one block per stage, so none (a warning says SGM is
+then plain PGD). ``first_blocks=True`` also scales the stage openers, trustlab's rule before it
+followed the authors; on a digits ResNet-20 at gamma 0.2 that rule cut the white-box success to
+29.4% (64.4% with the authors' exclusion; see docs/transfer.md for the transfer rates). For a
+user's network pass ``branches=`` the module names (or modules) to scale.
+
+Where the gamma multiplies: the authors multiply the gradient at the backward of the ReLU inside
+each hooked branch (one ReLU per basic block, so ``gamma``; two per bottleneck or dense layer,
+so ``sqrt(gamma)`` each: ``gamma`` per branch either way). Back-propagation is linear, so
+trustlab's scaling of the gradient at the branch's input gives the same input gradient. Their
+hooks also catch the stem ReLU and, as torchvision's blocks reuse one ReLU module after the
+addition, the main path of each hooked block; both are uniform factors on the whole gradient,
+and their ``backward_hook_norm`` divides each block's output gradient by its (batch) standard
+deviation. Uniform factors change neither the sign step, nor the L2 step, nor MI's
+L1-normalised momentum, so trustlab leaves them out: the attack's directions are the authors'.
+(Their name test also skips blocks 10, 20, 30 of ResNet-101/152's third stage; trustlab's
+models have at most three blocks per stage.)
 
 Defaults (the paper): ``gamma = 0.2`` for ResNets (0.5 for DenseNets); the attack is the
 iterative FGSM the authors use, L-inf ``eps = 8/255`` on CIFAR-10 (16/255 on ImageNet), step
 2/255 (``eps/4``, scaled with the radius), 10 steps, no random start, cross-entropy.
-
-Where trustlab departs from the authors' code: their code hooks ReLU modules (``sqrt(gamma)`` per
-ReLU in blocks with two); on torchvision's blocks the same ReLU module also runs after the
-addition, which scales the main path too. trustlab scales each residual branch exactly once, by
-``gamma``, as the method is specified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -35,6 +53,7 @@ from torch import nn
 
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.errors import InputError
+from trustlab.models.densenet import DenseLayer
 from trustlab.models.wrappers import residual_branches, resolve_layer
 from trustlab.registry import EVASION
 
@@ -51,16 +70,51 @@ _THREAT = "transfer (black-box via a white-box residual source), untargeted or t
 Branches = Sequence[str | nn.Module] | None
 
 
-def branch_modules(model: nn.Module, branches: Branches = None) -> list[nn.Module]:
+def _opens_stage(modules: dict[str, nn.Module], name: str) -> bool:
+    """Whether the branch ``name`` belongs to the first block of a stage: its block sits at
+    position 0 of an ``nn.Sequential`` and is not a dense layer (the authors hook every dense
+    layer)."""
+    block_name = name.rpartition(".")[0]
+    parent_name, _, position = block_name.rpartition(".")
+    if not block_name or position != "0":
+        return False
+    parent, block = modules.get(parent_name), modules[block_name]
+    return isinstance(parent, nn.Sequential) and not isinstance(block, DenseLayer)
+
+
+def sgm_branches(model: nn.Module, first_blocks: bool = False) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the residual branches SGM scales by default, as the authors' code
+    does: every sub-module called ``residual`` except those of each stage's first block
+    (``first_blocks=True`` keeps them too, trustlab's earlier rule). See the module."""
+    found = residual_branches(model)
+    if first_blocks:
+        return found
+    modules = dict(model.named_modules())
+    return [(n, m) for n, m in found if not _opens_stage(modules, n)]
+
+
+def branch_modules(
+    model: nn.Module, branches: Branches = None, first_blocks: bool = False
+) -> list[nn.Module]:
     """The residual-branch modules SGM scales: ``branches`` (names or modules) or, by default,
-    every sub-module called ``residual``. An :class:`InputError` when there are none."""
+    :func:`sgm_branches`. An :class:`InputError` when the model has no ``residual`` sub-module;
+    a warning when all of them open a stage (SGM is then plain PGD)."""
     if branches is None:
-        mods = [m for _, m in residual_branches(model)]
-        if not mods:
+        if not residual_branches(model):
             raise InputError(
                 f"{type(model).__name__} has no sub-modules named 'residual'; SGM needs the "
                 "residual branches: pass branches=['layer1.0.branch', ...] (module names from "
                 "trustlab.models.layer_names(model))."
+            )
+        mods = [m for _, m in sgm_branches(model, first_blocks)]
+        if not mods:
+            warnings.warn(
+                f"every residual branch of {type(model).__name__} opens a stage, which the "
+                "authors' SGM leaves unscaled, so SGM here is plain PGD; use a source with "
+                "more than one block per stage (resnet20, resnet18) or pass first_blocks=True "
+                "or branches=.",
+                UserWarning,
+                stacklevel=3,
             )
         return mods
     if isinstance(branches, (str, nn.Module)):
@@ -79,11 +133,20 @@ def check_gamma(gamma: float) -> float:
 
 @contextlib.contextmanager
 def skip_gradient(
-    model: nn.Module, gamma: float = 0.2, branches: Branches = None
+    model: nn.Module, gamma: float = 0.2, branches: Branches = None, first_blocks: bool = False
 ) -> Iterator[list[nn.Module]]:
-    """Scale the gradient through the residual branches by ``gamma`` inside the block."""
+    """Scale the gradient through the residual branches by ``gamma`` inside the block.
+
+    Args:
+        model: the residual network.
+        gamma: decay in ``(0, 1]`` (default 0.2, the paper's for ResNets).
+        branches: the modules (or names) to scale; default :func:`sgm_branches`: every
+            ``residual`` sub-module but those of each stage's first block, as the authors' code.
+        first_blocks: with ``branches=None``, also scale the stage openers (default False).
+
+    Yields the hooked modules."""
     gamma = check_gamma(gamma)
-    mods = branch_modules(model, branches)
+    mods = branch_modules(model, branches, first_blocks)
 
     def hook(module: nn.Module, grad_input, grad_output):
         return tuple(None if g is None else g * gamma for g in grad_input)
@@ -125,8 +188,9 @@ class SGM(PGD):
 
     Wu, Wang, Xia, Bailey & Ma, "Skip Connections Matter: On the Transferability of Adversarial
     Examples Generated with ResNets", ICLR 2020. Defaults are the paper's iterative FGSM on
-    CIFAR-10 (no random start); trustlab scales each residual branch once by ``gamma`` where the
-    authors' code hooks ReLUs (see the module).
+    CIFAR-10 (no random start). As in the authors' code (``utils_sgm.register_hook_for_resnet``),
+    each stage's first block is left unscaled; each other branch is scaled once by ``gamma``
+    (they scale its ReLU, the same input gradient; see the module).
 
     Args:
         model: the residual source model (``[0, 1]`` inputs to logits).
@@ -136,8 +200,11 @@ class SGM(PGD):
         steps: iterations (default 10).
         gamma: residual-gradient decay in ``(0, 1]`` (default 0.2, the paper's for ResNets;
             0.5 for DenseNets).
-        branches: names or modules of the residual branches (default: sub-modules called
-            ``residual``, as in trustlab's residual models).
+        branches: names or modules of the residual branches to scale (default:
+            :func:`sgm_branches`, the sub-modules called ``residual`` except those of each
+            stage's first block, as the authors' code).
+        first_blocks: with ``branches=None``, also scale the first block of each stage
+            (default False, the authors'; True is trustlab's earlier rule).
         norm: ``"linf"`` (default) or ``"l2"``.
         loss: ``"ce"`` (default), ``"cw"`` or ``"dlr"``.
         restarts: independent runs (default 1).
@@ -174,6 +241,7 @@ class SGM(PGD):
         momentum: float = 0.0,
         diversity: float = 0.0,
         resize_rate: float = 0.9,
+        first_blocks: bool = False,
     ) -> None:
         super().__init__(
             model,
@@ -192,10 +260,11 @@ class SGM(PGD):
         )
         self.gamma = check_gamma(gamma)
         self.branches = branches
-        branch_modules(model, branches)  # fail now, not mid-attack
+        self.first_blocks = bool(first_blocks)
+        branch_modules(model, branches, self.first_blocks)  # fail (or warn) now, not mid-attack
 
     def perturb(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        with skip_gradient(self.model, self.gamma, self.branches):
+        with skip_gradient(self.model, self.gamma, self.branches, self.first_blocks):
             return super().perturb(x, y, target)
