@@ -55,6 +55,45 @@ def reproduce_cmd(
         raise typer.Exit(1)
 
 
+@command("reproductions", area=AREA)
+def reproductions_cmd(
+    preset: Annotated[
+        str | None, typer.Option(help="only these presets, comma-separated (e.g. quick,real).")
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="every finished run, not only the newest of each.")
+    ] = False,
+    markdown: Annotated[bool, typer.Option(help="print a markdown table (for docs).")] = False,
+) -> None:
+    """The stored reproductions' results: per experiment and preset, each claim's verdict with
+    its measured numbers and interval, the seeds, the wall time, the run and its commit."""
+    from trustlab.experiments.results import reproduction_results, results_markdown
+
+    presets = [p.strip() for p in preset.split(",") if p.strip()] if preset else None
+    results = reproduction_results(latest=not all_runs, presets=presets)
+    out = stdout()
+    if markdown:
+        out.print(results_markdown(results), markup=False, highlight=False, soft_wrap=True, end="")
+        return
+    if not results:
+        out.print("no finished reproductions in the store (run: trustlab reproduce NAME)")
+        return
+    for r in results:
+        out.print(
+            f"[bold]{r.experiment}[/] {r.preset} ({r.dataset}, {r.model}, {r.seeds} seed(s)): "
+            f"{r.wall}, run {r.run_id} ({r.commit or '?'}, {r.ended[:10]})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for c in r.claims:
+            colour = {"PASS": "green", "FAIL": "red"}.get(c.verdict, "yellow")
+            out.print(
+                f"  [bold {colour}]{c.verdict}[/] {c.claim}: {c.detail}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 bench_app = typer.Typer(help="Benchmark matrices (stored, resumable runs).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench", rich_help_panel=AREA)
 

@@ -29,6 +29,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -604,6 +605,7 @@ def reproduce(
         raise InputError(f"--workers must be >= 1, got {workers}.")
     jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
     exp.check(pre)  # everything a job would reject, before anything is stored
+    started = time.perf_counter()
     config = {"experiment": name, "preset": pre.to_dict(), "seed": seed, **exp.describe(pre)}
     if options:
         config["overrides"] = dict(options)
@@ -651,9 +653,14 @@ def reproduce(
         text = render_markdown(exp, pre, table, claims)
         write_text_atomic(run.artifact_path("report.md"), text)
         run.add_artifact("report.md", kind="report")
+        n_workers = workers if workers is not None else default_workers(dev, len(todo))
         run.finish(
             {
                 "passed": all(c.passed for c in claims),
+                # this invocation's wall time (a resumed run: only what was left), its workers
+                "wall_s": round(time.perf_counter() - started, 1),
+                "workers": n_workers,
+                "resumed": resume is not None,
                 "claims": {
                     c.claim: {"passed": c.passed, "verdict": c.verdict, "detail": c.detail}
                     for c in claims

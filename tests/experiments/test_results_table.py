@@ -1,0 +1,58 @@
+"""The stored reproductions as one results table (trustlab.experiments.results and the
+``reproductions`` command), on hand-made runs in a fresh store."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from trustlab.cli import app
+from trustlab.experiments.results import reproduction_results, results_markdown
+from trustlab.results import RunStore
+
+
+def _store_run(store: RunStore, experiment: str, preset: str, verdict: str, wall: float) -> int:
+    config = {"experiment": experiment, "preset": {"name": preset, "dataset": "digits",
+              "model": "mlp", "seeds": 3}, "seed": 0}  # fmt: skip
+    run = store.create_run("reproduce", f"{experiment}-{preset}", config, seed=0)
+    detail = f"gain +1.00 (95% interval [+0.50, +1.50] over 3 seeds; per seed {verdict} | x)"
+    claims = {"gain": {"passed": verdict == "PASS", "verdict": verdict, "detail": detail}}
+    run.finish({"passed": verdict == "PASS", "claims": claims, "wall_s": wall, "workers": 2})
+    return run.id
+
+
+def test_newest_run_per_experiment_and_preset_in_order() -> None:
+    store = RunStore()
+    _store_run(store, "sce", "quick", "FAIL", 61.0)
+    newer = _store_run(store, "sce", "quick", "INCONCLUSIVE", 725.4)
+    _store_run(store, "apl", "real", "PASS", 1500.0)
+    _store_run(store, "apl", "quick", "PASS", 30.0)
+    latest = reproduction_results(store)
+    assert [(r.experiment, r.preset) for r in latest] == [
+        ("apl", "quick"),
+        ("apl", "real"),
+        ("sce", "quick"),
+    ]
+    sce = latest[2]
+    assert sce.run_id == newer and sce.claims[0].verdict == "INCONCLUSIVE"
+    assert sce.wall == "12m05s" and sce.seeds == 3 and not sce.passed
+    assert len(reproduction_results(store, latest=False)) == 4
+    assert [r.preset for r in reproduction_results(store, presets=("real",))] == ["real"]
+    text = results_markdown(latest)
+    lines = text.splitlines()
+    assert lines[0].startswith("| experiment | preset | seeds | claim | verdict")
+    assert len(lines) == 2 + 3  # header, rule, one row per claim
+    assert "| `sce` | `quick` (digits, mlp) | 3 | gain | **INCONCLUSIVE** |" in text
+    assert "per seed INCONCLUSIVE \\| x" in text  # a | inside a detail cannot split the row
+
+
+def test_reproductions_command() -> None:
+    runner = CliRunner()
+    out = runner.invoke(app, ["reproductions"])
+    assert out.exit_code == 0 and "no finished reproductions" in out.output
+    _store_run(RunStore(), "md", "quick", "FAIL", 9.0)
+    out = runner.invoke(app, ["reproductions"])
+    assert out.exit_code == 0 and "md quick (digits, mlp, 3 seed(s)): 9s" in out.output
+    assert "FAIL gain: gain +1.00 (95% interval [+0.50, +1.50]" in out.output
+    out = runner.invoke(app, ["reproductions", "--markdown", "--preset", "quick,real"])
+    assert out.exit_code == 0 and out.output.startswith("| experiment |")
+    assert "[+0.50, +1.50]" in out.output  # brackets are text, not markup
