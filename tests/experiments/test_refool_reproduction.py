@@ -1,4 +1,5 @@
-"""`trustlab reproduce refool --preset smoke`: clean, ranked Refool, unranked Refool."""
+"""`trustlab reproduce refool --preset smoke`: clean, ranked Refool, and an unranked reflection
+of the same pool for each reflection model (like with like)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ def test_reproduce_refool_smoke(_isolated_home: Path) -> None:
     assert out.exit_code == (0 if marks == ["PASS"] else 1)
     (run,) = RunStore(_isolated_home).list()
     rows = json.loads((run.dir / "table.json").read_text())["rows"]
-    assert [r["model"] for r in rows] == ["clean", "refool", "unranked"]
+    assert [r["model"] for r in rows] == [
+        "clean", "refool", "unranked-in-focus", "unranked-out-of-focus", "unranked-ghost"
+    ]  # fmt: skip
     for r in rows:
         assert 0 <= r["asr"] <= 1 and 0 <= r["clean_acc"] <= 1
-    assert rows[0]["rate"] == 0 and abs(rows[1]["rate"] - 0.05) < 0.01
+    assert rows[0]["rate"] == 0 and all(abs(r["rate"] - 0.05) < 0.01 for r in rows[1:])
     record = json.loads((run.dir / "work" / "refool-seed0.json").read_text())
     assert record["chosen"] == record["ranking"][0]["candidate"]
-    assert len(record["ranking"]) == 6 and len(record["rounds"]) == 1
+    # the pool: 2 photographs x 3 models, those the authors' SSIM filter keeps
+    assert 1 <= len(record["ranking"]) == len(record["candidates"]) <= 6
+    assert all(0.7 < c["ssim"] < 0.85 for c in record["candidates"])
+    assert len(record["rounds"]) == 1
 
 
 def _table(asr: tuple[float, ...], rate: tuple[float, ...]) -> ResultTable:
@@ -44,8 +50,9 @@ def _table(asr: tuple[float, ...], rate: tuple[float, ...]) -> ResultTable:
                      "rate": 0.0})  # fmt: skip
         rows.append({"model": "refool", "seed": seed, "clean_acc": 0.89, "asr": a, "ra": 0.2,
                      "rate": r})  # fmt: skip
-        rows.append({"model": "unranked", "seed": seed, "clean_acc": 0.89, "asr": 0.4, "ra": 0.5,
-                     "rate": r})  # fmt: skip
+        for m, u in (("in-focus", 0.4), ("out-of-focus", 0.3), ("ghost", 0.2)):
+            rows.append({"model": f"unranked-{m}", "seed": seed, "clean_acc": 0.89, "asr": u,
+                         "ra": 0.5, "rate": r})  # fmt: skip
     return ResultTable(exp.keys, exp.metrics, rows)
 
 
@@ -53,7 +60,7 @@ def test_claim_judges_asr_and_rate_on_their_intervals() -> None:
     exp = get_experiment("refool")
     (ok,) = exp.check_claims(_table((0.85, 0.90, 0.95), (0.05, 0.05, 0.05)))
     assert ok.verdict == "PASS" and "Refool ASR 90.0% (95% interval" in ok.detail
-    assert "unranked reflection 40.0%" in ok.detail
+    assert "by model: in-focus 40.0%, out-of-focus 30.0%, ghost 20.0%" in ok.detail
     # ASR 95/85/40: the mean (73.3%) meets 70% but the interval reaches below it
     (unsure,) = exp.check_claims(_table((0.95, 0.85, 0.40), (0.05, 0.05, 0.05)))
     assert unsure.verdict == "INCONCLUSIVE" and "per seed 95.0%/85.0%/40.0%" in unsure.detail
