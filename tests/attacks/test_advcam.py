@@ -9,6 +9,7 @@ from trustlab.attacks.evasion.advcam import (
     AdvCam,
     default_layers,
     gram,
+    photo_backgrounds,
     random_transform,
     total_variation,
 )
@@ -20,8 +21,10 @@ from trustlab.models import create_model
 def _setup():
     torch.manual_seed(0)
     model = create_model("resnet8", num_classes=4, in_channels=3, image_size=(16, 16)).eval()
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    y = torch.tensor([0, 1, 2, 3])
+    # smooth images (photographs): the TV term in 0..255 units dwarfs the others on pixel noise
+    x = photo_backgrounds(["astronaut", "coffee", "rocket", "brick"], (16, 16))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the labels the (untrained) model gives: clean success 0
     return model, x, y
 
 
@@ -34,9 +37,22 @@ def test_gram_and_total_variation_by_hand() -> None:
     top = flat.view(2, 2, 2)[:, 0, :]
     torch.testing.assert_close(gram(f, half)[0], top @ top.T / (2 * 2))
     assert float(total_variation(torch.full((2, 3, 5, 5), 0.3)).abs().max()) == 0
-    step = torch.zeros(1, 1, 2, 2)
-    step[..., 1] = 1  # one vertical edge: horizontal differences 1 in both rows
-    torch.testing.assert_close(total_variation(step), torch.tensor([1.0]))
+
+
+def test_total_variation_is_the_authors_sum_over_two_in_255_units() -> None:
+    # advcam_physical_attack.py total_variation_loss: over pixels i < H-1, j < W-1,
+    # ((x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2) summed, / 2, in 0..255 units
+    step = torch.zeros(1, 1, 3, 3)
+    step[..., 2] = 1  # a vertical edge between columns 1 and 2: only (i, 1) for i < 2 count
+    torch.testing.assert_close(total_variation(step), torch.tensor([2 * 255.0**2 / 2]))
+    x = torch.rand(2, 3, 6, 7, generator=torch.Generator().manual_seed(0))
+    p = (x * 255).permute(0, 2, 3, 1).double()  # NHWC as the authors' TensorFlow code
+    c = p[:, :-1, :-1, :]
+    ref = ((c - p[:, :-1, 1:, :]) ** 2 + (c - p[:, 1:, :-1, :]) ** 2).sum((1, 2, 3)) / 2
+    torch.testing.assert_close(total_variation(x).double(), ref, rtol=1e-5, atol=1e-3)
+    # a 32x32 colour photograph: hundreds in these units, the scale of the style loss, not 1e-2
+    photo = photo_backgrounds(["chelsea"], (32, 32))
+    assert float(total_variation(photo)) > 100
 
 
 def test_default_layers() -> None:
@@ -61,12 +77,56 @@ def test_random_transform_is_seeded_in_range_and_identity_at_zero() -> None:
         x, None, scale=(1.0, 1.0), rotation=0.0, translation=0.0, brightness=0.0
     )
     torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
-    mask = torch.zeros(1, 1, 16, 16)
     bg = torch.ones(2, 3, 16, 16)
-    pasted = random_transform(
-        x, None, (1.0, 1.0), 0.0, 0.0, 0.0, background=bg, mask=mask.expand(3, 1, 16, 16)
-    )
+    nothing = torch.zeros(16, 16)
+    pasted = random_transform(x, None, (1.0, 1.0), 0.0, 0.0, 0.0, background=bg, paste=nothing)
     torch.testing.assert_close(pasted, torch.ones_like(x))  # all background
+    with pytest.raises(InputError, match="do not match"):
+        random_transform(x, None, background=torch.ones(2, 1, 16, 16))
+
+
+def test_random_transform_is_the_authors_family() -> None:
+    """physical_adaption_utils.py img_random_overlay: the image shrunk to 0.4-0.6 of the side,
+    within +-25 degrees, inside the frame, on a background, brightness times 1 +- 0.3."""
+    n = 200
+    x = torch.ones(n, 1, 32, 32)
+    bg = torch.zeros(1, 1, 32, 32)
+    out = random_transform(x, torch.Generator().manual_seed(0), brightness=0.0, background=bg)
+    area = out.flatten(1).sum(1) / 32**2  # the pasted image's share of the frame
+    assert float(area.min()) > 0.4**2 - 0.03 and float(area.max()) < 0.6**2 + 0.03
+    assert float(area.std()) > 0.02  # the scale varies
+    # the unrotated shrunk image stays inside the frame, and moves around
+    flat = random_transform(x, torch.Generator().manual_seed(1), rotation=0.0, brightness=0.0,
+                            background=bg)  # fmt: skip
+    assert float(flat.flatten(1).sum(1).min()) / 32**2 > 0.4**2 - 0.03
+    centre = (flat[:, 0].sum(1) * torch.arange(32.0)).sum(1) / flat[:, 0].sum((1, 2))
+    assert float(centre.min()) < 12 and float(centre.max()) > 19
+    # a rotation of up to 25 degrees: a shrunk square's bounding box grows by up to
+    # cos 25 + sin 25 = 1.33, never beyond (a 15 degree family stays below 1.23)
+    sq, black = torch.ones(n, 1, 64, 64), torch.zeros(1, 1, 64, 64)
+    rot = random_transform(sq, torch.Generator().manual_seed(2), scale=(0.5, 0.5),
+                           translation=0.0, brightness=0.0, background=black)  # fmt: skip
+    width = (rot[:, 0] > 0.5).any(1).sum(1).float() / 32  # bounding-box width over the side
+    assert float(width.max()) > 1.26 and float(width.max()) < 1.37
+    # brightness is a factor in [0.7, 1.3]
+    grey = torch.full((n, 1, 8, 8), 0.5)
+    b = random_transform(grey, torch.Generator().manual_seed(3), scale=(1.0, 1.0), rotation=0.0,
+                         translation=0.0)  # fmt: skip
+    factor = b.flatten(1).mean(1) / 0.5
+    assert 0.7 - 1e-4 <= float(factor.min()) < 0.75 and 1.25 < float(factor.max()) <= 1.3 + 1e-4
+    # only what ``paste`` covers is pasted
+    half = torch.zeros(32, 32)
+    half[:, :16] = 1
+    cut = random_transform(x[:1], None, (1.0, 1.0), 0.0, 0.0, 0.0, background=bg, paste=half)
+    assert torch.equal(cut[0, 0], half)
+
+
+def test_photo_backgrounds() -> None:
+    bg = photo_backgrounds(["coffee", "brick"], (12, 10))
+    assert bg.shape == (2, 3, 12, 10) and float(bg.min()) >= 0 and float(bg.max()) <= 1
+    assert photo_backgrounds(["coffee"], (8, 8), channels=1).shape == (1, 1, 8, 8)
+    with pytest.raises(InputError, match="channels"):
+        photo_backgrounds(["coffee"], (8, 8), channels=2)
 
 
 def test_advcam_lowers_its_loss_changes_only_the_region_and_fools() -> None:
@@ -93,6 +153,8 @@ def test_targeted_and_eot_run() -> None:
                  backgrounds=torch.rand(3, 3, 16, 16))  # fmt: skip
     adv = atk(x, y, target)
     assert adv.shape == x.shape and len(atk.history_) == 5
+    default = AdvCam(model, bundled_image("coffee"), steps=2, eot=True)(x, y)  # photo backgrounds
+    assert default.shape == x.shape
     with pytest.raises(InputError, match="needs target classes"):
         atk(x, y)
 

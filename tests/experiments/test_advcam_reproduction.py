@@ -7,12 +7,46 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from trustlab.cli import app
 from trustlab.experiments.base import ResultTable
-from trustlab.experiments.camouflage import AdvCamReproduction, central_mask
+from trustlab.experiments.camouflage import (
+    AdvCamReproduction,
+    central_mask,
+    transformed_success,
+)
 from trustlab.results import RunStore
+
+
+def test_test_backgrounds_are_held_out() -> None:
+    """The examples are tested on background photographs they were not crafted on, and that
+    are not the style."""
+    from trustlab.attacks.evasion.advcam import DEFAULT_BACKGROUNDS
+    from trustlab.experiments.camouflage import TEST_BACKGROUNDS
+
+    styles = {p.options["style"] for p in AdvCamReproduction.presets.values()}
+    assert not set(TEST_BACKGROUNDS) & (set(DEFAULT_BACKGROUNDS) | styles)
+    assert not set(DEFAULT_BACKGROUNDS) & styles
+
+
+def test_transformed_success_pairs_the_draws_with_the_clean_images() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()
+    x = torch.rand(6, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    scenes = torch.rand(2, 3, 8, 8)
+    other = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    out = transformed_success(model, {"clean": x, "copy": x.clone(), "other": other}, y,
+                              scenes, 5, 0)  # fmt: skip
+    assert out["clean"]["transformed_success_clean_correct"] == 0
+    assert out["copy"] == out["clean"]  # the same draws for every method
+    assert out == transformed_success(model, {"clean": x, "copy": x, "other": other}, y,
+                                      scenes, 5, 0)  # fmt: skip
+    for v in out["other"].values():
+        assert 0 <= v <= 1
 
 
 def test_central_mask() -> None:
@@ -32,7 +66,8 @@ def test_reproduce_advcam_smoke(_isolated_home: Path) -> None:
     assert out.exit_code == (0 if set(marks) == {"PASS"} else 1)
     (run,) = RunStore(_isolated_home).list()
     rows = json.loads((run.dir / "table.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["pgd", "advcam", "advcam-eot"]
+    assert [r["method"] for r in rows] == ["clean", "pgd", "advcam", "advcam-eot"]
+    assert rows[0]["success"] == 0  # correctly classified images, unchanged
     for r in rows:
         assert 0 <= r["success"] <= 1 and 0 <= r["transformed_success"] <= 1
         assert r["style_loss"] >= 0
@@ -45,12 +80,14 @@ def _advcam_table(success: list[float], ratio: list[float], eot: list[float]) ->
     rows = []
     for seed, (s, r, e) in enumerate(zip(success, ratio, eot, strict=True)):
         rows += [
+            {"method": "clean", "seed": seed, "success": 0.0, "transformed_success": 0.25,
+             "transformed_success_clean_correct": 0.0, "style_loss": 20.0},
             {"method": "pgd", "seed": seed, "success": 1.0, "transformed_success": 0.5,
              "style_loss": 10.0},
             {"method": "advcam", "seed": seed, "success": s, "transformed_success": 0.5,
              "style_loss": 10.0 * r},
             {"method": "advcam-eot", "seed": seed, "success": s, "transformed_success": e,
-             "style_loss": 10.0 * r},
+             "transformed_success_clean_correct": e / 2, "style_loss": 10.0 * r},
         ]  # fmt: skip
     exp = AdvCamReproduction()
     return ResultTable(exp.keys, exp.metrics, rows)
@@ -66,7 +103,8 @@ def test_advcam_claims_judge_each_seed_with_the_interval() -> None:
     assert [success.verdict, style.verdict, eot.verdict] == ["INCONCLUSIVE"] * 3
     assert "90.0%/90.0%/75.0%" in success.detail and "needs >= 80.0%" in success.detail
     assert "0.40/0.30/0.60" in style.detail and "PGD success 100.0%" in style.detail
-    assert "AdvCam without EOT 50.0%" in eot.detail
+    assert "AdvCam without EOT 50.0%, clean images 25.0%" in eot.detail
+    assert "still classified correctly: AdvCam-EOT 31.7%, AdvCam n/a" in eot.detail
     # every seed on the wrong side
     table = _advcam_table([0.5, 0.6, 0.7], [0.8, 0.9, 1.0], [0.3, 0.4, 0.5])
     assert [c.verdict for c in exp.check_claims(table)] == ["FAIL"] * 3

@@ -10,7 +10,12 @@ Inside a region mask, find ``x'`` minimising
   feature map is weighted by the mask resized to it, and its Gram matrix divided by the masked
   area times the channels);
 - ``L_content``: mean squared distance between ``x'`` and ``x`` at one deeper layer;
-- ``L_tv``: total variation (mean squared difference of neighbouring pixels);
+- ``L_tv``: total variation as the authors compute it (``total_variation_loss`` in their
+  ``advcam_physical_attack.py``): half the sum, over pixels and channels, of the squared
+  differences to the right and lower neighbours, in 0..255 pixel units, over the whole image
+  (at the paper's weight 1e-3 it is of the style term's order: on shapes10 a clean 32x32 image
+  has ``1e-3 L_tv`` about 1.5e3, the style term ``100 L_style`` 1.6e3 when AdvCam starts; the
+  earlier mean squared difference in [0, 1] units gave ``1e-3 L_tv`` about 2e-5, no smoothing);
 - ``L_adv``: ``-CE(f(x'), y)`` (untargeted) or ``CE(f(x'), t) - CE(f(x'), y)`` (targeted), capped
   at ``-adv_cap`` (default ``ln 100``): the push stops once the true class's probability is below
   1% (untargeted; for up to 100 classes that guarantees a misclassification), or once the target
@@ -27,12 +32,19 @@ convolutional stages (default: the stages of trustlab's ResNets and VGGs; pass `
 ``content_layer`` for another network, or ``features=`` a separately trained CNN). Feature
 magnitudes therefore differ from VGG-19's, and so does the balance the weights strike.
 
-Physical adaptation (``eot=True``): every step, the adversarial loss is taken on a random
-transformation of ``x'``: scale in [0.8, 1.2], rotation within +-15 degrees, translation within
-+-10% of the side, an additive brightness change in [-0.1, 0.1] (drawn per step, per sample) and,
-when ``backgrounds`` are given, a random background outside the mask (expectation over
-transformation, Athalye et al. 2018). :func:`random_transform` applies the same family at test
-time.
+Physical adaptation (``eot=True``), as the authors' ``Physical_Adaptor.img_random_overlay``
+(``physical_adaption_utils.py``): every step, the adversarial loss is taken on the image shrunk to
+a random 0.4-0.6 of the side, rotated within +-25 degrees, placed anywhere the shrunk image stays
+inside the frame, pasted on a random background photograph and brightened or darkened by a random
+factor in [0.7, 1.3] (expectation over transformation, Athalye et al. 2018). The backgrounds
+default to scikit-image's bundled photographs :data:`DEFAULT_BACKGROUNDS`, each resized to the
+image (the authors resize a random background file to the content image's size).
+:func:`random_transform` is the same family, used at test time. Two departures: the authors draw
+the brightness factor once when they build their graph (a constant for the whole run, in their
+code), trustlab draws it per step and per sample, as the transformation is meant to vary; and the
+authors paste their region mask, which in their data is the object's silhouette (a stop sign),
+while trustlab pastes the whole image (its region is a square on the object, not a silhouette;
+pass ``paste=`` to :func:`random_transform` to paste a mask instead).
 """
 
 from __future__ import annotations
@@ -99,40 +111,100 @@ def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared difference of vertically and horizontally adjacent pixels."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
-    return dh + dw
+    """Per-sample total variation in the authors' form and units: for pixels ``i < H-1``,
+    ``j < W-1`` and every channel, ``((x[i, j+1] - x[i, j])^2 + (x[i+1, j] - x[i, j])^2) / 2``
+    summed, with ``x`` in 0..255 units (inputs in [0, 1] are scaled by 255)."""
+    x = x * 255.0
+    corner = x[..., :-1, :-1]
+    dw = x[..., :-1, 1:] - corner
+    dh = x[..., 1:, :-1] - corner
+    return (dw.pow(2) + dh.pow(2)).flatten(1).sum(1) / 2
+
+
+#: Bundled photographs AdvCam's EOT pastes its examples on by default (none is a style default).
+DEFAULT_BACKGROUNDS = ("astronaut", "coffee", "rocket", "camera", "brick", "grass")
+
+
+def photo_backgrounds(
+    names: Sequence[str], size: tuple[int, int], channels: int = 3
+) -> torch.Tensor:
+    """``(len(names), channels, H, W)`` backgrounds: each bundled photograph (or image file, as
+    :func:`style_image`) resized whole to ``size``, averaged to grey when ``channels`` is 1."""
+    if channels not in (1, 3):
+        raise InputError(f"backgrounds need 1 or 3 channels, got {channels}.")
+    out = []
+    for name in names:
+        img = style_image(name)[None]
+        img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+        out.append(img.mean(1, keepdim=True) if channels == 1 else img)
+    if not out:
+        raise InputError("give at least one background photograph.")
+    return torch.cat(out).clamp(0, 1)
 
 
 def random_transform(
     x: torch.Tensor,
     gen: torch.Generator | None,
-    scale: tuple[float, float] = (0.8, 1.2),
-    rotation: float = 15.0,
-    translation: float = 0.1,
-    brightness: float = 0.1,
+    scale: tuple[float, float] = (0.4, 0.6),
+    rotation: float = 25.0,
+    translation: float = 1.0,
+    brightness: float = 0.3,
     background: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
+    paste: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One random physical-world transformation per sample (see the module), differentiable."""
-    n = x.shape[0]
+    """One random physical-world transformation per sample (the authors' family; see the
+    module), differentiable in ``x``.
+
+    Args:
+        x: ``(N, C, H, W)`` images in [0, 1].
+        gen: the random generator (``None``: torch's global one).
+        scale: the range of the shrunk image's side, as a fraction of the frame (0.4-0.6).
+        rotation: the largest rotation in degrees (25).
+        translation: the largest shift of the centre as a fraction of the room the scaling
+            leaves (1.0: anywhere the unrotated shrunk image stays inside the frame).
+        brightness: the largest relative brightness change (0.3: a factor in [0.7, 1.3]).
+        background: ``(B, C, H, W)`` scenes in [0, 1], one picked per sample (default: black,
+            the fill of the authors' transform).
+        paste: ``(H, W)``, ``(1, 1, H, W)`` or ``(N, 1, H, W)``: the pixels of ``x`` pasted on the
+            background (default: the whole image).
+    """
+    n, _, h, w = x.shape
 
     def u(lo: float, hi: float) -> torch.Tensor:
         return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(x.device, x.dtype)
 
-    if background is not None and mask is not None:
-        pick = torch.randint(0, background.shape[0], (n,), generator=gen).to(x.device)
-        x = mask * x + (1 - mask) * background[pick].to(x.device, x.dtype)
     s, a = u(*scale), u(-rotation, rotation) * math.pi / 180
-    tx, ty = u(-translation, translation) * 2, u(-translation, translation) * 2
+    # centre shift in grid_sample's [-1, 1] coordinates: the shrunk image keeps inside the frame
+    cx, cy = u(-1, 1) * translation * (1 - s), u(-1, 1) * translation * (1 - s)
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    # output -> input: in = A (out - c), A = inverse rotation and scaling, in pixel-isotropic units
+    a00, a01, a10, a11 = cos, sin * h / w, -sin * w / h, cos
     theta = torch.stack(
-        [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
-    )  # (N, 2, 3): output -> input sampling grid
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return (out + u(-brightness, brightness).view(n, 1, 1, 1)).clamp(0, 1)
+        [
+            torch.stack([a00, a01, -(a00 * cx + a01 * cy)], 1),
+            torch.stack([a10, a11, -(a10 * cx + a11 * cy)], 1),
+        ],
+        1,
+    )  # (N, 2, 3)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    if paste is None:
+        m = torch.ones(n, 1, h, w, device=x.device, dtype=x.dtype)
+    else:
+        m = paste.to(x.device, x.dtype)
+        m = m.view(1, 1, h, w) if m.dim() == 2 else m
+        m = m.expand(n, 1, h, w)
+    moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    m = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = m * moved
+    if background is not None:
+        if background.dim() != 4 or background.shape[1:] != x.shape[1:]:
+            raise InputError(
+                f"backgrounds {tuple(background.shape)} do not match images {tuple(x.shape)}: "
+                "give (B, C, H, W) of the images' channels and size (photo_backgrounds)."
+            )
+        pick = torch.randint(0, background.shape[0], (n,), generator=gen).to(x.device)
+        out = out + (1 - m) * background[pick].to(x.device, x.dtype)
+    return (out * (1 + u(-brightness, brightness)).view(n, 1, 1, 1)).clamp(0, 1)
 
 
 def central_mask(size: tuple[int, int], fraction: float) -> torch.Tensor:
@@ -164,7 +236,8 @@ class AdvCam:
     Duan, Ma, Wang, Bailey, Qin & Yang, "Adversarial Camouflage: Hiding Physical-World Attacks
     with Natural Styles", CVPR 2020. The loss weights and learning rate are the paper's; the
     feature extractor is the victim's own stages (no pretrained VGG-19 offline) and the
-    adversarial term is capped (see the module).
+    adversarial term is capped (see the module). The TV term and the EOT transformations follow
+    the authors' code (``advcam_physical_attack.py``, ``physical_adaption_utils.py``).
 
     Args:
         model: the victim (inputs in [0, 1]).
@@ -175,11 +248,13 @@ class AdvCam:
         features: the feature extractor (default: the victim).
         style_layers, content_layer: layer names of ``features`` (default: :func:`default_layers`).
         steps, lr: Adam iterations and learning rate (1/255: the paper's 1.0 in 0..255 units).
-        style_weight, content_weight, tv_weight, adv_weight: the paper's 100, 5, 1e-3, 5e3.
+        style_weight, content_weight, tv_weight, adv_weight: the paper's 100, 5, 1e-3, 5e3
+            (the TV weight applies to the authors' TV in 0..255 units, :func:`total_variation`).
         adv_cap: where the adversarial term stops pushing (see the module).
         targeted: ``atk(x, y, target)`` pushes toward ``target``.
-        eot: expectation over random physical transformations (see the module).
-        backgrounds: ``(B, C, H, W)`` scenes pasted outside the mask when ``eot``.
+        eot: expectation over the authors' random physical transformations (see the module).
+        backgrounds: ``(B, C, H, W)`` scenes the example is pasted on when ``eot`` (default:
+            :data:`DEFAULT_BACKGROUNDS` via :func:`photo_backgrounds`).
         seed: seeds the transformations.
 
     Shape:
@@ -326,12 +401,17 @@ class AdvCam:
             grams = self._style_grams(x)
             with torch.no_grad():
                 content = self._feats(x)[self.content_layer].detach()
+            scenes = None
+            if self.eot:
+                scenes = self.backgrounds
+                if scenes is None:
+                    scenes = photo_backgrounds(DEFAULT_BACKGROUNDS, x.shape[-2:], x.shape[1])
             adv = x.clone().requires_grad_(True)
             opt = torch.optim.Adam([adv], lr=self.lr)
             for _ in range(self.steps):
                 seen = None
                 if self.eot:
-                    seen = random_transform(adv, gen, background=self.backgrounds, mask=mask)
+                    seen = random_transform(adv, gen, background=scenes)
                 parts = self.losses(adv, x, y, target, mask, grams, content, seen)
                 total = sum(self.weights[k] * v.sum() for k, v in parts.items())
                 opt.zero_grad(set_to_none=True)
