@@ -108,7 +108,7 @@ class BackdoorBench(Experiment):
                 "rate": 0.1,
                 "defense_epochs": 1,
                 "defense_options": {
-                    "nc": {"epochs": 2},
+                    "nc": {"epochs": 2, "reset_cost_to_zero": False},
                     "strip": {"overlays": 10},
                     "adv-filter": {"eps": 0.1, "alpha": 0.05, "steps": 2},
                 },
@@ -128,7 +128,11 @@ class BackdoorBench(Experiment):
                 "defenses": DEFENSES.names(),
                 "rate": 0.1,
                 "defense_epochs": 2,
-                "defense_options": {"strip": {"overlays": 50}, "adv-filter": {"steps": 3}},
+                "defense_options": {
+                    "nc": {"epochs": 5, "reset_cost_to_zero": False},
+                    "strip": {"overlays": 50},
+                    "adv-filter": {"steps": 3},
+                },
             },  # fmt: skip
             description="minutes on 2 CPU cores: shapes10, ResNet-8 5 epochs, 5 attacks x 6 "
             "defenses",
