@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -85,9 +87,13 @@ def test_hooks_are_removed_on_exit_and_after_an_exception() -> None:
 
 def test_sgm_finds_trustlab_residual_branches_and_user_named_ones() -> None:
     torch.manual_seed(0)
-    for name, n in [("resnet8", 3), ("resnet20", 9), ("densenet-small", 18)]:
-        with skip_gradient(create_model(name), 0.5) as mods:
+    # the authors' rule: each stage's first block unscaled (every branch with first_blocks=True)
+    for name, n, every in [("resnet8", 0, 3), ("resnet20", 6, 9), ("densenet-small", 18, 18)]:
+        warns = pytest.warns(UserWarning) if n == 0 else contextlib.nullcontext()
+        with warns, skip_gradient(create_model(name), 0.5) as mods:
             assert len(mods) == n
+        with skip_gradient(create_model(name), 0.5, first_blocks=True) as mods:
+            assert len(mods) == every
     net = ToyResNet()
     with skip_gradient(net, 0.5, branches=["block1.residual"]) as mods:
         assert mods == [net.block1.residual]
@@ -112,7 +118,7 @@ def test_sgm_with_gamma_one_is_pgd() -> None:
     a = SGM(model, gamma=1.0, steps=3)(x, y)
     b = PGD(model, steps=3, random_start=False)(x, y)
     torch.testing.assert_close(a, b)
-    c = SGM(model, gamma=0.2, steps=3)(x, y)
+    c = SGM(model, gamma=0.2, steps=3, first_blocks=True)(x, y)  # resnet8: stage openers only
     assert not torch.equal(a, c)
 
 
