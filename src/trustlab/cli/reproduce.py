@@ -26,7 +26,7 @@ AREA = "Reproductions and benchmarks"
 @command("reproduce", area=AREA)
 def reproduce_cmd(
     name: Annotated[str, typer.Argument(help="an experiment: {experiments}.")],
-    preset: Annotated[str, typer.Option(help="smoke, quick or full.")] = "quick",
+    preset: Annotated[str, typer.Option(help="smoke, quick, real or full.")] = "quick",
     dataset: Annotated[str | None, typer.Option(help="override the preset's dataset.")] = None,
     data_root: DataRootOpt = None,
     seeds: Annotated[int | None, typer.Option(help="number of seeds (default: preset's).")] = None,
