@@ -41,7 +41,7 @@ def test_a_plain_loop_that_only_calls_loss_fn_learns_the_backdoor() -> None:
     assert w is not None and float(w.sum()) == pytest.approx(1.0) and (w >= 0).all()
 
 
-def test_fixed_weights_and_the_start_threshold() -> None:
+def test_fixed_weights() -> None:
     torch.manual_seed(0)
     train = load_dataset("digits", "train")
     model = ModelSpec.for_data("mlp", train).build()
@@ -50,15 +50,36 @@ def test_fixed_weights_and_the_start_threshold() -> None:
     main, backdoor, _ = fixed.losses(model, x, y)
     total = fixed(model, x, y)
     assert float(total.detach()) == pytest.approx(float((main + 0.5 * backdoor).detach()), rel=1e-5)
-    late = BlindBackdoorLoss(start_below=0.0)  # never reached: only the main loss
+    with pytest.raises(InputError, match="balance"):
+        BlindBackdoorLoss(balance="pcgrad")
+    with pytest.raises(InputError, match="window"):
+        BlindBackdoorLoss(loss_threshold=1.0, window=0)
+
+
+def test_the_loss_threshold_is_the_authors_running_mean_checked_every_batch() -> None:
+    # backdoors101's loss_threshold: the backdoor is on only once `window` main losses have been
+    # seen and their mean is below the threshold; one low batch is not enough, and a rising mean
+    # switches it off again
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(8, 1, 4, 4, generator=g), torch.arange(8) % 4
+    main = float(F.cross_entropy(model(x), y).detach())
+    loss_fn = BlindBackdoorLoss(PixelTrigger(channels=1), loss_threshold=main + 1e-3, window=3)
+    on = []
+    for _ in range(4):
+        on.append(loss_fn.active)
+        loss_fn(model, x, y)  # the model is not trained: the main loss stays at `main`
+    assert on == [False, False, False, True]  # three batches below the bar are needed
+    assert loss_fn.last_weights is not None  # the fourth batch trained the backdoor
+    for _ in range(2):  # two high batches: the mean of the last three rises above the bar
+        loss_fn(model, x, (y + 1) % 4)
+    assert not loss_fn.active
+    assert list(loss_fn.history)[0] == pytest.approx(main)  # every batch's main loss counts
+    late = BlindBackdoorLoss(loss_threshold=0.0, window=1)  # never reached: only the main loss
     plain = F.cross_entropy(model(x), y)
     assert float(late(model, x, y).detach()) == pytest.approx(float(plain.detach()))
     assert not late.active
-    soon = BlindBackdoorLoss(PixelTrigger(channels=1), start_below=100.0)
-    soon(model, x, y)
-    assert soon.active
-    with pytest.raises(InputError, match="balance"):
-        BlindBackdoorLoss(balance="pcgrad")
 
 
 # ----------------------------------------------------------------------------- covert task

@@ -1,4 +1,5 @@
-"""The blind backdoor's Neural-Cleanse evasion task."""
+"""The blind backdoor's Neural-Cleanse evasion task, with the authors' schedule (backdoors101:
+one Adam step on NC's mask and pattern per batch, the evasion loss from the first batch)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustlab.attacks.backdoor.nc_evasion import NCEvasion
-from trustlab.defenses.backdoor.neural_cleanse import reverse_engineer
 from trustlab.errors import InputError
 
 
@@ -17,87 +17,84 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
 
 
-def test_inactive_until_nc_has_run_then_the_loss_of_the_stamped_batch() -> None:
-    model = _model()
-    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(16) % 3
-    ev = NCEvasion(
-        target=0, every=3, nc_epochs=1, buffer=32, min_success=0.0, reverse=reverse_engineer
-    )
-    assert ev(model, x, y) is None and ev(model, x, y) is None and not ev.active
-    loss = ev(model, x, y)  # the third call runs NC
-    assert ev.active and ev.runs == 1 and len(ev.norms) == 1
-    assert ev.mask.shape == (8, 8) and ev.pattern.shape == (3, 8, 8)
-    stamped = (1 - ev.mask) * x + ev.mask * ev.pattern
-    torch.testing.assert_close(loss, F.cross_entropy(model(stamped), y))
-    loss.backward()  # differentiable in the model's parameters
+def _batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return x, torch.arange(16) % 3
+
+
+def test_the_first_call_is_one_adam_step_from_a_half_mask_then_the_stamped_loss() -> None:
+    model, (x, y) = _model(), _batch()
+    ev = NCEvasion(target=2, seed=5)
+    loss = ev(model, x, y)  # active from the first batch: no NC run to wait for
+    assert ev.active and ev.steps == 1 and len(ev.norms) == 1
+    # by hand: mask parameter 0 (mask 0.5), pattern parameter N(0, 0.5) from the seed, one Adam
+    # step (lr 0.01) on 0.999 CE(target) + 0.001 |m|_1
+    a = torch.zeros(8, 8, requires_grad=True)
+    b = (torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(5)) * 0.5).requires_grad_()
+    m, p = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
+    assert torch.equal(m, torch.full((8, 8), 0.5))
+    ce = F.cross_entropy(model((1 - m) * x + m * p), torch.full((16,), 2))
+    (0.999 * ce + 0.001 * m.sum()).backward()
+    opt = torch.optim.Adam([a, b], lr=0.01)
+    opt.step()
+    m, p = torch.tanh(a).detach() / 2 + 0.5, torch.tanh(b).detach() / 2 + 0.5
+    torch.testing.assert_close(ev.mask, m)
+    torch.testing.assert_close(ev.pattern, p.expand(3, 8, 8))  # one plane for every channel
+    assert ev.norms[0] == pytest.approx(float(m.sum()))
+    # the evasion loss: the stamped batch at its true labels, differentiable in the model only
+    torch.testing.assert_close(loss, F.cross_entropy(model((1 - m) * x + m * p), y))
+    loss.backward()
     assert model[1].weight.grad is not None
-    assert model.training  # NC's run left the model's mode alone
-    assert ev._seen is not None and len(ev._seen) == 32  # a bounded buffer of clean inputs
+
+
+def test_the_nc_step_leaves_the_model_alone_and_keeps_its_optimiser_state() -> None:
+    model, (x, _) = _model(), _batch()
+    model.train(False)
+    before = [q.detach().clone() for q in model.parameters()]
+    ev = NCEvasion(target=0)
+    for _ in range(3):
+        ev.update(model, x)
+    assert ev.steps == 3 and not model.training  # the mode the loop left it in
+    assert all(torch.equal(q, q0) for q, q0 in zip(model.parameters(), before, strict=True))
+    assert all(q.grad is None for q in model.parameters())
+    state = ev._opt.state[ev._mask_t]  # Adam's state carries over the batches
+    assert int(state["step"]) == 3
+
+
+def test_nc_optimisation_moves_towards_the_target() -> None:
+    model, (x, _) = _model(), _batch()
+    ev = NCEvasion(target=1)
+    t = torch.ones(16, dtype=torch.long)
+
+    def to_target() -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model((1 - ev.mask) * x + ev.mask * ev.pattern), t))
+
+    ev.update(model, x)
+    first = to_target()
+    for _ in range(200):
+        ev.update(model, x)
+    assert to_target() < first - 0.1
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(InputError, match="every and nc_epochs"):
-        NCEvasion(every=0, reverse=reverse_engineer)
-    with pytest.raises(InputError, match="min_success"):
-        NCEvasion(min_success=1.5, reverse=reverse_engineer)
-
-
-def test_a_trigger_is_adopted_only_when_it_succeeds_and_runs_warm_start(monkeypatch) -> None:
-    from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
-
-    model = _model()
-    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    y = torch.arange(16) % 3
-    results = iter([0.5, 1.0, 0.7])  # the success of three NC runs
-    inits = []
-
-    def fake_reverse(self, model, x, targets, init=None):
-        inits.append(init)
-        k = len(inits)
-        return (
-            torch.full((1, 8, 8), 0.1 * k),
-            torch.rand(1, 3, 8, 8),
-            torch.tensor([next(results)]),
-            1,
-        )
-
-    monkeypatch.setattr(NeuralCleanse, "reverse", fake_reverse)
-    ev = NCEvasion(target=0, every=1, nc_epochs=1, buffer=16, reverse=reverse_engineer)
-    assert ev(model, x, y) is None and not ev.active  # 50%: NC would report no trigger
-    assert ev(model, x, y) is not None and ev.active  # 100%: adopted
-    torch.testing.assert_close(ev.mask, torch.full((8, 8), 0.2))
-    ev(model, x, y)  # 70%: the adopted trigger stays
-    torch.testing.assert_close(ev.mask, torch.full((8, 8), 0.2))
-    assert ev.success == pytest.approx([0.5, 1.0, 0.7])
-    # every run after the first starts from the previous run's result
-    assert inits[0] is None
-    torch.testing.assert_close(inits[1][0], torch.full((1, 8, 8), 0.1))
-    torch.testing.assert_close(inits[2][0], torch.full((1, 8, 8), 0.2))
-
-
-def test_reverse_starts_from_init() -> None:
-    from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
-
-    model = _model()
-    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(3))
-    m0, p0 = torch.full((1, 8, 8), 0.3), torch.full((1, 3, 8, 8), 0.6)
-    nc = NeuralCleanse(epochs=1, samples=8, batch_size=8, lr=1e-6)
-    masks, patterns, _, _ = nc.reverse(model, x, [0], init=(m0, p0))
-    torch.testing.assert_close(masks, m0, atol=1e-4, rtol=0)
-    torch.testing.assert_close(patterns, p0, atol=1e-4, rtol=0)
+    with pytest.raises(InputError, match="lr must be > 0"):
+        NCEvasion(lr=0)
+    with pytest.raises(InputError, match="cost in"):
+        NCEvasion(cost=1.5)
+    model, (x, y) = _model(), _batch()
+    with pytest.raises(InputError, match="call update"):
+        NCEvasion().loss(model, x, y)
 
 
 @pytest.mark.parametrize("balance", ["mgda", (1.0, 1.0, 0.5)])
-def test_blind_loss_adds_the_evasion_task_once_nc_has_run(balance) -> None:
+def test_blind_loss_balances_three_tasks_from_the_first_batch(balance) -> None:
     from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
     from trustlab.attacks.backdoor.triggers import PatchTrigger
 
     model = _model()
     g = torch.Generator().manual_seed(2)
-    ev = NCEvasion(
-        target=0, every=2, nc_epochs=1, buffer=32, min_success=0.0, reverse=reverse_engineer
-    )
+    ev = NCEvasion(target=0)
     loss_fn = BlindBackdoorLoss(PatchTrigger(size=2), balance=balance, evasion=ev)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen = []
@@ -108,9 +105,35 @@ def test_blind_loss_adds_the_evasion_task_once_nc_has_run(balance) -> None:
         loss.backward()
         opt.step()
         seen.append(len(loss_fn.last_weights))
-    assert seen == [2, 3, 3, 3] and ev.runs == 2
+    assert seen == [3, 3, 3, 3] and ev.steps == 4
     if balance == "mgda":
         w = loss_fn.last_weights
         assert abs(float(w.sum()) - 1) < 1e-5 and bool((w >= 0).all())
     with pytest.raises(InputError, match="3 fixed weights"):
         BlindBackdoorLoss(balance=(1.0, 1.0), evasion=ev)
+
+
+def test_nc_keeps_stepping_while_the_loss_threshold_holds_the_backdoor_off() -> None:
+    from trustlab.attacks.backdoor.blind import BlindBackdoorLoss
+
+    model, (x, y) = _model(), _batch()
+    ev = NCEvasion(target=0)
+    loss_fn = BlindBackdoorLoss(loss_threshold=0.0, evasion=ev, window=2)  # never on
+    for _ in range(3):
+        loss = loss_fn(model, x, y)
+    torch.testing.assert_close(loss, F.cross_entropy(model(x), y))  # the main loss alone
+    assert ev.steps == 3 and loss_fn.last_weights is None  # as the authors: NC's step first
+
+
+def test_nc_reverse_starts_from_init() -> None:
+    # NC's warm start (NeuralCleanse.reverse(init=...)), which the earlier evasion schedule used;
+    # kept here until tests/defenses covers it
+    from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
+
+    model = _model()
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    m0, p0 = torch.full((1, 8, 8), 0.3), torch.full((1, 3, 8, 8), 0.6)
+    nc = NeuralCleanse(epochs=1, samples=8, batch_size=8, lr=1e-6)
+    masks, patterns, _, _ = nc.reverse(model, x, [0], init=(m0, p0))
+    torch.testing.assert_close(masks, m0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(patterns, p0, atol=1e-4, rtol=0)

@@ -83,5 +83,42 @@ def test_normalisations(normalize: str) -> None:
     losses = [(out - 1).pow(2).mean(), 10 * (out + 1).pow(2).mean()]
     w = MGDA(model, normalize).weights(losses)
     assert float(w.sum()) == pytest.approx(1.0) and (w >= 0).all()
-    if normalize == "l2":  # unit vectors: the min-norm point of two is always the midpoint
-        assert w.tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+    if normalize == "l2":  # near-unit vectors: the min-norm point of two is the midpoint
+        assert w.tolist() == pytest.approx([0.5, 0.5], abs=1e-4)
+
+
+def _two_tasks(loss1: float, loss2: float, norm1: float = 1.0, norm2: float = 1.0):
+    """Two losses of values ``loss1``, ``loss2`` whose gradients are orthogonal, of norms
+    ``norm1``, ``norm2`` (at w = 0)."""
+    w = nn.Parameter(torch.zeros(2))
+    return w, [loss1 + norm1 * w[0], loss2 + norm2 * w[1]]
+
+
+def _orthogonal_weight(s1: float, s2: float) -> float:
+    """The min-norm weight of the first of two orthogonal vectors of norms ``s1``, ``s2``."""
+    return s2**2 / (s1**2 + s2**2)
+
+
+def test_loss_normalisers_are_capped_at_10_as_the_authors() -> None:
+    # backdoors101 gradient_normalizers: min(loss, 10) and min(loss * |g|, 10), then + 1e-5
+    w, losses = _two_tasks(20.0, 30.0)  # both above the cap: equal divisors, equal weights
+    assert MGDA([w], "loss").weights(losses).tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+    w, losses = _two_tasks(5.0, 30.0)  # divisors 5 and 10
+    want = _orthogonal_weight(1 / (5 + 1e-5), 1 / (10 + 1e-5))
+    assert float(MGDA([w], "loss").weights(losses)[0]) == pytest.approx(want, abs=1e-6)
+    w, losses = _two_tasks(2.0, 3.0, norm1=2.0, norm2=4.0)  # loss * |g| = 4 and 12 -> 4 and 10
+    want = _orthogonal_weight(2 / (4 + 1e-5), 4 / (10 + 1e-5))
+    assert float(MGDA([w], "loss+").weights(losses)[0]) == pytest.approx(want, abs=1e-6)
+
+
+def test_l2_adds_the_authors_1e_5_so_a_vanishing_gradient_is_not_scaled_to_unit_norm() -> None:
+    w, losses = _two_tasks(1.0, 1.0, norm1=1.0, norm2=1e-5)  # normalised norms ~1 and 0.5
+    want = _orthogonal_weight(1 / (1 + 1e-5), 1e-5 / (1e-5 + 1e-5))
+    got = MGDA([w], "l2").weights(losses)
+    assert float(got[0]) == pytest.approx(want, abs=1e-5) and float(got[0]) < 0.25
+
+
+def test_loss_normalisers_refuse_negative_losses() -> None:
+    w, losses = _two_tasks(-1.0, 1.0)
+    with pytest.raises(InputError, match="must be >= 0"):
+        MGDA([w], "loss").weights(losses)

@@ -15,9 +15,10 @@ budget cannot afford (docs/backdoors.md has the measurements).
 
 A fifth job, ``blind-nc-evasion``, trains the blind pattern backdoor with the third task of the
 compromised loss, the Neural-Cleanse evasion loss
-(:class:`~trustlab.attacks.backdoor.nc_evasion.NCEvasion`: NC re-run on the training model every
-``options["nc_every"]`` batches, default 100, and inputs stamped with its trigger kept at their
-true labels). The ``badnets`` and ``blind-nc-evasion`` jobs then scan their model with
+(:class:`~trustlab.attacks.backdoor.nc_evasion.NCEvasion`, the authors' schedule: one Adam step
+of NC's optimisation for class 0 on every training batch, and inputs stamped with NC's current
+trigger kept at their true labels, from the first batch). The ``badnets`` and
+``blind-nc-evasion`` jobs then scan their model with
 :class:`~trustlab.defenses.backdoor.NeuralCleanse` (library defaults, ``options["nc_epochs"]``
 epochs, default 5) on the clean test images: ``nc_anomaly`` is the target class's anomaly
 index, ``nc_flagged`` the number of flagged classes, ``nc_target_flagged`` 1 if the target is
@@ -79,7 +80,7 @@ from trustlab.attacks.backdoor.semantic import (
 )
 from trustlab.data.datasets import ArrayDataset
 from trustlab.data.synthetic import TEXTURE_SOURCES
-from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse, reverse_engineer
+from trustlab.defenses.backdoor.neural_cleanse import NeuralCleanse
 from trustlab.errors import InputError
 from trustlab.experiments.base import (
     Claim,
@@ -255,7 +256,7 @@ class BlindReproduction(Experiment):
             "cnn-small",
             seeds=1,
             train=dict(epochs=2, lr=0.05, batch_size=64),
-            options={"rate": 0.1, "nc_every": 10, "nc_epochs": 2},
+            options={"rate": 0.1, "nc_epochs": 2},
             description="seconds: cnn-small on digits, 2 epochs, 2 epochs of NC",
         ),
         "quick": Preset(
@@ -343,10 +344,7 @@ class BlindReproduction(Experiment):
                 )
                 compute_loss = recipe.loss(None, None, synthesize=SemanticBackdoor(TARGET, pool))
             elif kind == EVADER:
-                every = int(preset.options.get("nc_every", 100))
-                evasion = NCEvasion(
-                    TARGET, every=every, seed=derive_seed(seed, "ev"), reverse=reverse_engineer
-                )
+                evasion = NCEvasion(TARGET, seed=derive_seed(seed, "ev"))
                 compute_loss = recipe.loss(trigger, policy, evasion=evasion)
             else:
                 compute_loss = recipe.loss(trigger, policy)

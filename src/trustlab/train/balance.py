@@ -12,11 +12,21 @@ backdoors use). Given per-task gradients ``g_1 .. g_n`` of the shared parameters
   each step moving toward the vertex ``t = argmin_i (G a)_i`` by the exact two-point line search,
   until the step is below ``tol`` (default ``1e-6``) or ``max_iter`` (250) steps.
 
-Gradients may first be normalised, as Sener & Koltun's code offers: ``"l2"`` (each to unit norm;
-for two tasks this always gives equal weights), ``"loss"`` (divided by its loss value) or
-``"loss+"`` (divided by loss times norm: the task with the higher loss gets the larger
-weight). :class:`MGDA` combines losses with the resulting (detached) weights;
-:class:`FixedWeights` with given ones.
+Gradients may first be normalised, exactly as the authors' code does (backdoors101
+``utils/min_norm_solvers.py`` ``gradient_normalizers`` and ``MGDASolver.get_scales``, after Sener &
+Koltun's code): each task's gradient is divided by ``s + 1e-5`` where ``s`` is ``||g||``
+(``"l2"``), ``min(loss, 10)`` (``"loss"``), ``min(loss * ||g||, 10)`` (``"loss+"``: the task
+with the higher loss gets the larger weight, up to the cap) or 1 (``"none"``). The cap of 10 and
+the ``1e-5`` are the authors': a loss (or loss times norm) above 10 is treated as 10, and a
+gradient much smaller than ``1e-5`` is not scaled up to unit norm, so ``"l2"`` gives two tasks
+equal weights only while both gradients' norms are well above ``1e-5``. :class:`MGDA` combines
+losses with the resulting (detached) weights; :class:`FixedWeights` with given ones.
+
+Where the authors' solver differs (kept as is here): for three or more tasks their
+``get_scales`` runs projected gradient descent (``find_min_norm_element``) instead of
+Frank-Wolfe (both converge to the min-norm point), and their two-point step returns 0.999 /
+0.001 instead of 1 / 0 when one vector is already the closest point, so no task's weight falls
+below 0.001 at such a step.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ from torch import nn
 from trustlab.errors import InputError
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+#: the authors' cap on the ``loss`` and ``loss+`` normalisers (``gradient_normalizers``)
+NORMALIZER_CAP = 10.0
+#: added to every normaliser before dividing (the authors' ``get_scales``)
+NORMALIZER_EPS = 1e-5
 
 
 def _pair(g11: float, g12: float, g22: float) -> tuple[float, float]:
@@ -99,6 +113,22 @@ def _shared_gradients(
     return out
 
 
+def _normalizer(kind: str, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The authors' ``gradient_normalizers`` for one task: ``||g||``, ``min(loss, 10)`` or
+    ``min(loss * ||g||, 10)``."""
+    if kind == "l2":
+        return grad.norm()
+    value = loss.detach().mean().to(grad.dtype)
+    if float(value) < 0:
+        raise InputError(
+            f"MGDA's {kind!r} normalisation divides by the loss, which must be >= 0; got "
+            f"{float(value):.4g}. Use normalize='l2' or 'none' for such losses."
+        )
+    if kind == "loss+":
+        value = value * grad.norm()
+    return value.clamp_max(NORMALIZER_CAP)
+
+
 class MGDA:
     """Combine several losses with MGDA's min-norm weights of their gradients.
 
@@ -111,7 +141,8 @@ class MGDA:
     Args:
         params: the shared parameters, or a module whose parameters that require gradients are used.
         normalize: gradient normalisation before the min-norm step, one of ``"none"`` (default),
-            ``"l2"``, ``"loss"``, ``"loss+"`` (Sener & Koltun's code offers these).
+            ``"l2"``, ``"loss"``, ``"loss+"`` (the authors' code offers these; divisors as the
+            module says, the ``loss`` ones capped at 10). The ``loss`` ones need losses >= 0.
         max_iter: Frank-Wolfe steps for more than two tasks; default 250.
         tol: stop when the step's L1 change is below this; default ``1e-6``.
 
@@ -142,16 +173,11 @@ class MGDA:
         self.normalize, self.max_iter, self.tol = normalize, max_iter, tol
 
     def weights(self, losses: Sequence[torch.Tensor]) -> torch.Tensor:
-        if self.normalize == "l2" and len(losses) == 2:
-            return torch.tensor([0.5, 0.5])  # two unit vectors: always the midpoint
+        """The min-norm weights ``(n,)`` of the losses' normalised gradients (see the module)."""
         grads = _shared_gradients(losses, self.params)
-        if self.normalize == "l2":
-            grads = [g / g.norm().clamp_min(1e-12) for g in grads]
-        elif self.normalize in ("loss", "loss+"):
-            scale = [loss.detach().abs().clamp_min(1e-12) for loss in losses]
-            if self.normalize == "loss+":
-                scale = [s * g.norm().clamp_min(1e-12) for s, g in zip(scale, grads, strict=True)]
-            grads = [g / s for g, s in zip(grads, scale, strict=True)]
+        if self.normalize != "none":  # "none" divides all by 1 + eps: the same weights
+            grads = [g / (_normalizer(self.normalize, loss, g) + NORMALIZER_EPS)
+                     for loss, g in zip(losses, grads, strict=True)]  # fmt: skip
         return min_norm_weights(grads, self.max_iter, self.tol)
 
     def __call__(self, losses: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
