@@ -93,7 +93,7 @@ runs) is derived from ``seed``: the same seed gives the same defended model on C
 
 Measured (docs/privacy.md, one seed): on 500 digits members with cnn-small and 50 fine-tuning
 epochs (400 steps), without the stabilisers the energies diverge after epoch ~35 (``E(x_data)``
--10.0 -> -33.3 by epoch 50, the JEM's test accuracy 97.2% -> 77.5%); the squared gap alone keeps
+-10.0 -> -33.3 by epoch 50, the JEM's test accuracy 97.2% -> 77.5%); the penalties alone keep
 the gap positive and the JEM at 96.1%; with every default (the warm-up then never reaches the
 peak lr) nothing diverges, the JEM ends at 97.8% and the released model at 80.8% (advantage
 0.108 -> 0.062; 86.7% and 0.060 without the stabilisers). Earlier, without the stabilisers, on
