@@ -56,7 +56,8 @@ def defend_cmd(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="for {defenses:trains}: Neural Cleanse's optimisation epochs (default 5), "
+            help="for {defenses:trains}: Neural Cleanse's optimisation epochs (default: the "
+            "authors' schedule with early stop; a cap starts lambda at 1e-3), "
             "the others' training epochs (default 10, lr 0.05)."
         ),
     ] = None,

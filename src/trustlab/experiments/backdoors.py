@@ -19,10 +19,11 @@ compromised loss, the Neural-Cleanse evasion loss
 of NC's optimisation for class 0 on every training batch, and inputs stamped with NC's current
 trigger kept at their true labels, from the first batch). The ``badnets`` and
 ``blind-nc-evasion`` jobs then scan their model with
-:class:`~trustlab.defenses.backdoor.NeuralCleanse` (library defaults, ``options["nc_epochs"]``
-epochs, default 5) on the clean test images: ``nc_anomaly`` is the target class's anomaly
-index, ``nc_flagged`` the number of flagged classes, ``nc_target_flagged`` 1 if the target is
-among them.
+:class:`~trustlab.defenses.backdoor.NeuralCleanse` (the library's defaults: the authors'
+schedule with its early stop; ``options["nc"]`` overrides them, e.g. the smoke preset's budgeted
+2-epoch scan with lambda starting at 1e-3) on the clean test images: ``nc_anomaly`` is the
+target class's anomaly index, ``nc_flagged`` the number of flagged classes,
+``nc_target_flagged`` 1 if the target is among them.
 
 Claims (methods.md): (1) BadNets and the blind pattern and single-pixel backdoors reach ASR >= 95%
 with C-Acc within 2 points of the clean model; (2) Neural Cleanse flags the BadNets model (its
@@ -256,7 +257,7 @@ class BlindReproduction(Experiment):
             "cnn-small",
             seeds=1,
             train=dict(epochs=2, lr=0.05, batch_size=64),
-            options={"rate": 0.1, "nc_epochs": 2},
+            options={"rate": 0.1, "nc": {"epochs": 2, "reset_cost_to_zero": False}},
             description="seconds: cnn-small on digits, 2 epochs, 2 epochs of NC",
         ),
         "quick": Preset(
@@ -307,9 +308,7 @@ class BlindReproduction(Experiment):
         policy = recipe.policy(TARGET, test.num_classes)
         out = evaluate_backdoor(model, test, trigger, policy, device=device)
         if kind in NC_SCANNED:
-            nc = NeuralCleanse(
-                epochs=int(preset.options.get("nc_epochs", 5)), seed=derive_seed(seed, "nc")
-            )
+            nc = NeuralCleanse(**preset.options.get("nc", {}), seed=derive_seed(seed, "nc"))
             report = nc.inspect(model, test)
             out["nc_anomaly"] = float(report.anomaly[TARGET])
             out["nc_flagged"] = float(len(report.flagged))

@@ -12,7 +12,8 @@ attacks down, defenses across, each cell with the defense's headline number.
 Presets: ``smoke`` (digits, cnn-small, two attacks, small defense budgets; seconds),
 ``quick`` (shapes10, ResNet-8 5 epochs; clean-label, BadNets, blend, Refool, blind x Neural
 Cleanse, STRIP, spectral signatures, activation clustering, fine-pruning, the adversarial
-filter; the defenses' CPU budgets: NC's default 5 epochs, STRIP 50 overlays instead of 100,
+filter; the defenses' CPU budgets: NC a budgeted 5 epochs (lambda from 1e-3; the default
+schedule would take about 12 times as long), STRIP 50 overlays instead of 100,
 fine-pruning's fine-tuning and the adversarial filter's PGD-3 training 2 epochs each; the
 longest attack, clean-label with its surrogate, first). ``--attacks`` and ``--defenses`` pick
 a sub-matrix. There is no claim: the bench measures; the claims live in the reproductions.

@@ -11,9 +11,11 @@ numbers and the defense's report) and, for a defense whose report holds reversed
 flagged classes framed in red; row 1: each class's mask; row 2: mask x pattern).
 
 ``epochs`` goes where the card's meta ``budget`` says: ``"options"``, the defense's own
-``epochs`` (Neural Cleanse's optimisation; default 5); ``"settings"``, the training budget of
-the models it trains (fine-pruning's fine-tuning, the adversarial filter; SGD lr 0.05, batch
-64; default 10 epochs).
+``epochs`` (Neural Cleanse's optimisation; default: the authors' schedule, which stops each class
+on convergence; a cap also starts lambda at 1e-3, ``reset_cost_to_zero=False``, as a budgeted
+scan should, since the authors' lambda stays 0 for its first epochs); ``"settings"``, the
+training budget of the models it trains (fine-pruning's fine-tuning, the adversarial filter;
+SGD lr 0.05, batch 64; default 10 epochs).
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ def run_defend(
     settings = None
     if epochs is not None and card.meta.get("budget") == "options":
         options = {"epochs": epochs}
+        if defense == "nc":  # a budgeted scan: lambda from 1e-3, not 0 for its first epochs
+            options["reset_cost_to_zero"] = False
     elif epochs is not None:  # the training budget of the models the defense trains
         settings = TrainSettings(epochs=epochs, lr=0.05, batch_size=64, seed=seed)
     config = {"artefact": str(folder), "defense": defense, "epochs": epochs, "seed": seed}
