@@ -51,3 +51,21 @@ def test_run_defend_refuses_bad_input_before_storing(backdoor_run, tmp_path: Pat
     with pytest.raises(InputError, match="backdoor artefact"):
         artifact_dir(str(tmp_path))
     assert len(RunStore().list()) == runs
+
+
+def test_a_capped_neural_cleanse_starts_lambda_at_init_cost(backdoor_run, monkeypatch) -> None:
+    """The authors' lambda stays 0 for its first epochs; a budgeted scan (--epochs N) must not
+    spend them all there, so it starts at init_cost."""
+    import trustlab.workflows.defend as defend
+
+    seen = {}
+
+    def fake(defense, art, train, test, settings, options, **kw):
+        seen[defense] = dict(options)
+        return {"asr": 0.0}
+
+    monkeypatch.setattr(defend, "run_defense", fake)
+    run_defend(backdoor_run.id, "nc", epochs=3, device="cpu")
+    assert seen["nc"] == {"epochs": 3, "reset_cost_to_zero": False}
+    run_defend(backdoor_run.id, "nc", device="cpu")
+    assert seen["nc"] == {}  # no cap: the authors' schedule with its early stop
