@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -111,6 +112,25 @@ def _eps(t: ResultTable) -> tuple[bool, str]:
     by = _per_setting(t, "max_epsilon")
     ok = bool(by) and all(math.isfinite(v) for vals in by.values() for v in vals)
     return ok, "; ".join(f"{s}: largest epsilon {_fmt(v)}" for s, v in by.items())
+
+
+_QUICK = Preset(
+    "quick",
+    "digits",
+    "mlp",
+    seeds=3,
+    options={
+        "parties": 4,
+        "rounds": 20,
+        "pretrain_epochs": 5,
+        "local_epochs": 1,
+        "batch_size": 64,
+        "lr": 0.3,
+        "update_clip": 0.01,
+    },  # fmt: skip
+    description="minutes on 2 CPU cores: 4 parties on all 1,437 digits, 5 epochs of "
+    "pre-training, 20 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4",
+)
 
 
 @register_experiment
@@ -185,38 +205,12 @@ class FDPDDLReproduction(Experiment):
             },  # fmt: skip
             description="seconds: 3 parties on 300 digits, 2 rounds",
         ),
-        "quick": Preset(
-            "quick",
-            "digits",
-            "mlp",
-            seeds=3,
-            options={
-                "parties": 4,
-                "rounds": 20,
-                "pretrain_epochs": 5,
-                "local_epochs": 1,
-                "batch_size": 64,
-                "lr": 0.3,
-                "update_clip": 0.01,
-            },  # fmt: skip
-            description="minutes on 2 CPU cores: 4 parties on all 1,437 digits, 5 epochs of "
-            "pre-training, 20 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4",
-        ),
-        "real": Preset(
-            "real",
-            "fashion-mnist",
-            "mlp",
-            seeds=3,
-            options={
-                "parties": 4,
-                "samples": 2400,
-                "rounds": 20,
-                "pretrain_epochs": 5,
-                "local_epochs": 1,
-                "batch_size": 64,
-                "lr": 0.3,
-                "update_clip": 0.01,
-            },  # fmt: skip
+        "quick": _QUICK,
+        "real": replace(
+            _QUICK,
+            name="real",
+            dataset="fashion-mnist",
+            options={**_QUICK.options, "samples": 2400},
             description="under 30 minutes on 2 CPU cores: the authors' data (4 parties, 2,400 "
             "real Fashion-MNIST images) with the quick preset's schedule (5 epochs of "
             "pre-training, 20 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4)",

@@ -56,6 +56,7 @@ interval.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -174,6 +175,25 @@ def _chance_advantage(scores: list[torch.Tensor], members: torch.Tensor, seed: i
     return float(sum(vals) / len(vals))
 
 
+_QUICK = Preset(
+    "quick",
+    "digits",
+    "cnn-small",
+    seeds=3,
+    train=dict(epochs=30, lr=0.05, batch_size=32, weight_decay=0.0),
+    options={
+        "population": 1000,
+        "shadows": 16,
+        "epsilon": 8.0,
+        "jem_finetune_epochs": 50,
+        "jem": {"warmup_iters": 11},  # the authors' 2.8% of fine-tuning steps
+    },
+    description="minutes on 2 CPU cores: cnn-small on 1,000 digits (500 members), 30 "
+    "epochs, 16 LiRA shadows, JEM (the authors' 50 fine-tuning epochs, lr warm-up over "
+    "their 2.8% of the steps) and DP-SGD at epsilon 8; 3 seeds",
+)
+
+
 @register_experiment
 class MembershipInferenceJEM(Experiment):
     """Membership inference against an overfit target and two defenses (module docstring).
@@ -289,36 +309,11 @@ class MembershipInferenceJEM(Experiment):
             },
             description="seconds: mlp on 200 digits, 4 shadows, a 1-epoch JEM",
         ),
-        "quick": Preset(
-            "quick",
-            "digits",
-            "cnn-small",
-            seeds=3,
-            train=dict(epochs=30, lr=0.05, batch_size=32, weight_decay=0.0),
-            options={
-                "population": 1000,
-                "shadows": 16,
-                "epsilon": 8.0,
-                "jem_finetune_epochs": 50,
-                "jem": {"warmup_iters": 11},  # the authors' 2.8% of fine-tuning steps
-            },
-            description="minutes on 2 CPU cores: cnn-small on 1,000 digits (500 members), 30 "
-            "epochs, 16 LiRA shadows, JEM (the authors' 50 fine-tuning epochs, lr warm-up over "
-            "their 2.8% of the steps) and DP-SGD at epsilon 8; 3 seeds",
-        ),
-        "real": Preset(
-            "real",
-            "fashion-mnist",
-            "cnn-small",
-            seeds=3,
-            train=dict(epochs=30, lr=0.05, batch_size=32, weight_decay=0.0),
-            options={
-                "population": 1000,
-                "shadows": 16,
-                "epsilon": 8.0,
-                "jem_finetune_epochs": 50,
-                "jem": {"warmup_iters": 11},  # the authors' 2.8% of fine-tuning steps
-            },
+        "quick": _QUICK,
+        "real": replace(
+            _QUICK,
+            name="real",
+            dataset="fashion-mnist",
             description="under 30 minutes on 2 CPU cores: the quick preset on real Fashion-MNIST "
             "(1,000 images drawn from its training set, 500 members), 30 epochs, 16 LiRA "
             "shadows, JEM's 50 fine-tuning epochs (warm-up over 2.8% of the steps) and DP-SGD "
