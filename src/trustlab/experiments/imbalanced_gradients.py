@@ -123,7 +123,7 @@ def _ls_most_imbalanced(t: ResultTable) -> tuple[bool, str]:
     others = [v for m, v in scores.items() if m not in LS_MODELS]
     top = max(scores, key=scores.__getitem__)
     ok = bool(smoothed) and min(smoothed) > max(others, default=float("-inf"))
-    shown = ", ".join(f"{m} {v:.2f}" for m, v in scores.items())
+    shown = ", ".join(f"{m} {v:.3f}" for m, v in scores.items())  # 3 digits: near-ties show
     return ok, f"{shown}; most imbalanced: {top}"
 
 
@@ -136,7 +136,7 @@ class MDReproduction(Experiment):
     Overestimated Adversarial Robustness", Machine Learning 2023 (arXiv:2006.13726).
 
     Presets: ``smoke`` (seconds, in the test suite), ``quick`` (digits, cnn-small, eps 0.1,
-    3 seeds; about 15 minutes on 2 CPU cores), ``full`` (CIFAR-10, WRN-16-4, eps 8/255). Table
+    3 seeds; about 7 minutes on 2 free CPU cores), ``full`` (CIFAR-10, WRN-16-4, eps 8/255). Table
     keys ``model``; metrics ``clean_acc``, ``pgd_acc``, ``md_acc``, ``imbalance``.
 
     Example::
@@ -190,7 +190,8 @@ class MDReproduction(Experiment):
             seeds=3,
             train=dict(epochs=30, lr=0.05, batch_size=64),
             options={"eps": 0.1, "n": 360, "adv_steps": 7, "md_steps": 50, "md_switch": 20},
-            description="about 15 minutes on 2 CPU cores: 4 cnn-smalls on digits at eps 0.1 "
+            description="about 7 minutes on 2 free CPU cores (13.5 CPU-minutes): 4 cnn-smalls "
+            "on digits at eps 0.1 "
             "(30 epochs; PGD-AT with 7 steps of eps/4), the whole 360-point test split"
             "; 3 seeds: verdicts on 95% intervals",
         ),
