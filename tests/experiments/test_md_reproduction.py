@@ -108,3 +108,37 @@ def test_ranking_claim_needs_both_label_smoothing_models_above_the_others() -> N
     # LS alone first but PGD-AT + LS below the standard model
     at_low = {"standard": 1.6, "pgd-at": 1.5, "ls": 3.0, "pgd-at+ls": 1.4}
     assert exp.check_claims(_table(rows, at_low))[2].verdict == "FAIL"
+
+
+def test_ranking_claim_is_judged_on_paired_differences_with_their_interval() -> None:
+    exp = MDReproduction()
+
+    def table(diag: dict[str, tuple[float, ...]]) -> ResultTable:
+        rows = [
+            {
+                "model": m,
+                "seed": s,
+                "clean_acc": 0.9,
+                "pgd_acc": 0.5,
+                "md_acc": 0.4,
+                "imbalance": v,
+            }  # fmt: skip
+            for m, values in diag.items()
+            for s, v in enumerate(values)
+        ]
+        return ResultTable(exp.keys, exp.metrics, rows)
+
+    # the quick run's near-tie: PGD-AT + LS vs PGD-AT differ by -0.004 / +0.003 / -0.001 per
+    # seed: the interval straddles 0, so the ranking cannot be told either way
+    near = {"standard": (1.26, 1.27, 1.26), "pgd-at": (1.292, 1.287, 1.290),
+            "ls": (1.35, 1.34, 1.35), "pgd-at+ls": (1.288, 1.290, 1.289)}  # fmt: skip
+    ranked = exp.check_claims(table(near))[2]
+    assert ranked.verdict == "INCONCLUSIVE", ranked.detail
+    assert (
+        "PGD-AT+LS - pgd-at diagnostic" in ranked.detail and "most imbalanced: ls" in ranked.detail
+    )
+    # below on every seed: FAIL; above on every seed: PASS
+    below = {**near, "pgd-at+ls": (1.20, 1.21, 1.20)}
+    assert exp.check_claims(table(below))[2].verdict == "FAIL"
+    above = {**near, "pgd-at+ls": (1.40, 1.41, 1.42)}
+    assert exp.check_claims(table(above))[2].verdict == "PASS"
