@@ -76,6 +76,8 @@ def test_the_loss_threshold_is_the_authors_running_mean_checked_every_batch() ->
         loss_fn(model, x, (y + 1) % 4)
     assert not loss_fn.active
     assert list(loss_fn.history)[0] == pytest.approx(main)  # every batch's main loss counts
+    loss_fn(model, x, (y + 1) % 4)  # an inactive batch balances nothing: no stale weights
+    assert loss_fn.last_weights is None
     late = BlindBackdoorLoss(loss_threshold=0.0, window=1)  # never reached: only the main loss
     plain = F.cross_entropy(model(x), y)
     assert float(late(model, x, y).detach()) == pytest.approx(float(plain.detach()))

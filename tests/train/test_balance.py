@@ -109,6 +109,11 @@ def test_loss_normalisers_are_capped_at_10_as_the_authors() -> None:
     w, losses = _two_tasks(2.0, 3.0, norm1=2.0, norm2=4.0)  # loss * |g| = 4 and 12 -> 4 and 10
     want = _orthogonal_weight(2 / (4 + 1e-5), 4 / (10 + 1e-5))
     assert float(MGDA([w], "loss+").weights(losses)[0]) == pytest.approx(want, abs=1e-6)
+    # a vanishing loss: the + 1e-5 decides the divisor (1e-5 + 1e-5, not 1e-5)
+    w, losses = _two_tasks(1e-5, 1.0, norm1=1e-5, norm2=1.0)
+    want = _orthogonal_weight(1e-5 / (1e-5 + 1e-5), 1 / (1 + 1e-5))
+    got = float(MGDA([w], "loss").weights(losses)[0])
+    assert got == pytest.approx(want, rel=1e-4) and got == pytest.approx(0.8, rel=1e-3)
 
 
 def test_l2_adds_the_authors_1e_5_so_a_vanishing_gradient_is_not_scaled_to_unit_norm() -> None:

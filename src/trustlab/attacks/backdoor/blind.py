@@ -192,6 +192,7 @@ class BlindBackdoorLoss:
                 update(model, x)
             main = F.cross_entropy(model(x), y)
             self.history.append(float(main.detach()))
+            self.last_weights = None  # no balancing on this batch: the main task alone
             return main
         main, backdoor, _ = self.losses(model, x, y)
         if self.loss_threshold is not None:

@@ -25,9 +25,17 @@ The task is active from the first batch (there is no gate on NC's success). The 
 pattern are ``tanh`` re-parametrised: ``m = tanh(a) / 2 + 0.5`` with ``a`` initialised at 0, so
 the mask starts at 0.5 everywhere (the authors'); the pattern is one ``H x W`` plane shared by
 all channels (the authors'), ``p = tanh(b) / 2 + 0.5`` with ``b ~ N(0, 0.5)`` from ``seed``.
-The one departure: the authors' pattern is ``2.2 tanh(b)`` in normalised-input units (their
+Departures: (1) the authors' pattern is ``2.2 tanh(b)`` in normalised-input units (their
 inputs are standardised); trustlab's inputs are in [0, 1], so the pattern maps to [0, 1]
-(about the same pixel range for CIFAR-10's standardisation).
+(about the same pixel range for CIFAR-10's standardisation). (2) In their code step 1 never sees
+the trigger: ``neural_cleanse_part1`` computes ``model(nc_model(inputs))`` and discards it, and
+the ``'neural_cleanse_part1'`` loss of ``compute_all_losses_and_grads`` is
+``compute_normal_loss`` on the *unstamped* inputs at the target labels, which has no gradient
+with respect to the mask or the pattern; only ``0.001 |m|_1`` moves them, so their mask shrinks
+evenly towards 0 (a replay of their loop on a toy model: mean 0.50 -> 0.14 after 100 steps,
+0.007 after 782, the pattern unchanged) and their evasion loss becomes the clean loss. trustlab
+computes the CE on the stamped inputs, as the NC loss the paper describes and the code
+evidently intends.
 
 :class:`~trustlab.attacks.backdoor.blind.BlindBackdoorLoss` takes it as ``evasion=`` and
 balances the three losses with MGDA; while its loss threshold keeps the backdoor off it still
