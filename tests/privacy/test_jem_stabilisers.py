@@ -91,6 +91,34 @@ def test_warmup_is_linear_per_iteration_across_epochs(digits) -> None:
     assert log.lrs == pytest.approx(expected)
 
 
+def test_a_resumed_warmup_continues_where_it_stopped(digits, tmp_path) -> None:
+    from trustlab.defenses.privacy.jem import _WarmupTrainer
+    from trustlab.train.trainer import CHECKPOINT_NAME
+
+    data = digits.subset(torch.arange(96))  # 3 steps per epoch
+    settings = TrainSettings(epochs=3, batch_size=32, optimizer="adam", lr=1e-3)
+
+    class StopAfterFirst(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics) -> None:
+            trainer.stop = epoch == 1
+
+    def trainer(**kw):
+        return _WarmupTrainer(
+            _mlp(data), settings, warmup_iters=4, device="cpu", progress=False, **kw
+        )
+
+    full_log = _LrLog()
+    full = trainer(callbacks=[full_log]).fit(data)
+    trainer(callbacks=[StopAfterFirst()], checkpoint_dir=tmp_path).fit(data)
+    log = _LrLog()
+    resumed = trainer(callbacks=[log], checkpoint_dir=tmp_path).fit(
+        data, resume_from=tmp_path / CHECKPOINT_NAME
+    )
+    assert log.lrs == pytest.approx(full_log.lrs[3:])  # step 3 onwards, not from lr 0 again
+    for a, b in zip(resumed.model.parameters(), full.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_first_finetuning_step_has_lr_zero_so_one_step_leaves_the_model(digits) -> None:
     """The authors' warm-up starts at lr 0: a fine-tuning of one step changes nothing."""
     data = digits.subset(torch.arange(64))  # one batch of 64

@@ -32,11 +32,13 @@ Defaults are the papers' where they fix them:
   sample energy and ``CE`` the batch's mean cross-entropy (squares of batch means: the gap is
   damped, the energies' level is not pinned); and ``--warmup_iters 1000``: the lr of optimiser
   step ``k`` (counted from 0 over all epochs) is ``lr * min(k, 1000) / 1000``, so the first
-  step has lr 0. On CIFAR-10 1,000 steps are 1.4 of the authors' 50 epochs; trustlab keeps the
-  count of steps, so on a small private set the warm-up lasts longer than that (the
-  ``meminf-jem`` quick preset's 500 members make 8 steps per epoch: its 50 epochs, 400 steps,
-  end at 40% of the peak lr). ``energy_l2 = ce_l2 = warmup_iters = 0`` gives JEM's plain
-  transfer.
+  step has lr 0 (JEM's own README command and ``jem_params.txt`` use the same 1,000-step
+  warm-up; the squared penalties are the defense authors' addition). On CIFAR-10 1,000 steps are
+  1.4 of the authors' 50 epochs (2.8% of their 35,150 steps); the library default keeps the
+  count of steps, so on a small private set the warm-up lasts longer than that (500 members make
+  8 steps per epoch: 50 epochs, 400 steps, would end at 40% of the peak lr), and the
+  ``meminf-jem`` quick and real presets keep the authors' share instead (11 of 400 steps).
+  ``energy_l2 = ce_l2 = warmup_iters = 0`` gives JEM's loss without the stabilisers.
 - Class-conditional sampling (the authors' ``--class_cond_p_x_sample``, on by default here,
   ``conditional=False`` gives JEM's unconditional sampling): each draw asks for a class ``y``
   (uniform during fine-tuning), starts from the class-``y`` part of the buffer (the buffer is
@@ -789,7 +791,9 @@ class _WarmupTrainer(Trainer):
     def _loop(self, net: nn.Module, optimizer: torch.optim.Optimizer, *args: Any) -> TrainResult:
         if self.warmup_iters == 0:
             return super()._loop(net, optimizer, *args)
-        steps = 0
+        # optimiser steps taken so far: a resumed run continues the warm-up where it stopped
+        # (the loop's last argument is the number of steps per epoch)
+        steps = self.epoch * int(args[-1])
 
         def warm(opt: torch.optim.Optimizer, *_: Any) -> None:
             nonlocal steps
