@@ -32,12 +32,17 @@ class Seen:
     """A compute_loss that records where the patch sits in every training batch."""
 
     def __init__(self) -> None:
-        self.right = self.left = 0
+        self.right = self.left = self.not_poisoned = 0
         self.model = None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        self.right += int((x[:, 0, -2:, -2:] > 0.99).flatten(1).all(1).sum())
-        self.left += int((x[:, 0, -2:, :2] > 0.99).flatten(1).all(1).sum())
+        right = (x[:, 0, -2:, -2:] > 0.99).flatten(1).all(1)
+        left = (x[:, 0, -2:, :2] > 0.99).flatten(1).all(1)
+        self.right += int(right.sum())
+        self.left += int(left.sum())
+        # a patched row must be a poisoned one (relabelled to the target 0): a trigger applied
+        # to the wrong rows of the shuffled batch would patch rows of other labels
+        self.not_poisoned += int(((right | left) & (y != 0)).sum())
         return nn.functional.cross_entropy(model(x), y)
 
 
@@ -57,6 +62,7 @@ def _fit(stage: str, epochs: int = 3) -> Seen:
 def test_after_augment_the_model_only_ever_sees_the_tested_patch() -> None:
     late = _fit("after-augment")
     assert late.left == 0 and late.right == 3 * 16  # 16 poisoned rows, every epoch, unmirrored
+    assert late.not_poisoned == 0
     early = _fit("poisoning")  # the anchors' order: the flip mirrors the patch about half the time
     assert early.left > 0 and early.right > 0 and early.left + early.right == 3 * 16
 
