@@ -36,16 +36,17 @@ batch carries the reversed trigger of a flagged class with its *true* label.
 trustlab optimises all classes at once: each step builds ``A x B`` reversed-trigger inputs from
 one clean batch for the ``A`` classes still running and runs them in one forward/backward pass
 (Adam's update is elementwise, so this equals separate runs on the same batches); a class that
-stops early is frozen and leaves the pass, so the later epochs cost only the slow classes. The
-batch order has its own random stream, so a class scanned alone sees the same batches. Measured
-on digits (cnn-small, docs/backdoor-defenses.md): classes stop after 51-117 epochs, where the 5
-epochs of trustlab's earlier default left masks at 3-8 times their converged L1 (BadNets
-target: 46 of 256 pixels after 5 epochs, 5.9 converged; anomaly index 4.3 -> 7.1) for 11-18x
-the CPU time; a budgeted scan caps ``epochs`` and should then pass
+stops early keeps its trigger (its rows get no more gradient; Adam's momentum may still move
+them for a few steps, which changes nothing kept) and leaves the pass, so the later epochs cost
+only the slow classes. The batch order has its own random stream, so a class scanned alone sees
+the same batches. Measured on digits (cnn-small, docs/backdoor-defenses.md): classes stop after
+51-117 epochs, where the 5 epochs of trustlab's earlier default left masks at 3-8 times their
+converged L1 (BadNets target: 46 of 256 pixels after 5 epochs, 5.9 converged; anomaly index 4.3
+-> 7.1) for 11-18x the CPU time; a budgeted scan caps ``epochs`` and should then pass
 ``reset_cost_to_zero=False``. Departure: an epoch is ``ceil(samples / batch)`` steps over a
-fresh shuffle (the authors' ``samples // batch`` steps of an endless shuffled stream). As in
-the authors' Keras function, a step's success and L1 are those of the trigger before the
-step's update.
+fresh shuffle of a fixed pool of ``samples`` clean images (the authors' ``samples // batch``
+steps of an endless shuffled stream over the whole clean set). As in the authors' Keras
+function, a step's success and L1 are those of the trigger before the step's update.
 """
 
 from __future__ import annotations
@@ -236,7 +237,10 @@ class NeuralCleanse:
         epochs: the most passes over the clean samples (default 1000, the authors' ``STEPS``;
             a budget guard: the early stop ends a class's run long before on the models
             measured).
-        samples: clean samples used (default 1000, the authors').
+        samples: clean samples used (default 1000: the authors' example script's
+            ``NB_SAMPLE``, which there sets the steps per epoch of a stream over the whole clean
+            test set; trustlab fixes a pool of that many samples and passes over it each
+            epoch).
         batch_size: default 32 (the authors'); lr: Adam's, default 0.1 (the authors').
         init_cost: ``lambda`` once the triggers succeed (1e-3); cost_multiplier: its factor
             (2, the authors' example script).
@@ -252,7 +256,8 @@ class NeuralCleanse:
             ``5 * patience`` = 25, the example script).
         reset_cost_to_zero: start ``lambda`` at 0 and set it to ``init_cost`` after
             ``patience`` successful epochs (True, the authors' default); False starts at
-            ``init_cost`` (short runs, e.g. :func:`reverse_engineer`).
+            ``init_cost`` (a budgeted run: a few epochs at ``lambda`` 0 would not shrink the
+            mask at all).
 
     Shapes: clean inputs ``(N, C, H, W)`` in [0, 1]; masks ``(K, H, W)``, patterns
     ``(K, C, H, W)``. ``report.extra["epochs_per_class"]`` gives the epochs each class ran.
@@ -372,8 +377,8 @@ class NeuralCleanse:
             progress_bar("Neural Cleanse", self.epochs, self.progress) as advance,
         ):
             for epoch in range(self.epochs):
-                # a class that stopped early is frozen: it leaves the batched pass, and Adam's
-                # update of the others is unchanged (it is elementwise)
+                # a class that stopped early keeps its trigger and leaves the batched pass;
+                # Adam's update of the others is unchanged (it is elementwise)
                 act = torch.nonzero(~sched.done).flatten()
                 ran[act.cpu()] = epoch + 1
                 order = torch.randperm(n, generator=order_g)
@@ -488,25 +493,6 @@ class NeuralCleanse:
                     loss.backward()
                     opt.step()
         return model
-
-
-def reverse_engineer(
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: list[int],
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-    *,
-    epochs: int = 5,
-    samples: int = 1000,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """A short Neural-Cleanse reverse engineering (``epochs`` passes, default 5) with NC's
-    other defaults except that ``lambda`` starts at ``init_cost`` (a few epochs at ``lambda`` 0
-    would not shrink the mask at all): ``NeuralCleanse(epochs=epochs, samples=samples,
-    seed=seed, reset_cost_to_zero=False).reverse(model, x, targets, init=init)``. The
-    ``reverse`` that :class:`~trustlab.attacks.backdoor.nc_evasion.NCEvasion` takes."""
-    nc = NeuralCleanse(epochs=epochs, samples=samples, seed=seed, reset_cost_to_zero=False)
-    return nc.reverse(model, x, targets, init=init)
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
