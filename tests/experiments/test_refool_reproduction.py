@@ -70,3 +70,37 @@ def test_claim_judges_asr_and_rate_on_their_intervals() -> None:
     assert too_many.verdict == "FAIL"  # more than 5% of the training set poisoned
     (edge,) = exp.check_claims(_table((0.70,), (0.05,)))  # the thresholds themselves, one seed
     assert edge.verdict == "PASS" and "1 seed: no interval" in edge.detail
+
+
+@pytest.mark.parametrize("stage", [None, "after-augment"])
+def test_ranking_poisons_at_the_presets_trigger_stage(
+    monkeypatch: pytest.MonkeyPatch, stage: str | None
+) -> None:
+    """The trial models of the ranking get the preset's ``trigger_stage``, as the final model."""
+    import dataclasses
+
+    import torch
+
+    import trustlab.experiments.refool as refool
+    from trustlab.attacks.backdoor import PixelTrigger
+    from trustlab.data import ArrayDataset
+
+    exp = get_experiment("refool")
+    smoke = exp.presets["smoke"]
+    options = {**smoke.options, **({} if stage is None else {"trigger_stage": stage})}
+    preset = dataclasses.replace(smoke, options=options)
+    got = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_select(*args: object, **kwargs: object) -> None:
+        got.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(refool, "reflection_candidates", lambda *a, **k: [PixelTrigger()])
+    monkeypatch.setattr(refool, "select_reflections", fake_select)
+    data = ArrayDataset(torch.rand(20, 3, 8, 8), torch.arange(20) % 2, ["a", "b"])
+    with pytest.raises(Stop):
+        exp._select(preset, data, 0, torch.device("cpu"))
+    assert got["trigger_stage"] == (stage or "poisoning")

@@ -8,10 +8,11 @@ Jobs of the same architecture on the same data:
 - ``refool``: the candidate reflections of :func:`~trustlab.attacks.backdoor.refool.
   reflection_candidates` (every bundled photograph x in-focus, out-of-focus, ghost, kept by the
   authors' SSIM filter) ranked by trial poisoning (:func:`~trustlab.attacks.backdoor.refool.
-  select_reflections`: ``rounds`` rounds, ``keep`` candidates each, trial models trained
-  ``trial_epochs`` on 90% of the training split and scored on the other 10%), then the best one
-  poisons ``rate`` of the training set, target-class images only, labels unchanged, and a fresh
-  model trains on it;
+  select_reflections`: ``rounds`` rounds, ``keep`` candidates each drawn in proportion to their
+  weights as the authors' code does, trial models trained ``trial_epochs`` on 90% of the
+  training split, poisoned at the preset's ``trigger_stage``, and scored on the other 10%), then
+  the best one poisons ``rate`` of the training set, target-class images only, labels unchanged,
+  and a fresh model trains on it;
 - ``unranked-<model>`` for each reflection model: the same final attack with a candidate of the
   same pool and that reflection model drawn at random (seeded) instead of ranked, so the ranked
   choice is compared with an unranked reflection of its own model (like with like).
@@ -21,7 +22,8 @@ reflection photographs; default every bundled one), ``models`` (default all thre
 ``trigger_stage`` (``"poisoning"``, the default: the trigger is applied to the stored images and
 the training augmentation runs on them, as in the authors' and BackdoorBench's pipelines; or
 ``"after-augment"``: the trainer applies it after the flip, see
-:func:`~trustlab.attacks.backdoor.poison.poison_dataset`).
+:func:`~trustlab.attacks.backdoor.poison.poison_dataset`; the ranking's trial models and the
+final model both use it).
 
 Metrics: clean accuracy (C-Acc), ASR (triggered non-target test images classified as the
 target) and RA. The selection's rounds, ranking and chosen candidate are in
@@ -185,9 +187,9 @@ class RefoolReproduction(Experiment):
             ),
             options={"rate": 0.05, "rounds": 16, "keep": 8, "trial_epochs": 2, "val_fraction": 0.1},
             description="minutes on 2 CPU cores: ResNet-8 on shapes10, the SSIM-filtered pool of"
-            " 69 tried candidates ranked in the authors' 16 rounds of 8 (every candidate tried;"
-            " trial models 2 epochs, not the authors' full retraining); 1 seed (the quick"
-            " budget): its verdicts carry no interval",
+            " 69 tried candidates ranked in the authors' 16 rounds of 8 drawn in proportion to"
+            " their weights (trial models 2 epochs, not the authors' full retraining); 1 seed"
+            " (the quick budget): its verdicts carry no interval",
         ),
         "full": Preset(
             "full",
@@ -244,6 +246,7 @@ class RefoolReproduction(Experiment):
             rounds=o["rounds"],
             seed=seed,
             device=device,
+            trigger_stage=o.get("trigger_stage", "poisoning"),
         )
         doc = {
             "chosen": candidate_name(sel.best),

@@ -4,15 +4,22 @@ Liu, Ma, Bailey & Lu, "Reflection Backdoor: A Natural Backdoor Attack on Deep Ne
 ECCV 2020. The trigger is a reflection (:class:`~trustlab.attacks.backdoor.triggers.
 ReflectionTrigger`: in-focus, out-of-focus or ghost) added to *target-class* images whose labels
 never change (clean-label). Not every reflection makes a good trigger, so the paper ranks a pool
-of candidates by how well they work (its Algorithm 1, with the weight update of the authors'
-code as TrojanZoo documents it):
+of candidates by how well they work (its Algorithm 1). trustlab follows the authors' code
+(``strategy.py``, ``main``) and TrojanZoo's ``Refool.attack`` where they differ from the paper:
 
 1. every candidate starts with weight ``W = 1``;
-2. each round poisons the training set with the ``keep`` candidates of highest weight (spread
-   over the poisoned target-class images), trains a model, and sets the weight of each used
-   candidate to its attack success rate on a validation set, and of each unused one to the
-   median of the used ones' (so untried candidates rank in the middle and get tried later);
-3. the paper poisons with the final ``keep`` candidates of highest weight.
+2. each round draws the candidates that poison the training set *at random in proportion to*
+   ``W`` (the paper's Algorithm 1 takes the top ones; the authors' ``random.choices(...,
+   sample_weights, ...)`` and TrojanZoo, which notes the conflict and follows the code, sample),
+   trains a model, and sets the weight of each used candidate to its attack success rate on a
+   validation set and of every other candidate, tried before or never, to the median of the used
+   ones' (the authors' ``sample_weights[:] = median`` before writing the used ones' scores);
+3. the final attack uses the candidate of highest weight.
+
+Sampling matters: with a top-``keep`` rule every unused candidate has the median weight, so the
+losers of one round tie with the untried ones and come back first; in 16 rounds of 8 over 69
+candidates with random trial ASRs that tried the same 12 candidates (10 of 10 seeds); drawing in
+proportion to ``W`` tried 56-63 (mean 59.8), about the 59 of uniform draws.
 
 :func:`reflection_candidates` builds the pool as the authors' ``scripts/insert_reflection.py``
 does: each reflection is blended into background photographs until a blend passes their filter
@@ -24,16 +31,31 @@ photograph x three models (69 tried; those no background accepts are left out), 
 ``rounds = 16`` (the authors' ``strategy.py``; it scores 200 candidates), poisoning rate 5% of
 the training set (the paper's headline regime is < 3.3%).
 
-Departures from the authors' code: the candidate pool is scikit-image's 23 photographs, each
-tried with all three reflection models, backgrounds the other bundled photographs (the authors
-blend PascalVOC "cat" reflections into "person" backgrounds, draw ghost or out-of-focus at
-random with probability 0.39 for ghost, and have no in-focus branch, which is the paper's type
-I); the validation set is a held-out part of the training split; the ASR of a candidate is
-measured on that set's non-target images (trustlab's ASR). The final attack uses the single best
-candidate (:attr:`Selection.best`), as TrojanZoo's Refool does after consulting the first
-author (the paper's Algorithm 1 returns a set; the authors' code samples candidates in
-proportion to ``W`` instead of taking the top ``keep``; we follow the paper there). Ties in the
-weights are broken by a seeded permutation, so the selection is deterministic for a seed.
+Departures from the authors' code:
+
+- the pool: scikit-image's 23 photographs, each tried with all three reflection models against
+  the other bundled photographs as backgrounds, one candidate per (reflection, model): the first
+  background (in a seeded order) that passes the filter. The authors loop over backgrounds
+  first (PascalVOC "person" images) and keep, for each background, the first "cat" reflection
+  that passes, so one reflection can become several candidates; they draw ghost (probability
+  0.39) or out-of-focus at random per blend and have no in-focus branch (the paper's type I);
+- the draw: the authors draw one candidate per poisoned image, with replacement
+  (``random.choices``, ``k`` = the poisoned images, 40% of the target class), so a round uses a
+  varying number of distinct candidates in shares that follow ``W``; trustlab draws ``keep``
+  distinct candidates without replacement, each in proportion to its weight among those left
+  (:func:`draw_candidates`, seeded), and spreads them over the poisoned images in turn. When
+  every weight is 0 (all used candidates scored 0) trustlab draws uniformly; the authors'
+  ``random.choices`` would stop with an error;
+- the score: the authors count, per reflection, the attacked test images the model gets wrong
+  (their eval log lists misclassified images: an untargeted count, not a rate), and score only
+  the reflections that appear in that log; a used reflection with no misclassified image keeps
+  the median of the logged counts. trustlab (as TrojanZoo) scores every used candidate with its
+  targeted ASR on the validation set's non-target images, 0 included, and the median is over
+  all used candidates. The validation set is a held-out part of the training split;
+- the final trigger is the single best candidate (:attr:`Selection.best`), as TrojanZoo's Refool
+  does after consulting the first author (the paper's Algorithm 1 returns a set; the authors'
+  code stops at the weights). Ties in the final weights go by a seeded permutation (TrojanZoo's
+  ``argmax``: the first index), so the selection is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -48,7 +70,7 @@ from torch import nn
 
 from trustlab.attacks.backdoor.artifact import evaluate_backdoor
 from trustlab.attacks.backdoor.labels import CleanLabel, LabelPolicy
-from trustlab.attacks.backdoor.poison import poison_dataset
+from trustlab.attacks.backdoor.poison import TRIGGER_STAGES, poison_dataset
 from trustlab.attacks.backdoor.recipe import BackdoorRecipe
 from trustlab.attacks.backdoor.triggers import (
     REFLECTIONS,
@@ -256,6 +278,46 @@ def _top(weights: list[float], k: int, order: list[int]) -> list[int]:
     return sorted(range(len(weights)), key=lambda i: (-weights[i], rank[i]))[:k]
 
 
+def draw_candidates(weights: Sequence[float], k: int, g: torch.Generator) -> list[int]:
+    """``k`` distinct indices drawn one after another, each with probability proportional to its
+    weight among those not yet drawn (sampling without replacement, as ``torch.multinomial``
+    with ``replacement=False``); once every remaining weight is 0, uniformly among the rest
+    (the authors' ``random.choices`` would fail there: all weights zero).
+
+    Example::
+
+        draw_candidates([1.0, 0.0, 3.0], 2, generator(0))  # 2 is drawn first 3 times in 4
+    """
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    if bool((w < 0).any()) or not bool(torch.isfinite(w).all()):
+        raise InputError("candidate weights must be finite and >= 0.")
+    if not 0 <= k <= len(w):
+        raise InputError(f"cannot draw {k} of {len(w)} candidates.")
+    out: list[int] = []
+    left = torch.ones(len(w), dtype=torch.bool)
+    for _ in range(k):
+        p = torch.where(left, w, 0.0)
+        if float(p.sum()) <= 0:
+            p = left.double()
+        i = int(torch.multinomial(p, 1, generator=g))
+        out.append(i)
+        left[i] = False
+    return out
+
+
+def update_weights(n: int, asr: dict[int, float]) -> list[float]:
+    """Algorithm 1's weight update as the authors' ``strategy.py`` does it: the candidates used
+    this round (the keys of ``asr``) get their score, every other one the median of the used
+    ones' scores (tried in an earlier round or never).
+
+    Example::
+
+        update_weights(4, {0: 0.9, 2: 0.1, 3: 0.4})  # [0.9, 0.4, 0.1, 0.4]
+    """
+    med = statistics.median(asr.values())
+    return [asr.get(i, med) for i in range(n)]
+
+
 def select_reflections(
     candidates: Sequence[ReflectionTrigger],
     train: ArrayDataset,
@@ -268,43 +330,70 @@ def select_reflections(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Callable[[int, dict[str, Any]], None] | None = None,
+    trigger_stage: str = "poisoning",
 ) -> Selection:
-    """Rank ``candidates`` by trial poisoning (Refool's Algorithm 1; see the module).
+    """Rank ``candidates`` by trial poisoning (Refool's Algorithm 1 with the authors' sampling;
+    see the module).
+
+    Each round draws ``keep`` distinct candidates with probability proportional to their weights
+    (:func:`draw_candidates`, seeded by ``seed``), poisons ``rate`` of ``train`` with them in
+    turn, trains ``trial``'s model, and updates the weights (:func:`update_weights`: the used
+    candidates' ASR on ``val``, every other one the median of those).
 
     Args:
+        candidates: the pool (:func:`reflection_candidates`).
+        train, val: the data to poison and the held-out data the ASR is measured on.
         trial: ``trial(poisoned_train, round) -> trained model``: trains a fresh model on the
             poisoned set (the caller decides architecture and budget).
-        train, val: the data to poison and the held-out data the ASR is measured on.
-        rate: the fraction of ``train`` poisoned in each round (clean-label, target class only).
+        target: the target class (default 0).
+        rate: the fraction of ``train`` poisoned in each round (default 0.05; clean-label,
+            target class only).
         keep: how many candidates poison each round (default 8).
         rounds: default 16, the authors' ``strategy.py`` ``--n_iterations``.
+        seed: the draws and each round's poisoned rows (default 0).
+        device: where the ASR is measured (default ``"cpu"``).
+        progress: called as ``progress(round, record)`` after each round (default None).
+        trigger_stage: ``"poisoning"`` (default: triggers in the stored images, augmentation on
+            top) or ``"after-augment"``, as :func:`~trustlab.attacks.backdoor.poison.
+            poison_dataset`; pass the final attack's, so the trial models learn the trigger the
+            way the final model does.
 
-    Returns the candidates ranked by their final weight (best first).
+    Returns the candidates ranked by their final weight (best first; ties by a seeded
+    permutation); each round's record has the candidates used and their ASRs.
     """
     if not candidates:
         raise InputError("select_reflections needs at least one candidate reflection.")
     if keep < 1 or rounds < 1:
         raise InputError(f"keep and rounds must be >= 1, got keep={keep}, rounds={rounds}.")
+    if trigger_stage not in TRIGGER_STAGES:
+        raise InputError(
+            f"unknown trigger_stage {trigger_stage!r}; use {' or '.join(TRIGGER_STAGES)}."
+        )
     keep = min(keep, len(candidates))
     policy = CleanLabel(target, train.num_classes)
     weights = [1.0] * len(candidates)
-    order = torch.randperm(len(candidates), generator=generator(seed)).tolist()
+    g = generator(derive_seed(seed, "draw"))
     history: list[dict[str, Any]] = []
     for r in range(rounds):
-        used = _top(weights, keep, order)
+        used = draw_candidates(weights, keep, g)
         poisoned = poison_dataset(
-            train, [candidates[i] for i in used], policy, rate, seed=derive_seed(seed, "round", r)
+            train,
+            [candidates[i] for i in used],
+            policy,
+            rate,
+            seed=derive_seed(seed, "round", r),
+            trigger_stage=trigger_stage,
         )
         model = trial(poisoned, r)
         asr = {
             i: evaluate_backdoor(model, val, candidates[i], policy, device=device)["asr"]
             for i in used
         }
-        med = statistics.median(asr.values())
-        weights = [asr.get(i, med) for i in range(len(candidates))]
+        weights = update_weights(len(candidates), asr)
         record = {"round": r, "used": used, "asr": [asr[i] for i in used]}
         history.append(record)
         if progress is not None:
             progress(r, record)
+    order = torch.randperm(len(candidates), generator=generator(seed)).tolist()
     ranked = _top(weights, len(candidates), order)
     return Selection([candidates[i] for i in ranked], ranked, weights, history)
