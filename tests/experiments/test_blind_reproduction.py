@@ -69,7 +69,11 @@ def test_blind_variants_jobs_include_the_semantic_backdoor_on_shapes10_only() ->
 
 
 def _blind_table(
-    asr: dict[str, list[float]], drop: dict[str, list[float]], flagged: list[float]
+    asr: dict[str, list[float]],
+    drop: dict[str, list[float]],
+    flagged: list[float],
+    n_asr: int = 10**6,
+    seeds: int = 3,
 ) -> ResultTable:
     """A hand-made ``blind`` table over 3 seeds: the clean model at 90% C-Acc, each model's ASR
     and C-Acc drop as given (default 99% and 1 point), BadNets' target flagged with index 4, and
@@ -77,9 +81,9 @@ def _blind_table(
     from trustlab.experiments.backdoors import ROWS, BlindReproduction
 
     rows = []
-    for seed in range(3):
+    for seed in range(seeds):
         for m in ROWS:
-            row = {"model": m, "seed": seed, "ra": 0.0}
+            row = {"model": m, "seed": seed, "ra": 0.0, "n_asr": n_asr}
             row["asr"] = asr.get(m, [0.99] * 3)[seed] if m != "clean" else 0.01
             row["clean_acc"] = 0.9 - (drop.get(m, [0.01] * 3)[seed] if m != "clean" else 0)
             if m == "badnets":
@@ -98,7 +102,7 @@ def test_blind_claims_judge_each_seed_with_the_interval() -> None:
     # every part clearly on the claimed side: PASS
     acc, nc = exp.check_claims(_blind_table({}, {}, [0.0, 0.0, 0.0]))
     assert (acc.verdict, nc.verdict) == ("PASS", "PASS"), (acc.detail, nc.detail)
-    assert "blind-pixel: ASR 99.0% (95% interval [99.0%, 99.0%] over 3 seeds" in acc.detail
+    assert "blind-pixel: ASR 99.0% (95% interval [99.0%, 99.0%] over 3 seeds and" in acc.detail
     assert "clean model C-Acc 90.0%" in acc.detail
     # blind-pixel's ASR: mean 96% >= 95% but the seeds 99/99/90 straddle it; NC flags one class
     # of the evader in one seed of three: both INCONCLUSIVE
@@ -111,3 +115,17 @@ def test_blind_claims_judge_each_seed_with_the_interval() -> None:
                          [1.0, 1.0, 2.0])  # fmt: skip
     acc, nc = exp.check_claims(table)
     assert (acc.verdict, nc.verdict) == ("FAIL", "FAIL"), (acc.detail, nc.detail)
+
+
+def test_blind_asr_interval_covers_the_test_images_on_one_seed() -> None:
+    from trustlab.experiments.backdoors import BlindReproduction
+
+    exp = BlindReproduction()
+    asr = {m: [0.97] for m in ("badnets", "blind-pattern", "blind-pixel", "blind-nc-evasion")}
+    drop = {m: [0.01] for m in asr}
+    # 97% of 900 test images: the Jeffreys interval is clear of 95%
+    acc, _ = exp.check_claims(_blind_table(asr, drop, [0.0], n_asr=900, seeds=1))
+    assert acc.verdict == "PASS" and "over 900 test examples" in acc.detail, acc.detail
+    # 97% of 100: it is not
+    acc, _ = exp.check_claims(_blind_table(asr, drop, [0.0], n_asr=100, seeds=1))
+    assert acc.verdict == "INCONCLUSIVE", acc.detail
