@@ -180,7 +180,8 @@ class AdvTrojanReproduction(Experiment):
                 "train_size": 3000,
                 "test_size": 1000,
             },
-            description="under 30 minutes on 2 CPU cores: cnn-small on real Fashion-MNIST (a "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "cnn-small on real Fashion-MNIST (a "
             "fixed stratified subset of 3,000 training and 1,000 test images), PGD-10 training "
             "at eps 0.1, 15 epochs; 2 seeds (the budget): the interval is their range",
         ),

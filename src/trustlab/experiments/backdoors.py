@@ -281,7 +281,8 @@ class BlindReproduction(Experiment):
             seeds=1,
             train=dict(epochs=10, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1),
             options={"rate": 0.1, "train_size": 10000, "test_size": 2000},
-            description="under 30 minutes on 2 CPU cores: cnn-small on real Fashion-MNIST (a "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "cnn-small on real Fashion-MNIST (a "
             "fixed stratified subset of 10,000 training and 2,000 test images), 10 epochs; 1 "
             "seed (the budget): the interval covers the test images only",
         ),

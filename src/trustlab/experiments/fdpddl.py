@@ -211,7 +211,8 @@ class FDPDDLReproduction(Experiment):
             name="real",
             dataset="fashion-mnist",
             options={**_QUICK.options, "samples": 2400},
-            description="under 30 minutes on 2 CPU cores: the authors' data (4 parties, 2,400 "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "the authors' data (4 parties, 2,400 "
             "real Fashion-MNIST images) with the quick preset's schedule (5 epochs of "
             "pre-training, 20 rounds of 1 local epoch, DP-SGD sigma 1, DPGAN epsilon 4)",
         ),

@@ -227,7 +227,7 @@ class MDReproduction(Experiment):
                 "md_switch": 20,
                 "train_size": 4000,
             },
-            description="under 30 minutes on 2 CPU cores (an estimate from the quick preset's "
+            description="sized for under 30 minutes on 2 CPU cores (from the quick preset's "
             "CPU time): 4 cnn-smalls on real Fashion-MNIST at eps 0.1 (a fixed stratified "
             "subset of 4,000 training images, 10 epochs; PGD-AT with 7 steps of eps/4), the "
             "first 500 test points; 3 seeds",

@@ -314,7 +314,8 @@ class MembershipInferenceJEM(Experiment):
             _QUICK,
             name="real",
             dataset="fashion-mnist",
-            description="under 30 minutes on 2 CPU cores: the quick preset on real Fashion-MNIST "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "the quick preset on real Fashion-MNIST "
             "(1,000 images drawn from its training set, 500 members), 30 epochs, 16 LiRA "
             "shadows, JEM's 50 fine-tuning epochs (warm-up over 2.8% of the steps) and DP-SGD "
             "at epsilon 8; 3 seeds",

@@ -312,7 +312,8 @@ def _presets(losses: tuple[str, ...]) -> dict[str, Preset]:
                 "train_size": 1000,
                 "test_size": 2000,
             },
-            description="under 30 minutes on 2 CPU cores: the claim's four settings on real "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "the claim's four settings on real "
             "Fashion-MNIST, a fixed stratified subset of 1,000 training and 2,000 test images "
             "(the papers' MNIST protocol: 50 epochs), 3 seeds",
         ),

@@ -209,7 +209,8 @@ class SGMReproduction(Experiment):
                 "test_size": 500,
                 "targets": {"cnn-small": ["cnn-small", {}], "mlp": ["mlp", {}]},
             },
-            description="under 30 minutes on 2 CPU cores: ResNet-20 -> a small CNN and an MLP "
+            description="sized for under 30 minutes on 2 CPU cores: "
+            "ResNet-20 -> a small CNN and an MLP "
             "on real Fashion-MNIST (a fixed stratified subset of 4,000 training and 500 test "
             "images), eps 0.2, 8 epochs; 2 seeds (the budget): the interval is their range",
         ),
