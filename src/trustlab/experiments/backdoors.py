@@ -33,7 +33,8 @@ ineffective backdoor would evade NC trivially).
 
 Each part of a claim is one number per seed judged on its mean over seeds with the 95% bootstrap
 interval (PASS when the whole interval is on the claimed side of the bar, FAIL when none of it
-is, INCONCLUSIVE when it straddles the bar; one seed gives no interval and the value decides),
+is, INCONCLUSIVE when it straddles the bar; one seed gives no interval and the value decides,
+except for the ASRs, whose interval also covers the test images behind each rate, ``n_asr``),
 and a claim passes when all its parts pass (FAIL if any part fails, else INCONCLUSIVE). Claim 1:
 per backdoor, its ASR (>= 95%) and its C-Acc drop, the clean model's C-Acc minus its own on the
 same seed (<= 2 points). Claim 2: for BadNets, whether NC flags its target (1 or 0 per seed; its
@@ -223,8 +224,8 @@ class BlindReproduction(Experiment):
     BadNets model (target anomaly index > 2) but no class of the NC-evading blind backdoor, which
     keeps ASR >= 95%; each part judged on its mean over seeds with its 95% interval (PASS,
     FAIL or INCONCLUSIVE). Presets: ``smoke`` (cnn-small on digits; seconds), ``quick`` (ResNet-8 on
-    shapes10; minutes on 2 CPU cores), ``full`` (ResNet-18 on CIFAR-10, the paper's image
-    setting).
+    shapes10; minutes on 2 CPU cores), ``real`` (cnn-small on a subset of Fashion-MNIST),
+    ``full`` (ResNet-18 on CIFAR-10, the paper's image setting).
 
     Example::
 
