@@ -3,7 +3,8 @@
 An :class:`Experiment` declares
 
 - ``presets``: ``smoke`` (seconds, part of the test suite), ``quick`` (minutes on 2 CPU cores, what
-  a new user runs first) and ``full`` (the paper's protocol, for a GPU and the real dataset);
+  a new user runs first), ``full`` (the paper's protocol, for a GPU and the real dataset) and,
+  where it fits, ``real`` (real Fashion-MNIST, sized for under 30 minutes on 2 CPU cores);
 - ``jobs(preset)``: the independent trainings/evaluations the table needs, each a plain dict of
   the row's keys (e.g. ``{"loss": "sce", "noise": "sym:0.4"}``), run once per seed;
 - ``run_job(preset, job, seed, device)``: runs one job and returns its metrics;
