@@ -56,3 +56,27 @@ def test_reproductions_command() -> None:
     out = runner.invoke(app, ["reproductions", "--markdown", "--preset", "quick,real"])
     assert out.exit_code == 0 and out.output.startswith("| experiment |")
     assert "[+0.50, +1.50]" in out.output  # brackets are text, not markup
+
+
+def test_rejudge_checks_todays_claims_on_the_stored_table() -> None:
+    import json
+
+    from trustlab.experiments.base import get_experiment
+
+    store = RunStore()
+    exp = get_experiment("advtrojan")
+    config = {"experiment": "advtrojan", "preset": {"name": "quick", "dataset": "digits",
+              "model": "cnn-small", "seeds": 1}, "seed": 0}  # fmt: skip
+    run = store.create_run("reproduce", "advtrojan-quick", config, seed=0)
+    row = {"model": "advtrojan", "seed": 0, "clean_acc": 0.9, "robust_acc": 0.8,
+           "asr_trigger": 0.0, "asr_perturbation": 0.0, "asr_both": 0.92, "n_asr": 50}  # fmt: skip
+    (run.dir / "table.json").write_text(json.dumps({"keys": exp.keys, "rows": [row]}))
+    stale = {"claims": {"both-fires-alone-not": {"passed": True, "verdict": "PASS", "detail": "x"}}}
+    run.finish(stale)
+    (kept,) = reproduction_results(store)
+    assert kept.claims[0].verdict == "PASS" and not kept.rejudged
+    (again,) = reproduction_results(store, rejudge=True)
+    # 46 of 50: today's claim judges the rate with its test examples' interval
+    assert again.rejudged and again.claims[0].verdict == "INCONCLUSIVE"
+    assert "over 50 test examples" in again.claims[0].detail
+    assert ", re-judged" in results_markdown([again])

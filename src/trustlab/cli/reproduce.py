@@ -64,13 +64,17 @@ def reproductions_cmd(
         bool, typer.Option("--all", help="every finished run, not only the newest of each.")
     ] = False,
     markdown: Annotated[bool, typer.Option(help="print a markdown table (for docs).")] = False,
+    rejudge: Annotated[
+        bool,
+        typer.Option(help="check the claims again with today's code on each run's stored table."),
+    ] = False,
 ) -> None:
     """The stored reproductions' results: per experiment and preset, each claim's verdict with
     its measured numbers and interval, the seeds, the wall time, the run and its commit."""
     from trustlab.experiments.results import reproduction_results, results_markdown
 
     presets = [p.strip() for p in preset.split(",") if p.strip()] if preset else None
-    results = reproduction_results(latest=not all_runs, presets=presets)
+    results = reproduction_results(latest=not all_runs, presets=presets, rejudge=rejudge)
     out = stdout()
     if markdown:
         out.print(results_markdown(results), markup=False, highlight=False, soft_wrap=True, end="")
@@ -81,7 +85,8 @@ def reproductions_cmd(
     for r in results:
         out.print(
             f"[bold]{r.experiment}[/] {r.preset} ({r.dataset}, {r.model}, {r.seeds} seed(s)): "
-            f"{r.wall}, run {r.run_id} ({r.commit or '?'}, {r.ended[:10]})",
+            f"{r.wall}, run {r.run_id} ({r.commit or '?'}, {r.ended[:10]})"
+            + (" (claims re-judged on the stored table)" if r.rejudged else ""),
             highlight=False,
             soft_wrap=True,
         )

@@ -14,10 +14,12 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from trustlab.errors import InputError
 from trustlab.experiments.base import ClaimResult
 from trustlab.results import Run, RunStore
 
@@ -38,6 +40,8 @@ class ReproductionResult:
         workers: worker processes of that invocation (``None`` when not recorded).
         commit: the git commit the run was made with (its first 7 hex digits).
         ended: when it finished (ISO 8601).
+        rejudged: the claims were checked again, by today's code, on the run's stored table
+            (``table.json``), instead of read from its summary.
     """
 
     run_id: int
@@ -52,6 +56,7 @@ class ReproductionResult:
     workers: int | None
     commit: str
     ended: str
+    rejudged: bool = False
 
     @property
     def passed(self) -> bool:
@@ -67,19 +72,42 @@ class ReproductionResult:
         return text + (" (resumed)" if self.resumed else "")
 
 
-def _result(run: Run) -> ReproductionResult:
+def _rejudge(run: Run) -> tuple[ClaimResult, ...] | None:
+    """The experiment's current claims checked on the run's stored table (None: no table, or
+    an experiment that no longer exists)."""
+    from trustlab.experiments.base import ResultTable, get_experiment
+
+    path = run.dir / "table.json"
+    name = run.config.get("experiment")
+    if not path.is_file() or name is None:
+        return None
+    try:
+        exp = get_experiment(str(name))
+    except InputError:
+        return None
+    stored = json.loads(path.read_text())
+    table = ResultTable(exp.keys, exp.metrics, stored.get("rows", []))
+    return tuple(
+        ClaimResult(c.claim, c.text, c.passed, c.detail, c.verdict) for c in exp.check_claims(table)
+    )
+
+
+def _result(run: Run, rejudge: bool = False) -> ReproductionResult:
     preset = run.config.get("preset", {})
     summary = run.summary
-    claims = tuple(
-        ClaimResult(
-            name,
-            name,
-            bool(c.get("passed")),
-            str(c.get("detail", "")),
-            str(c.get("verdict", "")),
+    claims = _rejudge(run) if rejudge else None
+    rejudged = claims is not None
+    if claims is None:
+        claims = tuple(
+            ClaimResult(
+                name,
+                name,
+                bool(c.get("passed")),
+                str(c.get("detail", "")),
+                str(c.get("verdict", "")),
+            )
+            for name, c in summary.get("claims", {}).items()
         )
-        for name, c in summary.get("claims", {}).items()
-    )
     commit = (run.git_commit or "")[:7]
     return ReproductionResult(
         run_id=run.id,
@@ -94,6 +122,7 @@ def _result(run: Run) -> ReproductionResult:
         workers=summary.get("workers"),
         commit=commit,
         ended=run.ended or run.updated,
+        rejudged=rejudged,
     )
 
 
@@ -102,15 +131,18 @@ def reproduction_results(
     *,
     latest: bool = True,
     presets: Sequence[str] | None = None,
+    rejudge: bool = False,
 ) -> list[ReproductionResult]:
     """The finished ``reproduce`` runs of ``store`` (default: ``$TRUSTLAB_HOME``), sorted by
     experiment and preset; ``latest`` keeps only the newest run of each experiment and preset;
-    ``presets`` keeps only those presets (e.g. ``("quick", "real")``)."""
+    ``presets`` keeps only those presets (e.g. ``("quick", "real")``); ``rejudge`` checks the
+    claims again with today's code on each run's stored table (when the way a claim is judged
+    changed after the run; the numbers are the run's)."""
     store = store or RunStore()
     runs = store.list(status="finished", kind="reproduce") if "reproduce" in store.kinds() else []
     results, seen = [], set()
     for run in runs:  # newest first
-        r = _result(run)
+        r = _result(run, rejudge)
         if presets is not None and r.preset not in presets:
             continue
         if latest and (r.experiment, r.preset) in seen:
@@ -133,7 +165,7 @@ def results_markdown(results: Sequence[ReproductionResult]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        day = _day(r.ended)
+        day = _day(r.ended) + (", re-judged" if r.rejudged else "")
         where = f"`{r.preset}` ({r.dataset}, {r.model})"
         for c in r.claims or (ClaimResult("-", "-", False, "no claims", "FAIL"),):
             lines.append(
