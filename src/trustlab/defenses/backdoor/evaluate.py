@@ -26,7 +26,8 @@ measuring the outcome. Every defense returns a flat dict of numbers:
 
 DER is ``[max(0, dASR) - max(0, dACC) + 1] / 2`` (:mod:`trustlab.metrics.backdoor`). The
 defenses work on a copy: the artefact's model is never changed. ``options`` passes keyword
-arguments to a defense's constructor (e.g. ``{"epochs": 5}`` for Neural Cleanse), and
+arguments to a defense's constructor (e.g. ``{"epochs": 5, "reset_cost_to_zero": False}``
+for a budgeted Neural Cleanse scan), and
 ``settings`` is the training budget of the models a defense trains (fine-pruning's fine-tuning,
 the adversarial filter's robust model and retrained model).
 
