@@ -35,7 +35,9 @@ smaller of the two L-inf radii MNIST papers use (0.1, e.g. Wong & Kolter 2018; 0
 adversarial training are at 0.0% under both attacks (10 epochs, seed 0). On
 shapes10 at 8/255 (the earlier quick preset) LS alone had 0.2% PGD robustness, so its claim
 could not be shown; on digits at eps 0.1 (10 epochs, seed 0, 360 points) LS alone has PGD
-47.8% vs MD 36.4% and PGD-AT + LS 78.9% vs 69.2%.
+47.8% vs MD 36.4% and PGD-AT + LS 78.9% vs 69.2%. ``real`` is the same design on real
+Fashion-MNIST: ``cnn-small`` at eps 0.1 on a fixed stratified subset of 4,000 training images,
+10 epochs, the first 500 test points, 3 seeds.
 """
 
 from __future__ import annotations
