@@ -17,13 +17,13 @@ preset's ``train`` (no augmentation, no weight decay: an overfit target). Three 
   the results store, so a resumed run does not retrain them).
 - ``jem``: the same target (same seed, bit-identical), defended by :class:`~trustlab.defenses.
   privacy.jem.JEMDefense` with the library's defaults (JEM fine-tuning, a class-conditional
-  synthetic set as large as the private set, a fresh network retrained on it alone with the
-  authors' recipe, Adam at 1e-4 for 50 epochs), except that the quick and full presets fine-tune
-  for the authors' 50 epochs (``options["jem_finetune_epochs"]``; the library's default is 10,
-  a CPU budget), and that the quick and real presets warm the fine-tuning lr up over 11 steps:
-  the authors' recipe warms up over 1,000 of its 35,150 steps (45,000 CIFAR-10 images, batch 64,
-  50 epochs), 2.8%, and 2.8% of these presets' 400 steps (500 members, batch 64, 50 epochs) is
-  11; their absolute 1,000 steps would keep the lr below 40% of its peak for the whole run.
+  synthetic set as large as the private set, a fresh network retrained on it alone with the authors'
+  recipe, Adam at 1e-4 for 50 epochs), except that the quick, real and full presets fine-tune for
+  the authors' 50 epochs (``options["jem_finetune_epochs"]``; the library's default is 10, a CPU
+  budget), and that the quick and real presets warm the fine-tuning lr up over 11 steps: the
+  authors' recipe warms up over 1,000 of its 35,150 steps (45,000 CIFAR-10 images, batch 64, 50
+  epochs), 2.8%, and 2.8% of these presets' 400 steps (500 members, batch 64, 50 epochs) is 11;
+  their absolute 1,000 steps would keep the lr below 40% of its peak for the whole run.
 - ``dp-sgd``: the target's recipe trained with DP-SGD at ``options["epsilon"]`` (8, delta 1e-5,
   C 1.0, Opacus' RDP accountant); the row records the epsilon actually spent.
 
