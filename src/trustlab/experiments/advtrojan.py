@@ -31,8 +31,9 @@ PGD-AT reference alone, before the poisoned model was ever run: on shapes10 a Re
 only ~28% clean accuracy after 5 epochs of PGD-AT (the md reproduction), too weak a model to say
 whether a poisoned one "looks robust"; on digits, cnn-small trained 20 epochs with PGD-7 at 0.1
 reached 98.3% clean / 80.8% PGD-20 accuracy, at 0.2 93.1% / 36.4% (MNIST's usual 0.3 is too large
-for these blurry, upsampled 8x8 digits). ``full`` is a paper-like CIFAR-10 setting (ResNet-18,
-8/255, 10 steps of 2/255, 100 epochs); not run here.
+for these blurry, upsampled 8x8 digits). ``real`` is the same on real Fashion-MNIST (a fixed
+stratified subset of 3,000 training and 1,000 test images, 15 epochs, 2 seeds). ``full`` is a
+paper-like CIFAR-10 setting (ResNet-18, 8/255, 10 steps of 2/255, 100 epochs); not run here.
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ class AdvTrojanReproduction(Experiment):
     (ICLR 2021 submission; arXiv 2109.01275).
 
     Presets: ``smoke`` (seconds, in the test suite), ``quick`` (digits, minutes on CPU),
-    ``full`` (a paper-like CIFAR-10 setting; not run here). Table keys ``model``; metrics
-    ``clean_acc``, ``robust_acc``, ``asr_trigger``, ``asr_perturbation``, ``asr_both``.
+    ``real`` (a subset of Fashion-MNIST), ``full`` (a paper-like CIFAR-10 setting; not run here).
+    Table keys ``model``; metrics ``clean_acc``, ``robust_acc``, ``asr_trigger``,
+    ``asr_perturbation``, ``asr_both``.
 
     Example::
 

@@ -156,7 +156,8 @@ class MDReproduction(Experiment):
     Overestimated Adversarial Robustness", Machine Learning 2023 (arXiv:2006.13726).
 
     Presets: ``smoke`` (seconds, in the test suite), ``quick`` (digits, cnn-small, eps 0.1,
-    3 seeds; about 7 minutes on 2 free CPU cores), ``full`` (CIFAR-10, WRN-16-4, eps 8/255). Table
+    3 seeds; about 7 minutes on 2 free CPU cores), ``real`` (Fashion-MNIST, cnn-small, eps 0.1),
+    ``full`` (CIFAR-10, WRN-16-4, eps 8/255). Table
     keys ``model``; metrics ``clean_acc``, ``pgd_acc``, ``md_acc``, ``imbalance``.
 
     Example::

@@ -350,8 +350,8 @@ class APLReproduction(NoisyLabelExperiment):
     Claims: NCE+RCE and SCE beat CE by >= 5 points of last-epoch test accuracy at 40% and 60%
     symmetric and 40% asymmetric noise; without noise every loss is within 3 points of CE (each
     judged on the paired per-seed gap to CE with its 95% interval; see the module).
-    Presets: ``smoke`` (MLP on digits), ``quick`` (cnn-small on digits), ``full`` (the paper's
-    CIFAR-10 protocol).
+    Presets: ``smoke`` (MLP on digits), ``quick`` (cnn-small on digits), ``real`` (cnn-small on a
+    subset of Fashion-MNIST), ``full`` (the paper's CIFAR-10 protocol).
 
     Example::
 
