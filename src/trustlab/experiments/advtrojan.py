@@ -185,7 +185,8 @@ class AdvTrojanReproduction(Experiment):
             description="sized for under 30 minutes on 2 CPU cores: "
             "cnn-small on real Fashion-MNIST (a "
             "fixed stratified subset of 3,000 training and 1,000 test images), PGD-10 training "
-            "at eps 0.1, 15 epochs; 2 seeds (the budget): the interval is their range",
+            "at eps 0.1, 15 epochs; 2 seeds (the budget): the ASRs' intervals cover them and the "
+            "test images",
         ),
         "full": Preset(
             "full",

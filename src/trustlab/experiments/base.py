@@ -48,7 +48,7 @@ from trustlab.utils.format import format_interval
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.progress import progress_bar
 
-PRESETS = ("smoke", "quick", "full")
+PRESETS = ("smoke", "quick", "real", "full")
 
 
 @dataclass(frozen=True)
