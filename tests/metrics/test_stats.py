@@ -146,3 +146,12 @@ def test_interval_check_with_test_examples_gives_one_seed_an_interval() -> None:
     rows = [{"seed": s, "asr": 0.99, "n": 2000} for s in range(3)]
     assert both(ResultTable((), ("asr",), rows))[0] == "PASS"
     assert "3 seeds and 2000 test examples" in both(ResultTable((), ("asr",), rows))[1]
+
+
+def test_interval_check_without_counts_falls_back_to_the_seeds() -> None:
+    rows = [{"seed": 0, "asr": 0.93}]  # a table stored before the counts were kept
+    check = interval_check(
+        lambda t: t.per_seed("asr"), ">=", 0.9, what="ASR", examples=lambda t: t.per_seed("n")
+    )
+    outcome, detail = check(ResultTable((), ("asr",), rows))
+    assert outcome == "PASS" and "1 seed: no interval" in detail

@@ -238,7 +238,8 @@ def interval_check(
 
     ``examples(table) -> {seed: n}``: each value is a rate on ``n`` test examples (an attack
     success rate, an accuracy), and the interval covers the test set as well as the seeds (two
-    levels; with one seed, the rate's Jeffreys interval).
+    levels; with one seed, the rate's Jeffreys interval). A table without a count for every
+    seed (stored before the counts were kept) is judged over the seeds alone.
 
     Example::
 
@@ -260,14 +261,11 @@ def interval_check(
             return "INCONCLUSIVE", f"{what}: no values"
         order = sorted(per_seed)
         n = sum(1 for v in per_seed.values() if math.isfinite(v))  # NaNs are not seeds of it
-        if examples is None:
+        counts = examples(table) if examples is not None else {}
+        if any(k not in counts for k in order):  # e.g. a table stored before counts were kept
             mean, lo, hi = bootstrap_ci([per_seed[k] for k in order])
             over = f"over {n} seeds" if n > 1 else ""
         else:
-            counts = examples(table)
-            missing = [k for k in order if k not in counts]
-            if missing:
-                raise ValueError(f"{what}: no test-example count for seeds {missing}")
             mean, lo, hi = bootstrap_ci(
                 [per_seed[k] for k in order], counts=[counts[k] for k in order]
             )
