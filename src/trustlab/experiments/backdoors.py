@@ -272,7 +272,8 @@ class BlindReproduction(Experiment):
                 epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
             ),
             options={"rate": 0.1},
-            description="minutes on 2 CPU cores: ResNet-8 on shapes10, 5 epochs"
+            description="about 35 minutes on 2 CPU cores (most of it the two Neural Cleanse "
+            "scans, run to convergence): ResNet-8 on shapes10, 5 epochs"
             "; 1 seed (the quick budget): the ASR's interval covers the test images only",
         ),
         "real": Preset(
