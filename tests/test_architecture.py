@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("defenses",),
     ("workflows",),
     ("experiments",),
+    ("platform",),
     ("cli", "__main__", "__init__"),
 ]
 LEVEL = {part: i for i, parts in enumerate(LAYERS) for part in parts}
