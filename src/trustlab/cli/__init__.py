@@ -9,7 +9,10 @@
 - :mod:`~trustlab.cli.inpaint`: ``inpaint train``, ``inpaint eval``;
 - :mod:`~trustlab.cli.collab`: ``collab run``;
 - :mod:`~trustlab.cli.reproduce`: ``reproduce``, ``bench backdoor``;
-- :mod:`~trustlab.cli.runs`: ``runs``, ``show``.
+- :mod:`~trustlab.cli.runs`: ``runs``, ``show``, ``report``;
+- :mod:`~trustlab.cli.audit`: ``audit``;
+- :mod:`~trustlab.cli.submit`: ``submit``, ``benchmarks``;
+- :mod:`~trustlab.cli.leaderboard`: ``leaderboard``.
 
 Every command that computes takes ``--device auto|cpu|cuda`` and ``--seed`` (default 0). Bad
 input prints one ``error:`` line naming the problem and the fix and exits with code 2; nothing is
@@ -30,6 +33,7 @@ from trustlab.cli.common import app
 # isort: off
 from trustlab.cli import catalogue, train, evasion, backdoor, privacy  # noqa: F401
 from trustlab.cli import generative, inpaint, collab, reproduce, runs  # noqa: F401
+from trustlab.cli import audit, submit, leaderboard  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -1,0 +1,3 @@
+"""The ``submit``-related commands of the evaluation platform (thin over the library)."""
+
+from __future__ import annotations
