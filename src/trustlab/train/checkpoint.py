@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from trustlab.errors import CheckpointError
+from trustlab.errors import CheckpointError, InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.utils.io import atomic_path, remove_stale_temps, write_json_atomic
 
@@ -56,7 +56,9 @@ def save_checkpoint(
 
 _CONVERT = (
     "Convert it where you trust it: "
-    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')."
+    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors'), or, "
+    "where you have the model, safetensors.torch.save_file(model.state_dict(), "
+    "'model.safetensors')."
 )
 
 
@@ -211,16 +213,38 @@ def _state_mismatch(model: nn.Module, tensors: dict[str, torch.Tensor]) -> str:
     return "; ".join(parts)
 
 
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict`` with an error that names the mismatching keys and shapes."""
+def load_state(
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    path: str | Path,
+    fix: str = "Create the model with the same name and arguments as when it was saved (e.g. "
+    "the same number of classes).",
+) -> None:
+    """``model.load_state_dict`` (strict) with an error that names the mismatching keys and
+    shapes, followed by ``fix``."""
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         why = _state_mismatch(model, tensors) or str(exc).splitlines()[0]
+        raise CheckpointError(f"{path} does not fit this model: {why}. {fix}") from exc
+
+
+def _model_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The model's weights in a checkpoint (a trainer checkpoint keeps them under ``model/``),
+    refused when any is NaN or infinite."""
+    if meta.get("kind") == "trainer-state":
+        tensors = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise CheckpointError(
-            f"{path} does not fit this model: {why}. Create the model with the same name and "
-            "arguments as when it was saved (e.g. the same number of classes)."
-        ) from exc
+            f"{path} holds weights that are NaN or infinite ({shown}): the model that wrote it "
+            "had diverged, and every prediction it makes would be meaningless. Retrain it (a "
+            "lower learning rate or clip_grad_norm), or load an earlier checkpoint."
+        )
+    return tensors
 
 
 def load_model(
@@ -231,8 +255,7 @@ def load_model(
     Accepts model checkpoints and trainer checkpoints (whose weights live under ``model/``).
     """
     tensors, meta = load_checkpoint(path, device="cpu")
-    if meta.get("kind") == "trainer-state":
-        tensors = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    tensors = _model_tensors(path, tensors, meta)
     if model is None:
         spec = meta.get("model_spec")
         if not spec:
@@ -250,13 +273,69 @@ def load_model(
                 f"{path} has a model spec trustlab cannot build ({why}). Load it into a model "
                 "you create: load_model(path, model=create_model(...))."
             ) from None
-    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise CheckpointError(
-            f"{path} holds weights that are NaN or infinite ({shown}): the model that wrote it "
-            "had diverged, and every prediction it makes would be meaningless. Retrain it (a "
-            "lower learning rate or clip_grad_norm), or load an earlier checkpoint."
-        )
     load_state(model, tensors, path)
     return model.to(device)
+
+
+def load_user_model(weights: str | Path, arch: str, **kwargs: Any) -> nn.Module:
+    """A model of the user's own class with weights from a safetensors file, in eval mode.
+
+    ``arch`` names an ``nn.Module`` subclass (see :func:`trustlab.utils.imports.load_object`):
+    ``"path/to/nets.py:MyNet"`` (the file is loaded by its path, its folder on ``sys.path``
+    while it runs) or ``"package.module:MyNet"``. The class is built with ``kwargs`` and the
+    weights are loaded strictly (every key of the model's ``state_dict``, no other). Only
+    safetensors files are read: a pickle or ``torch.save`` file is refused without being opened
+    as a pickle, since unpickling can run arbitrary code. Convert one where you trust it with
+    ``safetensors.torch.save_file(model.state_dict(), "model.safetensors")``. Loading the class
+    runs its module's code: only name code you trust.
+
+    Args:
+        weights: the ``.safetensors`` file (a plain ``state_dict`` saved with
+            ``safetensors.torch.save_file``, or a trustlab checkpoint).
+        arch: ``"file.py:Class"`` or ``"module:Class"``.
+        **kwargs: passed to the class (e.g. ``num_classes=10``).
+
+    Returns:
+        The model on the CPU, in eval mode.
+
+    Raises:
+        InputError: the class cannot be loaded or is not an ``nn.Module`` subclass, building it
+            fails, the file is not safetensors (a pickle, a ``torch.save`` file, damaged), or
+            its keys or shapes do not fit the model (a few of each are named).
+
+    Example:
+        >>> # nets.py defines class MyNet(nn.Module); weights saved with
+        >>> # safetensors.torch.save_file(net.state_dict(), "mynet.safetensors")
+        >>> net = load_user_model("mynet.safetensors", "nets.py:MyNet",
+        ...                       num_classes=10)  # doctest: +SKIP
+    """
+    from trustlab.utils.imports import load_object
+
+    cls = load_object(arch, what="model class")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        kind = f"the class {cls.__name__}" if isinstance(cls, type) else type(cls).__name__
+        raise InputError(
+            f"model class {arch!r} is {kind}, not a torch.nn.Module subclass; name the class "
+            "of your network (e.g. 'nets.py:MyNet')."
+        )
+    tensors, meta = load_checkpoint(weights, device="cpu")  # refuses anything but safetensors
+    tensors = _model_tensors(weights, tensors, meta)
+    try:
+        model = cls(**kwargs)
+    except Exception as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "no arguments"
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(
+            f"building model class {arch!r} with {given} failed: {type(exc).__name__}: {why}. "
+            "Pass the arguments its __init__ takes."
+        ) from exc
+    if not isinstance(model, nn.Module):  # a __new__ that returns something else
+        raise InputError(f"model class {arch!r} built a {type(model).__name__}, not a Module.")
+    load_state(
+        model,
+        tensors,
+        weights,
+        fix=f"Build {cls.__name__} with the arguments the weights were saved with, and save "
+        "them with safetensors.torch.save_file(model.state_dict(), path).",
+    )
+    return model.eval()
