@@ -1,8 +1,9 @@
-"""The results store: ``runs`` and ``show``."""
+"""The results store: ``runs``, ``show`` and ``report``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,3 +93,19 @@ def show_cmd(
         out.print(table)
     if run.summary:
         out.print("summary: " + json.dumps(run.summary, sort_keys=True, default=str))
+
+
+@command("report", area=AREA)
+def report_cmd(
+    run_id: Annotated[str, typer.Argument(help="the run's id (7, or run-000007).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="the HTML file to write (default: report.html in the run's folder)."),
+    ] = None,
+) -> None:
+    """Write a run's report: one self-contained HTML page (curves, images, tables, claims)."""
+    from trustlab.results import RunStore
+    from trustlab.results.report import write_report
+
+    path = write_report(RunStore().get(run_id), out)
+    typer.echo(str(path))
