@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trustlab.cli.common import DataRootOpt, DeviceOpt, SeedOpt, command
+from trustlab.cli.common import DataRootOpt, DeviceOpt, SeedOpt, command, err_console
 from trustlab.errors import InputError
 
 TargetArg = Annotated[str, typer.Argument(help="a run id or a model .safetensors file.")]
@@ -50,10 +50,18 @@ def evaluate_cmd(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
 ) -> None:
-    """Worst-case robust accuracy over a suite of attacks (a cascade, as AutoAttack reports)."""
+    """Worst-case robust accuracy over a suite of attacks (a cascade, as AutoAttack reports),
+    after AutoAttack-style sanity checks of the model (a warning on stderr for each problem)."""
     from trustlab.workflows.evasion import run_evaluate
 
     run, out = run_evaluate(target, suite, eps, dataset, data_root, n, device, seed)
+    for f in out["sanity"]:
+        if not f["ok"]:
+            err_console.print(
+                f"[yellow]warning: sanity check {f['check']}:[/yellow] {f['message']}",
+                highlight=False,
+                soft_wrap=True,
+            )
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))
 
 

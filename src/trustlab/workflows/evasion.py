@@ -27,7 +27,10 @@ from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.io import write_json_atomic
 from trustlab.workflows.targets import load_target
 
-__all__ = ["run_advcam", "run_attack", "run_detect", "run_evaluate"]
+__all__ = ["SANITY_POINTS", "run_advcam", "run_attack", "run_detect", "run_evaluate"]
+
+#: how many test points ``run_evaluate``'s sanity checks look at (AutoAttack: one batch)
+SANITY_POINTS = 64
 
 
 def _finish(
@@ -105,8 +108,15 @@ def run_evaluate(
     store: RunStore | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """The worst-case robust accuracy of ``target`` over the registered suite ``suite`` (a
-    cascade, as AutoAttack reports it); stored as an ``evaluate`` run with ``evaluate.json``."""
+    cascade, as AutoAttack reports it); stored as an ``evaluate`` run with ``evaluate.json``.
+
+    Before the attacks, AutoAttack-style sanity checks
+    (:func:`trustlab.attacks.evasion.sanity.sanity_checks`) run on the first
+    :data:`SANITY_POINTS` points; their findings (dicts with ``check``, ``ok``, ``message``,
+    ``value``; ``ok`` false for a warning) are stored as ``"sanity"`` in ``evaluate.json`` and
+    in the run's summary."""
     from trustlab.attacks.evasion import evaluate_robustness
+    from trustlab.attacks.evasion.sanity import sanity_checks
     from trustlab.attacks.evasion.suite import make_suite
 
     SUITES.get(suite)  # an unknown name: the registry's error, before anything is loaded
@@ -116,9 +126,13 @@ def run_evaluate(
               "n": len(data), "seed": seed}  # fmt: skip
     run = (store or RunStore()).create_run("evaluate", name or f"evaluate-{suite}", config, seed)
     with recording_outcome(run):
+        k = min(SANITY_POINTS, len(data))
+        findings = sanity_checks(model, data.x[:k].to(dev), data.y[:k].to(dev))
+        sanity = [f.to_dict() for f in findings]
         rep = evaluate_robustness(model, data, attacks, device=dev)
-        out = {"suite": suite, "eps": eps, **rep.to_dict()}
-        summary = {"clean_accuracy": rep.clean_accuracy, "robust_accuracy": rep.robust_accuracy}
+        out = {"suite": suite, "eps": eps, **rep.to_dict(), "sanity": sanity}
+        summary = {"clean_accuracy": rep.clean_accuracy, "robust_accuracy": rep.robust_accuracy,
+                   "sanity": sanity}  # fmt: skip
         _finish(run, "evaluate", out, summary)
     return run, out
 

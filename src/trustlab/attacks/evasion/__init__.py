@@ -17,6 +17,7 @@ from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustn
 from trustlab.attacks.evasion.fgsm import FGSM
 from trustlab.attacks.evasion.md import MD, MDMT, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
+from trustlab.attacks.evasion.sanity import SanityFinding, sanity_checks
 from trustlab.attacks.evasion.sgm import SGM, skip_gradient
 from trustlab.attacks.evasion.suite import attack_names, make_attack, make_suite
 from trustlab.attacks.evasion.transfer import (
@@ -38,6 +39,7 @@ __all__ = [
     "SGM",
     "Attack",
     "RobustnessReport",
+    "SanityFinding",
     "TransferReport",
     "attack_names",
     "evaluate_robustness",
@@ -48,5 +50,6 @@ __all__ = [
     "make_suite",
     "parse_eps",
     "project",
+    "sanity_checks",
     "skip_gradient",
 ]
