@@ -34,6 +34,7 @@ class _Page(HTMLParser):
         self.sections: list[str] = []
         self.pres: list[str] = []
         self.warnings: list[str] = []
+        self.ids: list[str] = []
         self._table: str | None = None
         self._cell: list[str] | None = None
         self._sort: str | None = None
@@ -43,6 +44,8 @@ class _Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
+        if a.get("id"):
+            self.ids.append(a["id"] or "")
         if tag == "table":
             self._table = a.get("id") or f"table{len(self.tables)}"
             self.tables[self._table] = []
@@ -90,6 +93,7 @@ def _check_self_contained(text: str, page: _Page) -> None:
     low = text.lower()
     assert "http://" not in low and "https://" not in low
     assert "<link" not in low and "<script src" not in low and "url(" not in low
+    assert len(page.ids) == len(set(page.ids)), "an id is used twice"
 
 
 def _assert_numbers_equal(cells: dict[str, tuple[str, str | None]], stored: dict) -> None:
@@ -126,10 +130,10 @@ def test_train_run_report_has_the_stored_numbers_curves_and_images(tmp_path: Pat
     text = path.read_text(encoding="utf-8")
     page = _Page(text)
     _check_self_contained(text, page)
-    _assert_numbers_equal(_cells(page, "summary"), run.summary)
-    assert _cells(page, "summary")["delta"][0] == "1e-05"  # small values keep their digits
+    _assert_numbers_equal(_cells(page, "summary-table"), run.summary)
+    assert _cells(page, "summary-table")["delta"][0] == "1e-05"  # small values keep their digits
     # the metrics table: every epoch, every value as the store has it
-    rows = page.tables["metrics-epoch"]
+    rows = page.tables["metrics-epoch-table"]
     header = [c[0] for c in rows[0]]
     for row, stored in zip(rows[1:], run.metrics(), strict=True):
         for name, (shown, sort) in zip(header, row, strict=True):
@@ -144,7 +148,7 @@ def test_train_run_report_has_the_stored_numbers_curves_and_images(tmp_path: Pat
     assert run_facts["kind"][0] == "train" and run_facts["seed"][0] == "3"
     assert run_facts["status"][0] == "finished"
     assert run_facts["git commit"][0].startswith(run.git_commit or "not recorded")
-    assert _cells(page, "config")["lr"][0] == "0.1"
+    assert _cells(page, "config-table")["lr"][0] == "0.1"
     assert {"run", "summary", "curves", "images", "metrics-epoch", "config"} <= set(page.sections)
 
 
@@ -171,7 +175,7 @@ def test_failed_run_shows_its_error_escaped(tmp_path: Path) -> None:
     assert page.warnings == [f"failed: {run.error}"]
     assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
     assert _cells(page, "table0")["status"][0] == "failed"
-    assert page.tables["metrics-epoch"][1] == [("1", "1"), ("0.5000", "0.5")]
+    assert page.tables["metrics-epoch-table"][1] == [("1", "1"), ("0.5000", "0.5")]
 
 
 def test_unknown_kind_gets_config_summary_metrics_and_artefacts(tmp_path: Path) -> None:
@@ -188,16 +192,16 @@ def test_unknown_kind_gets_config_summary_metrics_and_artefacts(tmp_path: Path) 
     run.finish({"scores": scores, "traceback": trace, "empty": {}})
     text = run_report(run)
     page = _Page(text)
-    config = _cells(page, "config")
+    config = _cells(page, "config-table")
     assert config["grid.lr"][0] == "[0.1, 0.01]" and config["note"][0] == "x"
-    summary = _cells(page, "summary")
+    summary = _cells(page, "summary-table")
     assert summary["scores.acc.mean"] == ("0.5000", "0.5")
     assert summary["scores.acc.lo"][0] == "—" and summary["empty"][0] == "{}"
     assert summary["scores.acc.values"][0] == "[0.4, 0.6]"
     assert summary["traceback"][0] == "(shown below)" and trace in page.pres
     assert any('"best"' in pre for pre in page.pres)  # the small JSON artefact, as text
     assert [i["alt"] for i in page.images][-1] == "extra.png"
-    assert [row[0][0] for row in page.tables["metrics-round"][1:]] == ["0", "1", "2"]
+    assert [row[0][0] for row in page.tables["metrics-round-table"][1:]] == ["0", "1", "2"]
     assert {f for _, f, _ in training_figures(run)} == {"score", "data"}
 
 
@@ -232,8 +236,9 @@ def test_reproduction_report_has_claims_table_and_every_seed(sce_run: Run, tmp_p
     path = write_report(run, tmp_path / "out" / "sce.html")
     assert path.is_file() and not (run.dir / "report.html").exists()
     page = _Page(path.read_text(encoding="utf-8"))
+    assert len(page.ids) == len(set(page.ids))
     # claims: verdict badge and detail as the summary stores them, statement from report.md
-    claims = {row[0][0]: row for row in page.tables["claims"][1:]}
+    claims = {row[0][0]: row for row in page.tables["claims-table"][1:]}
     assert set(claims) == set(run.summary["claims"])
     report_md = (run.dir / "report.md").read_text()
     for name, claim in run.summary["claims"].items():
@@ -245,14 +250,14 @@ def test_reproduction_report_has_claims_table_and_every_seed(sce_run: Run, tmp_p
     stored = json.loads((run.dir / "table.json").read_text())
     shown = [line for line in report_md.splitlines() if line.startswith("|")]
     md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in shown[2:]]
-    results = page.tables["results"]
+    results = page.tables["results-table"]
     assert [c[0] for c in results[0]] == [*stored["keys"], *stored["metrics"], "seeds"]
     assert [[c[0] for c in row] for row in results[1:]] == md_rows
     for row, entry in zip(results[1:], stored["summary"], strict=True):
         for j, metric in enumerate(stored["metrics"]):
             assert float(row[len(stored["keys"]) + j][1]) == entry[metric]
     # every seed's row of table.json, each number exact in data-sort
-    seeds = page.tables["rows"]
+    seeds = page.tables["seeds-table"]
     header = [c[0] for c in seeds[0]]
     assert len(seeds) - 1 == len(stored["rows"])
     for row, rec in zip(seeds[1:], stored["rows"], strict=True):
@@ -261,7 +266,7 @@ def test_reproduction_report_has_claims_table_and_every_seed(sce_run: Run, tmp_p
             if isinstance(rec[name], float):
                 assert float(sort) == rec[name]
     assert "metrics-row" not in page.sections  # the job rows are the seeds' table
-    assert _cells(page, "summary")["wall_s"][0] == format_number(run.summary["wall_s"])
+    assert _cells(page, "summary-table")["wall_s"][0] == format_number(run.summary["wall_s"])
 
 
 def test_report_md_missing_falls_back_to_the_stored_intervals(tmp_path: Path) -> None:
@@ -273,9 +278,13 @@ def test_report_md_missing_falls_back_to_the_stored_intervals(tmp_path: Path) ->
     claims = {"a-wins": {"passed": False, "verdict": "INCONCLUSIVE", "detail": "a 0.60"}}
     run.finish({"passed": False, "claims": claims})
     page = _Page(run_report(run))
-    assert page.tables["results"][1] == [("a", None), ("0.60 [0.50, 0.70]", "0.6"), ("3", "3")]
-    assert page.tables["claims"][1][1] == ("INCONCLUSIVE", "INCONCLUSIVE")
-    assert page.tables["claims"][1][2] == ("", None)  # no report.md: no statement
+    assert page.tables["results-table"][1] == [
+        ("a", None),
+        ("0.60 [0.50, 0.70]", "0.6"),
+        ("3", "3"),
+    ]
+    assert page.tables["claims-table"][1][1] == ("INCONCLUSIVE", "INCONCLUSIVE")
+    assert page.tables["claims-table"][1][2] == ("", None)  # no report.md: no statement
 
 
 def test_bench_backdoor_report_shows_its_matrix(tmp_path: Path) -> None:
@@ -295,7 +304,7 @@ def test_bench_backdoor_report_shows_its_matrix(tmp_path: Path) -> None:
     run.finish({"passed": True, "claims": {}})
     page = _Page(run_report(run))
     header, lines = matrix(rows)
-    table = page.tables["matrix"]
+    table = page.tables["matrix-table"]
     assert [c[0] for c in table[0]] == header
     assert [[c[0] for c in row] for row in table[1:]] == lines
     assert table[1][2] == ("95.0%", "95.0")  # sorts as a number

@@ -306,7 +306,7 @@ def _claims_section(run: Run, report_md: str | None) -> str | None:
     note = ""
     if isinstance(passed, bool):
         note = "every claim passed" if passed else "not every claim passed"
-    body = table(["claim", "verdict", "statement", "measured"], rows, table_id="claims")
+    body = table(["claim", "verdict", "statement", "measured"], rows, table_id="claims-table")
     return section("Claims", body, section_id="claims", note=note)
 
 
@@ -352,14 +352,14 @@ def _results_sections(run: Run, report_md: str | None) -> list[str]:
             if usable
             else "; each cell sorts by its stored mean"
         )
-        body = _scroll(table(header, rows, table_id="results"), wide=True)
+        body = _scroll(table(header, rows, table_id="results-table"), wide=True)
         out.append(section("Results", body, section_id="results", note=note))
     seed_rows = stored["rows"]
     if seed_rows:
         extra = [k for r in seed_rows for k in r if k not in (*keys, "seed", *metrics)]
         columns = [*keys, "seed", *metrics, *dict.fromkeys(extra)]
         rows = [[_value(r[c]) if c in r else NOT_APPLICABLE for c in columns] for r in seed_rows]
-        body = _scroll(table(columns, rows, table_id="rows"), wide=True)
+        body = _scroll(table(columns, rows, table_id="seeds-table"), wide=True)
         note = f"{len(seed_rows)} rows of table.json: every seed's values"
         out.append(section("Every seed", body, section_id="seeds", note=note))
     return out
@@ -379,7 +379,7 @@ def _matrix_section(run: Run) -> str | None:
     header, rows = parsed
     width = len(header)
     cells = [[_text_cell(c) for c in r] + [""] * (width - len(r)) for r in rows]
-    body = _scroll(table(header, cells, table_id="matrix", row_headers=True), wide=True)
+    body = _scroll(table(header, cells, table_id="matrix-table", row_headers=True), wide=True)
     note = "the run's matrix.html: attacks down, each defense's headline number across"
     return section("Attack x defense matrix", body, section_id="matrix", note=note)
 
@@ -397,7 +397,7 @@ def _summary_section(run: Run) -> str | None:
             rows.append([name, "(shown below)"])
         else:
             rows.append([name, _value(value)])
-    body = _scroll(table(["metric", "value"], rows, table_id="summary"))
+    body = _scroll(table(["metric", "value"], rows, table_id="summary-table"))
     return section("Summary", body, *blocks, section_id="summary")
 
 
@@ -521,11 +521,12 @@ def _metrics_sections(run: Run, skip_rows: bool) -> list[str]:
         phases.pop("row", None)
     out = []
     for phase, rows in phases.items():
+        ident = re.sub(r"[^A-Za-z0-9_-]+", "-", phase)
         columns = ["step", *dict.fromkeys(k for r in rows for k in r if k not in ("step", "phase"))]
         cells = [[_value(r[c]) if c in r else NOT_APPLICABLE for c in columns] for r in rows]
-        body = _scroll(table(columns, cells, table_id=f"metrics-{phase}"), wide=True)
+        body = _scroll(table(columns, cells, table_id=f"metrics-{ident}-table"), wide=True)
         note = f"{len(rows)} logged step(s) of phase {phase!r}"
-        out.append(section(f"Metrics: {phase}", body, section_id=f"metrics-{phase}", note=note))
+        out.append(section(f"Metrics: {phase}", body, section_id=f"metrics-{ident}", note=note))
     return out
 
 
@@ -536,7 +537,7 @@ def _config_section(run: Run) -> str | None:
         [name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)]
         for name, value in _flatten(run.config)
     ]
-    body = _scroll(table(["setting", "value"], rows, table_id="config"))
+    body = _scroll(table(["setting", "value"], rows, table_id="config-table"))
     return section("Config", body, section_id="config", note="config.json, nested keys dotted")
 
 
