@@ -1,0 +1,335 @@
+"""Submit a defense or a model to a benchmark: evaluated in the sandbox, cached, recorded.
+
+:func:`submit` never runs the user's code in its own process. It
+
+1. computes the submission's **source hash** from bytes alone (nothing is imported): the
+   ``.py`` file of a ``file.py:Name`` spec, or the module of a ``pkg.module:Name`` spec (every
+   ``.py`` file of its top-level package when it lives in one), plus the object's name; for a
+   model, the weights file's bytes and the ``--arch`` file's;
+2. looks for a finished evaluation under the **cache key** ``sha256(source hash : benchmark
+   hash)`` in the results store and returns it (``cached=True``) when there is one: the same
+   submission on the same benchmark version is evaluated once;
+3. otherwise evaluates it in a child process with a time and memory limit
+   (:func:`~trustlab.platform.sandbox.run_sandboxed`) and records **one** run of kind
+   ``"submission"``, name ``"<benchmark>/<label>"``, whatever happened:
+
+   - config: ``{"benchmark", "benchmark_version", "benchmark_hash", "submission": {"kind",
+     "ref", "label", "source_hash"}, "cache_key"}``;
+   - finished: summary ``{"scores": {metric: {"mean", "lo", "hi", "values"}}, "primary",
+     "higher_is_better", "wall_s"}``, artefact ``evaluation.json`` (the per-attack and per-seed
+     details and the tail of the child's log);
+   - failed: status ``failed``, ``run.error`` the reason, summary ``{"failure": "raised" |
+     "timeout" | "memory" | "malformed", "reason", "traceback"}``, artefact ``sandbox.log``.
+
+   A failed evaluation is not cached: submitting again evaluates again.
+
+Example::
+
+    res = submit("my_defense.py:MyDefense", "backdoor-quick", kind="defense")
+    res.ok, res.cached, res.scores["der"]["mean"], res.run.id
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trustlab.errors import InputError
+from trustlab.platform.benchmarks import Benchmark, get_benchmark
+from trustlab.platform.sandbox import SandboxOutcome, run_sandboxed
+from trustlab.results import Run, RunStore, recording_outcome
+from trustlab.utils.io import write_json_atomic, write_text_atomic
+
+__all__ = ["KIND", "SubmissionResult", "cache_key", "find_cached", "source_hash", "submit"]
+
+#: the kind of the runs a submission records
+KIND = "submission"
+
+
+@dataclass
+class SubmissionResult:
+    """What :func:`submit` gives back.
+
+    Attributes:
+        run: the stored run (for a cache hit: the earlier run that holds the evaluation).
+        benchmark: the benchmark it was scored on.
+        cached: True when the evaluation came from the cache (nothing was run).
+        ok: the evaluation finished.
+        label: the submission's label.
+        source_hash, cache_key: hex digests (see the module).
+        scores: ``{metric: {"mean", "lo", "hi", "values"}}`` (empty on failure).
+        primary: the headline metric ("" on failure).
+        failure: ``None`` or ``"raised"``, ``"timeout"``, ``"memory"``, ``"malformed"``.
+        reason: why it failed ("" when ok).
+        traceback: the traceback summary of a failure ("" otherwise).
+        wall_s: the evaluation's seconds (of the original evaluation for a cache hit).
+
+    Example::
+
+        if res.ok:
+            print(res.scores[res.primary]["mean"])
+    """
+
+    run: Run
+    benchmark: Benchmark
+    cached: bool
+    ok: bool
+    label: str
+    source_hash: str
+    cache_key: str
+    scores: dict[str, Any]
+    primary: str = ""
+    failure: str | None = None
+    reason: str = ""
+    traceback: str = ""
+    wall_s: float = 0.0
+
+    @classmethod
+    def from_run(cls, run: Run, benchmark: Benchmark, cached: bool) -> SubmissionResult:
+        """The result recorded in ``run`` (a submission run)."""
+        s, sub = run.summary, run.config["submission"]
+        return cls(
+            run, benchmark, cached, run.status == "finished", sub["label"], sub["source_hash"],
+            run.config["cache_key"], dict(s.get("scores", {})), str(s.get("primary", "")),
+            s.get("failure"), str(s.get("reason", run.error or "")), str(s.get("traceback", "")),
+            float(s.get("wall_s", 0.0) or 0.0),
+        )  # fmt: skip
+
+
+# -- hashing (bytes only: nothing of the user's is imported here) ----------------------------
+def _split(ref: str, what: str) -> tuple[str, str]:
+    if not isinstance(ref, str) or ":" not in ref:
+        raise InputError(
+            f"{what} {ref!r} names no object: write it as 'pkg.module:Name' or "
+            "'path/to/file.py:Name'."
+        )
+    source, name = (p.strip() for p in ref.rsplit(":", 1))
+    if not source or not name:
+        raise InputError(
+            f"{what} {ref!r} is malformed: write it as 'module:Name' or 'file.py:Name'."
+        )
+    return source, name
+
+
+def _is_path(source: str) -> bool:
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
+def _module_files(source: str, ref: str, what: str) -> list[Path]:
+    """The source files of module ``source`` found without importing it: the module's file,
+    or every ``.py`` file of its top-level package."""
+    parts = source.split(".")
+    top = parts[0]
+    loaded = sys.modules.get(top)
+    if loaded is not None and getattr(loaded, "__path__", None):
+        root = Path(list(loaded.__path__)[0])
+        return sorted(root.rglob("*.py"))
+    spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path])
+    if spec is None or spec.origin is None and not spec.submodule_search_locations:
+        raise InputError(
+            f"{what} {ref!r}: no module named {top!r} in {os.getcwd()} or on sys.path. Run from "
+            "the folder that holds it, add it to PYTHONPATH, or pass 'path/to/file.py:Name'."
+        )
+    if spec.submodule_search_locations:
+        return sorted(Path(list(spec.submodule_search_locations)[0]).rglob("*.py"))
+    if len(parts) > 1:
+        raise InputError(f"{what} {ref!r}: {top} is a module, not a package.")
+    return [Path(spec.origin)]
+
+
+def _digest(files: list[tuple[str, Path]], extra: str) -> str:
+    h = hashlib.sha256(extra.encode())
+    for label, path in files:
+        h.update(f"\0{label}\0".encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _file(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist (looked in {Path.cwd()}).")
+    return p.resolve()
+
+
+def source_hash(ref: str, *, kind: str, arch: str | None = None) -> str:
+    """SHA-256 (hex) of a submission's source (see the module); reads bytes, imports nothing.
+
+    Args:
+        ref: ``"module:Name"`` / ``"file.py:Name"`` for a defense; the weights file for a model.
+        kind: ``"defense"`` or ``"model"``.
+        arch: a model's class (``"file.py:Class"`` or ``"module:Class"``); None for a trustlab
+            checkpoint.
+
+    Raises:
+        InputError: the file or module does not exist, or the spec is malformed.
+
+    Example::
+
+        source_hash("examples/submissions/backdoor_defense.py:ShrinkRepair", kind="defense")
+    """
+    if kind == "defense":
+        source, name = _split(ref, "defense")
+        if _is_path(source):
+            files = [(Path(source).name, _file(source, "defense file"))]
+        else:
+            found = _module_files(source, ref, "defense")
+            root = found[0].parent if found else Path()
+            files = [(str(f.relative_to(root)) if f.is_relative_to(root) else f.name, f)
+                     for f in found]  # fmt: skip
+        return _digest(files, f"defense:{name}")
+    if kind == "model":
+        files = [("weights", _file(ref, "model file"))]
+        name = ""
+        if arch:
+            source, name = _split(arch, "model class")
+            if _is_path(source):
+                files.append((Path(source).name, _file(source, "model class file")))
+            else:
+                files += [(f.name, f) for f in _module_files(source, arch, "model class")]
+        return _digest(files, f"model:{name}")
+    raise InputError(f"a submission is a 'defense' or a 'model', not {kind!r}.")
+
+
+def cache_key(source: str, benchmark: Benchmark) -> str:
+    """``sha256("<source hash>:<benchmark hash>")`` (hex)."""
+    return hashlib.sha256(f"{source}:{benchmark.hash}".encode()).hexdigest()
+
+
+def find_cached(store: RunStore, key: str) -> Run | None:
+    """The newest finished submission run with cache key ``key``, or None."""
+    if KIND not in store.kinds():
+        return None
+    for run in store.list(status="finished", kind=KIND):
+        if run.config.get("cache_key") == key:
+            return run
+    return None
+
+
+# -- submit ----------------------------------------------------------------------------------
+def _absolute_spec(spec: str) -> str:
+    """A ``file.py:Name`` spec with the file made absolute (the child may resolve it alone)."""
+    source, name = spec.rsplit(":", 1)
+    return f"{Path(source).expanduser().resolve()}:{name}" if _is_path(source) else spec
+
+
+def _check_label(label: str) -> str:
+    label = " ".join(str(label).split())
+    if not label or len(label) > 100:
+        raise InputError(f"the label must be 1 to 100 characters on one line, got {label!r}.")
+    return label
+
+
+def submit(
+    ref: str,
+    benchmark: str | Benchmark,
+    *,
+    kind: str,
+    arch: str | None = None,
+    label: str | None = None,
+    store: RunStore | None = None,
+    timeout: float | None = None,
+    memory_mb: int | None = None,
+) -> SubmissionResult:
+    """Score a submission on a benchmark, in the sandbox, once (see the module).
+
+    Args:
+        ref: a defense ``"pkg.module:Name"`` / ``"path/to/file.py:Name"``, or a model's weights
+            file (safetensors).
+        benchmark: a registered benchmark's name or a :class:`Benchmark`.
+        kind: ``"defense"`` or ``"model"``; must be what the benchmark takes.
+        arch: a model's class (``"file.py:Class"``); None for a trustlab checkpoint.
+        label: the name on the leaderboard (default: the object's name, or the weights file's
+            stem).
+        store: the results store (default ``$TRUSTLAB_HOME``).
+        timeout: wall-time limit in seconds (default: the benchmark's ``budget["timeout_s"]``).
+        memory_mb: memory limit of the evaluating process in MiB (default: the benchmark's
+            ``budget["memory_mb"]``).
+
+    Returns:
+        A :class:`SubmissionResult`: the scores, or the failure and its reason; ``cached`` says
+        whether it came from an earlier evaluation.
+
+    Raises:
+        InputError: an unknown benchmark, a kind the benchmark does not take, a missing file or
+            module, a bad label or limit. Nothing is recorded then. A failing submission is
+            recorded and returned, never raised.
+
+    Example::
+
+        res = submit("my_defense.py:MyDefense", "backdoor-quick", kind="defense")
+    """
+    bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
+    if kind not in ("defense", "model"):
+        raise InputError(f"a submission is a 'defense' or a 'model', not {kind!r}.")
+    if kind != bench.takes:
+        flag = "--defense" if bench.takes == "defense" else "--model FILE [--arch file.py:Class]"
+        raise InputError(f"benchmark {bench.name!r} takes a {bench.takes} ({flag}), not a {kind}.")
+    if kind == "defense" and arch:
+        raise InputError("--arch goes with --model; a defense is named by --defense alone.")
+    src = source_hash(ref, kind=kind, arch=arch)
+    key = cache_key(src, bench)
+    if label is None:
+        label = _split(ref, "defense")[1] if kind == "defense" else Path(ref).stem
+    label = _check_label(label)
+    timeout = float(bench.budget.get("timeout_s", 600) if timeout is None else timeout)
+    memory_mb = int(bench.budget.get("memory_mb", 4096)) if memory_mb is None else memory_mb
+    store = store or RunStore()
+    hit = find_cached(store, key)
+    if hit is not None:
+        return SubmissionResult.from_run(hit, bench, cached=True)
+
+    if kind == "defense":
+        task = {"kind": "defense", "ref": _absolute_spec(ref)}
+        shown = ref
+    else:
+        task = {"kind": "model", "weights": str(_file(ref, "model file")),
+                "arch": _absolute_spec(arch) if arch else None}  # fmt: skip
+        shown = f"{ref} --arch {arch}" if arch else ref
+    outcome = run_sandboxed(bench, task, timeout=timeout, memory_mb=memory_mb)
+    config = {
+        "benchmark": bench.name,
+        "benchmark_version": bench.version,
+        "benchmark_hash": bench.hash,
+        "submission": {"kind": kind, "ref": shown, "label": label, "source_hash": src},
+        "cache_key": key,
+    }
+    run = store.create_run(KIND, f"{bench.name}/{label}", config)
+    with recording_outcome(run):
+        _record(run, outcome, bench)
+    return SubmissionResult.from_run(run.refresh(), bench, cached=False)
+
+
+def _record(run: Run, outcome: SandboxOutcome, bench: Benchmark) -> None:
+    """Finish or fail ``run`` with the outcome (one summary in the submission format; the
+    directions come from the benchmark, not from the child)."""
+    if outcome.ok and outcome.result is not None:
+        r = outcome.result
+        scores = {
+            name: {k: s.get(k) for k in ("mean", "lo", "hi", "values")}
+            for name, s in r["scores"].items()
+        }
+        write_json_atomic(run.artifact_path("evaluation.json"),
+                          {"details": r.get("details"), "log": outcome.log})  # fmt: skip
+        run.add_artifact("evaluation.json")
+        run.finish(
+            {
+                "scores": scores,
+                "primary": r["primary"],
+                "higher_is_better": {k: bench.metric(k).higher_is_better for k in scores},
+                "wall_s": round(outcome.wall_s, 3),
+            }
+        )
+        return
+    write_text_atomic(run.artifact_path("sandbox.log"), outcome.log)
+    run.add_artifact("sandbox.log")
+    run.set_summary({"failure": outcome.failure or "raised", "reason": outcome.reason,
+                     "traceback": outcome.traceback})  # fmt: skip
+    run.fail(outcome.reason or f"the evaluation failed ({outcome.failure})")
