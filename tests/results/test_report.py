@@ -188,14 +188,14 @@ def test_unknown_kind_gets_config_summary_metrics_and_artefacts(tmp_path: Path) 
     run.add_artifact("found.json")
     curves_png(run.dir / "extra.png", {"a": ([0, 1], [0, 1])})  # a PNG not recorded as artefact
     trace = "Traceback (most recent call last):\n  File 'x.py', line 1\nValueError: bad"
-    scores = {"acc": {"mean": 0.5, "lo": None, "hi": None, "values": [0.4, 0.6]}}
+    scores = {"acc": {"best": 0.5, "lo": None, "values": [0.4, 0.6]}}
     run.finish({"scores": scores, "traceback": trace, "empty": {}})
     text = run_report(run)
     page = _Page(text)
     config = _cells(page, "config-table")
     assert config["grid.lr"][0] == "[0.1, 0.01]" and config["note"][0] == "x"
     summary = _cells(page, "summary-table")
-    assert summary["scores.acc.mean"] == ("0.5000", "0.5")
+    assert summary["scores.acc.best"] == ("0.5000", "0.5")
     assert summary["scores.acc.lo"][0] == "—" and summary["empty"][0] == "{}"
     assert summary["scores.acc.values"][0] == "[0.4, 0.6]"
     assert summary["traceback"][0] == "(shown below)" and trace in page.pres
@@ -203,6 +203,33 @@ def test_unknown_kind_gets_config_summary_metrics_and_artefacts(tmp_path: Path) 
     assert [i["alt"] for i in page.images][-1] == "extra.png"
     assert [row[0][0] for row in page.tables["metrics-round-table"][1:]] == ["0", "1", "2"]
     assert {f for _, f, _ in training_figures(run)} == {"score", "data"}
+
+
+def test_submission_scores_and_failure(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "home")
+    config = {"benchmark": "robustness-quick", "benchmark_version": "1",
+              "submission": {"kind": "model", "ref": "m.py:Net", "label": "mine"}}  # fmt: skip
+    run = store.create_run("submission", "robustness-quick/mine", config)
+    scores = {
+        "clean_accuracy": {"mean": 0.93, "lo": 0.9, "hi": 0.95, "values": [0.92, 0.93, 0.94]},
+        "robust_accuracy": {"mean": 0.4125, "lo": None, "hi": None, "values": [0.4125]},
+    }
+    better = {"clean_accuracy": True, "robust_accuracy": True}
+    run.finish({"scores": scores, "primary": "robust_accuracy", "higher_is_better": better})
+    page = _Page(run_report(run))
+    rows = {r[0][0]: r for r in page.tables["scores-table"][1:]}
+    assert rows["robust_accuracy (primary)"][1:4] == [("0.4125", "0.4125"), ("—", None),
+                                                      ("—", None)]  # fmt: skip
+    assert rows["clean_accuracy"][4][0] == "0.9200, 0.9300, 0.9400"
+    assert rows["clean_accuracy"][5][0] == "higher"
+    assert "scores.clean_accuracy.mean" not in _cells(page, "summary-table")  # not twice
+    failed = store.create_run("submission", "robustness-quick/slow", config)
+    trace = "Traceback (most recent call last):\n  ...\nTimeoutError: over 60 s"
+    failed.set_summary({"failure": "timeout", "reason": "over 60 s", "traceback": trace})
+    failed.fail("timeout: over 60 s")
+    page = _Page(run_report(failed))
+    assert page.warnings == ["failed: timeout: over 60 s"]
+    assert _cells(page, "summary-table")["failure"][0] == "timeout" and trace in page.pres
 
 
 def test_running_and_interrupted_runs_say_so(tmp_path: Path) -> None:

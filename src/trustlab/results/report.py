@@ -384,10 +384,51 @@ def _matrix_section(run: Run) -> str | None:
     return section("Attack x defense matrix", body, section_id="matrix", note=note)
 
 
+def _scores(run: Run) -> dict[str, Mapping[str, Any]]:
+    """The summary's ``scores`` (``{metric: {"mean", "lo", "hi", "values"}}``, as an evaluated
+    submission stores them), or {}."""
+    scores = (run.summary or {}).get("scores")
+    if not isinstance(scores, Mapping) or not scores:
+        return {}
+    if not all(isinstance(v, Mapping) and "mean" in v for v in scores.values()):
+        return {}
+    return dict(scores)
+
+
+def _scores_section(run: Run) -> str | None:
+    scores = _scores(run)
+    if not scores:
+        return None
+    primary = run.summary.get("primary")
+    better = run.summary.get("higher_is_better")
+    better = better if isinstance(better, Mapping) else {}
+    rows = []
+    for metric, s in scores.items():
+        values = s.get("values")
+        per_seed = ", ".join(format_number(v) for v in values) if isinstance(values, list) else "—"
+        direction = better.get(metric)
+        rows.append(
+            [
+                metric + (" (primary)" if metric == primary else ""),
+                _value(s.get("mean")),
+                _value(s.get("lo")),
+                _value(s.get("hi")),
+                per_seed,
+                "—" if direction is None else ("higher" if direction else "lower"),
+            ]
+        )
+    header = ["metric", "mean", "lo", "hi", "per seed", "better"]
+    note = "mean over seeds with its 95% interval (lo, hi)"
+    return section("Scores", table(header, rows, table_id="scores-table"), section_id="scores",
+                   note=note)  # fmt: skip
+
+
 def _summary_section(run: Run) -> str | None:
     summary = dict(run.summary or {})
     if run.kind == "reproduce" or isinstance(summary.get("claims"), Mapping):
         summary.pop("claims", None)
+    if _scores(run):  # the scores' own table shows them
+        summary.pop("scores", None)
     if not summary:
         return None
     rows, blocks = [], []
@@ -589,10 +630,11 @@ def run_report(run: Run) -> str:
     title, head = _header(run)
     sections: list[tuple[str, str | None]] = [("run", section(title, *head, section_id="run"))]
     sections.append(("claims", _claims_section(run, report_md)))
+    sections.append(("matrix", _matrix_section(run)))
     results = _results_sections(run, report_md)
     for part in results:
         sections.append((_section_id(part), part))
-    sections.append(("matrix", _matrix_section(run)))
+    sections.append(("scores", _scores_section(run)))
     sections.append(("summary", _summary_section(run)))
     sections.append(("curves", _curves_section(run)))
     sections.append(("images", _images_section(run)))
@@ -603,7 +645,8 @@ def run_report(run: Run) -> str:
     present = [(ident, part) for ident, part in sections if part]
     links = [(f"#{ident}", _LABELS.get(ident, ident.replace("-", ": ", 1))) for ident, _ in present]
     subtitle = f"{run.kind} run · {run.status} · created {run.created}"
-    if isinstance(run.summary.get("passed"), bool) and run.kind == "reproduce":
+    claims = run.summary.get("claims")
+    if isinstance(claims, Mapping) and claims and isinstance(run.summary.get("passed"), bool):
         subtitle += " · claims " + ("passed" if run.summary["passed"] else "not all passed")
     return page(
         f"run {run.id}: {run.name}",
@@ -620,6 +663,7 @@ _LABELS = {
     "results": "results",
     "seeds": "every seed",
     "matrix": "matrix",
+    "scores": "scores",
     "summary": "summary",
     "curves": "training curves",
     "images": "images",
