@@ -60,8 +60,13 @@ def submit_cmd(
                  memory_mb=memory_mb)  # fmt: skip
     bench = res.benchmark
     out = stdout()
-    where = f"run {res.run.id}" + (", cached: evaluated before" if res.cached else "")
-    title = f"{bench.name} v{bench.version} ({bench.short_hash}): {res.label}  [{where}]"
+    where = f"run {res.run.id}"
+    out.print(escape(f"{bench.name} v{bench.version} ({bench.short_hash}): {res.label}, {where}"))
+    if res.cached:
+        out.print(
+            f"cached: evaluated before on this benchmark version ({where}); nothing was run.",
+            highlight=False,
+        )
     if not res.ok:
         why = escape(res.reason)
         err_console.print(
@@ -71,7 +76,7 @@ def submit_cmd(
             err_console.print(res.traceback, highlight=False, soft_wrap=True, markup=False)
         err_console.print(f"recorded as {where} ({res.run.dir})", highlight=False)
         raise typer.Exit(1)
-    table = Table(title=escape(title))
+    table = Table()
     for col in ("metric", "mean", "95% interval", "better", "per seed"):
         table.add_column(col)
     for m in bench.metrics:

@@ -29,7 +29,9 @@ about a minute on 2 CPU cores:
   weights, or a trustlab checkpoint) for ``digits`` (inputs ``(N, 1, 16, 16)`` in [0, 1], 10
   logits): clean accuracy and the worst-case robust accuracy of the ``quick`` cascade (PGD-20,
   then MD) at L-inf eps 0.1 on a fixed, class-stratified 200 test examples, with Jeffreys
-  intervals over the examples.
+  intervals over the examples; the details (``evaluation.json``) hold the AutoAttack-style
+  sanity checks (:func:`~trustlab.attacks.evasion.sanity.sanity_checks`) and the
+  imbalanced-gradient diagnostic, which say when the number may be overestimated.
 - ``privacy-quick`` takes a training **defense**: ``train(dataset, seed) -> nn.Module`` (it trains
   its own model on the private set) or the privacy defenses' ``defend(model, private_train,
   test)`` (returning the released model, or a result with ``.model``; the benchmark first trains
@@ -609,6 +611,7 @@ def _evaluate_robustness(bench: Benchmark, model: Any) -> tuple[dict, str, dict]
     import torch
 
     from trustlab.attacks.evasion.evaluate import evaluate_robustness
+    from trustlab.attacks.evasion.sanity import sanity_checks
     from trustlab.attacks.evasion.suite import make_suite
     from trustlab.data import load_dataset
 
@@ -621,12 +624,14 @@ def _evaluate_robustness(bench: Benchmark, model: Any) -> tuple[dict, str, dict]
         model, data, make_suite(bench.attacks[0], model, float(b["eps"])),
         batch_size=int(b["batch_size"]), device="cpu",
     )  # fmt: skip
+    findings = sanity_checks(model, data.x[:32], data.y[:32])
     n = report.n
     scores = {
         "robust_accuracy": _interval([report.robust_accuracy], counts=[n]),
         "clean_accuracy": _interval([report.clean_accuracy], counts=[n]),
     }
-    return scores, "robust_accuracy", {"report": report.to_dict()}
+    sanity = [{"check": f.check, "ok": f.ok, "message": f.message} for f in findings]
+    return scores, "robust_accuracy", {"report": report.to_dict(), "sanity": sanity}
 
 
 # -- privacy-quick -----------------------------------------------------------------------------
