@@ -21,7 +21,6 @@ a sub-matrix. There is no claim: the bench measures; the claims live in the repr
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from typing import Any
@@ -244,24 +243,18 @@ def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def matrix_html(rows: list[dict[str, Any]], preset: Preset) -> str:
-    """The matrix (:func:`matrix`) as a standalone HTML page."""
+    """The matrix (:func:`matrix`) as a standalone HTML page (:mod:`trustlab.results.html`)."""
+    from trustlab.results.html import page, paragraph, table
+
     header, lines = matrix(rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + f"<th>{html.escape(line[0])}</th>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in line[1:]) + "</tr>"
-        for line in lines
-    )  # fmt: skip
     title = f"trustlab bench backdoor: {preset.dataset}, {preset.model} ({preset.name})"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #999;padding:4px 8px;text-align:center}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
-        "<p>Every number of every cell is in table.json and report.md of the run; C-Acc and "
-        "ASR are the attacked model's on the evaluation half of the test split.</p>"
-        "</body></html>\n"
+    return page(
+        title,
+        table(header, lines, sortable=False, row_headers=True),
+        paragraph(
+            "Every number of every cell is in table.json and report.md of the run; C-Acc and "
+            "ASR are the attacked model's on the evaluation half of the test split."
+        ),
     )
 
 
