@@ -53,6 +53,11 @@ class OneEpoch:
 class NoModel:
     def train(self, dataset, seed):
         return {"weights": [1, 2, 3]}
+
+
+class Release:
+    def defend(self, model, private_train, test):
+        return model  # the benchmark's undefended model, released as it is
 """
 
 
@@ -86,8 +91,10 @@ def test_robustness_model_is_scored(tmp_path):
 def test_privacy_training_defense(tmp_path):
     path = tmp_path / "priv.py"
     path.write_text(textwrap.dedent(PRIVACY))
-    bench = get_benchmark("privacy-quick").scaled(data={"members": 40, "non_members": 40},
-                                                  seeds=(0,))  # fmt: skip
+    bench = get_benchmark("privacy-quick").scaled(
+        data={"members": 40, "non_members": 40}, seeds=(0,),
+        model={"train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
+    )  # fmt: skip
     store = RunStore(tmp_path / "store")
     res = submit(f"{path}:OneEpoch", bench, kind="defense", store=store)
     assert res.ok, (res.failure, res.reason, res.traceback)
@@ -97,6 +104,11 @@ def test_privacy_training_defense(tmp_path):
     assert res.run.summary["higher_is_better"]["advantage"] is False
     bad = submit(f"{path}:NoModel", bench, kind="defense", store=store)
     assert not bad.ok and bad.failure == "malformed" and "torch.nn.Module" in bad.reason
+    # the privacy defenses' post-hoc protocol: defend() the model the benchmark trained
+    post = submit(f"{path}:Release", bench, kind="defense", store=store)
+    assert post.ok, (post.failure, post.reason, post.traceback)
+    details = json.loads((post.run.dir / "evaluation.json").read_text())["details"]
+    assert details["protocol"] == "defend" and len(details["attacks"]) == 2
 
 
 def _fake_outcome(*args, **kwargs):

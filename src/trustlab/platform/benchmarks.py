@@ -313,7 +313,7 @@ def backdoor_quick() -> Benchmark:
         description="a backdoor defense against BadNets and blend planted in a cnn-small on "
         "digits (3 seeds)",
         data={"dataset": "digits", "rate": 0.1, "target": 0},
-        model={"arch": "cnn-small", "train": _TRAIN},
+        model={"arch": "cnn-small", "train": dict(_TRAIN)},
         attacks=("badnets", "blend"),
         seeds=(0, 1, 2),
         budget={"defense_epochs": 2, "timeout_s": 600, "memory_mb": 4096},
