@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.results.test_report import sce_smoke_home
+from tests.results.test_report import sce_smoke_run
 from trustlab.results import RunStore, write_report
 from trustlab.results.report import format_number
 from trustlab.workflows.train import run_training
@@ -52,7 +52,7 @@ def test_training_run_report_in_the_browser(browser, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_reproduction_report_in_the_browser(browser, tmp_path_factory) -> None:
-    run = RunStore(sce_smoke_home(tmp_path_factory)).get(1)
+    run = sce_smoke_run(tmp_path_factory)
     path = write_report(run, tmp_path_factory.mktemp("pages") / "sce.html")
     assert open_page(browser, path) == []
     assert images_rendered(browser) == []

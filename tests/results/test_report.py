@@ -240,21 +240,22 @@ def test_running_and_interrupted_runs_say_so(tmp_path: Path) -> None:
 
 
 # -- reproductions --------------------------------------------------------------------------------
-def sce_smoke_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store holding one finished ``sce`` reproduction at the smoke preset (made once per
-    test session and worker: about 20 s single-threaded; the browser test reuses it)."""
+def sce_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A finished ``sce`` reproduction at the smoke preset, in a store made once per test
+    session and worker (about 20 s single-threaded; the browser test reuses it)."""
     from trustlab.experiments.base import reproduce
 
-    home = tmp_path_factory.getbasetemp() / "sce-smoke-store"
-    store = RunStore(home)
-    if not (home / "trustlab.db").is_file() or not store.list(status="finished"):
+    store = RunStore(tmp_path_factory.getbasetemp() / "sce-smoke-store")
+    done = store.list(status="finished") if (store.root / "trustlab.db").is_file() else []
+    if not done:
         reproduce("sce", "smoke", device="cpu", workers=1, progress=False, store=store)
-    return home
+        done = store.list(status="finished")
+    return done[0]
 
 
 @pytest.fixture(scope="module")
 def sce_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return RunStore(sce_smoke_home(tmp_path_factory)).get(1)
+    return sce_smoke_run(tmp_path_factory)
 
 
 @pytest.mark.slow
