@@ -87,7 +87,7 @@ def _cell(value: Any, tag: str = "td") -> str:
 
 
 def table(
-    header: Sequence[Any],
+    header: Sequence[Any] | None,
     rows: Iterable[Sequence[Any]],
     *,
     sortable: bool = True,
@@ -96,13 +96,16 @@ def table(
     row_headers: bool = False,
 ) -> str:
     """An HTML table. Cells are text (escaped), numbers (formatted, sorted numerically),
-    :class:`Cell` or :class:`Raw`. ``row_headers`` makes each row's first cell a ``<th>``."""
-    cls = ' class="sortable"' if sortable else ""
+    :class:`Cell` or :class:`Raw`. ``row_headers`` makes each row's first cell a ``<th>``;
+    ``header=None`` leaves out the header row (such a table cannot sort)."""
+    cls = ' class="sortable"' if sortable and header is not None else ""
     ident = f' id="{esc(table_id)}"' if table_id else ""
     out = [f"<table{cls}{ident}>"]
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
+    if header is not None:
+        heads = "".join(f"<th>{esc(h)}</th>" for h in header)
+        out.append(f"<thead><tr>{heads}</tr></thead>")
     out.append("<tbody>")
     for row in rows:
         cells = [_cell(v, "th" if row_headers and i == 0 else "td") for i, v in enumerate(row)]
@@ -114,7 +117,7 @@ def table(
 def key_values(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
     """A two-column table of names and values (not sortable)."""
     pairs = items.items() if isinstance(items, Mapping) else items
-    return table(["", ""], [(k, v) for k, v in pairs], sortable=False, row_headers=True)
+    return table(None, [(k, v) for k, v in pairs], sortable=False, row_headers=True)
 
 
 def png_data_uri(png: bytes) -> str:
