@@ -86,7 +86,14 @@ def test_defense_protocols():
     ]  # fmt: skip
     from trustlab.defenses.backdoor import FinePruning
 
-    assert defense_protocol(FinePruning) == "case"
+    assert defense_protocol(FinePruning) == "case"  # the catalogue's own
+
+    class OwnCase:  # a submission never gets the case (it holds the attack's ground truth)
+        @classmethod
+        def run_case(cls, case): ...
+
+    with pytest.raises(InputError, match="catalogue's own defenses"):
+        defense_protocol(OwnCase)
     with pytest.raises(InputError, match="no backdoor-defense protocol"):
         defense_protocol(object)
 

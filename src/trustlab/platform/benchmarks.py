@@ -434,18 +434,26 @@ def _mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
 
 # -- backdoor-quick ----------------------------------------------------------------------------
 def defense_protocol(defense: Any) -> str:
-    """``"case"`` (the house classmethod ``run_case``), ``"repairer"`` (``repair``),
-    ``"dataset-filter"`` (``flag``) or ``"input-detector"`` (``fit`` and ``score``) of a
-    submitted backdoor defense class (or instance).
+    """``"repairer"`` (``repair``), ``"dataset-filter"`` (``flag``), ``"input-detector"``
+    (``fit`` and ``score``) or ``"case"`` of a submitted backdoor defense class (or instance).
+
+    ``"case"`` (the classmethod ``run_case(case)``) is taken only from a defense of the
+    catalogue (:data:`~trustlab.registry.DEFENSES`, the built-in ones and installed plug-ins):
+    the case holds the attack's ground truth (its trigger, the poison indices), which a
+    submission must not see, so a submitted class follows one of the three protocols.
 
     Raises:
         MalformedSubmission: it follows none of them.
 
     Example::
 
-        defense_protocol(FinePruning)  # "case" (a registered defense has run_case)
+        defense_protocol(FinePruning)  # "case" (a registered defense)
     """
-    if callable(getattr(defense, "run_case", None)):
+    from trustlab.registry import DEFENSES
+
+    if callable(getattr(defense, "run_case", None)) and any(
+        card.factory is defense for card in DEFENSES
+    ):
         return "case"
     if callable(getattr(defense, "repair", None)):
         return "repairer"
@@ -453,10 +461,16 @@ def defense_protocol(defense: Any) -> str:
         return "dataset-filter"
     if callable(getattr(defense, "fit", None)) and callable(getattr(defense, "score", None)):
         return "input-detector"
+    name = getattr(defense, "__name__", type(defense).__name__)
+    if callable(getattr(defense, "run_case", None)):
+        raise MalformedSubmission(
+            f"{name} has only run_case(case), which is for the catalogue's own defenses (the "
+            "case holds the attack's ground truth); give it repair(model, clean), "
+            "flag(dataset) or fit(clean) and score(x)."
+        )
     raise MalformedSubmission(
-        f"{getattr(defense, '__name__', type(defense).__name__)} follows no backdoor-defense "
-        "protocol: give it run_case(case), repair(model, clean), flag(dataset) or fit(clean) "
-        "and score(x)."
+        f"{name} follows no backdoor-defense protocol: give it repair(model, clean), "
+        "flag(dataset) or fit(clean) and score(x)."
     )
 
 
@@ -520,11 +534,20 @@ def _adapter(defense: Any, protocol: str) -> type:
             return after_repair(c.art, repaired, c.ev, c.before)
         if protocol == "dataset-filter":
             assert c.train is not None
-            flagged = torch.as_tensor(inst.flag(c.train))
+            # the training set as the defender holds it: inputs and labels, no poison mask
+            t = c.train
+            plain = type(c.clean)(t.x, t.y, t.classes, t.mean, t.std, name=t.name)
+            flagged = torch.as_tensor(inst.flag(plain))
             if flagged.dim() != 1 or flagged.is_floating_point() or flagged.dtype == torch.bool:
                 raise MalformedSubmission(
                     f"flag() returned {tuple(flagged.shape)} {flagged.dtype}; it must return a "
                     "1-D tensor of integer indices."
+                )
+            n = len(c.train)
+            if flagged.numel() and (int(flagged.min()) < 0 or int(flagged.max()) >= n):
+                raise MalformedSubmission(
+                    f"flag() returned indices outside the dataset's {n} samples "
+                    f"({int(flagged.min())} to {int(flagged.max())})."
                 )
             spec = ModelSpec.from_model(k)
             if spec is None:
