@@ -43,7 +43,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class SandboxOutcome:
     traceback: str = ""
     wall_s: float = 0.0
     log: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_sandboxed(

@@ -199,12 +199,24 @@ def source_hash(ref: str, *, kind: str, arch: str | None = None) -> str:
 
 
 def cache_key(source: str, benchmark: Benchmark) -> str:
-    """``sha256("<source hash>:<benchmark hash>")`` (hex)."""
+    """``sha256("<source hash>:<benchmark hash>")`` (hex): a submission's evaluation on one
+    benchmark version.
+
+    Example::
+
+        key = cache_key(source_hash("mine.py:Mine", kind="defense"), get_benchmark("privacy-quick"))
+    """
     return hashlib.sha256(f"{source}:{benchmark.hash}".encode()).hexdigest()
 
 
 def find_cached(store: RunStore, key: str) -> Run | None:
-    """The newest finished submission run with cache key ``key``, or None."""
+    """The newest finished submission run with cache key ``key``, or None (failed runs are
+    never cached).
+
+    Example::
+
+        run = find_cached(RunStore(), key)  # None: not evaluated yet
+    """
     if KIND not in store.kinds():
         return None
     for run in store.list(status="finished", kind=KIND):
