@@ -57,7 +57,8 @@ def submit_cmd(
     kind, ref = ("defense", defense) if defense is not None else ("model", model)
     assert ref is not None
     res = submit(ref, benchmark, kind=kind, arch=arch, label=label, timeout=timeout,
-                 memory_mb=memory_mb)  # fmt: skip
+                 memory_mb=memory_mb, notify=lambda line: err_console.print(
+                     escape(line) + " ...", highlight=False, soft_wrap=True))  # fmt: skip
     bench = res.benchmark
     out = stdout()
     where = f"run {res.run.id}"

@@ -35,6 +35,7 @@ import hashlib
 import importlib.machinery
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,7 @@ def submit(
     store: RunStore | None = None,
     timeout: float | None = None,
     memory_mb: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SubmissionResult:
     """Score a submission on a benchmark, in the sandbox, once (see the module).
 
@@ -264,6 +266,8 @@ def submit(
         timeout: wall-time limit in seconds (default: the benchmark's ``budget["timeout_s"]``).
         memory_mb: memory limit of the evaluating process in MiB (default: the benchmark's
             ``budget["memory_mb"]``).
+        notify: called with one line just before an evaluation starts (not on a cache hit);
+            default None.
 
     Returns:
         A :class:`SubmissionResult`: the scores, or the failure and its reason; ``cached`` says
@@ -294,6 +298,11 @@ def submit(
     timeout = float(bench.budget.get("timeout_s", 600) if timeout is None else timeout)
     memory_mb = int(bench.budget.get("memory_mb", 4096)) if memory_mb is None else memory_mb
     store = store or RunStore()
+    if store.readonly:
+        raise InputError(
+            f"the results store {store.root} is read-only, so the evaluation could not be "
+            "recorded; point TRUSTLAB_HOME at a folder you can write."
+        )
     hit = find_cached(store, key)
     if hit is not None:
         return SubmissionResult.from_run(hit, bench, cached=True)
@@ -305,6 +314,11 @@ def submit(
         task = {"kind": "model", "weights": str(_file(ref, "model file")),
                 "arch": _absolute_spec(arch) if arch else None}  # fmt: skip
         shown = f"{ref} --arch {arch}" if arch else ref
+    if notify is not None:
+        notify(
+            f"evaluating {shown} on {bench.name} v{bench.version} in a separate process (time "
+            f"limit {timeout:g} s, memory limit {memory_mb} MiB)"
+        )
     outcome = run_sandboxed(bench, task, timeout=timeout, memory_mb=memory_mb)
     config = {
         "benchmark": bench.name,
