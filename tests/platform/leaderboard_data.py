@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from trustlab.platform.benchmarks import get_benchmark
 from trustlab.results import Run, RunStore
 
 ROBUST = {"robust_accuracy": True, "clean_accuracy": True}
@@ -28,14 +29,17 @@ def add_submission(
     failure: tuple[str, str] | None = None,
     kind: str = "defense",
     cache_key: str | None = None,
-    version: str = "1",
+    earlier: bool = False,
 ) -> Run:
     """A submission record: finished with ``scores`` (``metric: (mean, lo, hi)``, three seeds),
-    or failed with ``failure`` = ``(kind of failure, reason)``."""
+    or failed with ``failure`` = ``(kind of failure, reason)``; scored on the benchmark's
+    current definition, or with ``earlier`` on an earlier one."""
+    bench = get_benchmark(benchmark)
+    version, hash_ = ("0", "0123456789abcdef" * 4) if earlier else (bench.version, bench.hash)
     config = {
         "benchmark": benchmark,
         "benchmark_version": version,
-        "benchmark_hash": "3fa2b1c9d0e1f20a" * 4,
+        "benchmark_hash": hash_,
         "submission": {"kind": kind, "ref": f"my_module:{label}", "label": label,
                        "source_hash": "ab" * 32},
         "cache_key": cache_key or f"{benchmark}-{label}-{version}",
@@ -81,7 +85,7 @@ def add_submissions(store: RunStore) -> None:
                     "test_accuracy": (0.71, 0.69, 0.73)}, higher=PRIVACY)  # fmt: skip
     add_submission(store, "privacy-quick", "undefended",
                    {"advantage": (0.2, 0.17, 0.23), "auc": (0.61, 0.58, 0.64),
-                    "test_accuracy": (0.75, 0.73, 0.77)}, higher=PRIVACY)  # fmt: skip
+                    "test_accuracy": (0.75, 0.73, 0.77)}, higher=PRIVACY, earlier=True)  # fmt: skip
     add_submission(store, "privacy-quick", "broken", failure=("raised",
                    "ValueError: the defense raised"))  # fmt: skip
     add_submission(store, "backdoor-quick", "prune-it",

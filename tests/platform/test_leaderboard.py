@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from trustlab.errors import InputError
 from trustlab.experiments.base import Preset
 from trustlab.experiments.bench_backdoor import matrix, matrix_html
 from trustlab.experiments.results import reproduction_results
+from trustlab.platform.benchmarks import get_benchmark
 from trustlab.platform.leaderboard import (
     MARKER,
     PAGES,
@@ -186,7 +189,18 @@ def test_benchmark_pages_rank_the_stored_scores(
             text, sort = row[metric]
             assert text == format_interval(score["mean"], score["lo"], score["hi"], digits=3)
             assert float(sort) == score["mean"]  # exactly the stored mean
-        assert row["seeds"][0] == "3" and row["benchmark version"][0] == "1 (3fa2b1c)"
+        assert row["seeds"][0] == "3"
+        record = next(r for r in store.list(kind="submission") if r.id == int(row["run"][0]))
+        shown = f"{record.config['benchmark_version']} ({record.config['benchmark_hash'][:7]})"
+        if record.config["benchmark_hash"] != get_benchmark(benchmark).hash:
+            shown += " (earlier)"  # scored on an earlier definition of the benchmark
+        assert row["benchmark version"][0] == shown
+    assert (
+        "(earlier)" in str(rows) if benchmark == "privacy-quick" else "(earlier)" not in str(rows)
+    )
+    current = get_benchmark(benchmark)
+    definition = dict((k, v) for k, v in (tuple(t for t, _ in r) for r in page.tables["table-0"]))
+    assert definition["version"] == f"{current.version} ({current.hash[:7]})"
     (failed,) = page.rows(f"{benchmark}-failed")
     (record,) = [r for r in store.list(kind="submission", status="failed")
                  if r.config["benchmark"] == benchmark]  # fmt: skip
@@ -258,6 +272,18 @@ def test_rebuild_picks_up_a_new_run_and_swaps_the_whole_site(tmp_path: Path) -> 
     assert server.refresh() is False
 
 
+def test_swap_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trustlab.platform.leaderboard as lb
+
+    store = RunStore(tmp_path / "store")
+    build_site(store, tmp_path / "site")
+    monkeypatch.setattr(lb, "_exchange", lambda a, b: False)  # e.g. not Linux: two renames
+    add_submission(store, "privacy-quick", "swapped", {"advantage": (0.1, 0.0, 0.2)})
+    build_site(store, tmp_path / "site")
+    assert "swapped" in (tmp_path / "site" / "privacy.html").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "store"]
+
+
 def test_refuses_a_folder_that_is_not_a_site(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -271,6 +297,16 @@ def test_refuses_a_folder_that_is_not_a_site(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert build_site(RunStore(tmp_path / "store"), empty).is_file()  # an empty folder is fine
+
+
+def _until(condition: Callable[[], Any], timeout: float = 60.0) -> bool:
+    """Wait until ``condition()`` is true (True), or ``timeout`` seconds passed (False)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -289,10 +325,7 @@ def test_serve_answers_and_rebuilds_when_results_land(tmp_path: Path) -> None:
     )  # fmt: skip
     thread.start()
     try:
-        for _ in range(200):
-            if ready or not thread.is_alive():
-                break
-            stop.wait(0.05)
+        assert _until(lambda: ready or not thread.is_alive())
         (url,) = ready
         status, text = _get(url + "index.html")
         assert status == 200 and "trustlab leaderboard: overview" in text
@@ -302,12 +335,8 @@ def test_serve_answers_and_rebuilds_when_results_land(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError):
             _get(url + "../store/trustlab.db")  # only the site folder is served
         add_submission(store, "privacy-quick", "late", {"advantage": (0.05, 0.0, 0.1)})
-        for _ in range(200):
-            if "late" in _get(url + "privacy.html")[1]:
-                break
-            stop.wait(0.05)
-        assert "late" in _get(url + "privacy.html")[1]
-        assert any("rebuilt" in e for e in events)
+        assert _until(lambda: "late" in _get(url + "privacy.html")[1])
+        assert _until(lambda: any("rebuilt" in e for e in events))  # reported after the swap
     finally:
         stop.set()
         thread.join(10)

@@ -104,7 +104,8 @@ BENCHMARK_PAGES = {
 #: how a participant submits to each benchmark (shown where a benchmark has no entry yet)
 HOW_TO_SUBMIT = {
     "backdoor-quick": "trustlab submit --defense my_module:MyDefense --benchmark backdoor-quick",
-    "robustness-quick": "trustlab submit --model FILE --benchmark robustness-quick",
+    "robustness-quick": "trustlab submit --model model.safetensors --arch my_net.py:Net "
+    "--benchmark robustness-quick",
     "privacy-quick": "trustlab submit --defense my_module:MyDefense --benchmark privacy-quick",
 }
 BENCH_EXPERIMENT = "bench-backdoor"
@@ -406,10 +407,6 @@ def _seconds(wall_s: float | None) -> Cell:
     return Cell(f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s", wall_s)
 
 
-def _code(text: str) -> str:
-    return Raw(f"<code>{esc(text)}</code>")
-
-
 def _details(summary: str, body: str | None) -> str:
     """A collapsed block (``<details>``): ``summary`` shown, ``body`` (preformatted) on click."""
     if not body:
@@ -460,12 +457,46 @@ def _scores_figure(ranked: Sequence[Submission], metrics: Sequence[str]) -> Figu
     return fig
 
 
+def _current(benchmark: str) -> Any:
+    """The registered benchmark ``benchmark`` (its current definition), or None."""
+    from trustlab.platform.benchmarks import get_benchmark
+
+    try:
+        return get_benchmark(benchmark)
+    except InputError:
+        return None
+
+
+def _version(s: Submission, current: Any) -> Cell:
+    """The benchmark version a submission was scored on, marked when it is not the current
+    definition (its scores then compare with the others' only loosely)."""
+    text = s.version_text
+    if current is not None and s.benchmark_hash and s.benchmark_hash != current.hash:
+        text += " (earlier)"
+    return Cell(text, s.version)
+
+
+def _definition(current: Any) -> str:
+    """The benchmark's current definition in a few lines."""
+    metrics = ", ".join(
+        f"{m.name} ({'higher' if m.higher_is_better else 'lower'} is better)"
+        for m in current.metrics
+    )
+    return key_values(
+        [("benchmark", f"{current.name}: {current.description}"),
+         ("version", f"{current.version} ({current.hash[:7]})"),
+         ("takes", current.takes), ("seeds", ", ".join(map(str, current.seeds))),
+         ("scores", metrics)]
+    )  # fmt: skip
+
+
 def _board_part(board: Leaderboard, table_id: str, several: bool) -> str:
     """One ranked table with its plot."""
     metrics = board.metrics
     direction = "higher" if board.higher_is_better else "lower"
     header = ["rank", "submission", "kind", *metrics, "seeds", "wall time", "date",
               "benchmark version", "run"]  # fmt: skip
+    current = _current(board.benchmark)
     rows = []
     for position, s in enumerate(board.ranked, 1):
         seeds = max((len((s.scores.get(m) or {}).get("values") or []) for m in metrics),
@@ -473,7 +504,7 @@ def _board_part(board: Leaderboard, table_id: str, several: bool) -> str:
         rows.append(
             [position, Cell(s.label, s.label.lower()), s.kind or NOT_APPLICABLE,
              *(_score(s.scores.get(m)) for m in metrics), seeds, _seconds(s.wall_s),
-             _when(s.date), s.version_text, s.run_id]
+             _when(s.date), _version(s, current), s.run_id]
         )  # fmt: skip
     n = len(board.ranked)
     plot = figure(
@@ -496,9 +527,12 @@ def _benchmark_section(benchmark: str, subs: Sequence[Submission]) -> str:
     """A benchmark's leaderboard: the ranked table, the plot, the failed submissions."""
     ident = benchmark.replace("_", "-")
     title = f"{benchmark} submissions"
+    current = _current(benchmark)
+    about = [_definition(current)] if current is not None else []
     if not subs:
         return section(
             title,
+            *about,
             _nothing(
                 f"No submission to {benchmark} yet. Submit one, then rebuild the site:",
                 [
@@ -511,7 +545,7 @@ def _benchmark_section(benchmark: str, subs: Sequence[Submission]) -> str:
     boards = leaderboards(subs)
     failed = [s for s in subs if s.status == "failed"]
     running = [s for s in subs if s.status == "running"]
-    parts: list[str] = []
+    parts: list[str] = [*about]
     note = (
         "Each score is the mean over the benchmark's seeds with its 95% interval in brackets. "
         "Scores compare within one benchmark version (its hash covers the attacks, data, seeds "
@@ -530,7 +564,7 @@ def _benchmark_section(benchmark: str, subs: Sequence[Submission]) -> str:
         rows = [
             [Cell(s.label, s.label.lower()), s.kind or NOT_APPLICABLE,
              s.failure or NOT_APPLICABLE, _details(s.reason or "no reason recorded", s.traceback),
-             _when(s.date), s.version_text, s.run_id]
+             _when(s.date), _version(s, current), s.run_id]
             for s in failed
         ]  # fmt: skip
         parts.append(
