@@ -25,11 +25,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@echo "[demo] training resnet20 on the built-in shapes10 set (examples/demo-shapes10.yaml);"
-	@echo "[demo] the run is stored under $${TRUSTLAB_HOME:-./runs}; about 2 minutes on 2 CPU cores"
+	@echo "[demo] 1/2: train resnet20 on the built-in shapes10 set (examples/demo-shapes10.yaml), about 2 minutes on 2 CPU cores;"
+	@echo "[demo]      the run is stored under $${TRUSTLAB_HOME:-./runs}"
 	@start=$$(date +%s); \
 	$(VENV)/bin/trustlab train --config examples/demo-shapes10.yaml || exit $$?; \
-	echo "[demo] done in $$(( $$(date +%s) - start ))s"
+	echo "[demo] 2/2: audit the model just trained (trustlab audit latest: the newest finished training run):"; \
+	echo "[demo]      clean accuracy, worst-case robustness, a Neural Cleanse scan, membership inference and"; \
+	echo "[demo]      adversarial-input detection, each within its stated budget; about 2 minutes"; \
+	$(VENV)/bin/trustlab audit latest --name demo-audit || exit $$?; \
+	echo "[demo] done in $$(( $$(date +%s) - start ))s; open the scorecard (the path above) in a browser"
 
 test: $(STAMP)
 	@echo "[test] ruff check and format check, then pytest"

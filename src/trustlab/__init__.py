@@ -22,6 +22,7 @@ _EXPORTS = {
     "RunStore": "trustlab.results",
     "Trainer": "trustlab.train",
     "TrainSettings": "trustlab.train",
+    "audit": "trustlab.workflows.audit",
     "evaluate": "trustlab.train",
     "fit": "trustlab.train",
     "load_model": "trustlab.train",

@@ -14,7 +14,11 @@ over them, and a Python user calls the same functions:
 - :func:`~trustlab.workflows.mia.run_mia` (``trustlab mia``);
 - :func:`~trustlab.workflows.privacy_defense.run_privacy_defense` (``trustlab defend-privacy``);
 - :func:`~trustlab.workflows.inpaint.run_inpaint`, ``resume_inpaint`` and ``evaluate_inpaint``
-  (``trustlab inpaint train``, ``trustlab resume``, ``trustlab inpaint eval``).
+  (``trustlab inpaint train``, ``trustlab resume``, ``trustlab inpaint eval``);
+- :func:`~trustlab.workflows.audit.run_audit` (``trustlab audit``), over
+  :func:`~trustlab.workflows.audit.audit`, which audits any ``nn.Module`` from Python and
+  returns a :class:`~trustlab.workflows.audit.Scorecard` without storing a run (also
+  ``trustlab.audit``); :func:`~trustlab.workflows.audit.scorecard_html` makes its page.
 
 :mod:`~trustlab.workflows.targets` turns what a user names on the command line (a run id or a
 model file) into a model and its test data (``load_target``, ``load_target_model``).
