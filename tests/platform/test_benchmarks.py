@@ -120,3 +120,61 @@ def test_cli_benchmarks_lists_them():
 def test_cli_submit_needs_one_submission():
     out = CliRunner().invoke(app, ["submit", "--benchmark", "backdoor-quick"])
     assert out.exit_code == 2 and "exactly one of --defense" in out.output
+
+
+TINY = dict(
+    seeds=(0,),
+    attacks=("badnets",),
+    data={"train_size": 300, "test_size": 100},
+    model={"train": {"epochs": 1, "lr": 0.05, "batch_size": 64}},
+    budget={"defense_epochs": 1},
+)
+
+
+def test_backdoor_protocols_are_scored_in_process():
+    """Each protocol's scores, and what a submission may not see (evaluated here directly:
+    the test's own code, so no sandbox)."""
+    import torch
+
+    from trustlab.platform.benchmarks import MalformedSubmission
+
+    bench = get_benchmark("backdoor-quick").scaled(**TINY)
+    seen = {}
+
+    class Inspect:
+        def inspect(self, model, clean):
+            return [0, 3]
+
+    class Filter:
+        def __init__(self, model):
+            self.model = model
+
+        def flag(self, dataset):
+            seen["mask"] = hasattr(dataset, "poison_mask")
+            return torch.arange(5)
+
+    class Detect:
+        def __init__(self, model):
+            self.model = model
+
+        def fit(self, x):
+            return self
+
+        def score(self, x):
+            with torch.no_grad():
+                return -self.model(x).softmax(-1).amax(-1)
+
+    class BadInspect:
+        def inspect(self, model, clean):
+            return [42]
+
+    r = bench.evaluate(Inspect)
+    assert r["primary"] == "detected" and r["scores"]["detected"]["mean"] == 1.0
+    assert r["scores"]["false_flags"]["mean"] == 1.0 and not r["higher_is_better"]["false_flags"]
+    r = bench.evaluate(Filter)
+    assert seen["mask"] is False  # the poison mask is the benchmark's, not the defense's
+    assert {"precision", "recall", "auroc", "der", "asr_after"} <= set(r["scores"])
+    r = bench.evaluate(Detect)
+    assert r["primary"] == "auroc" and set(r["scores"]) == {"auroc", "tpr_at_5fpr"}
+    with pytest.raises(MalformedSubmission, match="classes are 0 to 9"):
+        bench.evaluate(BadInspect)

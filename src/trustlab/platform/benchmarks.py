@@ -17,14 +17,15 @@ about a minute on 2 CPU cores:
   (10% poisoning, target class 0) in a ``cnn-small`` on ``digits`` for each seed and runs the
   defense against each planted model through the backdoor bench's own evaluation
   (:func:`~trustlab.defenses.backdoor.evaluate.run_defense`: the defender's clean half of the
-  test split, the evaluation half, DER against the attacked model). A class with the house
-  classmethod ``run_case(case)`` is run as it is; otherwise its protocol decides
-  (:func:`defense_protocol`): a repairer (``repair(model, clean) -> model``), a dataset filter
-  (``flag(dataset) -> indices``; the kept samples retrain a fresh model) or an input detector
-  (``fit(clean)``, ``score(x) -> (N,)``). Scores: ``asr_after``, ``clean_acc_after``, ``der``
-  (repairers, filters), ``precision``/``recall``/``auroc`` (filters), ``auroc``/``tpr_at_5fpr``
-  (detectors); each the mean over the seeds (per seed: the mean over the attacks) with its 95%
-  bootstrap interval.
+  test split, the evaluation half, DER against the attacked model). Its protocol decides
+  (:func:`defense_protocol`): a repairer (``repair(model, clean) -> model``), a model inspector
+  (``inspect(model, clean) ->`` the flagged classes), a dataset filter (``flag(dataset) ->
+  indices``; the kept samples retrain a fresh model) or an input detector (``fit(clean)``,
+  ``score(x) -> (N,)``); a defense of the catalogue runs its own ``run_case``. Scores:
+  ``asr_after``, ``clean_acc_after``, ``der`` (repairers, filters), ``precision``, ``recall``,
+  ``auroc`` (filters), ``auroc``, ``tpr_at_5fpr`` (detectors), ``detected``, ``false_flags``
+  (inspectors); each the mean over the seeds (per seed: the mean over the attacks) with its
+  95% bootstrap interval.
 - ``robustness-quick`` takes a **model** (a user's ``nn.Module`` class and its safetensors
   weights, or a trustlab checkpoint) for ``digits`` (inputs ``(N, 1, 16, 16)`` in [0, 1], 10
   logits): clean accuracy and the worst-case robust accuracy of the ``quick`` cascade (PGD-20,
@@ -325,6 +326,8 @@ def backdoor_quick() -> Benchmark:
             Metric("tpr_at_5fpr", "TPR@5%FPR", True, "detectors: triggered inputs flagged"),
             Metric("precision", "precision", True, "filters: flagged samples that are poisoned"),
             Metric("recall", "recall", True, "filters: poisoned samples flagged"),
+            Metric("detected", "detected", True, "inspectors: the target class flagged"),
+            Metric("false_flags", "false flags", False, "inspectors: other classes flagged"),
         ),
         primary="der",
     )
@@ -434,8 +437,9 @@ def _mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
 
 # -- backdoor-quick ----------------------------------------------------------------------------
 def defense_protocol(defense: Any) -> str:
-    """``"repairer"`` (``repair``), ``"dataset-filter"`` (``flag``), ``"input-detector"``
-    (``fit`` and ``score``) or ``"case"`` of a submitted backdoor defense class (or instance).
+    """``"repairer"`` (``repair``), ``"inspector"`` (``inspect``), ``"dataset-filter"``
+    (``flag``), ``"input-detector"`` (``fit`` and ``score``) or ``"case"`` of a submitted backdoor
+    defense class (or instance).
 
     ``"case"`` (the classmethod ``run_case(case)``) is taken only from a defense of the
     catalogue (:data:`~trustlab.registry.DEFENSES`, the built-in ones and installed plug-ins):
@@ -457,6 +461,8 @@ def defense_protocol(defense: Any) -> str:
         return "case"
     if callable(getattr(defense, "repair", None)):
         return "repairer"
+    if callable(getattr(defense, "inspect", None)):
+        return "inspector"
     if callable(getattr(defense, "flag", None)):
         return "dataset-filter"
     if callable(getattr(defense, "fit", None)) and callable(getattr(defense, "score", None)):
@@ -466,11 +472,11 @@ def defense_protocol(defense: Any) -> str:
         raise MalformedSubmission(
             f"{name} has only run_case(case), which is for the catalogue's own defenses (the "
             "case holds the attack's ground truth); give it repair(model, clean), "
-            "flag(dataset) or fit(clean) and score(x)."
+            "inspect(model, clean), flag(dataset) or fit(clean) and score(x)."
         )
     raise MalformedSubmission(
         f"{name} follows no backdoor-defense protocol: give it repair(model, clean), "
-        "flag(dataset) or fit(clean) and score(x)."
+        "inspect(model, clean), flag(dataset) or fit(clean) and score(x)."
     )
 
 
@@ -532,6 +538,25 @@ def _adapter(defense: Any, protocol: str) -> type:
             repaired = inst.repair(copy.deepcopy(k), c.clean)
             _check_logits(repaired, c.ev.x[:2], c.ev.num_classes, "repair()'s model")
             return after_repair(c.art, repaired, c.ev, c.before)
+        if protocol == "inspector":
+            found = inst.inspect(copy.deepcopy(k), c.clean)
+            found = getattr(found, "flagged", found)
+            try:
+                classes = sorted({int(v) for v in found})
+            except (TypeError, ValueError):
+                raise MalformedSubmission(
+                    f"inspect() returned {type(found).__name__}; it must return the flagged "
+                    "classes (a list of class indices, or a report with .flagged)."
+                ) from None
+            if any(not 0 <= v < c.ev.num_classes for v in classes):
+                raise MalformedSubmission(
+                    f"inspect() flagged {classes}; classes are 0 to {c.ev.num_classes - 1}."
+                )
+            target = getattr(c.art.policy, "target", None)
+            return {
+                "detected": float(target in classes) if target is not None else math.nan,
+                "false_flags": float(sum(v != target for v in classes)),
+            }
         if protocol == "dataset-filter":
             assert c.train is not None
             # the training set as the defender holds it: inputs and labels, no poison mask
@@ -625,7 +650,8 @@ def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]
     finally:
         DEFENSES.unregister(name)
     scores = _scores(per_seed, bench)
-    primary = next((m for m in ("der", "auroc") if m in scores), next(iter(scores), bench.primary))
+    primary = next((m for m in ("der", "auroc", "detected") if m in scores),
+                   next(iter(scores), bench.primary))  # fmt: skip
     return scores, primary, {"protocol": protocol, "cells": cells}
 
 
