@@ -33,6 +33,7 @@ from typing import Any
 from trustlab.errors import InputError
 
 __all__ = [
+    "BENCHMARKS",
     "BACKDOORS",
     "DATASETS",
     "DEFENSES",
@@ -364,6 +365,9 @@ DEFENSES = Registry("backdoor defense", ["trustlab.defenses.backdoor"], inputs=(
 DETECTORS = Registry("detector", ["trustlab.defenses.detection"], inputs=("model",))
 PRIVACY_DEFENSES = Registry("privacy defense", ["trustlab.defenses.privacy"], inputs=())
 EXPERIMENTS = Registry("experiment", ["trustlab.experiments"], inputs=())
+#: the platform's versioned benchmarks (``trustlab benchmarks``); a card's factory returns the
+#: :class:`~trustlab.platform.benchmarks.Benchmark`
+BENCHMARKS = Registry("benchmark", ["trustlab.platform.benchmarks"], inputs=())
 
 #: every registry by the word ``trustlab list KIND`` takes
 REGISTRIES: dict[str, Registry] = {
@@ -379,6 +383,7 @@ REGISTRIES: dict[str, Registry] = {
     "detectors": DETECTORS,
     "privacy-defenses": PRIVACY_DEFENSES,
     "experiments": EXPERIMENTS,
+    "benchmarks": BENCHMARKS,
 }
 
 

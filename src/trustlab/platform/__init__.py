@@ -5,6 +5,7 @@ It sits above the reproductions (it reads their stored results) and below the CL
 """
 
 from trustlab.platform.benchmarks import BENCHMARKS, Benchmark, Metric, get_benchmark
+from trustlab.platform.leaderboard import build_site, serve
 from trustlab.platform.sandbox import SandboxOutcome, run_sandboxed
 from trustlab.platform.submissions import SubmissionResult, submit
 
@@ -14,7 +15,9 @@ __all__ = [
     "Metric",
     "SandboxOutcome",
     "SubmissionResult",
+    "build_site",
     "get_benchmark",
     "run_sandboxed",
+    "serve",
     "submit",
 ]

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustlab.errors import InputError
-from trustlab.registry import Registry
+from trustlab.registry import BENCHMARKS
 
 __all__ = [
     "BENCHMARKS",
@@ -73,8 +73,6 @@ __all__ = [
     "get_benchmark",
 ]
 
-#: the registry of benchmarks (``trustlab benchmarks``); a card's factory returns the Benchmark
-BENCHMARKS = Registry("benchmark")
 
 TAKES = ("defense", "model")
 EVALUATORS = ("backdoor", "robustness", "privacy")

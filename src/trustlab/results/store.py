@@ -92,8 +92,8 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 #: The kinds of run trustlab's own workflows record (a store may hold others, made in Python).
 #: Add a workflow's kind here when it starts recording runs.
 KINDS = (
-    "advcam", "attack", "backdoor", "collab", "defend", "defend-privacy", "detect", "dpgan",
-    "evaluate", "inpaint", "mia", "reproduce", "train", "transfer",
+    "advcam", "attack", "audit", "backdoor", "collab", "defend", "defend-privacy", "detect",
+    "dpgan", "evaluate", "inpaint", "mia", "reproduce", "submission", "train", "transfer",
 )  # fmt: skip
 RESERVED_FILES = ("config.json", "meta.json")
 
