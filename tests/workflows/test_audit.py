@@ -110,7 +110,9 @@ def test_budgets_are_stated_and_capped(card: Scorecard) -> None:
     assert card.sections["robustness"].budget["examples"] == 40
     assert card.sections["backdoor"].budget == {"examples": 32, "epochs": 2, "batch_size": 16,
                                                 "classes": 10}  # fmt: skip
-    assert Budget().capped(25).privacy_n == 25 and Budget().capped(25).nc_epochs == 6
+    assert (
+        Budget().capped(25).privacy_n == 25 and Budget().capped(25).nc_epochs == Budget().nc_epochs
+    )
     with pytest.raises(InputError, match="nc_epochs"):
         Budget(nc_epochs=0)
 
@@ -175,3 +177,23 @@ def test_html_holds_the_numbers_and_no_external_assets(card: Scorecard) -> None:
     assert 'id="summary"' in text
     for s in card.sections.values():
         assert f'id="{s.name}"' in text and s.budget_text.split(";")[0] in text
+
+
+@pytest.mark.slow
+def test_lira_runs_with_a_recipe_and_the_package_exports_audit(tmp_path) -> None:
+    import trustlab
+    from trustlab.models import create_model
+
+    assert trustlab.audit is audit
+    recipe = {"dataset": "digits", "model": "cnn-small", "epochs": 1, "batch_size": 128,
+              "seed": 0, "device": "cpu"}  # fmt: skip
+    net = create_model("cnn-small", num_classes=10, in_channels=1, image_size=(16, 16))
+    card = audit(
+        net, "digits", checks="privacy", recipe=recipe, progress=False, cache=tmp_path,
+        budget=Budget(privacy_n=40, shadows=2),
+    )  # fmt: skip
+    priv = card.sections["privacy"]
+    assert priv.status == "ok", priv.reason
+    assert set(priv.metrics["attacks"]) == {"loss", "confidence", "entropy", "lira"}
+    assert priv.budget["shadows"] == 2 and "2 shadow models" in priv.budget_text
+    assert 0 <= priv.metrics["attacks"]["lira"]["auc"] <= 1

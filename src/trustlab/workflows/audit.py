@@ -116,18 +116,19 @@ class Budget:
     of a shapes10 ResNet-20 in under 5 minutes on 2 CPU cores.
 
     Args:
-        clean_n: test examples for clean accuracy (default 1000).
-        robust_n: test examples attacked by the cascade (default 100).
+        clean_n: test examples for clean accuracy (default 2000).
+        robust_n: test examples attacked by the cascade (default 200).
         suite: the attack suite (default ``"quick"``: PGD-20 then MD; ``"standard"``: APGD-CE,
             APGD-T, MD, MDMT, several times the cost).
         sanity_n: examples the sanity checks use (default 16).
-        nc_samples: clean examples Neural Cleanse optimises on (default 64).
-        nc_epochs: Neural Cleanse epochs at most (default 6; the full scan runs up to 1000 with
+        nc_samples: clean examples Neural Cleanse optimises on (default 100).
+        nc_epochs: Neural Cleanse epochs at most (default 10; the full scan runs up to 1000 with
             early stopping: ``trustlab defend``).
         nc_batch: Neural Cleanse's batch size (default 32).
-        privacy_n: members audited, and as many non-members (default 500).
+        privacy_n: members audited, and as many non-members (default 1000: TPR at 0.1% FPR
+            needs 1000 non-members).
         shadows: LiRA's shadow models, when a recipe is given (default 8).
-        detect_n: test examples attacked for the detection check (default 100).
+        detect_n: test examples attacked for the detection check (default 200).
         detect_steps: PGD steps of those attacks (default 10).
 
     Example:
@@ -135,16 +136,16 @@ class Budget:
         50
     """
 
-    clean_n: int = 1000
-    robust_n: int = 100
+    clean_n: int = 2000
+    robust_n: int = 200
     suite: str = "quick"
     sanity_n: int = 16
-    nc_samples: int = 64
-    nc_epochs: int = 6
+    nc_samples: int = 100
+    nc_epochs: int = 10
     nc_batch: int = 32
-    privacy_n: int = 500
+    privacy_n: int = 1000
     shadows: int = 8
-    detect_n: int = 100
+    detect_n: int = 200
     detect_steps: int = 10
 
     def __post_init__(self) -> None:
@@ -1292,7 +1293,7 @@ def run_audit(
         label = f"run {source.id} ({source.name})" if source else Path(target).name
     if not dataset:
         raise InputError("which data? pass --dataset (a run id knows its dataset).")
-    model.to(dev)
+    model.to(dev).eval()  # checkpoints load in training mode; trustlab evaluates in eval mode
     test = load_dataset(dataset, "test", root=data_root)
     train = prep = None
     if source is not None and source.kind in ("train", "defend-privacy") and ("privacy" in names):
