@@ -118,12 +118,12 @@ def print_scorecard(run: Any, card: Any, out: Path | None = None) -> None:
     from trustlab.workflows.audit import HEADLINES
 
     table = Table(title=f"audit of {card.model} on {card.dataset} (run {run.id})")
-    for col in ("check", "measure", "value", "status", "budget", "time"):
+    for col in ("check", "measure", "value", "status", "budget (or why not run)", "time"):
         table.add_column(col, justify="right" if col in ("value", "time") else "left")
     for s in card.sections.values():
         heads = HEADLINES.get(s.name, []) if s.status == "ok" else []
         if not heads:
-            table.add_row(s.name, s.reason, "—", s.status, s.budget_text, f"{s.wall_s:.0f}s")
+            table.add_row(s.name, "—", "—", s.status, s.reason, f"{s.wall_s:.0f}s")
         for i, (label, key) in enumerate(heads):
             v = s.metrics.get(key)
             shown = f"{v:.4g}" if isinstance(v, float) else str(v)

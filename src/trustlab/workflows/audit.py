@@ -64,7 +64,7 @@ from trustlab.data import ArrayDataset, load_dataset
 from trustlab.data.datasets import as_array_dataset
 from trustlab.errors import InputError
 from trustlab.results import Run, RunStore, recording_outcome
-from trustlab.utils.device import resolve_device
+from trustlab.utils.device import resolve_device, single_threaded
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.progress import progress_bar, show_progress
 from trustlab.utils.seed import derive_seed, generator, seed_everything
@@ -121,10 +121,12 @@ class Budget:
         suite: the attack suite (default ``"quick"``: PGD-20 then MD; ``"standard"``: APGD-CE,
             APGD-T, MD, MDMT, several times the cost).
         sanity_n: examples the sanity checks use (default 16).
-        nc_samples: clean examples Neural Cleanse optimises on (default 100).
-        nc_epochs: Neural Cleanse epochs at most (default 10; the full scan runs up to 1000 with
+        nc_samples: clean examples Neural Cleanse optimises on (default 64).
+        nc_epochs: Neural Cleanse epochs at most (default 20; the full scan runs up to 1000 with
             early stopping: ``trustlab defend``).
-        nc_batch: Neural Cleanse's batch size (default 32).
+        nc_batch: Neural Cleanse's batch size (default 8: for a fixed cost, small batches
+            give more optimisation steps, which a short scan needs most; the full scan's is
+            32).
         privacy_n: members audited, and as many non-members (default 1000: TPR at 0.1% FPR
             needs 1000 non-members).
         shadows: LiRA's shadow models, when a recipe is given (default 8).
@@ -140,9 +142,9 @@ class Budget:
     robust_n: int = 200
     suite: str = "quick"
     sanity_n: int = 16
-    nc_samples: int = 100
-    nc_epochs: int = 10
-    nc_batch: int = 32
+    nc_samples: int = 64
+    nc_epochs: int = 20
+    nc_batch: int = 8
     privacy_n: int = 1000
     shadows: int = 8
     detect_n: int = 200
@@ -475,6 +477,7 @@ def check_robustness(ctx: _Ctx, bar: Any) -> Section:
         f"at L-inf eps {_eps_text(ctx.eps)}; sanity checks on {s.budget['sanity_examples']}"
     )
     k = s.budget["sanity_examples"]
+    bar.info("sanity checks")
     findings = _sanity(ctx.model, data.x[:k].to(ctx.device), data.y[:k].to(ctx.device))
     bar()
     s.metrics["sanity"] = [
@@ -488,6 +491,7 @@ def check_robustness(ctx: _Ctx, bar: Any) -> Section:
                 "be overestimated."
             )
     attacks = make_suite(card.name, ctx.model, ctx.eps)
+    bar.info(f"attack cascade on {len(data)} examples")
     rep = evaluate_robustness(ctx.model, data, attacks, device=ctx.device)
     bar()
     s.metrics.update(
@@ -523,6 +527,7 @@ def check_robustness(ctx: _Ctx, bar: Any) -> Section:
     # no examples)
     m = min(6, len(data))
     x, y = data.x[:m].to(ctx.device), data.y[:m].to(ctx.device)
+    bar.info("example pictures")
     adv = make_attack("pgd", ctx.model, ctx.eps)(x, y)
     with torch.no_grad():
         before = ctx.model(x).argmax(1).cpu().tolist()
@@ -574,6 +579,7 @@ def check_backdoor(ctx: _Ctx, bar: Any) -> Section:
         progress=False,
         reset_cost_to_zero=False,
     )
+    bar.info(f"{ctx.data.num_classes} classes x {b.nc_epochs} epochs")
     rep = nc.inspect(ctx.model, clean)
     bar()
     names = [str(c) for c in ctx.data.classes]
@@ -586,6 +592,7 @@ def check_backdoor(ctx: _Ctx, bar: Any) -> Section:
         "max_anomaly": rep.max_anomaly_of_small,
         "threshold": rep.threshold,
         "classes": [int(c) for c in classes],
+        "class_names": [names[c] if c < len(names) else str(c) for c in classes],
         "mask_l1": [float(v) for v in rep.norms],
         "anomaly_index": [float(v) for v in rep.anomaly],
         "trigger_success": [float(v) for v in rep.success],
@@ -692,6 +699,7 @@ def check_privacy(ctx: _Ctx, bar: Any) -> Section:
             device=ctx.device,
             progress=False,
         )
+        bar.info(f"LiRA: {b.shadows} shadow models")
         scores["lira"] = PRIVACY_ATTACKS.get("lira").meta["audit"](job)
         s.metrics["lira_shadows"] = dict(job.extra)
     bar()
@@ -790,6 +798,7 @@ def check_detection(ctx: _Ctx, bar: Any) -> Section:
     atk = make_attack("pgd", ctx.model, ctx.eps, steps=b.detect_steps)
     x, y = data.x.to(ctx.device), data.y.to(ctx.device)
     try:
+        bar.info(f"PGD on {len(data)} examples")
         sets = build_detection_set(ctx.model, x, y, atk, seed=ctx.seed)
     except InputError as exc:
         s.status, s.reason = "skipped", f"no detection examples: {exc}"
@@ -802,6 +811,7 @@ def check_detection(ctx: _Ctx, bar: Any) -> Section:
             "at least 10 (raise n or eps)"
         )
         return s
+    bar.info("LID features, 3 splits")
     rep = evaluate_detector(det, sets, splits=3, seed=ctx.seed)
     bar()
     s.metrics = {
@@ -918,6 +928,9 @@ def audit(
         label: how the scorecard names the model (default: its class and size).
         cache: LiRA's shadow-model cache (True: the results store's, a folder, or False).
 
+    On a CPU the checks run on one thread (:func:`~trustlab.utils.device.single_threaded`), so
+    that the scorecard's numbers do not depend on the machine's cores.
+
     Returns:
         the :class:`Scorecard`.
 
@@ -965,8 +978,11 @@ def audit(
         datetime.now(UTC).isoformat(timespec="seconds"),
     )
     start, cpu = time.perf_counter(), time.process_time()
-    for check in names:
-        card.sections[check] = _run_check(check, ctx)
+    # one thread on a CPU: the numbers do not depend on the machine's cores or load (sums
+    # change with the thread count), and the audit's small batches gain little from more
+    with single_threaded(dev):
+        for check in names:
+            card.sections[check] = _run_check(check, ctx)
     card.wall_s = round(time.perf_counter() - start, 2)
     card.cpu_s = round(time.process_time() - cpu, 2)
     return card
@@ -996,6 +1012,22 @@ def _run_check(check: str, ctx: _Ctx) -> Section:
 
 # -- the page ----------------------------------------------------------------------------------
 _RATES = ("accuracy", "tpr", "success", "advantage")
+#: how the page names a metric (default: its key with spaces)
+LABELS = {
+    "auc": "AUC",
+    "mean_auc": "mean AUC",
+    "tpr_at_1fpr": "TPR at 1% FPR",
+    "tpr_at_01fpr": "TPR at 0.1% FPR",
+    "max_anomaly": "largest anomaly index",
+    "n": "examples",
+    "n_adversarial": "adversarial examples",
+    "eps": "eps (L-inf)",
+    "imbalance": "gradient imbalance (median)",
+    "imbalance_flag": "imbalance above 2",
+    "flagged_names": "flagged classes",
+    "flagged_count": "classes flagged",
+    "epochs": "epochs run",
+}
 
 
 def _value_cell(v: Any, key: str = "") -> Any:
@@ -1033,7 +1065,7 @@ def _scalar_rows(metrics: Mapping[str, Any], skip: Iterable[str] = ()) -> list[t
             continue
         if isinstance(v, list) and not all(isinstance(i, str | int) for i in v):
             continue
-        rows.append((k.replace("_", " "), _value_cell(v, k)))
+        rows.append((LABELS.get(k, k.replace("_", " ")), _value_cell(v, k)))
     return rows
 
 
@@ -1091,18 +1123,24 @@ def _section_body(s: Section) -> list[str]:
                 )
             )
     elif s.name == "backdoor":
-        parts.append(_metric_table(s, skip=("classes", "flagged")))
+        parts.append(_metric_table(s, skip=("classes", "class_names", "flagged")))
         flagged = set(m.get("flagged", []))
+        names = m.get("class_names") or [str(c) for c in m["classes"]]
         rows = [
             (
-                c,
+                f"{c}: {name}" if name != str(c) else str(c),
                 _value_cell(l1),
                 _value_cell(a),
                 _value_cell(ok, "success"),
                 "flagged" if c in flagged else "",
             )
-            for c, l1, a, ok in zip(
-                m["classes"], m["mask_l1"], m["anomaly_index"], m["trigger_success"], strict=True
+            for c, name, l1, a, ok in zip(
+                m["classes"],
+                names,
+                m["mask_l1"],
+                m["anomaly_index"],
+                m["trigger_success"],
+                strict=True,
             )
         ]
         parts.append(
