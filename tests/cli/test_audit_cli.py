@@ -113,3 +113,24 @@ def test_the_help_lists_the_checks() -> None:
     assert ", ".join(CHECKS) == CHECK_NAMES
     out = invoke("audit", "--help")
     assert out.exit_code == 0 and "--arch" in out.output
+
+
+def test_latest_audits_the_newest_training_run_with_its_training_split() -> None:
+    from trustlab.workflows.train import run_training
+
+    out = invoke("audit", "latest", "--quiet")
+    assert out.exit_code == 2 and "holds none" in out.output
+    run, _ = run_training(
+        {"dataset": "digits", "model": "cnn-small", "epochs": 1, "batch_size": 128,
+         "device": "cpu", "name": "tiny"},
+        progress=False,
+    )  # fmt: skip
+    out = invoke("audit", "latest", "--checks", "clean,privacy", "--n", "40", "--quiet")
+    assert out.exit_code == 0, out.output
+    audit_run = RunStore().list(kind="audit")[0]
+    assert audit_run.config["target"] == str(run.id)
+    card = json.loads((audit_run.dir / "scorecard.json").read_text())
+    assert card["dataset"] == "digits" and f"run {run.id} (tiny)" in card["model"]
+    privacy = card["sections"]["privacy"]
+    assert privacy["status"] == "ok" and privacy["budget"]["members"] == 40
+    assert audit_run.summary["privacy.auc"] == privacy["metrics"]["auc"]

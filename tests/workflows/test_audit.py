@@ -197,3 +197,16 @@ def test_lira_runs_with_a_recipe_and_the_package_exports_audit(tmp_path) -> None
     assert set(priv.metrics["attacks"]) == {"loss", "confidence", "entropy", "lira"}
     assert priv.budget["shadows"] == 2 and "2 shadow models" in priv.budget_text
     assert 0 <= priv.metrics["attacks"]["lira"]["auc"] <= 1
+
+
+def test_a_class_missing_from_the_sample_is_none_in_json(trained) -> None:
+    net, _, test = trained
+    card = audit(net, test, checks="clean", n=5, progress=False)  # 5 examples, 10 classes
+    per_class = card.sections["clean"].metrics["per_class_accuracy"]
+    assert sum(math.isnan(v) for v in per_class.values()) == 5
+    doc = json.loads(json.dumps(card.to_dict(), allow_nan=False))
+    assert (
+        sum(v is None for v in doc["sections"]["clean"]["metrics"]["per_class_accuracy"].values())
+        == 5
+    )
+    assert "—" in scorecard_html(card)

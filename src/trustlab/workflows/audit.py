@@ -166,6 +166,17 @@ class Budget:
         return replace(self, **{k: min(getattr(self, k), n) for k in keys})
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 @dataclass
 class Section:
     """One check of a scorecard.
@@ -200,9 +211,10 @@ class Section:
     figures: list[tuple[str, str, bytes]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything but the figures, as strict JSON values (NaN and infinities as None)."""
         out = asdict(self)
         out.pop("figures")
-        return out
+        return _finite(out)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Section:
@@ -276,7 +288,7 @@ class Scorecard:
             "created": self.created,
             "wall_s": self.wall_s,
             "cpu_s": self.cpu_s,
-            "summary": self.summary(),
+            "summary": _finite(self.summary()),
             "warnings": self.warnings,
             "sections": {k: s.to_dict() for k, s in self.sections.items()},
         }
