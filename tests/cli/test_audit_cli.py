@@ -100,6 +100,8 @@ def test_bad_input_is_one_error_before_any_run(user_model) -> None:
         (["--dataset", "digits", "--arch-kwargs", "[1]"], "JSON object"),
         (["--checks", "clean"], "pass --dataset"),
         (["--dataset", "digits", "--shadows", "2"], "needs the model's training recipe"),
+        (["--dataset", "digits", "--eps", "2"], "--eps must be in (0, 1]"),
+        (["--dataset", "digits", "--n", "0"], "n must be an integer >= 1"),
     ]
     for extra, message in cases:
         given = arch[:2] if "--arch-kwargs" in extra else arch

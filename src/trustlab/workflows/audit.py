@@ -1314,12 +1314,16 @@ def run_audit(
             model file that is not safetensors (a pickle is never loaded), an ``arch`` that
             does not load, data the model does not fit, LiRA without a training run.
     """
+    from trustlab.attacks.evasion.base import parse_eps
     from trustlab.results.html import write_page
     from trustlab.workflows.targets import is_run_ref, load_target_model
 
     names = parse_checks(checks)
     if not isinstance(shadows, int) or shadows < 0:
         raise InputError(f"--shadows must be an integer >= 0, got {shadows!r}.")
+    if eps is not None and not 0 < parse_eps(eps) <= 1:
+        raise InputError(f"--eps must be in (0, 1], e.g. 8/255; got {eps}.")
+    budget = (Budget(shadows=shadows) if shadows else Budget()).capped(n)  # checks n
     store = store or RunStore()
     dev = resolve_device(device)
     source: Run | None = None
@@ -1361,7 +1365,6 @@ def run_audit(
             "--shadows (LiRA) needs the model's training recipe: audit a trustlab training run "
             "(its id or `latest`) on its own dataset, with the privacy check."
         )
-    budget = Budget(shadows=shadows) if shadows else Budget()
     config = {
         "target": str(target),
         "arch": arch,
