@@ -41,6 +41,7 @@ SMALL: dict[str, list[str]] = {
     "defend": ["--epochs", "1"],
     "mia": ["--shadows", "2", "--n", "32"],
     "reproduce": ["--preset", "smoke", "--workers", "1"],
+    "audit": ["--n", "32"],
     "bench": [
         "--preset",
         "smoke",
@@ -128,7 +129,9 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mon
         assert line.startswith("trustlab "), f"a tour line that is not a trustlab command: {line}"
         args = [os.path.expandvars(a) for a in shlex.split(line)[1:]]
         args += small_flags(args)
-        if args[0] in ("train", "backdoor", "defend", "mia", "defend-privacy", "reproduce"):
+        if args[0] in (
+            "train", "backdoor", "defend", "mia", "defend-privacy", "reproduce", "audit"
+        ):  # fmt: skip
             args.append("--quiet")
         start = time.perf_counter()
         result = runner.invoke(app, args)
