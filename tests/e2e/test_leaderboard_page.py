@@ -59,7 +59,7 @@ def test_numbers_on_the_pages_are_the_stores(
     for metric in ("robust_accuracy", "clean_accuracy"):
         shown = _column(browser, "robustness-quick-leaderboard", metric)
         expected = [format_interval(*(scores[x][metric][k] for k in ("mean", "lo", "hi")),
-                                    digits=3) for x in labels]  # fmt: skip
+                                    digits=4) for x in labels]  # fmt: skip
         assert shown == expected
     open_page(browser, site / "reproductions.html")
     (result,) = [r for r in reproduction_results(store) if r.claims]

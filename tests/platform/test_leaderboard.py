@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -34,7 +35,7 @@ from trustlab.platform.leaderboard import (
     submissions,
 )
 from trustlab.results import RunStore
-from trustlab.utils.format import format_interval
+from trustlab.utils.format import format_interval, format_value
 
 from .leaderboard_data import add_submission, filled_store, stored_scores
 
@@ -163,7 +164,8 @@ def test_backdoor_page_shows_the_stored_matrix(store: RunStore, site: Path) -> N
     der = page.rows("backdoor-quick-leaderboard-der")
     auroc = page.rows("backdoor-quick-leaderboard-auroc")
     assert [r["submission"][0] for r in der] == ["prune-it"]
-    assert der[0]["der"] == ("0.610", "0.61")  # one interval-less score: the mean alone
+    # one interval-less score: the mean alone, as the CLI and the run report write it
+    assert der[0]["der"] == (format_value(0.61), "0.61") == ("0.6100", "0.61")
     assert [r["submission"][0] for r in auroc] == ["strip-like"]
 
 
@@ -187,7 +189,9 @@ def test_benchmark_pages_rank_the_stored_scores(
     for row in rows:
         for metric, score in scores[row["submission"][0]].items():
             text, sort = row[metric]
-            assert text == format_interval(score["mean"], score["lo"], score["hi"], digits=3)
+            assert text == format_interval(score["mean"], score["lo"], score["hi"], digits=4)
+            # the mean reads as `trustlab submit` and the run report write it (format_value)
+            assert text.split(" [")[0] == format_value(score["mean"])
             assert float(sort) == score["mean"]  # exactly the stored mean
         assert row["seeds"][0] == "3"
         record = next(r for r in store.list(kind="submission") if r.id == int(row["run"][0]))
@@ -215,13 +219,75 @@ def test_index_summarises_every_page(store: RunStore, site: Path) -> None:
     rows = {(r["benchmark"][0], r["primary metric"][0]): r for r in page.rows("benchmarks-table")}
     robust = rows[("robustness-quick", "robust_accuracy")]
     assert (robust["ranked"][0], robust["failed"][0], robust["leader"][0]) == ("3", "1", "trades")
-    assert robust["leader's score"][1] == "0.455"
+    assert robust["leader's score"] == ("0.4550 [0.3900, 0.5200]", "0.455")
     assert rows[("privacy-quick", "advantage")]["leader"][0] == "jem"
     assert {"der", "auroc"} <= {metric for bench, metric in rows if bench == "backdoor-quick"}
     (result,) = [r for r in reproduction_results(store) if r.claims]
     counts = dict((k, v) for k, v in (tuple(t for t, _ in r) for r in page.tables["table-0"]))
     assert counts["claims"] == str(len(result.claims))
     assert counts["PASS"] == str(sum(c.verdict == "PASS" for c in result.claims))
+
+
+def test_smoke_reproductions_are_marked_as_pipeline_checks(store: RunStore, site: Path) -> None:
+    (result,) = [r for r in reproduction_results(store) if r.claims]
+    rows = _read(site, "reproductions.html").rows("reproductions-table")
+    shown = f"smoke ({result.dataset}, {result.model}): pipeline check"
+    assert rows and all(r["preset"] == (shown, "smoke") for r in rows)  # sorts by the name
+    text = (site / "reproductions.html").read_text()
+    assert "smoke presets only check that the pipeline runs" in text
+    # their verdicts are shown as stored, not re-judged or hidden
+    assert [r["verdict"][0] for r in rows] == [c.verdict for c in result.claims]
+    index = (site / "index.html").read_text()
+    assert f"{len(result.claims)} of these claims come from smoke presets" in index
+
+
+def test_index_counts_failures_once_per_benchmark(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "store")
+    add_submission(store, "backdoor-quick", "prune-it", {"der": (0.61, None, None)})
+    add_submission(store, "backdoor-quick", "strip-like", {"auroc": (0.88, 0.8, 0.95)})
+    for label in ("bad-1", "bad-2"):
+        add_submission(store, "backdoor-quick", label, failure=("raised", "ValueError: no"))
+    site = build_site(store, tmp_path / "site").parent
+    rows = [r for r in _read(site, "index.html").rows("benchmarks-table")
+            if r["benchmark"][0] == "backdoor-quick"]  # fmt: skip
+    assert [r["primary metric"][0] for r in rows] == ["auroc", "der"]  # two ranked boards
+    failed = [r["failed"][0] for r in rows]
+    assert sum(int(f) for f in failed if f.isdigit()) == 2  # not 2 per board
+    assert failed[0] == "2"
+
+
+def test_command_refuses_an_out_folder_under_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUSTLAB_HOME", str(tmp_path / "home"))
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = CliRunner().invoke(app, ["leaderboard", "--out", str(tmp_path / "afile" / "site")])
+    assert out.exit_code == 2, out.output
+    lines = out.output.strip().splitlines()
+    assert lines[0].startswith("error:") and "afile" in lines[0] and "is a file" in lines[0]
+    assert "Traceback" not in out.output and "FileExistsError" not in out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert (tmp_path / "afile").read_text() == "x"
+    with pytest.raises(InputError, match="is a file"):
+        build_site(RunStore(tmp_path / "home"), tmp_path / "afile" / "deeper" / "site")
+
+
+def test_command_serve_checks_the_port_before_writing_the_site(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUSTLAB_HOME", str(tmp_path / "home"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(
+            app, ["leaderboard", "--serve", "--port", str(port), "--out", str(tmp_path / "site")]
+        )
+    assert out.exit_code == 2, out.output
+    assert out.output.strip().startswith("error:") and "another port" in out.output
+    assert not (tmp_path / "site").exists()  # nothing built before the port was checked
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_submissions_show_a_cached_evaluation_once(tmp_path: Path) -> None:
@@ -244,7 +310,10 @@ def test_empty_store_builds_pages_that_say_how_to_add_results(tmp_path: Path) ->
     assert not (tmp_path / "no-store").exists()  # only read
     texts = {name: (index.parent / name).read_text() for name, _ in PAGES}
     assert "No finished reproduction" in texts["reproductions.html"]
-    assert "trustlab reproduce sce --preset smoke" in texts["reproductions.html"]
+    # the first command suggested gives a meaningful verdict (a smoke preset would read FAIL)
+    assert "trustlab reproduce sce --preset quick" in texts["reproductions.html"]
+    assert "--preset smoke" not in texts["reproductions.html"]
+    assert "only check that the pipeline runs" in texts["reproductions.html"]
     assert "trustlab bench backdoor --preset quick" in texts["backdoor.html"]
     assert (
         "trustlab submit --defense my_module:MyDefense --benchmark backdoor-quick"

@@ -390,14 +390,20 @@ def _when(stamp: str | None) -> Cell:
     return Cell(shown, stamp)
 
 
+#: decimals of a score: what :func:`~trustlab.utils.format.format_value` writes (``trustlab
+#: submit``, the run report), so one number reads the same in every view
+SCORE_DIGITS = 4
+
+
 def _score(score: dict[str, Any] | None) -> Cell:
-    """``mean [lo, hi]`` (the mean alone for one seed), sorted by the mean."""
+    """``mean [lo, hi]`` (the mean alone for one seed) with the project's formatter, sorted by
+    the stored mean itself."""
     score = score or {}
     mean = _number(score.get("mean"))
     if mean is None:
         return Cell(NOT_APPLICABLE)
     lo, hi = _number(score.get("lo")), _number(score.get("hi"))
-    return Cell(format_interval(mean, lo, hi, digits=3), mean)
+    return Cell(format_interval(mean, lo, hi, digits=SCORE_DIGITS), mean)
 
 
 def _seconds(wall_s: float | None) -> Cell:
@@ -615,14 +621,37 @@ def _page(file: str, title: str, *parts: str, subtitle: str = "") -> str:
     return page(f"trustlab leaderboard: {title}", nav(links), *parts, subtitle=subtitle)
 
 
+#: what a smoke preset is for (said wherever one may be taken for a result)
+SMOKE_NOTE = (
+    "smoke presets only check that the pipeline runs; they use a fraction of the claim's "
+    "data and training, so their verdicts do not test the claim"
+)
+SMOKE_MARK = "pipeline check"
+
+
+def _smoke(results: Iterable[ReproductionResult]) -> list[ReproductionResult]:
+    """The reproductions made with a smoke preset."""
+    return [r for r in results if r.preset == "smoke"]
+
+
+def _preset(r: ReproductionResult) -> Cell:
+    """``quick (digits, cnn-small)``, a smoke preset marked as a pipeline check; sorted by the
+    preset's name."""
+    text = f"{r.preset} ({r.dataset}, {r.model})"
+    if r.preset == "smoke":
+        text += f": {SMOKE_MARK}"
+    return Cell(text, r.preset)
+
+
 def _reproductions_page(results: Sequence[ReproductionResult]) -> str:
     if not results:
         body = section(
             "Reproductions",
             _nothing(
-                "No finished reproduction in the store yet. Reproduce a paper's claim (smoke "
-                "presets take seconds, quick ones minutes), then rebuild the site:",
-                ["trustlab reproduce sce --preset smoke", "trustlab leaderboard --out site/"],
+                "No finished reproduction in the store yet. Reproduce a paper's claim with a "
+                "quick preset (sce: about 4 minutes on 2 CPU cores; advtrojan: about 3), then "
+                f"rebuild the site. Note: {SMOKE_NOTE}.",
+                ["trustlab reproduce sce --preset quick", "trustlab leaderboard --out site/"],
             ),
             section_id="reproductions",
         )
@@ -632,7 +661,7 @@ def _reproductions_page(results: Sequence[ReproductionResult]) -> str:
         texts = _claim_texts(r.experiment)
         for c in r.claims:
             rows.append(
-                [r.experiment, Cell(f"{r.preset} ({r.dataset}, {r.model})", r.preset),
+                [r.experiment, _preset(r),
                  texts.get(c.claim, c.text), Cell(badge(c.verdict), c.verdict), c.detail,
                  r.seeds, Cell(r.wall, r.wall_s), _when(r.ended), r.commit or "?", r.run_id]
             )  # fmt: skip
@@ -643,7 +672,8 @@ def _reproductions_page(results: Sequence[ReproductionResult]) -> str:
         table(header, rows, table_id="reproductions-table"),
         section_id="reproductions",
         note="The newest finished run of each experiment and preset; one row per claim. "
-        "INCONCLUSIVE: the 95% interval straddles the claim's threshold.",
+        "INCONCLUSIVE: the 95% interval straddles the claim's threshold."
+        + (f" Rows marked {SMOKE_MARK!r}: {SMOKE_NOTE}." if _smoke(results) else ""),
     )
     papers = _papers(dict.fromkeys(r.experiment for r in results))
     refs = section(
@@ -714,12 +744,19 @@ def _index_page(
 ) -> str:
     claims = [c for r in results for c in r.claims]
     counts = {v: sum(c.verdict == v for c in claims) for v in ("PASS", "FAIL", "INCONCLUSIVE")}
+    smoke = sum(len(r.claims) for r in _smoke(results))
+    smoke_note = (
+        [paragraph(f"{smoke} of these claims come from smoke presets: {SMOKE_NOTE}.")]
+        if smoke
+        else []
+    )
     repro = section(
         "Reproductions",
         key_values(
             [("experiments and presets", len(results)), ("claims", len(claims)),
              *((Raw(badge(v)), n) for v, n in counts.items())]
         ) if results else paragraph("No reproduction yet."),
+        *smoke_note,
         Raw('<p><a href="reproductions.html">Every claim with its measured numbers</a></p>'),
         section_id="reproductions",
         note="Each paper's headline claim reproduced: the paper's claim next to the measured "
@@ -747,10 +784,11 @@ def _index_page(
         link = Raw(f'<a href="{esc(file)}#{esc(benchmark)}">{esc(benchmark)}</a>')
         failed = sum(s.status == "failed" for s in subs)
         boards_of = leaderboards(subs) or [Leaderboard(benchmark, None, True, [])]
-        for board in boards_of:
+        for i, board in enumerate(boards_of):
             leader = board.ranked[0] if board.ranked else None
-            rows.append(
-                [link, len(board.ranked), failed, leader.label if leader else NOT_APPLICABLE,
+            rows.append(  # the failed ones counted once, on the benchmark's first row
+                [link, len(board.ranked), failed if i == 0 else "",
+                 leader.label if leader else NOT_APPLICABLE,
                  board.primary or NOT_APPLICABLE,
                  _score(leader.scores.get(board.primary)) if leader and board.primary
                  else NOT_APPLICABLE]
@@ -763,6 +801,11 @@ def _index_page(
             table_id="benchmarks-table",
             sortable=False,
         ),  # fmt: skip
+        paragraph(
+            "A benchmark whose submissions are ranked by different metrics (e.g. repairers by "
+            "DER, detectors by AUROC) has one row per metric; its failed submissions are "
+            "counted once, on its first row."
+        ),
         paragraph(
             "A submission (a defense or a model) is evaluated against a fixed, versioned "
             "benchmark in a separate process with a time and memory limit; failures are "
@@ -780,6 +823,12 @@ def _index_page(
 
 
 def _check_out_dir(out: Path) -> None:
+    for parent in reversed(out.parents):  # e.g. --out notes.txt/site
+        if parent.exists() and not parent.is_dir():
+            raise InputError(
+                f"{parent} is a file, so the site folder {out} cannot be made inside it; pass "
+                "a folder whose parent is a folder (e.g. --out site/)."
+            )
     if out.is_symlink():
         raise InputError(f"{out} is a symbolic link; pass the folder itself as the site folder.")
     if out.exists() and not out.is_dir():
@@ -879,7 +928,13 @@ def build_site(store: RunStore | None = None, out_dir: str | os.PathLike[str] = 
             "privacy.html", "privacy", "privacy-quick", by_benchmark.get("privacy-quick", [])
         ),
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot make the folder {out.parent} for the site ({exc.strerror or exc}); pass "
+            "another --out folder."
+        ) from exc
     _remove_abandoned_builds(out)
     tmp = out.with_name(f".{out.name}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -999,20 +1054,27 @@ class LeaderboardServer:
         return True
 
     def start(self) -> str:
-        """Build the site and start serving it on a background thread; returns the URL.
+        """Take the address, build the site and start serving it on a background thread;
+        returns the URL. The address is taken first: when it cannot be used nothing is built.
 
         Raises:
-            InputError: the address cannot be used (e.g. the port is taken).
+            InputError: the address cannot be used (e.g. the port is taken), or the site folder
+                is refused by :func:`build_site`.
         """
-        self.build()
         handler = functools.partial(_Handler, directory=str(self.out))
         try:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+            httpd = ThreadingHTTPServer((self.host, self.port), handler)
         except OSError as exc:
             raise InputError(
                 f"cannot serve on {self.host}:{self.port} ({exc.strerror or exc}); pass another "
                 "port (--port 8001, or --port 0 for any free one)."
             ) from exc
+        try:
+            self.build()
+        except BaseException:
+            httpd.server_close()
+            raise
+        self._httpd = httpd
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
