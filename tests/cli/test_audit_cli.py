@@ -136,3 +136,63 @@ def test_latest_audits_the_newest_training_run_with_its_training_split() -> None
     privacy = card["sections"]["privacy"]
     assert privacy["status"] == "ok" and privacy["budget"]["members"] == 40
     assert audit_run.summary["privacy.auc"] == privacy["metrics"]["auc"]
+
+
+# -- --out: a folder gets scorecard.html; bad places refused up front; a copy never fails a run ---
+def _audit_out(user_model, out: str, *extra: str):
+    src, weights = user_model
+    return invoke(
+        "audit", str(weights), "--arch", f"{src}:TinyNet", "--arch-kwargs", '{"width": 6}',
+        "--dataset", "digits", "--checks", "clean", "--n", "20", "--quiet", "--out", out, *extra,
+    )  # fmt: skip
+
+
+def test_out_folder_gets_the_scorecard_inside_it(user_model, tmp_path: Path) -> None:
+    cdir = tmp_path / "cdir"
+    cdir.mkdir()  # an existing folder
+    out = _audit_out(user_model, str(cdir))
+    assert out.exit_code == 0, out.output
+    run = RunStore().list(kind="audit")[0]
+    assert run.status == "finished" and run.summary["clean.accuracy"] >= 0
+    stored = (run.dir / "scorecard.html").read_text()
+    assert (cdir / "scorecard.html").read_text() == stored
+    assert f"also written to: {cdir / 'scorecard.html'}" in out.output.replace("\n", "")
+    new = tmp_path / "cards"  # a new folder, named with a trailing slash
+    out = _audit_out(user_model, f"{new}/")
+    assert out.exit_code == 0, out.output
+    assert new.is_dir() and (new / "scorecard.html").is_file()
+    plain = tmp_path / "page.html"  # a file name stays a file
+    assert _audit_out(user_model, str(plain)).exit_code == 0 and plain.is_file()
+
+
+def test_out_under_a_file_is_one_error_before_any_run(user_model, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile" / "card.html", tmp_path / "afile" / "deeper" / "x.html"):
+        out = _audit_out(user_model, str(bad))
+        assert out.exit_code == 2, out.output
+        assert out.output.count("error:") == 1 and "is a file, not a folder" in out.output
+    assert RunStore().list() == []  # nothing stored
+
+
+def test_a_copy_that_cannot_be_written_never_fails_the_audit(
+    user_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trustlab.results.html as html_mod
+
+    real = html_mod.write_page
+    copy = tmp_path / "copy.html"
+
+    def refuse_the_copy(path, text):
+        if Path(path) == copy:
+            raise OSError(28, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(html_mod, "write_page", refuse_the_copy)
+    out = _audit_out(user_model, str(copy))
+    assert out.exit_code == 0, out.output
+    run = RunStore().list(kind="audit")[0]
+    assert run.status == "finished" and "clean.accuracy" in run.summary
+    assert (run.dir / "scorecard.html").is_file() and not copy.exists()
+    text = out.output.replace("\n", "")
+    assert "could not be written to" in text and "No space left" in text
+    assert "also written to" not in text

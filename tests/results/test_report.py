@@ -293,7 +293,9 @@ def test_reproduction_report_has_claims_table_and_every_seed(sce_run: Run, tmp_p
             assert text == format_number(rec[name])
             if isinstance(rec[name], float):
                 assert float(sort) == rec[name]
-    assert "metrics-row" not in page.sections  # the job rows are the seeds' table
+    # every logged step is shown: the job rows as logged, one per job
+    assert "metrics-row" in page.sections
+    assert len(page.tables["metrics-row-table"]) - 1 == len(run.metrics(phase="row"))
     assert _cells(page, "summary-table")["wall_s"][0] == format_number(run.summary["wall_s"])
 
 
@@ -388,3 +390,91 @@ def test_cli_report(_isolated_home: Path, tmp_path: Path) -> None:
     assert out.output.startswith("error: no run 99 in the results store")
     out = runner.invoke(app, ["report", "seven"])
     assert out.exit_code == 2 and "is not a run id" in out.output
+
+
+# -- --out folders, `latest`, an audit's scorecard, a reproduction's logged rows ------------------
+def test_out_with_a_trailing_slash_is_a_folder(_isolated_home: Path, tmp_path: Path) -> None:
+    run = _train_run(RunStore(_isolated_home), png=False)
+    new = tmp_path / "newdir"
+    out = runner.invoke(app, ["report", str(run.id), "--out", f"{new}/"])
+    assert out.exit_code == 0, out.output
+    assert new.is_dir() and out.output.strip() == str(new / "report.html")
+    assert (new / "report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert write_report(run, f"{tmp_path / 'py'}/") == tmp_path / "py" / "report.html"
+    (tmp_path / "afile").write_text("x")
+    out = runner.invoke(app, ["report", str(run.id), "--out", str(tmp_path / "afile" / "r.html")])
+    assert out.exit_code == 2 and "is a file, not a folder" in out.output
+
+
+def test_output_path_refuses_an_unwritable_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trustlab.results.report import output_path
+
+    monkeypatch.setattr(os, "access", lambda *_: False)
+    with pytest.raises(InputError, match="is not writable"):
+        output_path(tmp_path / "r.html", "report.html")
+
+
+def test_report_latest_is_the_newest_finished_run(_isolated_home: Path) -> None:
+    out = runner.invoke(app, ["report", "latest"])
+    assert out.exit_code == 2 and "holds none" in out.output and "trustlab runs" in out.output
+    store = RunStore(_isolated_home)
+    _train_run(store, png=False)
+    newest = store.create_run("audit", "audit-x", {})
+    newest.finish({"clean.accuracy": 0.5})
+    store.create_run("train", "still-running", {})  # not finished: not `latest`
+    out = runner.invoke(app, ["report", "latest"])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == str(newest.dir / "report.html")
+
+
+def _audit_run(store: RunStore) -> Run:
+    run = store.create_run("audit", "audit-tiny", {"checks": ["clean"]})
+    run.artifact_path("scorecard.html").write_text("<!doctype html><title>card</title>")
+    run.add_artifact("scorecard.html", kind="report")
+    run.artifact_path("scorecard.json").write_text(json.dumps({"summary": {}}))
+    run.add_artifact("scorecard.json", kind="scorecard")
+    run.finish({"clean.accuracy": 0.9, "warnings": 0})
+    return run
+
+
+class _Links(HTMLParser):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href")
+        if tag == "a" and href and not href.startswith("#"):
+            self.hrefs.append(href)
+
+
+def test_audit_report_links_its_scorecard_relative_to_the_page(tmp_path: Path) -> None:
+    run = _audit_run(RunStore(tmp_path / "home"))
+    for out in (None, tmp_path / "site" / "a" / "r.html"):
+        path = write_report(run, out)
+        text = path.read_text(encoding="utf-8")
+        page = _Page(text)
+        assert page.sections[:2] == ["run", "pages"]  # right under the header
+        hrefs = _Links(text).hrefs
+        assert len(hrefs) == 1 and not hrefs[0].startswith(("/", "http"))
+        assert (path.parent / hrefs[0]).resolve() == (run.dir / "scorecard.html").resolve()
+    assert _Links(run_report(run)).hrefs == ["scorecard.html"]
+
+
+def test_reproduction_logged_rows_are_shown(tmp_path: Path) -> None:
+    run = RunStore(tmp_path / "home").create_run("reproduce", "toy-smoke", {"experiment": "toy"})
+    rows = [{"arm": "a", "seed": s, "score": 0.5 + s / 10} for s in range(2)]
+    for i, r in enumerate(rows):
+        run.log_metrics(i, {"seed": r["seed"], "score": r["score"]}, phase="row")
+    summary = [{"arm": "a", "seeds": 2, "score": 0.55, "score_lo": 0.5, "score_hi": 0.6}]
+    table = {"keys": ["arm"], "metrics": ["score"], "rows": rows, "summary": summary}
+    run.artifact_path("table.json").write_text(json.dumps(table))
+    run.finish({"passed": True, "claims": {}})
+    page = _Page(run_report(run))
+    assert "metrics-row" in page.sections
+    logged = page.tables["metrics-row-table"]
+    assert [c[0] for c in logged[0]] == ["step", "seed", "score"]
+    assert [[c[1] for c in row] for row in logged[1:]] == [["0", "0", "0.5"], ["1", "1", "0.6"]]

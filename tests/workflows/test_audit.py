@@ -210,3 +210,41 @@ def test_a_class_missing_from_the_sample_is_none_in_json(trained) -> None:
         == 5
     )
     assert "—" in scorecard_html(card)
+
+
+# -- small samples: a warning with the threshold, the example counts next to the AUCs -------------
+def test_small_samples_are_warned_and_counts_shown(card: Scorecard) -> None:
+    from trustlab.workflows.audit import MIN_EXAMPLES, auc_standard_error
+
+    det = card.sections["detection"]
+    n_adv = det.metrics["n_adversarial"]
+    assert n_adv < MIN_EXAMPLES == 100  # SMALL attacks 60 examples
+    small = [w for w in det.warnings if w.startswith("too few examples")]
+    assert len(small) == 1, det.warnings
+    assert f"rests on {n_adv} adversarial examples" in small[0]
+    assert f"at least {MIN_EXAMPLES}" in small[0] and "standard error" in small[0]
+    for name in ("clean", "robustness", "privacy"):  # 60, 40, 60 examples: warned too
+        assert any(w.startswith("too few examples") for w in card.sections[name].warnings), name
+    assert not any("too few" in w for w in card.sections["backdoor"].warnings)
+    # the number of examples next to the AUC: the summary, and the page's summary row
+    summary = card.summary()
+    assert summary["detection.n_adversarial"] == n_adv
+    assert summary["privacy.members"] == card.sections["privacy"].metrics["members"]
+    text = scorecard_html(card)
+    assert f"adversarial examples {n_adv}" in text
+    # Hanley & McNeil: 3 positives vs 7 negatives (the reported case) are unreadable
+    assert auc_standard_error(0.37, 3, 7) > 0.15 > 0.05 > auc_standard_error(0.5, 100, 100)
+
+
+def test_no_small_sample_warning_from_enough_examples() -> None:
+    from trustlab.workflows.audit import Section, _sample_warning
+
+    assert _sample_warning(Section("clean", "c", metrics={"n": 100, "accuracy": 0.9})) is None
+    got = _sample_warning(Section("clean", "c", metrics={"n": 99, "accuracy": 0.9}))
+    assert got is not None and "99 examples" in got
+    big = {"n_adversarial": 150, "mean_auc": 0.8}
+    assert _sample_warning(Section("detection", "d", metrics=big)) is None
+    tiny = _sample_warning(Section("detection", "d", metrics={"n_adversarial": 17,
+                                                             "mean_auc": 0.37}))  # fmt: skip
+    assert tiny is not None and "AUC 0.37 rests on 17 adversarial examples" in tiny
+    assert "about 3 per held-out split" in tiny

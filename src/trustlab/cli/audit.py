@@ -73,7 +73,13 @@ def audit_cmd(
         int,
         typer.Option(help="LiRA shadow models (each a training run of the run's recipe; 0: off)."),
     ] = 0,
-    out: Annotated[Path | None, typer.Option(help="also write the HTML scorecard here.")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="also write the HTML scorecard here: a file, or a folder (existing, or ending "
+            "in /) that gets scorecard.html inside it."
+        ),
+    ] = None,
     data_root: DataRootOpt = None,
     name: Annotated[str | None, typer.Option(help="a label for the run.")] = None,
     device: DeviceOpt = "auto",
@@ -88,11 +94,13 @@ def audit_cmd(
     weights saved by safetensors.torch.save_file(model.state_dict(), "weights.safetensors").
     Pickle files (torch.save) are refused.
     """
+    from trustlab.results.report import output_path
     from trustlab.workflows.audit import run_audit
 
     kw = _kwargs(arch_kwargs)
     if kw and arch is None:
         raise InputError("--arch-kwargs needs --arch (the class they are given to).")
+    copy = None if out is None else output_path(out, "scorecard.html")
     with warnings_shown():
         run, card = run_audit(
             model,
@@ -110,7 +118,16 @@ def audit_cmd(
             progress=show_progress(not quiet),
             name=name,
         )
-    print_scorecard(run, card, out)
+    if copy is not None and not _same_file_content(copy, run.dir / "scorecard.html"):
+        copy = None  # the copy could not be written (run_audit warned; the audit is stored)
+    print_scorecard(run, card, copy)
+
+
+def _same_file_content(a: Path, b: Path) -> bool:
+    try:
+        return a.is_file() and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def print_scorecard(run: Any, card: Any, out: Path | None = None) -> None:

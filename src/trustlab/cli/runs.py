@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -97,15 +96,26 @@ def show_cmd(
 
 @command("report", area=AREA)
 def report_cmd(
-    run_id: Annotated[str, typer.Argument(help="the run's id (7, or run-000007).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            help="the run's id (7, or run-000007), or 'latest' (the newest finished run)."
+        ),
+    ],
     out: Annotated[
-        Path | None,
-        typer.Option(help="the HTML file to write (default: report.html in the run's folder)."),
+        str | None,
+        typer.Option(
+            help="the HTML file to write, or a folder (existing, or ending in /) to get "
+            "report.html inside it (default: report.html in the run's folder)."
+        ),
     ] = None,
 ) -> None:
     """Write a run's report: one self-contained HTML page (curves, images, tables, claims)."""
     from trustlab.results import RunStore
     from trustlab.results.report import write_report
+    from trustlab.workflows.audit import LATEST, latest_run
 
-    path = write_report(RunStore().get(run_id), out)
+    store = RunStore()
+    run = latest_run(store, kind=None) if run_id == LATEST else store.get(run_id)
+    path = write_report(run, out)
     typer.echo(str(path))

@@ -9,6 +9,8 @@ The page, for every kind of run (a kind it does not know gets the same generic s
 
 - **header**: kind, name, status, created and ended, attempt, seed, git commit (and whether the
   working tree had uncommitted changes), package versions, the folder; a failed run's error;
+- **pages**: links (relative to where the report is written) to the HTML pages the run stored
+  as artefacts, e.g. an audit's ``scorecard.html`` with its plots;
 - for a **reproduction** (``trustlab reproduce``, ``trustlab bench``): each claim with its
   verdict badge and detail (read from the run's summary, the statement from its ``report.md``),
   the results table as ``report.md`` shows it (``mean [lo, hi]`` over seeds; each cell sorts by
@@ -18,7 +20,8 @@ The page, for every kind of run (a kind it does not know gets the same generic s
 - **training curves**: one figure per metric family (losses, accuracies, time, ...) of every
   metric phase with at least two steps, drawn from :meth:`Run.metrics`;
 - **images**: every PNG artefact (and any PNG in the run folder), embedded, its name the caption;
-- **metrics**: every logged step of every phase, in a scrolling sortable table;
+- **metrics**: every logged step of every phase (a reproduction's per-job rows too), in a
+  scrolling sortable table;
 - **config**, the **artefacts** (name, kind, size, SHA-256) and small JSON artefacts as text.
 
 Numbers are written one way on the whole page (:func:`format_number`: 4 decimals, 4
@@ -43,6 +46,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from trustlab.errors import InputError
 from trustlab.results.html import (
@@ -63,7 +67,14 @@ from trustlab.results.html import (
 from trustlab.results.store import Run
 from trustlab.utils.format import NOT_APPLICABLE, format_interval, format_value
 
-__all__ = ["format_number", "metric_family", "run_report", "training_figures", "write_report"]
+__all__ = [
+    "format_number",
+    "metric_family",
+    "output_path",
+    "run_report",
+    "training_figures",
+    "write_report",
+]
 
 #: PNGs larger than this are listed, not embedded (the page stays a size a browser opens)
 MAX_IMAGE_BYTES = 8 * 2**20
@@ -80,7 +91,8 @@ _STYLE = Raw(
     "<style>.tl-scroll{max-height:32rem;overflow:auto;margin:.6rem 0;width:fit-content;"
     "max-width:100%}"
     ".tl-scroll table{margin:0}.tl-scroll thead th{position:sticky;top:0;z-index:1}"
-    ".tl-wide{overflow-x:auto}details pre{max-height:28rem}</style>"
+    ".tl-wide{overflow-x:auto}details pre{max-height:28rem}"
+    ".tl-page{font-size:1.1rem;font-weight:600}</style>"
 )
 
 
@@ -556,19 +568,46 @@ def _images_section(run: Run) -> str | None:
     return section("Images", *parts, section_id="images")
 
 
-def _metrics_sections(run: Run, skip_rows: bool) -> list[str]:
-    phases = _phases(run.metrics())
-    if skip_rows:
-        phases.pop("row", None)
+def _metrics_sections(run: Run) -> list[str]:
     out = []
-    for phase, rows in phases.items():
+    for phase, rows in _phases(run.metrics()).items():
         ident = re.sub(r"[^A-Za-z0-9_-]+", "-", phase)
         columns = ["step", *dict.fromkeys(k for r in rows for k in r if k not in ("step", "phase"))]
         cells = [[_value(r[c]) if c in r else NOT_APPLICABLE for c in columns] for r in rows]
         body = _scroll(table(columns, cells, table_id=f"metrics-{ident}-table"), wide=True)
         note = f"{len(rows)} logged step(s) of phase {phase!r}"
+        if run.kind == "reproduce" and phase == "row":
+            note += " (step: the job's index; the every-seed table adds each job's keys)"
         out.append(section(f"Metrics: {phase}", body, section_id=f"metrics-{ident}", note=note))
     return out
+
+
+def _pages_section(run: Run, folder: Path) -> str | None:
+    """Links to the run's own HTML pages (an audit's ``scorecard.html``, a bench's
+    ``matrix.html``), relative to ``folder`` (where the report is written)."""
+    pages = [
+        (a["name"], Path(a["path"]))
+        for a in run.artifacts()
+        if a["name"].lower().endswith(".html") and a["name"] != "report.html"
+    ]
+    if not pages:
+        return None
+    parts = []
+    for name, path in pages:
+        href = quote(Path(os.path.relpath(path, folder)).as_posix())
+        what = _PAGE_TEXT.get(name, "a page this run stored")
+        parts.append(
+            Raw(f'<p class="tl-page"><a href="{esc(href)}">{esc(name)}</a>: {esc(what)}</p>')
+        )
+    return section("Pages", *parts, section_id="pages", note="in the run's folder")
+
+
+#: what a run's own page holds (the link's text on the report)
+_PAGE_TEXT = {
+    "scorecard.html": "the audit's scorecard: every check's numbers, budget, warnings and plots "
+    "(ROC curves, reversed triggers, adversarial examples)",
+    "matrix.html": "the attack x defense matrix",
+}
 
 
 def _config_section(run: Run) -> str | None:
@@ -605,13 +644,16 @@ def _artifacts_section(run: Run, shown: Iterable[str]) -> str | None:
 
 
 # -- the page -------------------------------------------------------------------------------------
-def run_report(run: Run) -> str:
-    """The HTML page of ``run``: header, claims and results (a reproduction), summary, training
-    curves, embedded images, metrics, config and artefacts (see the module). Self-contained:
-    inline styles and script, PNGs as ``data:`` URIs.
+def run_report(run: Run, folder: str | os.PathLike[str] | None = None) -> str:
+    """The HTML page of ``run``: header, links to the run's own pages (an audit's scorecard),
+    claims and results (a reproduction), summary, training curves, embedded images, metrics,
+    config and artefacts (see the module). Self-contained: inline styles and script, PNGs as
+    ``data:`` URIs.
 
     Args:
         run: a stored run (any kind and status), e.g. ``RunStore().get(7)``.
+        folder: where the page will be written; the links to the run's pages are relative to
+            it (default None: the run's folder).
 
     Returns:
         The page's HTML text.
@@ -629,6 +671,7 @@ def run_report(run: Run) -> str:
     report_md = _read_text(run.dir / "report.md")
     title, head = _header(run)
     sections: list[tuple[str, str | None]] = [("run", section(title, *head, section_id="run"))]
+    sections.append(("pages", _pages_section(run, Path(folder) if folder else run.dir)))
     sections.append(("claims", _claims_section(run, report_md)))
     sections.append(("matrix", _matrix_section(run)))
     results = _results_sections(run, report_md)
@@ -638,7 +681,7 @@ def run_report(run: Run) -> str:
     sections.append(("summary", _summary_section(run)))
     sections.append(("curves", _curves_section(run)))
     sections.append(("images", _images_section(run)))
-    for part in _metrics_sections(run, skip_rows=bool(results)):
+    for part in _metrics_sections(run):
         sections.append((_section_id(part), part))
     sections.append(("config", _config_section(run)))
     sections.append(("artefacts", _artifacts_section(run, shown=("table.json",))))
@@ -659,6 +702,7 @@ def run_report(run: Run) -> str:
 
 _LABELS = {
     "run": "run",
+    "pages": "pages",
     "claims": "claims",
     "results": "results",
     "seeds": "every seed",
@@ -677,13 +721,57 @@ def _section_id(part: str) -> str:
     return match.group(1) if match else "section"
 
 
+def output_path(out: str | os.PathLike[str], filename: str) -> Path:
+    """Where ``--out`` writes a page: a folder (one that exists, or a string ending in ``/``)
+    gets ``filename`` inside it, anything else is the file itself. Checked before any work:
+    a path under a file, or in a folder that cannot be written, is one :class:`InputError`.
+    Nothing is created.
+
+    Args:
+        out: the ``--out`` value as given (a ``str`` keeps its trailing ``/``; ``Path`` drops it).
+        filename: the page's name inside a folder, e.g. ``"report.html"``.
+
+    Returns:
+        The file to write.
+
+    Raises:
+        InputError: ``out`` is empty, lies under a file, or its folder cannot be written.
+
+    Example:
+        >>> output_path("site/", "report.html"), output_path("site/r.html", "report.html")
+        (PosixPath('site/report.html'), PosixPath('site/r.html'))
+    """
+    text = os.fspath(out)
+    if not str(text).strip():
+        raise InputError("--out is empty; pass a file (page.html) or a folder (site/).")
+    path = Path(text)
+    if str(text).endswith(("/", os.sep)) or path.is_dir():
+        path = path / filename
+    # the nearest existing ancestor must be a folder this process can write
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(
+            f"cannot write {path}: {parent} is a file, not a folder. Pass --out a file in a "
+            "folder (site/page.html) or a folder (site/)."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(
+            f"cannot write {path}: the folder {parent} is not writable. Pass --out a place you "
+            "can write."
+        )
+    return path
+
+
 def write_report(run: Run, out: str | os.PathLike[str] | None = None) -> Path:
     """Write :func:`run_report` of ``run`` atomically (a reader never sees half a page).
 
     Args:
         run: a stored run.
         out: the file to write (default None: ``report.html`` in the run's folder); a folder
-            gets ``report.html`` inside it; missing parent folders are created.
+            (one that exists, or a string ending in ``/``) gets ``report.html`` inside it;
+            missing parent folders are created (:func:`output_path`).
 
     Returns:
         The path written.
@@ -694,11 +782,11 @@ def write_report(run: Run, out: str | os.PathLike[str] | None = None) -> Path:
     Example:
         >>> write_report(RunStore().get(7), "site/run-7.html")  # doctest: +SKIP
         PosixPath('site/run-7.html')
+        >>> write_report(RunStore().get(7), "site/")  # doctest: +SKIP
+        PosixPath('site/report.html')
     """
-    text = run_report(run)
-    path = run.dir / "report.html" if out is None else Path(out)
-    if path.is_dir():
-        path = path / "report.html"
+    path = run.dir / "report.html" if out is None else output_path(out, "report.html")
+    text = run_report(run, folder=path.parent.absolute())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_page(path, text)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -81,7 +82,9 @@ __all__ = [
     "check_detection",
     "check_privacy",
     "check_robustness",
+    "auc_standard_error",
     "default_eps",
+    "latest_run",
     "parse_checks",
     "run_audit",
     "scorecard_html",
@@ -227,8 +230,12 @@ HEADLINES: dict[str, list[tuple[str, str]]] = {
     "clean": [("accuracy", "accuracy")],
     "robustness": [("robust accuracy (worst case)", "robust_accuracy")],
     "backdoor": [("classes flagged", "flagged_count"), ("largest anomaly index", "max_anomaly")],
-    "privacy": [("best attack AUC", "auc"), ("TPR at 1% FPR", "tpr_at_1fpr")],
-    "detection": [("detection AUC (LID)", "mean_auc")],
+    "privacy": [
+        ("best attack AUC", "auc"),
+        ("TPR at 1% FPR", "tpr_at_1fpr"),
+        ("members (and as many non-members)", "members"),
+    ],
+    "detection": [("detection AUC (LID)", "mean_auc"), ("adversarial examples", "n_adversarial")],
 }
 
 
@@ -1000,6 +1007,73 @@ def audit(
     return card
 
 
+#: the fewest examples a check's headline number is read from without a warning. Below it a
+#: rate's 95% interval is wider than ±10 points (0.98 / sqrt(n)) and an AUC's standard error
+#: (Hanley & McNeil 1982) is above about 0.04 for members vs non-members, 0.08 for detection
+#: (whose held-out splits hold a fifth of the adversarial examples): differences of that size
+#: are sampling noise, not a property of the model.
+MIN_EXAMPLES = 100
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """The standard error of a ROC-AUC measured on ``positives`` and ``negatives`` examples
+    (Hanley & McNeil, Radiology 1982); ``nan`` without both.
+
+    Example:
+        >>> round(auc_standard_error(0.5, 100, 100), 3)
+        0.041
+    """
+    if positives < 1 or negatives < 1 or not math.isfinite(auc):
+        return math.nan
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
+    return math.sqrt(max(var, 0.0))
+
+
+def _sample_warning(s: Section) -> str | None:
+    """A warning when ``s``'s headline number rests on fewer than :data:`MIN_EXAMPLES`
+    examples (see there why), with the number's uncertainty at that size."""
+    m = s.metrics
+    need = f"the audit needs at least {MIN_EXAMPLES} to read it (raise --n or the budget)"
+    if s.name in ("clean", "robustness") and isinstance(m.get("n"), int):
+        n = m["n"]
+        if n >= MIN_EXAMPLES:
+            return None
+        what = "accuracy" if s.name == "clean" else "robust accuracy"
+        return (
+            f"too few examples to read: the {what} rests on {n} examples, so its 95% interval "
+            f"is up to ±{98 / math.sqrt(max(n, 1)):.0f} points wide; {need}."
+        )
+    if s.name == "privacy" and isinstance(m.get("members"), int):
+        n = m["members"]
+        if n >= MIN_EXAMPLES:
+            return None
+        se = auc_standard_error(float(m.get("auc", 0.5)), n, n)
+        return (
+            f"too few examples to read: the AUC {m.get('auc', math.nan):.2f} rests on {n} members "
+            f"vs {n} non-members (standard error about {se:.2f}: ±{1.96 * se:.2f} at 95%); "
+            f"{need}."
+        )
+    if s.name == "detection" and isinstance(m.get("n_adversarial"), int):
+        n = m["n_adversarial"]
+        if n >= MIN_EXAMPLES:
+            return None
+        per_split = max(1, round(0.2 * n))  # a held-out split: 20% of the inputs
+        auc = m.get("mean_auc")
+        auc = float(auc) if isinstance(auc, float) else math.nan
+        se = auc_standard_error(auc if math.isfinite(auc) else 0.5, per_split, 2 * per_split)
+        return (
+            f"too few examples to read: the detection AUC {auc:.2f} rests on {n} adversarial "
+            f"examples, about {per_split} per held-out split (vs {2 * per_split} clean and "
+            f"noise-matched inputs), so its standard error is about {se:.2f} (±{1.96 * se:.2f} "
+            f"at 95%; chance is 0.5); the audit needs at least {MIN_EXAMPLES} adversarial "
+            "examples (raise --n or --eps)."
+        )
+    return None
+
+
 def _run_check(check: str, ctx: _Ctx) -> Section:
     t0, c0 = time.perf_counter(), time.process_time()
     with progress_bar(f"audit: {check}", STEPS[check], ctx.progress) as bar:
@@ -1017,6 +1091,8 @@ def _run_check(check: str, ctx: _Ctx) -> Section:
             s.warnings.append(
                 f"not run: {s.reason}" if s.status == "skipped" else f"failed: {s.reason}"
             )
+        elif (small := _sample_warning(s)) is not None:
+            s.warnings.append(small)
     s.wall_s = round(time.perf_counter() - t0, 2)
     s.cpu_s = round(time.process_time() - c0, 2)
     return s
@@ -1259,14 +1335,35 @@ def scorecard_html(card: Scorecard) -> str:
 LATEST = "latest"
 
 
-def _latest_train(store: RunStore) -> Run:
-    runs = store.list(status="finished", kind="train", limit=1)
-    if not runs:
+def latest_run(store: RunStore, kind: str | None = "train") -> Run:
+    """What ``latest`` names on the command line: the newest finished run of ``kind`` (``None``:
+    of any kind), e.g. ``trustlab audit latest`` (a training run), ``trustlab report latest``
+    (any run).
+
+    Args:
+        store: the results store.
+        kind: the run kind (default ``"train"``; None: any).
+
+    Raises:
+        InputError: the store holds no such run (the message says what to pass instead).
+
+    Example::
+
+        latest_run(RunStore()).id, latest_run(RunStore(), kind=None).kind
+    """
+    runs = store.list(status="finished", kind=kind, limit=1)
+    if runs:
+        return runs[0]
+    if kind == "train":
         raise InputError(
             f"`latest` names the newest finished training run, and {store.root} holds none; "
             "train one first (`trustlab train`) or pass a run id or a model file."
         )
-    return runs[0]
+    what = "finished run" if kind is None else f"finished {kind} run"
+    raise InputError(
+        f"`latest` names the newest {what}, and {store.root} holds none; pass a run id "
+        "(`trustlab runs` lists them)."
+    )
 
 
 def run_audit(
@@ -1300,7 +1397,10 @@ def run_audit(
         shadows: LiRA shadow models (default 0: threshold attacks only); needs a training run,
             whose config is the recipe.
         data_root: the folder of file-based datasets.
-        out: also write the HTML page here.
+        out: also write the HTML page here: a file, or a folder (one that exists, or a string
+            ending in ``/``) that gets ``scorecard.html`` inside it. Checked before the run is
+            created; written after the run is finished (a copy that cannot be written is a
+            warning, never a failed audit).
         device, seed, progress: as :func:`audit`.
         name: a label for the run (default ``audit-<target>``).
         store: the results store (default ``$TRUSTLAB_HOME``).
@@ -1316,6 +1416,7 @@ def run_audit(
     """
     from trustlab.attacks.evasion.base import parse_eps
     from trustlab.results.html import write_page
+    from trustlab.results.report import output_path
     from trustlab.workflows.targets import is_run_ref, load_target_model
 
     names = parse_checks(checks)
@@ -1324,6 +1425,7 @@ def run_audit(
     if eps is not None and not 0 < parse_eps(eps) <= 1:
         raise InputError(f"--eps must be in (0, 1], e.g. 8/255; got {eps}.")
     budget = (Budget(shadows=shadows) if shadows else Budget()).capped(n)  # checks n
+    copy = None if out is None else output_path(out, "scorecard.html")
     store = store or RunStore()
     dev = resolve_device(device)
     source: Run | None = None
@@ -1338,7 +1440,7 @@ def run_audit(
         label = f"{arch.rsplit(':', 1)[-1]} from {Path(target).name}"
     else:
         if target == LATEST:
-            source = _latest_train(store)
+            source = latest_run(store)
             target = str(source.id)
         elif is_run_ref(target):
             source = store.get(target)
@@ -1403,7 +1505,15 @@ def run_audit(
         run.add_artifact("scorecard.json", kind="scorecard")
         write_page(run.artifact_path("scorecard.html"), text)
         run.add_artifact("scorecard.html", kind="report")
-        if out is not None:
-            write_page(out, text)
         run.finish(card.summary())
+    if copy is not None:
+        # after the run is finished: a copy that cannot be written never fails the audit
+        try:
+            write_page(copy, text)
+        except OSError as exc:
+            warnings.warn(
+                f"the audit is stored (run {run.id}: {run.dir / 'scorecard.html'}), but its "
+                f"copy could not be written to {copy}: {exc.strerror or exc}.",
+                stacklevel=2,
+            )
     return run.refresh(), card
