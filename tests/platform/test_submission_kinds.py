@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from trustlab.cli import app
+from trustlab.errors import InputError
 from trustlab.platform.benchmarks import get_benchmark
 from trustlab.platform.sandbox import SandboxOutcome
 from trustlab.platform.submissions import submit
@@ -81,11 +82,13 @@ def test_robustness_model_is_scored(tmp_path):
     assert res.run.config["submission"]["kind"] == "model"
     details = json.loads((res.run.dir / "evaluation.json").read_text())["details"]
     assert details["report"]["n"] == 20 and details["sanity"]
-    # a pickle is refused (recorded as a failure of the submission, not run)
+    # a pickle is refused in this process from its bytes (a mistake of the command: nothing
+    # is recorded)
     torch.save(net.state_dict(), tmp_path / "net.pt")
-    bad = submit(str(tmp_path / "net.pt"), bench, kind="model",
-                 arch=f"{tmp_path / 'net.py'}:Net", store=store)  # fmt: skip
-    assert not bad.ok and bad.failure == "raised" and "safetensors" in bad.reason
+    with pytest.raises(InputError, match="torch.save file"):
+        submit(str(tmp_path / "net.pt"), bench, kind="model",
+               arch=f"{tmp_path / 'net.py'}:Net", store=store)  # fmt: skip
+    assert [r.id for r in store.list()] == [res.run.id]
 
 
 def test_privacy_training_defense(tmp_path):
@@ -136,7 +139,7 @@ def test_cli_submit_prints_scores_then_cache_hit(tmp_path, monkeypatch):
 
 def test_cli_submit_failure_exits_1(tmp_path):
     path = tmp_path / "broken.py"
-    path.write_text("raise RuntimeError('broken at import')\n")
+    path.write_text("raise RuntimeError('broken at import')\n\nclass X:\n    pass\n")
     out = CliRunner().invoke(
         app, ["submit", "--defense", f"{path}:X", "--benchmark", "backdoor-quick"]
     )

@@ -35,7 +35,11 @@ def submit_cmd(
         ),  # fmt: skip
     ] = None,
     label: Annotated[
-        str | None, typer.Option(help="its name on the leaderboard (default: the class name).")
+        str | None,
+        typer.Option(
+            help="its name on the leaderboard (default: the class name; for a model, the run "
+            "id of a trustlab checkpoint or the file's stem). Not changed by a cache hit."
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
@@ -64,10 +68,12 @@ def submit_cmd(
     where = f"run {res.run.id}"
     out.print(escape(f"{bench.name} v{bench.version} ({bench.short_hash}): {res.label}, {where}"))
     if res.cached:
-        out.print(
-            f"cached: evaluated before on this benchmark version ({where}); nothing was run.",
-            highlight=False,
-        )
+        line = (f"cached: evaluated before as {res.label}, {where} (the same code on this "
+                "benchmark version); nothing was run.")  # fmt: skip
+        if label is not None and " ".join(label.split()) != res.label:
+            line += (f" The label is not changed: --label {label} names a new evaluation only "
+                     "(change the code to evaluate it again).")  # fmt: skip
+        out.print(escape(line), highlight=False, soft_wrap=True)
     if not res.ok:
         why = escape(res.reason)
         err_console.print(

@@ -67,6 +67,7 @@ __all__ = [
     "Benchmark",
     "MalformedSubmission",
     "Metric",
+    "STAGES",
     "benchmark_from_dict",
     "canonical_json",
     "defense_protocol",
@@ -75,6 +76,24 @@ __all__ = [
 
 
 TAKES = ("defense", "model")
+#: the stages of a sandboxed evaluation, in order, and whose work each is (``"benchmark"``: the
+#: benchmark's own set-up, no code of the submission runs; ``"submission"``: the submission's
+#: code runs, or is scored)
+STAGES = {
+    "starting": "benchmark",
+    "loading the submission": "submission",
+    "loading data": "benchmark",
+    "planting attacks": "benchmark",
+    "training the benchmark's model": "benchmark",
+    "running the submission": "submission",
+    "scoring": "submission",
+}
+
+
+def _no_stage(stage: str, detail: str = "") -> None:
+    """The default stage callback: nothing."""
+
+
 EVALUATORS = ("backdoor", "robustness", "privacy")
 
 
@@ -239,18 +258,32 @@ class Benchmark:
                                    **merged)  # fmt: skip
 
     # -- evaluation (in the sandbox's child process) ----------------------------------------
-    def evaluate(self, submission: Any) -> dict[str, Any]:
+    def evaluate(
+        self, submission: Any, stage: Callable[[str, str], None] | None = None
+    ) -> dict[str, Any]:
         """Score ``submission`` (the loaded defense class, or the loaded ``nn.Module``):
         ``{"scores": {metric: {"mean", "lo", "hi", "values"}}, "primary", "higher_is_better",
         "details"}``. Runs the user's code: call it in the sandbox
         (:func:`trustlab.platform.sandbox.run_sandboxed`), not in your own process.
 
+        Args:
+            submission: the loaded defense class or model.
+            stage: called with ``(stage, detail)`` as the evaluation moves on (default None):
+                the stages of :data:`STAGES` from ``"loading data"`` on (``"planting attacks"``
+                and ``"training the benchmark's model"`` are the benchmark's own work), the
+                detail e.g. ``"badnets, seed 0"``. The sandbox writes them down, so that a
+                timeout says where it hit.
+
         Raises:
             MalformedSubmission: the submission's output has the wrong type or shape.
+
+        Example::
+
+            bench.evaluate(MyDefense, stage=lambda s, d: print(s, d))
         """
         fn = {"backdoor": _evaluate_backdoor, "robustness": _evaluate_robustness,
               "privacy": _evaluate_privacy}[self.evaluator]  # fmt: skip
-        scores, primary, details = fn(self, submission)
+        scores, primary, details = fn(self, submission, stage or _no_stage)
         return {
             "scores": scores,
             "primary": primary,
@@ -606,7 +639,9 @@ def _adapter(defense: Any, protocol: str) -> type:
     return type("SubmittedDefense", (), {"run_case": classmethod(run_case)})
 
 
-def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]:
+def _evaluate_backdoor(
+    bench: Benchmark, defense: Any, stage: Callable[[str, str], None]
+) -> tuple[dict, str, dict]:
     import torch
 
     from trustlab.attacks.backdoor.artifact import train_backdoor
@@ -619,6 +654,7 @@ def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]
 
     protocol = defense_protocol(defense)
     d, b = bench.data, bench.budget
+    stage("loading data", str(d["dataset"]))
     train, test = load_dataset(d["dataset"], "train"), load_dataset(d["dataset"], "test")
     if "train_size" in d:
         train = train.stratified(int(d["train_size"]))
@@ -633,6 +669,7 @@ def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]
         for seed in bench.seeds:
             rows = []
             for attack in bench.attacks:
+                stage("planting attacks", f"{attack}, seed {seed}")
                 torch.manual_seed(derive_seed(seed, "init"))
                 model = ModelSpec.for_data(bench.model["arch"], train).build()
                 settings = TrainSettings(**{**bench.model["train"],
@@ -641,6 +678,7 @@ def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]
                                      int(d["target"]), seed)  # fmt: skip
                 budget = TrainSettings(**{**bench.model["train"], "epochs": b["defense_epochs"],
                                           "seed": derive_seed(seed, "def")})  # fmt: skip
+                stage("running the submission", f"against {attack}, seed {seed}")
                 out = run_defense(name, art, train, test, budget, {}, seed=seed)
                 rows.append(out)
                 cells.append({"attack": attack, "seed": seed, **out})
@@ -654,7 +692,9 @@ def _evaluate_backdoor(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]
 
 
 # -- robustness-quick --------------------------------------------------------------------------
-def _evaluate_robustness(bench: Benchmark, model: Any) -> tuple[dict, str, dict]:
+def _evaluate_robustness(
+    bench: Benchmark, model: Any, stage: Callable[[str, str], None]
+) -> tuple[dict, str, dict]:
     import torch
 
     from trustlab.attacks.evasion.evaluate import evaluate_robustness
@@ -663,10 +703,13 @@ def _evaluate_robustness(bench: Benchmark, model: Any) -> tuple[dict, str, dict]
     from trustlab.data import load_dataset
 
     d, b = bench.data, bench.budget
+    stage("loading data", str(d["dataset"]))
     data = load_dataset(d["dataset"], d["split"]).stratified(int(d["size"]))
+    stage("running the submission", "a first forward pass")
     _check_logits(model, data.x[:2], int(d["classes"]), "the submitted model")
     model = model.cpu().float()
     torch.manual_seed(bench.seeds[0])
+    stage("scoring", f"the {bench.attacks[0]} attack cascade and the sanity checks")
     report = evaluate_robustness(
         model, data, make_suite(bench.attacks[0], model, float(b["eps"])),
         batch_size=int(b["batch_size"]), device="cpu",
@@ -682,7 +725,9 @@ def _evaluate_robustness(bench: Benchmark, model: Any) -> tuple[dict, str, dict]
 
 
 # -- privacy-quick -----------------------------------------------------------------------------
-def _evaluate_privacy(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]:
+def _evaluate_privacy(
+    bench: Benchmark, defense: Any, stage: Callable[[str, str], None]
+) -> tuple[dict, str, dict]:
     import torch
     from torch import nn
 
@@ -705,6 +750,7 @@ def _evaluate_privacy(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]:
             "train(dataset, seed) nor defend(model, private_train, test)."
         )
     d = bench.data
+    stage("loading data", str(d["dataset"]))
     full_train, test = load_dataset(d["dataset"], "train"), load_dataset(d["dataset"], "test")
     private = full_train.stratified(int(d["members"]))
     outside = test.stratified(int(d["non_members"]))
@@ -713,14 +759,17 @@ def _evaluate_privacy(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]:
     is_member = torch.cat([torch.ones(len(private)), torch.zeros(len(outside))]).bool()
     per_seed, details = [], []
     for seed in bench.seeds:
+        stage("running the submission", f"seed {seed}")
         inst = defense() if inspect.isclass(defense) else defense
         if protocol == "train":
             model = inst.train(private, seed)
         else:
+            stage("training the benchmark's model", f"seed {seed}")
             torch.manual_seed(derive_seed(seed, "init"))
             base = ModelSpec.for_data(bench.model["arch"], private).build()
             settings = TrainSettings(**{**bench.model["train"], "seed": derive_seed(seed, "train")})
             Trainer(base, settings, device="cpu").fit(private, None)
+            stage("running the submission", f"defend(), seed {seed}")
             model = inst.defend(base, private, test)
             model = getattr(model, "model", model)
         if not isinstance(model, nn.Module):
@@ -729,6 +778,7 @@ def _evaluate_privacy(bench: Benchmark, defense: Any) -> tuple[dict, str, dict]:
             )
         _check_logits(model, test.x[:2], test.num_classes, f"{protocol}()'s model")
         model = model.cpu().eval()
+        stage("scoring", f"the membership attacks, seed {seed}")
         row: dict[str, float] = {"test_accuracy": evaluate(model, test, device="cpu")["accuracy"]}
         index = torch.arange(len(data))
         for attack in bench.attacks:

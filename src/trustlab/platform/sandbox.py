@@ -48,9 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from trustlab.errors import InputError
-from trustlab.platform.benchmarks import Benchmark, MalformedSubmission, benchmark_from_dict
+from trustlab.platform.benchmarks import (
+    STAGES,
+    Benchmark,
+    MalformedSubmission,
+    benchmark_from_dict,
+)
 
-__all__ = ["FAILURES", "SandboxOutcome", "run_sandboxed"]
+__all__ = ["FAILURES", "STAGES", "SandboxOutcome", "check_limits", "run_sandboxed", "stage_text"]
 
 #: the kinds of failure
 FAILURES = ("raised", "timeout", "memory", "malformed")
@@ -59,6 +64,8 @@ MIN_MEMORY_MB = 1024
 _MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory",
                  "std::bad_alloc", "not enough memory")  # fmt: skip
 _LOG_TAIL = 4000
+#: the file the child writes its current stage to (``{"stage", "detail"}``)
+STAGE_FILE = "stage.json"
 
 
 @dataclass
@@ -113,17 +120,11 @@ def run_sandboxed(
     Raises:
         InputError: a bad limit.
     """
-    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise InputError(f"the timeout must be a positive number of seconds, got {timeout!r}.")
-    if not isinstance(memory_mb, int) or memory_mb < MIN_MEMORY_MB:
-        raise InputError(
-            f"the memory limit must be at least {MIN_MEMORY_MB} MiB (importing torch alone needs "
-            f"about 600), got {memory_mb!r}."
-        )
+    check_limits(timeout, memory_mb)
     with tempfile.TemporaryDirectory(prefix="trustlab-sandbox-") as tmp:
         folder = Path(tmp)
         task = {"benchmark": benchmark.to_dict(), "submission": dict(submission),
-                "memory_mb": memory_mb}  # fmt: skip
+                "memory_mb": memory_mb, "parent": os.getpid()}  # fmt: skip
         (folder / "task.json").write_text(json.dumps(task))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
@@ -144,12 +145,87 @@ def run_sandboxed(
                 _kill_group(proc)
         wall = time.monotonic() - start
         log_text = _tail(log_path)
+        stage = read_stage(folder)
         if timed_out:
-            return SandboxOutcome(
-                False, failure="timeout", wall_s=wall, log=log_text,
-                reason=f"the evaluation ran past its time limit of {timeout:g} s and was stopped.",
-            )  # fmt: skip
-        return _read_outcome(folder / "result.json", proc.returncode, wall, log_text, benchmark)
+            reason = f"the evaluation ran past its time limit of {timeout:g} s and was stopped"
+            if stage and STAGES[stage["stage"]] == "benchmark":
+                reason += (f" {stage_text(stage)}: the benchmark alone needs more time than "
+                           "this; raise --timeout")  # fmt: skip
+            elif stage:
+                reason += f" {stage_text(stage)}"
+            return SandboxOutcome(False, failure="timeout", wall_s=wall, log=log_text,
+                                  reason=reason + ".")  # fmt: skip
+        out = _read_outcome(folder / "result.json", proc.returncode, wall, log_text, benchmark)
+        if not out.ok:
+            out.reason = _with_stage(out.reason, stage)
+        return out
+
+
+def check_limits(timeout: Any, memory_mb: Any) -> None:
+    """Refuse a time or memory limit the sandbox cannot run under (before anything starts).
+
+    Args:
+        timeout: seconds, a finite number > 0.
+        memory_mb: MiB, an integer of at least :data:`MIN_MEMORY_MB`.
+
+    Raises:
+        InputError: a bad limit, named with the fix.
+
+    Example::
+
+        check_limits(600, 4096)  # fine; check_limits(0, 4096) raises
+    """
+    ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+    if not (ok and math.isfinite(timeout) and timeout > 0):
+        raise InputError(
+            f"the timeout must be a positive number of seconds (e.g. --timeout 600), got "
+            f"{timeout!r}."
+        )
+    if not isinstance(memory_mb, int) or isinstance(memory_mb, bool) or memory_mb < MIN_MEMORY_MB:
+        raise InputError(
+            f"the memory limit must be at least {MIN_MEMORY_MB} MiB (importing torch alone needs "
+            f"about 600; e.g. --memory-mb 4096), got {memory_mb!r}."
+        )
+
+
+def read_stage(folder: Path) -> dict[str, str]:
+    """The last stage the child wrote (``{"stage", "detail"}``; empty when it wrote none)."""
+    try:
+        doc = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("stage") not in STAGES:
+        return {}
+    return {"stage": str(doc["stage"]), "detail": str(doc.get("detail", ""))[:200]}
+
+
+def stage_text(stage: Mapping[str, str]) -> str:
+    """Where an evaluation was, for a failure's reason: ``"while the benchmark was planting
+    attacks (badnets, seed 0; its own work, before or between the submission's code)"``, or
+    ``""`` when unknown.
+
+    Example::
+
+        stage_text({"stage": "running the submission", "detail": "seed 0"})
+        # 'while running the submission (seed 0)'
+    """
+    name = stage.get("stage", "")
+    if name not in STAGES:
+        return ""
+    detail = stage.get("detail", "")
+    if STAGES[name] == "benchmark":
+        extra = "; " + detail if detail else ""
+        return (f"while the benchmark was {name} (its own work, not the submission's "
+                f"code{extra})")  # fmt: skip
+    return f"while {name}" + (f" ({detail})" if detail else "")
+
+
+def _with_stage(reason: str, stage: Mapping[str, str]) -> str:
+    """``reason`` with the stage added before its final full stop."""
+    where = stage_text(stage)
+    if not where or where in reason:
+        return reason
+    return f"{reason.rstrip().rstrip('.')} [{where}]."
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -280,14 +356,37 @@ def _load_submission(sub: Mapping[str, Any]) -> Any:
     return load_model(str(sub["weights"]))
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """Ask Linux to SIGKILL this process when the parent that started it dies (a killed
+    ``trustlab submit`` leaves no evaluation running); elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
 def _child(folder: Path) -> int:
-    """The child's whole life: limit memory, load, evaluate, write ``result.json``."""
+    """The child's whole life: limit memory, load, evaluate, write ``result.json``; the stage
+    it is in goes to ``stage.json`` as it moves on."""
     import resource
 
     from trustlab.utils.io import write_json_atomic
 
     start = time.monotonic()
     task = json.loads((folder / "task.json").read_text())
+    _die_with_parent(task.get("parent"))
+    current = {"stage": "starting", "detail": "importing torch"}
+
+    def stage(name: str, detail: str = "") -> None:
+        current.update(stage=name, detail=detail)
+        with contextlib.suppress(OSError):
+            write_json_atomic(folder / STAGE_FILE, current)
+
+    stage("starting", "importing torch")
     limit = int(task["memory_mb"]) << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     out: dict[str, Any]
@@ -296,8 +395,10 @@ def _child(folder: Path) -> int:
 
         torch.set_num_threads(1)
         bench = benchmark_from_dict(task["benchmark"])
+        stage("loading the submission", "importing its module"
+              if task["submission"]["kind"] == "defense" else "its weights and class")  # fmt: skip
         submission = _load_submission(task["submission"])
-        result = bench.evaluate(submission)
+        result = bench.evaluate(submission, stage=stage)
         out = {"ok": True, "result": result}
     except MalformedSubmission as exc:
         out = {"ok": False, "failure": "malformed", "reason": str(exc),

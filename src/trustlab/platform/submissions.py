@@ -31,9 +31,11 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.machinery
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,11 +44,20 @@ from typing import Any
 
 from trustlab.errors import InputError
 from trustlab.platform.benchmarks import Benchmark, get_benchmark
-from trustlab.platform.sandbox import SandboxOutcome, run_sandboxed
+from trustlab.platform.sandbox import SandboxOutcome, check_limits, run_sandboxed
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 
-__all__ = ["KIND", "SubmissionResult", "cache_key", "find_cached", "source_hash", "submit"]
+__all__ = [
+    "KIND",
+    "SubmissionResult",
+    "cache_key",
+    "check_object_exists",
+    "default_label",
+    "find_cached",
+    "source_hash",
+    "submit",
+]
 
 #: the kind of the runs a submission records
 KIND = "submission"
@@ -174,7 +185,7 @@ def source_hash(ref: str, *, kind: str, arch: str | None = None) -> str:
 
     Example::
 
-        source_hash("examples/submissions/backdoor_defense.py:ShrinkRepair", kind="defense")
+        source_hash("examples/submissions/backdoor_defense.py:CleanFineTune", kind="defense")
     """
     if kind == "defense":
         source, name = _split(ref, "defense")
@@ -224,6 +235,187 @@ def find_cached(store: RunStore, key: str) -> Run | None:
         if run.config.get("cache_key") == key:
             return run
     return None
+
+
+# -- checks of the command (bytes and syntax only: nothing of the user's is imported) -------
+def _module_source(source: str, ref: str, what: str) -> Path | None:
+    """The ``.py`` file of module ``source`` found without importing it (nor its parent
+    packages, which ``importlib.util.find_spec`` would import), or None when it has no Python
+    source to read (an extension module, a namespace package)."""
+    parts = source.split(".")
+    top = parts[0]
+    loaded = sys.modules.get(top)
+    if loaded is not None and getattr(loaded, "__path__", None):
+        root = Path(list(loaded.__path__)[0])
+    else:
+        spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path])
+        if spec is None:
+            raise InputError(
+                f"{what} {ref!r}: no module named {top!r} in {os.getcwd()} or on sys.path."
+            )
+        if not spec.submodule_search_locations:
+            origin = Path(spec.origin or "")
+            return origin if len(parts) == 1 and origin.suffix == ".py" else None
+        root = Path(list(spec.submodule_search_locations)[0])
+    if len(parts) == 1:
+        init = root / "__init__.py"
+        return init if init.is_file() else None
+    base = root.joinpath(*parts[1:])
+    for candidate in (base.parent / f"{base.name}.py", base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    if base.is_dir() or any(base.parent.glob(f"{base.name}.*")):
+        return None  # a namespace package or an extension module: no source to read
+    raise InputError(f"{what} {ref!r}: no module named {source!r} (looked in {root}).")
+
+
+def _top_level_names(tree: ast.Module) -> tuple[set[str], list[str], bool]:
+    """``(names bound at the top level, the classes among them, complete)``: classes,
+    functions, assignments and imports, also inside top-level ``if``/``try``/``with`` blocks;
+    ``complete`` is False when a ``from x import *`` or a module ``__getattr__`` may add more."""
+    names: set[str] = set()
+    classes: list[str] = []
+    complete = True
+
+    def targets(node: ast.AST) -> None:
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    def visit(body: list[ast.stmt]) -> None:
+        nonlocal complete
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                names.add(node.name)
+                classes.append(node.name)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+                complete = complete and node.name != "__getattr__"
+            elif isinstance(node, ast.Assign):
+                for t in node.targets:
+                    targets(t)
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                targets(node.target)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name == "*":
+                        complete = False
+                    else:
+                        names.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                for block in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, block, []) or [])
+                for handler in getattr(node, "handlers", []) or []:
+                    visit(handler.body)
+                if isinstance(node, ast.For):
+                    targets(node.target)
+
+    visit(tree.body)
+    return names, classes, complete
+
+
+def check_object_exists(spec: str, what: str) -> None:
+    """Refuse a ``file.py:Name`` / ``module:Name`` whose file or module does not define
+    ``Name``, without importing it: the source is parsed (:mod:`ast`) and its top-level
+    classes, functions, assignments and imports are looked at (also inside top-level
+    ``if``/``try`` blocks). When that cannot tell (a ``from x import *``, a module
+    ``__getattr__``, a syntax error, no Python source) nothing is refused here: the sandbox
+    then loads it and reports what goes wrong.
+
+    Args:
+        spec: ``"path/to/file.py:Name"`` or ``"pkg.module:Name"``.
+        what: what the object is, for the message (``"defense"``, ``"model class"``).
+
+    Raises:
+        InputError: the spec is malformed, the file or module is missing, or it does not
+            define ``Name`` (the message lists the classes it does define).
+
+    Example::
+
+        check_object_exists("examples/submissions/digits_net.py:DigitsNet", "model class")
+    """
+    source, name = _split(spec, what)
+    if _is_path(source):
+        path: Path | None = _file(source, f"{what} file")
+    else:
+        path = _module_source(source, spec, what)
+    if path is None or "." in name:
+        return
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return  # the sandbox reports it, with its traceback
+    names, classes, complete = _top_level_names(tree)
+    if name in names or not complete:
+        return
+    shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+    where = f"defines the classes {shown}" if classes else "defines no class"
+    raise InputError(
+        f"{what} {spec!r}: {path.name} has no top-level {name!r} (it {where}). Check the "
+        "name's spelling and case."
+    )
+
+
+def _check_model_file(weights: Path, arch: str | None) -> None:
+    """A model's weights checked in this process from their bytes (safetensors header only,
+    never unpickled): a pickle or ``torch.save`` file is refused, and without ``arch`` the
+    file must be a trustlab checkpoint (it records the spec that rebuilds its network)."""
+    if arch:
+        from trustlab.train.checkpoint import read_checkpoint_meta
+
+        read_checkpoint_meta(weights)
+        check_object_exists(arch, "model class")
+    else:
+        from trustlab.workflows.targets import check_model_checkpoint
+
+        check_model_checkpoint(weights)
+
+
+_RUN_FOLDER = re.compile(r"run-\d+")
+
+
+def default_label(ref: str, *, kind: str, source: str, bench: Benchmark, store: RunStore) -> str:
+    """The leaderboard label of a submission given without ``--label``.
+
+    A defense: its class's name. A model: the run's id (``"run-000003"``) for the weights of a
+    trustlab run (a ``run-NNNNNN`` folder of a results store), else the weights file's stem.
+    When another submission to the same benchmark already holds that label with other source
+    (a different file of the same name, an edited class), the first 7 hex digits of the source
+    hash are added (``"model-3f9a2c1"``), so that two submissions never share a label.
+
+    Args:
+        ref: the defense spec or the weights file.
+        kind: ``"defense"`` or ``"model"``.
+        source: the submission's source hash.
+        bench: the benchmark.
+        store: the results store its submissions are in.
+
+    Example::
+
+        default_label("runs/run-000003/model.safetensors", kind="model", source=h,
+                      bench=bench, store=store)  # "run-000003"
+    """
+    if kind == "defense":
+        label = _split(ref, "defense")[1]
+    else:
+        path = Path(ref).expanduser().resolve()
+        in_run = (
+            _RUN_FOLDER.fullmatch(path.parent.name)
+            and (path.parent.parent / "trustlab.db").is_file()
+        )
+        label = path.parent.name if in_run else path.stem
+    label = _check_label(label)
+    if KIND in store.kinds():
+        for run in store.list(kind=KIND):
+            sub = run.config.get("submission") or {}
+            if (run.name == f"{bench.name}/{label}" and run.status != "failed"
+                    and sub.get("source_hash") != source):  # fmt: skip
+                return f"{label}-{source[:7]}"
+    return label
 
 
 # -- submit ----------------------------------------------------------------------------------
@@ -292,11 +484,15 @@ def submit(
         raise InputError("--arch goes with --model; a defense is named by --defense alone.")
     src = source_hash(ref, kind=kind, arch=arch)
     key = cache_key(src, bench)
-    if label is None:
-        label = _split(ref, "defense")[1] if kind == "defense" else Path(ref).stem
-    label = _check_label(label)
-    timeout = float(bench.budget.get("timeout_s", 600) if timeout is None else timeout)
-    memory_mb = int(bench.budget.get("memory_mb", 4096)) if memory_mb is None else memory_mb
+    if kind == "defense":
+        check_object_exists(ref, "defense")
+    else:
+        _check_model_file(_file(ref, "model file"), arch)
+    if label is not None:
+        label = _check_label(label)
+    timeout = bench.budget.get("timeout_s", 600) if timeout is None else timeout
+    memory_mb = bench.budget.get("memory_mb", 4096) if memory_mb is None else memory_mb
+    check_limits(timeout, memory_mb)
     store = store or RunStore()
     if store.readonly:
         raise InputError(
@@ -306,29 +502,34 @@ def submit(
     hit = find_cached(store, key)
     if hit is not None:
         return SubmissionResult.from_run(hit, bench, cached=True)
+    if label is None:
+        label = default_label(ref, kind=kind, source=src, bench=bench, store=store)
 
     if kind == "defense":
         task = {"kind": "defense", "ref": _absolute_spec(ref)}
-        shown = ref
+        stored, shown = task["ref"], ref
     else:
         task = {"kind": "model", "weights": str(_file(ref, "model file")),
                 "arch": _absolute_spec(arch) if arch else None}  # fmt: skip
+        stored = task["weights"] + (f" --arch {task['arch']}" if arch else "")
         shown = f"{ref} --arch {arch}" if arch else ref
-    if notify is not None:
-        notify(
-            f"evaluating {shown} on {bench.name} v{bench.version} in a separate process (time "
-            f"limit {timeout:g} s, memory limit {memory_mb} MiB)"
-        )
-    outcome = run_sandboxed(bench, task, timeout=timeout, memory_mb=memory_mb)
     config = {
         "benchmark": bench.name,
         "benchmark_version": bench.version,
         "benchmark_hash": bench.hash,
-        "submission": {"kind": kind, "ref": shown, "label": label, "source_hash": src},
+        "submission": {"kind": kind, "ref": stored, "label": label, "source_hash": src},
         "cache_key": key,
     }
+    # the run exists (running) while the evaluation runs; a parent killed meanwhile leaves it
+    # running with a dead owner, which the store marks interrupted (never cached)
     run = store.create_run(KIND, f"{bench.name}/{label}", config)
     with recording_outcome(run):
+        if notify is not None:
+            notify(
+                f"evaluating {shown} on {bench.name} v{bench.version} as run {run.id} in a "
+                f"separate process (time limit {timeout:g} s, memory limit {memory_mb} MiB)"
+            )
+        outcome = run_sandboxed(bench, task, timeout=float(timeout), memory_mb=memory_mb)
         _record(run, outcome, bench)
     return SubmissionResult.from_run(run.refresh(), bench, cached=False)
 

@@ -17,16 +17,42 @@ from torch import nn
 from trustlab.data import ArrayDataset, load_dataset
 from trustlab.errors import InputError
 from trustlab.results import RunStore
-from trustlab.train.checkpoint import load_model
+from trustlab.train.checkpoint import load_model, read_checkpoint_meta
 from trustlab.train.trainer import check_model_fits
 from trustlab.utils.device import resolve_device
 
-__all__ = ["is_run_ref", "load_target", "load_target_model"]
+__all__ = ["check_model_checkpoint", "is_run_ref", "load_target", "load_target_model"]
 
 
 def is_run_ref(ref: str) -> bool:
     """True for a run id (``"3"``, ``"run-000003"``), False for a model file path."""
     return ref.isdigit() or ref.startswith("run-")
+
+
+def check_model_checkpoint(path: str | Path) -> None:
+    """Refuse, from its header alone (nothing is unpickled or built), a model file a command
+    would load without ``--arch``: not safetensors (a pickle, a ``torch.save`` file, damaged),
+    or a plain ``state_dict`` that records no model spec (not a trustlab checkpoint), with the
+    command-line fix.
+
+    Args:
+        path: the model file.
+
+    Raises:
+        InputError: the file cannot be loaded by itself; the message says what to add.
+
+    Example::
+
+        check_model_checkpoint("runs/run-000003/model.safetensors")  # fine
+    """
+    meta = read_checkpoint_meta(path)
+    if not meta.get("model_spec"):
+        raise InputError(
+            f"{path} is not a trustlab checkpoint: it records no model spec, so trustlab "
+            "cannot rebuild its network: add --arch file.py:Class (your model's class), "
+            "which `trustlab audit` and `trustlab submit` take, or pass a model saved by "
+            "`trustlab train`."
+        )
 
 
 def load_target_model(
@@ -55,6 +81,7 @@ def load_target_model(
         dataset, data_root = run.config.get("dataset"), run.config.get("data_root")
     else:
         path = Path(ref)
+        check_model_checkpoint(path)
     return load_model(path, device=device), dataset, data_root
 
 
