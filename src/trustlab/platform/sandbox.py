@@ -3,19 +3,24 @@
 :func:`run_sandboxed` writes the task (the benchmark's whole definition and the submission's
 reference, JSON) into a fresh temporary folder and starts ``python -m trustlab.platform.sandbox
 FOLDER`` in a new session (its own process group) with the parent's working directory and
-``OMP_NUM_THREADS=1``. The child limits its address space (``RLIMIT_AS``), loads the user's object
+``OMP_NUM_THREADS=1``. The child asks Linux to kill it when its parent dies
+(``PR_SET_PDEATHSIG``), limits its address space (``RLIMIT_AS``), loads the user's object
 (:func:`~trustlab.utils.imports.load_object`, or
 :func:`~trustlab.train.checkpoint.load_user_model` / :func:`~trustlab.train.checkpoint.load_model`
 for a model: safetensors only), scores it (:meth:`~trustlab.platform.benchmarks.Benchmark.
-evaluate`) and writes ``result.json``. The parent waits at most ``timeout`` seconds, then kills
-the whole process group; it only ever parses JSON from the child (it never unpickles anything),
-and checks the result's shape before it trusts it.
+evaluate`) and writes ``result.json``; as it goes it writes the stage it is in to
+``stage.json`` (:data:`~trustlab.platform.benchmarks.STAGES`: ``"starting"``, ``"loading the
+submission"``, ``"loading data"``, ``"planting attacks"``, ``"running the submission"``,
+``"scoring"``, ...), which a failure's reason names (:func:`stage_text`). The parent waits at
+most ``timeout`` seconds, then kills the whole process group; it only ever parses JSON from the
+child (it never unpickles anything), and checks the result's shape before it trusts it.
 
 The outcome (:class:`SandboxOutcome`) is ``ok`` with the result, or a failure of one kind:
 
 - ``"raised"``: the submission (or its loading) raised; the reason is ``"Type: message"`` and the
   traceback summary the last frames of the child's traceback;
-- ``"timeout"``: the evaluation ran past ``timeout`` seconds (the process group was killed);
+- ``"timeout"``: the evaluation ran past ``timeout`` seconds (the process group was killed); a
+  timeout in the benchmark's own work (planting its attacks, training its model) says so;
 - ``"memory"``: it ran out of memory under the limit (a ``MemoryError``, torch's "can't allocate
   memory", or the process killed by the kernel);
 - ``"malformed"``: the submission's output had the wrong type or shape

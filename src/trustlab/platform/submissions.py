@@ -2,26 +2,37 @@
 
 :func:`submit` never runs the user's code in its own process. It
 
-1. computes the submission's **source hash** from bytes alone (nothing is imported): the
-   ``.py`` file of a ``file.py:Name`` spec, or the module of a ``pkg.module:Name`` spec (every
-   ``.py`` file of its top-level package when it lives in one), plus the object's name; for a
-   model, the weights file's bytes and the ``--arch`` file's;
-2. looks for a finished evaluation under the **cache key** ``sha256(source hash : benchmark
+1. checks the command from bytes and source text alone (nothing is imported or unpickled): the
+   files and modules exist, the named class is defined at the top level of its file or module
+   (:func:`check_object_exists`, by parsing the source), a model's weights are safetensors (a
+   pickle or ``torch.save`` file is refused), a model without ``arch`` is a trustlab
+   checkpoint, the limits are possible. A mistake here is an :class:`InputError` and nothing
+   is recorded;
+2. computes the submission's **source hash** from bytes alone: the ``.py`` file of a
+   ``file.py:Name`` spec, or the module of a ``pkg.module:Name`` spec (every ``.py`` file of
+   its top-level package when it lives in one), plus the object's name; for a model, the
+   weights file's bytes and the ``--arch`` file's;
+3. looks for a finished evaluation under the **cache key** ``sha256(source hash : benchmark
    hash)`` in the results store and returns it (``cached=True``) when there is one: the same
-   submission on the same benchmark version is evaluated once;
-3. otherwise evaluates it in a child process with a time and memory limit
-   (:func:`~trustlab.platform.sandbox.run_sandboxed`) and records **one** run of kind
-   ``"submission"``, name ``"<benchmark>/<label>"``, whatever happened:
+   submission on the same benchmark version is evaluated once (under the label it had then);
+4. otherwise records **one** run of kind ``"submission"``, name ``"<benchmark>/<label>"``,
+   status ``running``, evaluates it in a child process with a time and memory limit
+   (:func:`~trustlab.platform.sandbox.run_sandboxed`) and finishes or fails the run, whatever
+   happened:
 
    - config: ``{"benchmark", "benchmark_version", "benchmark_hash", "submission": {"kind",
-     "ref", "label", "source_hash"}, "cache_key"}``;
+     "ref", "label", "source_hash"}, "cache_key"}`` (``ref``: the absolute file path, or the
+     module spec; for a model ``"<weights> --arch <file.py:Class>"``);
    - finished: summary ``{"scores": {metric: {"mean", "lo", "hi", "values"}}, "primary",
      "higher_is_better", "wall_s"}``, artefact ``evaluation.json`` (the per-attack and per-seed
      details and the tail of the child's log);
-   - failed: status ``failed``, ``run.error`` the reason, summary ``{"failure": "raised" |
-     "timeout" | "memory" | "malformed", "reason", "traceback"}``, artefact ``sandbox.log``.
+   - failed: status ``failed``, ``run.error`` the reason (with the stage the evaluation was
+     in), summary ``{"failure": "raised" | "timeout" | "memory" | "malformed", "reason",
+     "traceback"}``, artefact ``sandbox.log``.
 
-   A failed evaluation is not cached: submitting again evaluates again.
+   A failed evaluation is not cached: submitting again evaluates again. When the submitting
+   process is killed, the child dies with it and the store marks the run ``interrupted``
+   (:meth:`~trustlab.results.RunStore.mark_stale`); only finished runs are ever cache hits.
 
 Example::
 
@@ -452,22 +463,23 @@ def submit(
         benchmark: a registered benchmark's name or a :class:`Benchmark`.
         kind: ``"defense"`` or ``"model"``; must be what the benchmark takes.
         arch: a model's class (``"file.py:Class"``); None for a trustlab checkpoint.
-        label: the name on the leaderboard (default: the object's name, or the weights file's
-            stem).
+        label: the name on the leaderboard (default: :func:`default_label`). A cache hit keeps
+            the label of the earlier evaluation.
         store: the results store (default ``$TRUSTLAB_HOME``).
         timeout: wall-time limit in seconds (default: the benchmark's ``budget["timeout_s"]``).
         memory_mb: memory limit of the evaluating process in MiB (default: the benchmark's
             ``budget["memory_mb"]``).
-        notify: called with one line just before an evaluation starts (not on a cache hit);
-            default None.
+        notify: called with one line (naming the run) just before an evaluation starts (not
+            on a cache hit); default None.
 
     Returns:
         A :class:`SubmissionResult`: the scores, or the failure and its reason; ``cached`` says
         whether it came from an earlier evaluation.
 
     Raises:
-        InputError: an unknown benchmark, a kind the benchmark does not take, a missing file or
-            module, a bad label or limit. Nothing is recorded then. A failing submission is
+        InputError: an unknown benchmark, a kind the benchmark does not take, a missing file,
+            module or class, a pickle, a plain ``state_dict`` without ``arch``, a bad label or
+            limit. Nothing is recorded then. A failing submission is
             recorded and returned, never raised.
 
     Example::
