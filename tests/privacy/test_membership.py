@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from trustlab.attacks.privacy import (
     ShadowRecipe,
     ShokriAttack,
     confidence_scores,
+    entropy_scores,
     loss_scores,
 )
 from trustlab.data import load_dataset
@@ -50,6 +53,11 @@ def test_threshold_scores_are_minus_the_loss_and_the_log_max_probability() -> No
     assert loss[1] > loss[0]  # still ordered where the float32 probability is 1 for both
     conf = confidence_scores(model, data)
     assert torch.allclose(conf, logits.double().log_softmax(1).max(1).values, atol=1e-9)
+    ent = entropy_scores(model, data)  # minus the entropy, by hand from the probabilities
+    p = torch.softmax(logits.double(), 1)
+    hand = torch.tensor([sum(float(q) * math.log(float(q)) for q in row if q > 0) for row in p])
+    assert ent.dtype == torch.float64 and torch.allclose(ent, hand.double(), atol=1e-9)
+    assert ent[1] >= ent[0] and float(ent.max()) <= 0.0
 
 
 @pytest.fixture(scope="module")

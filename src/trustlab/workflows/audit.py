@@ -648,19 +648,15 @@ def check_backdoor(ctx: _Ctx, bar: Any) -> Section:
     return s
 
 
-def _entropy_scores(model: nn.Module, data: ArrayDataset, dev: torch.device) -> torch.Tensor:
-    """Minus the entropy of the softmax (float64; higher = more confident = member), the
-    label-free entropy threshold of Salem et al. (ML-Leaks, NDSS 2019)."""
-    from trustlab.train.evaluate import predict_logits
-
-    logp = torch.log_softmax(predict_logits(model, data, 512, dev).double(), 1)
-    return (logp.exp() * logp).sum(1)
-
-
 def check_privacy(ctx: _Ctx, bar: Any) -> Section:
     """Threshold membership inference (loss, confidence, entropy; LiRA with a recipe): AUC and
     TPR at 1% / 0.1% FPR of members (``train_data``) vs test examples; log-log ROC."""
-    from trustlab.attacks.privacy import confidence_scores, loss_scores, train_plus_test
+    from trustlab.attacks.privacy import (
+        confidence_scores,
+        entropy_scores,
+        loss_scores,
+        train_plus_test,
+    )
     from trustlab.metrics.detection import roc_curve
     from trustlab.metrics.privacy import membership_metrics
     from trustlab.results.plots import curves_figure
@@ -691,7 +687,7 @@ def check_privacy(ctx: _Ctx, bar: Any) -> Section:
     scores = {
         "loss": loss_scores(ctx.model, data, device=ctx.device),
         "confidence": confidence_scores(ctx.model, data, device=ctx.device),
-        "entropy": _entropy_scores(ctx.model, data, ctx.device),
+        "entropy": entropy_scores(ctx.model, data, device=ctx.device),
     }
     bar()
     if lira:

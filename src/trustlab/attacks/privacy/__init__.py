@@ -14,6 +14,7 @@ from trustlab.attacks.privacy.lira import LiRA, lira_scores, query_phi
 from trustlab.attacks.privacy.membership import (
     ShokriAttack,
     confidence_scores,
+    entropy_scores,
     logit_confidence,
     loss_scores,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ShadowRecipe",
     "ShokriAttack",
     "confidence_scores",
+    "entropy_scores",
     "dataset_fingerprint",
     "lira_scores",
     "logit_confidence",

@@ -63,6 +63,7 @@ __all__ = [
     "ClassAttackModels",
     "ShokriAttack",
     "confidence_scores",
+    "entropy_scores",
     "logit_confidence",
     "loss_scores",
 ]
@@ -95,6 +96,10 @@ def _audit_loss(a: MembershipAudit) -> torch.Tensor:
 
 def _audit_confidence(a: MembershipAudit) -> torch.Tensor:
     return confidence_scores(a.model, a.data, device=a.device)
+
+
+def _audit_entropy(a: MembershipAudit) -> torch.Tensor:
+    return entropy_scores(a.model, a.data, device=a.device)
 
 
 @PRIVACY_ATTACKS.register(
@@ -141,6 +146,30 @@ def confidence_scores(
     logits = _logits(model, ds, batch_size, device)
     phi = logit_confidence(logits, logits.argmax(-1))
     return -F.softplus(-phi)
+
+
+@PRIVACY_ATTACKS.register(
+    "entropy",
+    "entropy threshold: minus the entropy of the softmax, label-free",
+    paper="Salem, Zhang, Humbert, Berrang, Fritz, Backes. ML-Leaks: Model and Data Independent "
+    "Membership Inference Attacks and Defenses on Machine Learning Models. NDSS 2019 (the "
+    "adversary that needs no shadow model, with the entropy of the posterior as its statistic).",
+    threat="black-box: the target's outputs; needs no labels and no shadow models",
+    inputs=("model", "data"),
+    shadows=False,
+    audit=_audit_entropy,
+)
+def entropy_scores(
+    model: nn.Module,
+    data: ArrayDataset | Dataset,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """``sum_j p_j log p_j`` per example (minus the softmax's entropy; float64, higher = more
+    confident = member); needs no labels."""
+    ds = as_array_dataset(data)
+    logp = torch.log_softmax(_logits(model, ds, batch_size, device).double(), -1)
+    return (logp.exp() * logp).sum(-1)
 
 
 class ClassAttackModels(nn.Module):
