@@ -478,3 +478,21 @@ def test_reproduction_logged_rows_are_shown(tmp_path: Path) -> None:
     logged = page.tables["metrics-row-table"]
     assert [c[0] for c in logged[0]] == ["step", "seed", "score"]
     assert [[c[1] for c in row] for row in logged[1:]] == [["0", "0", "0.5"], ["1", "1", "0.6"]]
+
+
+def test_store_latest_is_the_newest_finished_run(tmp_path) -> None:
+    from trustlab.errors import InputError
+    from trustlab.results import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(InputError, match="holds none"):
+        store.latest()
+    with store.create_run("train", "a", {}) as first:
+        pass
+    with store.create_run("audit", "b", {}) as second:
+        pass
+    store.create_run("train", "still running", {})
+    assert store.latest().id == second.id
+    assert store.latest("train").id == first.id
+    with pytest.raises(InputError, match="finished mia run"):
+        store.latest("mia")

@@ -113,9 +113,8 @@ def report_cmd(
     """Write a run's report: one self-contained HTML page (curves, images, tables, claims)."""
     from trustlab.results import RunStore
     from trustlab.results.report import write_report
-    from trustlab.workflows.audit import LATEST, latest_run
 
     store = RunStore()
-    run = latest_run(store, kind=None) if run_id == LATEST else store.get(run_id)
+    run = store.latest() if run_id == "latest" else store.get(run_id)
     path = write_report(run, out)
     typer.echo(str(path))

@@ -921,6 +921,22 @@ class RunStore:
             rows = conn.execute(query, params).fetchall()
         return [self._as_run(row) for row in rows]
 
+    def latest(self, kind: str | None = None) -> Run:
+        """The newest finished run (of ``kind``; None: of any kind): what ``latest`` names on
+        the command line (``trustlab report latest``).
+
+        Raises:
+            InputError: the store holds no such run (the message says what to pass instead).
+        """
+        runs = self.list(status="finished", kind=kind, limit=1)
+        if runs:
+            return runs[0]
+        what = "finished run" if kind is None else f"finished {kind} run"
+        raise InputError(
+            f"`latest` names the newest {what}, and {self.root} holds none; pass a run id "
+            "(`trustlab runs` lists them)."
+        )
+
     def mark_stale(self) -> list[int]:
         """Mark ``running`` runs whose process is gone as ``interrupted``; returns their ids.
 

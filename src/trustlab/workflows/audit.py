@@ -1347,18 +1347,14 @@ def latest_run(store: RunStore, kind: str | None = "train") -> Run:
 
         latest_run(RunStore()).id, latest_run(RunStore(), kind=None).kind
     """
-    runs = store.list(status="finished", kind=kind, limit=1)
-    if runs:
-        return runs[0]
-    if kind == "train":
-        raise InputError(
-            f"`latest` names the newest finished training run, and {store.root} holds none; "
-            "train one first (`trustlab train`) or pass a run id or a model file."
-        )
-    what = "finished run" if kind is None else f"finished {kind} run"
+    try:
+        return store.latest(kind)
+    except InputError:
+        if kind != "train":
+            raise
     raise InputError(
-        f"`latest` names the newest {what}, and {store.root} holds none; pass a run id "
-        "(`trustlab runs` lists them)."
+        f"`latest` names the newest finished training run, and {store.root} holds none; "
+        "train one first (`trustlab train`) or pass a run id or a model file."
     )
 
 
