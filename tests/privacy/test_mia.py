@@ -92,7 +92,7 @@ def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> No
     with pytest.raises(InputError, match="has no model.safetensors"):
         run_mia(empty.id, store=store, attack="loss")
     assert len(store.list()) == before + 2  # only the two runs this test made itself
-    assert set(PRIVACY_ATTACKS.names()) == {"lira", "shokri", "loss", "confidence"}
+    assert set(PRIVACY_ATTACKS.names()) == {"lira", "shokri", "loss", "confidence", "entropy"}
 
 
 def test_every_registered_privacy_attack_has_a_card_mia_can_use() -> None:
@@ -102,7 +102,7 @@ def test_every_registered_privacy_attack_has_a_card_mia_can_use() -> None:
         if card.meta["shadows"]:
             assert card.meta["min_shadows"] >= 1
     assert PRIVACY_ATTACKS.names(shadows=True) == ["shokri", "lira"]
-    assert PRIVACY_ATTACKS.names(shadows=False) == ["loss", "confidence"]
+    assert PRIVACY_ATTACKS.names(shadows=False) == ["loss", "confidence", "entropy"]
 
 
 @pytest.mark.parametrize("attack", PRIVACY_ATTACKS.names(shadows=False))
