@@ -5,12 +5,11 @@ Two forms are accepted:
 - ``"pkg.module:Name"``: the module is imported with :func:`importlib.import_module`, so it must
   be importable (installed, or on ``PYTHONPATH``);
 - ``"path/to/file.py:Name"``: the file is loaded by its path (relative to the current directory,
-  or absolute), under a module name of its own (``trustlab_user_<hash>_<stem>``) so that two files
-  with the same name never collide. The caller needs no ``sys.path`` changes: while the file runs,
-  its own directory is put first on ``sys.path``, so it can import the modules next to it
-  (``import layers`` or ``from layers import Block``), just as ``python path/to/file.py`` would;
-  the directory is taken off ``sys.path`` again afterwards. Package-relative imports
-  (``from .layers import Block``) need a package: use the ``pkg.module:Name`` form for those.
+  or absolute), as a module of a private package of its own (``trustlab_user_<hash>``, whose
+  search path is the file's folder) so that two files with the same name never collide and
+  ``sys.path`` is never changed. The file imports the modules next to it relatively
+  (``from .layers import Block``); an absolute ``import layers`` needs the folder on
+  ``PYTHONPATH`` (the user's choice), or the ``pkg.module:Name`` form.
 
 After the colon comes an attribute name, dotted for nested objects (``"nets.py:Zoo.Small"``).
 Every failure is an :class:`~trustlab.errors.InputError` with one message that names the spec,
@@ -23,10 +22,10 @@ its own with time and memory limits (as submissions do).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import traceback
@@ -88,17 +87,20 @@ def _load_file(source: str, spec: str, what: str) -> ModuleType:
             "path). Check the path."
         )
     path = path.resolve()
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(str(path.parent).encode()).hexdigest()[:12]
+    package = f"trustlab_user_{digest}"
+    if package not in sys.modules:  # the folder as a package: relative imports, no sys.path
+        pkg_spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        pkg_spec.submodule_search_locations = [str(path.parent)]
+        sys.modules[package] = importlib.util.module_from_spec(pkg_spec)
     stem = "".join(c if c.isalnum() else "_" for c in path.stem)
-    mod_name = f"trustlab_user_{digest}_{stem}"
+    mod_name = f"{package}.{stem}"
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     if loader_spec is None or loader_spec.loader is None:  # pragma: no cover (a .py file loads)
         raise InputError(f"{what} {spec!r}: Python cannot load {path} as a module.")
     module = importlib.util.module_from_spec(loader_spec)
     # Registered before it runs, as a normal import does (dataclasses and typing look it up).
     sys.modules[mod_name] = module
-    folder = str(path.parent)
-    sys.path.insert(0, folder)
     try:
         loader_spec.loader.exec_module(module)
     except BaseException as exc:
@@ -109,9 +111,6 @@ def _load_file(source: str, spec: str, what: str) -> ModuleType:
             f"{what} {spec!r}: importing {source} failed{_where_raised(exc, path)} with "
             f"{_one_line(exc)}. Fix the file (run 'python {source}' to see the whole traceback)."
         ) from exc
-    finally:
-        with contextlib.suppress(ValueError):  # unless the file removed it itself
-            sys.path.remove(folder)
     return module
 
 
@@ -173,10 +172,10 @@ def _attribute(module: ModuleType, source: str, name: str, spec: str, what: str)
 def load_object(spec: str, *, what: str) -> Any:
     """The object that ``spec`` names: ``"pkg.module:Name"`` or ``"path/to/file.py:Name"``.
 
-    A file is loaded by its path under a unique module name, with its own folder on
-    ``sys.path`` while it runs (so it can import the modules beside it); a module is imported
-    by name. The name after the colon may be dotted (``"nets.py:Zoo.Small"``). Loading runs the
-    module's code: only load code you trust.
+    A file is loaded by its path as a module of a private package whose folder is the file's
+    (it imports the modules beside it relatively; ``sys.path`` is never changed); a module is
+    imported by name. The name after the colon may be dotted (``"nets.py:Zoo.Small"``).
+    Loading runs the module's code: only load code you trust.
 
     Args:
         spec: ``"module:Name"`` or ``"file.py:Name"`` (a relative path is relative to the
