@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -33,26 +32,46 @@ def test_bench_backdoor_smoke_matrix_and_resume(_isolated_home: Path, monkeypatc
     page = (run.dir / "matrix.html").read_text()
     assert "<table>" in page and "blind" in page and "AUROC" in page
     blind = {r["defense"]: r for r in rows if r["attack"] == "blind"}
-    # nothing in the data to find (the loss did it): no recall at all, not a miss
-    assert math.isnan(blind["spectral"]["recall"]) and "—" in page
-    # accuracies as percentages, as report.md shows them
+    # a dataset filter has nothing to read when the attack poisons its batches on the fly:
+    # the cell does not apply (no numbers, "n/a" in the matrix), it is not a miss
+    assert "recall" not in blind["spectral"] and "auroc" in blind["strip"]
     header, lines = bench.matrix(rows)
+    assert lines[1][header.index("spectral: recall of poisoned samples")] == "n/a"
+    assert "n/a" in page
+    # accuracies as percentages, as report.md shows them
     assert header[:3] == ["attack", "C-Acc", "ASR"] and lines[0][1].endswith("%")
-    # a rerun of a job skips the finished cells and reuses the stored model
+    # a cell run again (a resumed run's unfinished cell) loads the stored model
     exp = get_experiment("bench-backdoor")
     exp.workdir = run.dir / "work"
-    (exp.workdir / "cell-badnets-strip-seed0.json").unlink()
-    calls = []
-    real = bench.run_defense
-    monkeypatch.setattr(
-        bench, "run_defense", lambda name, *a, **k: calls.append(name) or real(name, *a, **k)
-    )
+
+    def no_training(*a, **k):
+        raise AssertionError("the stored model should be loaded, not trained again")
+
+    monkeypatch.setattr(bench, "train_backdoor", no_training)
+    pre = bench.BackdoorBench.presets["smoke"]
+    again = exp.run_job(pre, {"attack": "badnets", "defense": "strip"}, 0, torch.device("cpu"))
+    strip = next(r for r in rows if (r["attack"], r["defense"]) == ("badnets", "strip"))
+    assert again["auroc"] == pytest.approx(strip["auroc"])
+
+
+def test_bench_jobs_first_cells_first_and_only_applicable_ones() -> None:
     pre = bench.BackdoorBench.presets["smoke"]
     pre = type(pre)(
-        **{**pre.__dict__, "options": {**pre.options, "defenses": ["nc", "strip", "spectral"]}}
-    )
-    exp.run_job(pre, {"attack": "badnets"}, 0, torch.device("cpu"))
-    assert calls == ["strip"]
+        **{**pre.__dict__, "options": {**pre.options, "attacks": ["badnets", "blind"],
+                                       "defenses": ["spectral", "nc", "strip"]}}
+    )  # fmt: skip
+    jobs = [(j["attack"], j["defense"]) for j in get_experiment("bench-backdoor").jobs(pre)]
+    # each attack's first cell (which trains its model) before the others; blind x spectral
+    # does not apply, so blind's first cell is nc
+    assert jobs == [("badnets", "spectral"), ("blind", "nc"), ("badnets", "nc"),
+                    ("badnets", "strip"), ("blind", "strip")]  # fmt: skip
+
+
+def test_applies_names_why_a_cell_does_not_apply() -> None:
+    assert bench.applies("badnets", "spectral") is None
+    assert bench.applies("blind", "nc") is None
+    assert "no poisoned training set" in bench.applies("blind", "spectral")
+    assert bench.applies("no-such-attack", "spectral") is None  # a stored run read back later
 
 
 def test_bench_rejects_unknown_names(_isolated_home: Path) -> None:

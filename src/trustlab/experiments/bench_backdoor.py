@@ -1,13 +1,15 @@
 """``trustlab bench backdoor``: the attack x defense matrix.
 
-One job per attack: it trains the backdoored model (:func:`~trustlab.attacks.backdoor.artifact.
-train_backdoor`, stored as an artefact in the run's ``work/<attack>-seed<s>/``), then runs every
-defense against it (:func:`~trustlab.defenses.backdoor.evaluate.run_defense`), writing each
-cell to ``work/cell-<attack>-<defense>-seed<s>.json`` as it finishes. A resumed run
-(``trustlab resume ID``) reuses the stored artefacts and skips the finished cells. The table has
-one row per (attack, defense) with the defense's numbers (see ``run_defense``; a number a
-defense does not produce is empty), and ``matrix.html`` in the run folder shows the matrix:
-attacks down, defenses across, each cell with the defense's headline number.
+One job per (attack, defense) cell, spread over the workers: the first job of an attack trains
+its backdoored model (:func:`~trustlab.attacks.backdoor.artifact.train_backdoor`, stored as an
+artefact in the run's ``work/<attack>-seed<s>/``; the attacks' first cells are queued first, so
+the workers train different attacks at once), every cell runs its defense against the stored
+model (:func:`~trustlab.defenses.backdoor.evaluate.run_defense`), and each finished cell is
+stored at once. A resumed run (``trustlab resume ID``) reuses the stored artefacts and runs
+only the cells that did not finish. The table has one row per (attack, defense) with the
+defense's numbers (see ``run_defense``; a number a defense does not produce is empty; a cell
+that does not apply, :func:`applies`, has none), and ``matrix.html`` in the run folder shows
+the matrix: attacks down, defenses across, each cell with the defense's headline number.
 
 Presets: ``smoke`` (digits, cnn-small, two attacks, small defense budgets; seconds),
 ``quick`` (shapes10, ResNet-8 5 epochs; clean-label, BadNets, blend, Refool, blind x Neural
@@ -21,7 +23,6 @@ a sub-matrix. There is no claim: the bench measures; the claims live in the repr
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -36,7 +37,7 @@ from trustlab.models.spec import ModelSpec
 from trustlab.registry import BACKDOORS, DEFENSES, Registry
 from trustlab.train import TrainSettings
 from trustlab.utils.format import NOT_APPLICABLE
-from trustlab.utils.io import write_json_atomic, write_text_atomic
+from trustlab.utils.io import file_lock, write_text_atomic
 from trustlab.utils.seed import derive_seed
 
 METRICS = (
@@ -58,7 +59,10 @@ def _names(value: Any, registry: Registry, what: str) -> list[str]:
 
 def _headline(defense: str) -> tuple[str, str]:
     """``(metric, label)``: the number of ``defense`` shown in the matrix (its card's meta)."""
-    return DEFENSES.get(defense).meta["headline"]
+    try:
+        return DEFENSES.get(defense).meta["headline"]
+    except InputError:  # a stored run's defense that is no longer registered
+        return "auroc", defense
 
 
 @register_experiment
@@ -140,9 +144,16 @@ class BackdoorBench(Experiment):
     }
 
     def jobs(self, preset: Preset) -> list[dict[str, Any]]:
+        """One job per applicable (attack, defense) cell. The first cell of each attack comes
+        first, in the preset's attack order, so that the workers train the attacks' models in
+        parallel before the other cells need them (a cell whose model another worker is still
+        training waits for it: :meth:`artifact`)."""
         attacks = _names(preset.options["attacks"], BACKDOORS, "attack")
-        _names(preset.options["defenses"], DEFENSES, "defense")
-        return [{"attack": a} for a in attacks]
+        defenses = _names(preset.options["defenses"], DEFENSES, "defense")
+        cells = {a: [d for d in defenses if applies(a, d) is None] for a in attacks}
+        first = [{"attack": a, "defense": ds[0]} for a, ds in cells.items() if ds]
+        rest = [{"attack": a, "defense": d} for a, ds in cells.items() for d in ds[1:]]
+        return first + rest
 
     def _rate(self, preset: Preset, attack: str) -> float:
         """The attack's own rate where its card names one (meta ``rate``: the adversarial-patch
@@ -165,64 +176,89 @@ class BackdoorBench(Experiment):
             except InputError as exc:
                 raise InputError(f"{attack} on {preset.dataset}: {exc}") from None
 
-    def run_job(
-        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
-    ) -> dict[str, float]:
-        o = preset.options
-        train = preset.load("train")
-        test = preset.load("test")
-        attack = job["attack"]
+    def artifact(self, preset: Preset, attack: str, seed: int, device: torch.device) -> Any:
+        """The attack's backdoored model for ``seed``: trained by the first job that needs it
+        and stored in ``work/<attack>-seed<s>/``; a job of another worker that needs it
+        meanwhile waits on the folder's lock and then loads it (so does a resumed run)."""
         folder = self.work_path(f"{attack}-seed{seed}")
-        if (folder / "backdoor.json").is_file():
-            art = load_artifact(folder, device=device)
-        else:
+        with file_lock(self.work_path(f"{attack}-seed{seed}.lock")):
+            if (folder / "backdoor.json").is_file():
+                return load_artifact(folder, device=device)
+            train, test = preset.load("train"), preset.load("test")
             torch.manual_seed(derive_seed(seed, "init"))
             model = ModelSpec.for_data(preset.model, train).build()
             settings = TrainSettings(**{**preset.train, "seed": derive_seed(seed, "train")})
             art = train_backdoor(
-                attack, train, test, model, settings, self._rate(preset, attack), 0, seed, device
-            )
+                attack, train, test, model, settings, self._rate(preset, attack), 0, seed, device,
+                options=preset.options.get("attack_options", {}).get(attack),
+            )  # fmt: skip
             art.config["dataset"] = preset.dataset
             save_artifact(folder, art)
+            return load_artifact(folder, device=device)  # what the other cells load
+
+    def run_job(
+        self, preset: Preset, job: dict[str, Any], seed: int, device: torch.device
+    ) -> dict[str, float]:
+        o = preset.options
+        art = self.artifact(preset, job["attack"], seed, device)
         budget = TrainSettings(
             **{**preset.train, "epochs": o["defense_epochs"], "seed": derive_seed(seed, "def")}
         )
-        for defense in _names(o["defenses"], DEFENSES, "defense"):
-            cell = self.work_path(f"cell-{attack}-{defense}-seed{seed}.json")
-            if cell.is_file():
-                continue
-            opts = o.get("defense_options", {}).get(defense, {})
-            out = run_defense(defense, art, train, test, budget, opts, seed=seed)
-            write_json_atomic(cell, out)
-        return {"clean_acc": art.metrics["clean_acc"], "asr": art.metrics["asr"]}
+        defense = job["defense"]
+        opts = o.get("defense_options", {}).get(defense, {})
+        out = run_defense(
+            defense, art, preset.load("train"), preset.load("test"), budget, opts, seed=seed
+        )
+        return {k: float(v) for k, v in out.items() if k in METRICS}
 
     def summarize(
         self, preset: Preset, rows: list[dict[str, Any]], device: torch.device
     ) -> list[dict[str, Any]]:
-        out = []
+        """The cells in matrix order (attack-major, the preset's orders), with a row per cell
+        that does not apply (no numbers; :func:`applies` says why)."""
+        attacks = _names(preset.options["attacks"], BACKDOORS, "attack")
         defenses = _names(preset.options["defenses"], DEFENSES, "defense")
-        for row in rows:
-            for defense in defenses:
-                path = self.work_path(f"cell-{row['attack']}-{defense}-seed{row['seed']}.json")
-                cell = json.loads(path.read_text())
-                out.append(
-                    {"attack": row["attack"], "defense": defense, "seed": row["seed"],
-                     **{k: v for k, v in cell.items() if k in METRICS}}
-                )  # fmt: skip
+        seeds = sorted({r["seed"] for r in rows})
+        by_cell = {(r["attack"], r["defense"], r["seed"]): r for r in rows}
+        out = [
+            by_cell.get((a, d, s), {"attack": a, "defense": d, "seed": s})
+            for a in attacks for d in defenses for s in seeds
+        ]  # fmt: skip
         assert self.workdir is not None
         write_text_atomic(self.workdir.parent / "matrix.html", matrix_html(out, preset))
         return out
 
 
+def applies(attack: str, defense: str) -> str | None:
+    """Why ``defense`` cannot be measured against ``attack`` (``None`` when it can): a defense
+    that reads the poisoned training set (card meta ``filter``: the dataset filters, ABL) has
+    nothing to read when the attacker controls training instead of the data (injector
+    ``"loss"``: the blind backdoor, WaNet, IAD poison their batches on the fly)."""
+    try:
+        injector = BACKDOORS.get(attack).meta.get("injector")
+        reads_data = DEFENSES.get(defense).meta.get("filter")
+    except InputError:  # a name no longer registered (a stored run read back later)
+        return None
+    if reads_data and injector == "loss":
+        return (
+            "the attacker controls training, not the data: there is no poisoned training set "
+            "to inspect"
+        )
+    return None
+
+
 def matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """``(header, lines)`` of the matrix: one line per attack (C-Acc and ASR of its model, then
-    each defense's headline number, the mean over seeds; "—" where there is none). Accuracies
+    each defense's headline number, the mean over seeds; "—" where there is none, ``n/a``
+    where the defense does not apply to the attack (:func:`applies`)). Accuracies
     and success rates are percentages, as in the run's ``report.md``; the other measures
     (AUROC, DER, anomaly index, ...) are shown as they are."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
 
     def mean(attack: str, defense: str | None, key: str) -> str:
+        if defense is not None and applies(attack, defense) is not None:
+            return "n/a"
         vals = [
             float(r[key]) for r in rows
             if r["attack"] == attack and (defense is None or r["defense"] == defense) and key in r
@@ -253,7 +289,9 @@ def matrix_html(rows: list[dict[str, Any]], preset: Preset) -> str:
         table(header, lines, sortable=False, row_headers=True),
         paragraph(
             "Every number of every cell is in table.json and report.md of the run; C-Acc and "
-            "ASR are the attacked model's on the evaluation half of the test split."
+            "ASR are the attacked model's on the evaluation half of the test split. n/a: the "
+            "defense reads the poisoned training set, and the attack controls training instead "
+            "of the data (it poisons its batches on the fly), so there is none to read."
         ),
     )
 

@@ -51,3 +51,25 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the ``with`` block:
+    processes that share a folder (the workers of a reproduction) take turns, e.g. so that
+    exactly one of them trains a model the others then load. The lock is released when the
+    block ends or the process dies (``flock``); where ``fcntl`` is missing (Windows) the block
+    runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -273,14 +273,18 @@ def train_backdoor(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> BackdoorArtifact:
     """Poison ``train`` with the registered attack (:data:`~trustlab.registry.BACKDOORS`),
     train ``model`` with ``settings`` (:class:`~trustlab.train.TrainSettings`) and measure it;
-    see the module. The recipe's injector decides how the backdoor gets in."""
+    see the module. The recipe's injector decides how the backdoor gets in; ``options`` are
+    the recipe's parameters (``trustlab list backdoors`` shows them; an unknown or mistyped
+    one is an error naming the allowed ones), recorded in the artefact's config."""
     from trustlab.train import Trainer
 
     card = BACKDOORS.get(attack)
-    recipe: BackdoorRecipe = card.build()
+    card.validate(options or {})
+    recipe: BackdoorRecipe = card.build(**(options or {}))
     inject = INJECT[card.meta["injector"]]
     trigger, policy, poisoned, compute_loss = inject(
         recipe, train, rate, target, seed,
@@ -291,6 +295,8 @@ def train_backdoor(
     metrics = evaluate_backdoor(model, test, trigger, policy, device=device)
     of = recipe.of
     config = {"attack": card.name, "rate": rate, "target": target, "seed": seed, "of": of}
+    if options:
+        config["options"] = dict(options)
     idx = poisoned.poison_indices
     return BackdoorArtifact(
         model, trigger, policy, idx, config, metrics, poisoned.x[idx], poisoned.y[idx]
