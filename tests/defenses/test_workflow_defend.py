@@ -69,3 +69,27 @@ def test_a_capped_neural_cleanse_starts_lambda_at_init_cost(backdoor_run, monkey
     assert seen["nc"] == {"epochs": 3, "reset_cost_to_zero": False}
     run_defend(backdoor_run.id, "nc", device="cpu")
     assert seen["nc"] == {}  # no cap: the authors' schedule with its early stop
+
+
+def test_options_reach_the_attack_and_the_defense(backdoor_run, _isolated_home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trustlab.cli import app
+
+    run, art = run_backdoor(
+        "blend", dataset="digits", model="cnn-small", epochs=1, device="cpu",
+        options={"alpha": 0.3},
+    )  # fmt: skip
+    assert art.trigger.alpha == 0.3 and run.config["options"] == {"alpha": 0.3}
+    drun, out = run_defend(backdoor_run.id, "strip", device="cpu", options={"overlays": 4})
+    assert drun.config["options"] == {"overlays": 4} and "auroc" in out
+    runs = len(RunStore().list())
+    with pytest.raises(InputError, match="alpha"):  # an unknown parameter names the allowed
+        run_backdoor("blend", dataset="digits", model="cnn-small", options={"alfa": 0.3})
+    with pytest.raises(InputError, match="overlays"):
+        run_defend(backdoor_run.id, "strip", options={"overlay": 4})
+    out = CliRunner().invoke(app, ["defend", str(backdoor_run.id), "--options", "{overlays: 4}"])
+    assert out.exit_code == 2 and "--options is not JSON" in out.output
+    out = CliRunner().invoke(app, ["backdoor", "--attack", "blend", "--options", "[0.3]"])
+    assert out.exit_code == 2 and "--options must be a JSON object" in out.output
+    assert len(RunStore().list()) == runs

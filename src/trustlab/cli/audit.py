@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from trustlab.cli.common import (
     QuietOpt,
     SeedOpt,
     command,
+    json_object,
     stdout,
     warnings_shown,
 )
@@ -23,20 +23,6 @@ from trustlab.utils.progress import show_progress
 
 AREA = "Evaluation platform"
 CHECK_NAMES = "clean, robustness, backdoor, privacy, detection"
-
-
-def _kwargs(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"--arch-kwargs is not JSON ({exc.msg}); pass an object, e.g. '{{\"width\": 16}}'."
-        ) from None
-    if not isinstance(value, dict):
-        raise InputError(f"--arch-kwargs must be a JSON object, got {type(value).__name__}.")
-    return value
 
 
 @command("audit", area=AREA)
@@ -97,7 +83,7 @@ def audit_cmd(
     from trustlab.results.report import output_path
     from trustlab.workflows.audit import run_audit
 
-    kw = _kwargs(arch_kwargs)
+    kw = json_object("--arch-kwargs", arch_kwargs, '{"width": 16}')
     if kw and arch is None:
         raise InputError("--arch-kwargs needs --arch (the class they are given to).")
     copy = None if out is None else output_path(out, "scorecard.html")

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from trustlab.cli.common import DataRootOpt, DeviceOpt, QuietOpt, SeedOpt, command
+from trustlab.cli.common import (
+    DataRootOpt,
+    DeviceOpt,
+    OptionsOpt,
+    QuietOpt,
+    SeedOpt,
+    command,
+    json_object,
+)
 from trustlab.utils.progress import show_progress
 
 AREA = "Backdoors"
@@ -31,6 +39,7 @@ def backdoor_cmd(
     batch_size: Annotated[int, typer.Option(help="batch size.")] = 64,
     data_root: DataRootOpt = None,
     name: Annotated[str | None, typer.Option(help="a name for the stored run.")] = None,
+    options: OptionsOpt = None,
     quiet: QuietOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -44,7 +53,7 @@ def backdoor_cmd(
 
     run, art = run_backdoor(
         attack, dataset, model, rate, target, epochs, lr, batch_size, data_root, name, device,
-        seed, progress=show_progress(not quiet),
+        seed, progress=show_progress(not quiet), options=json_object("--options", options),
     )  # fmt: skip
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **art.metrics}))
 
@@ -62,6 +71,7 @@ def defend_cmd(
         ),
     ] = None,
     data_root: DataRootOpt = None,
+    options: OptionsOpt = None,
     quiet: QuietOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -74,6 +84,7 @@ def defend_cmd(
     from trustlab.workflows.defend import run_defend
 
     run, out = run_defend(
-        artefact, defense, epochs, data_root, device, seed, progress=show_progress(not quiet)
-    )
+        artefact, defense, epochs, data_root, device, seed, progress=show_progress(not quiet),
+        options=json_object("--options", options),
+    )  # fmt: skip
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))

@@ -101,6 +101,35 @@ WorkersOpt = Annotated[
 ]
 FirstSeedOpt = Annotated[int, typer.Option("--seed", help="first seed.")]
 
+OptionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--options",
+        help="the method's parameters as a JSON object, e.g. '{\"k\": 4}' (`trustlab list` "
+        "shows each method's parameters and defaults).",
+    ),
+]
+
+
+def json_object(flag: str, text: str | None, example: str = '{"k": 4}') -> dict[str, Any]:
+    """The JSON object a flag's ``text`` holds (``{}`` when empty); one clear error otherwise."""
+    import json
+
+    from trustlab.errors import InputError
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{flag} is not JSON ({exc.msg}); pass an object, e.g. '{example}'."
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} must be a JSON object, got {type(value).__name__}.")
+    return value
+
+
 #: the width of output that is not a terminal (a file, a pipe, CI): wide enough for any table
 PIPE_WIDTH = 10_000
 

@@ -60,12 +60,15 @@ def run_backdoor(
     seed: int = 0,
     progress: bool = False,
     store: RunStore | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[Run, BackdoorArtifact]:
     """Train a backdoored ``model`` on ``dataset`` with the registered ``attack``
     (:data:`~trustlab.registry.BACKDOORS`) and store it as a ``backdoor`` run; returns
-    ``(run, artefact)``. See the module."""
+    ``(run, artefact)``. ``options`` are the attack's parameters (its card's). See the
+    module."""
     card = BACKDOORS.get(attack)  # unknown names fail here, before anything is stored
     attack = card.name
+    card.validate(options or {})
     rate = check_float("--rate", rate, 0, 1, fix="It is a fraction, e.g. 0.1 for 10%.")
     settings = parse_config(
         TrainSettings, {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
@@ -82,11 +85,14 @@ def run_backdoor(
     config: dict[str, Any] = {
         "attack": attack, "dataset": dataset, "model": model, "rate": rate, "target": target,
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+        **({"options": dict(options)} if options else {}),
     }  # fmt: skip
     store = store or RunStore()
     run = store.create_run("backdoor", name or f"{attack}-{dataset}", config, seed=seed)
     with recording_outcome(run):
-        art = train_backdoor(attack, train, test, net, settings, rate, target, seed, dev, progress)
+        art = train_backdoor(
+            attack, train, test, net, settings, rate, target, seed, dev, progress, options
+        )
         art.config.update(config)
         save_artifact(run.dir, art)
         for f in ARTIFACT_FILES:

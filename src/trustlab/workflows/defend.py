@@ -117,11 +117,14 @@ def run_defend(
     seed: int = 0,
     progress: bool = False,
     store: RunStore | None = None,
+    options: dict[str, Any] | None = None,
 ) -> tuple[Run, dict[str, float]]:
     """Run the registered ``defense`` against ``artefact`` (a backdoor run id or artefact
-    folder) and store a ``defend`` run; returns ``(run, metrics)``. See the module."""
+    folder) and store a ``defend`` run; returns ``(run, metrics)``. ``options`` are the
+    defense's parameters (its card's; ``epochs`` sets the budget). See the module."""
     card = DEFENSES.get(defense)  # unknown names fail here, before anything is stored
     defense = card.name
+    card.validate(options or {})
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be >= 1, got {epochs}.")
     if epochs is not None and not card.meta.get("trains"):
@@ -135,15 +138,17 @@ def run_defend(
         raise InputError(f"the artefact in {folder} does not name its dataset.")
     train = load_dataset(dataset, "train", root=data_root)
     test = load_dataset(dataset, "test", root=data_root)
-    options: dict[str, Any] = {}
+    given = dict(options or {})
+    options = dict(given)
     settings = None
     if epochs is not None and card.meta.get("budget") == "options":
-        options = {"epochs": epochs}
+        options["epochs"] = epochs
         if defense == "nc":  # a budgeted scan: lambda from 1e-3, not 0 for its first epochs
-            options["reset_cost_to_zero"] = False
+            options.setdefault("reset_cost_to_zero", False)
     elif epochs is not None:  # the training budget of the models the defense trains
         settings = TrainSettings(epochs=epochs, lr=0.05, batch_size=64, seed=seed)
-    config = {"artefact": str(folder), "defense": defense, "epochs": epochs, "seed": seed}
+    config = {"artefact": str(folder), "defense": defense, "epochs": epochs, "seed": seed,
+              **({"options": given} if given else {})}  # fmt: skip
     run = store.create_run("defend", f"{defense}-{folder.name}", config, seed=seed)
     keep: dict[str, Any] = {}
     with recording_outcome(run):
