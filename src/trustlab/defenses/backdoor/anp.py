@@ -51,8 +51,8 @@ anp_batchnorm.py``. trustlab's choices (defaults and deviations):
   trained network the backdoor does not sit in a few neurons that ANP's perturbation exposes.
   Trained 10 epochs (C-Acc 98.3%, ASR 100%), 800 iterations of batch 32 (87 s): threshold 0.2
   prunes 5 neurons (C-Acc 97.8%, ASR 100%), 0.5 prunes 10 (91.7%, 100%), 0.7 prunes 19 (77.2%,
-  ASR 0%): the backdoor neurons do get the lowest masks, but not below the authors' 0.2 within
-  this budget on a network this small.
+  ASR 0%): the 19 lowest masks include the neurons that carry the backdoor, but they stay
+  above the authors' 0.2 within this budget on a network this small.
   An iteration costs ~0.35 s (batch 128, 16x16) to ~1.1 s (batch 128, 32x32 ``resnet8``): the
   authors' 2000 iterations are 12-40 minutes on one core. On a weak ``shapes10`` ``resnet8``
   (C-Acc 30%, ASR 97%), 20 iterations (30 s) pruned 4.2% and gave ASR 77% at C-Acc 20%.
