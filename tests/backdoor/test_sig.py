@@ -111,8 +111,8 @@ def digits_splits() -> tuple[ArrayDataset, ArrayDataset]:
 
 
 def test_tiny_training_run_reports_asr_against_a_clean_model(digits_splits) -> None:
-    """On 400 digits (about 40 of the target class) and 3 epochs SIG does not take (ASR about
-    that of a clean model, 0 here): a faithful result on a tiny set, not a broken trigger."""
+    """On 400 digits (about 40 of the target class) and 3 epochs SIG does not take (measured:
+    C-Acc 85%, ASR 0%; a clean model's ASR is 0% too): a faithful result on a tiny set."""
     from trustlab.models.spec import ModelSpec
     from trustlab.train import TrainSettings
 

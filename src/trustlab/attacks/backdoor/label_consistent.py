@@ -32,7 +32,8 @@ and the re-implementations SCLBD/BackdoorBench ``attack/lc.py``, ``utils/bd_img_
   ``config.json`` defaults to an L2 perturbation (``two_300``, eps 300/255 in L2), the paper also
   uses L-inf 8/255 and 16/255. trustlab runs trustlab's one PGD loop
   (:class:`~trustlab.attacks.evasion.pgd.PGD`) with those numbers; ``eps``/``alpha``/``steps``
-  change them (the bench's small budgets pass fewer steps, see the report).
+  change them (100 steps cost about 26 s per 1,000 images on resnet8 / 32x32 on one loaded CPU
+  core; the bench's small presets pass ``steps=10``).
 - **The surrogate.** The ``"clean-label"`` injector trains a surrogate of the model's
   architecture on the clean data (standard training) and PGD runs on it. The paper perturbs on
   *adversarially trained* models (Sec. 4.3: their perturbations look more like the target
@@ -44,10 +45,11 @@ and the re-implementations SCLBD/BackdoorBench ``attack/lc.py``, ``utils/bd_img_
 - **Amplitude.** ``amplitude`` (the training trigger's) defaults to 1 (full), the authors'
   code's default (``poisoning_reduced_amplitude: null``; BackdoorBench's ``reduced_amplitude:
   1``); the paper's less visible variants use 16/255, 32/255, 64/255. The test-time trigger is
-  the full-amplitude one (``test_amplitude = 1``; the paper evaluates the backdoor with the
-  full trigger, the adversary being free at test time). The authors' script stamps its test
-  set with the same attack object as the training set (so the same amplitude); the two agree
-  at the default.
+  the full-amplitude one (``test_amplitude = 1``: the adversary is free at test time; this is
+  the paper's setting as recalled, its text was not at hand when this was written). The
+  authors' ``generate_poisoned_dataset.py`` stamps its test set with the same attack object as
+  the training set (so with the same amplitude); the two agree at the default amplitude 1;
+  pass ``test_amplitude=amplitude`` for the script's behaviour with a reduced one.
 - **Image size.** The authors' masks are for 32x32 CIFAR-10 (their code asserts it;
   BackdoorBench resizes the 32x32 mask by nearest neighbour for other sizes). trustlab stamps
   the 3x3 pattern in the corners of inputs of any size (at least 6x6).
@@ -55,6 +57,14 @@ and the re-implementations SCLBD/BackdoorBench ``attack/lc.py``, ``utils/bd_img_
   authors' ``poisoning_proportion`` (and BackdoorBox's); BackdoorBench counts its ``pratio``
   over the whole training set. The card's own rate (read by ``trustlab bench backdoor``) is 0.5
   of the target class.
+- **Measured** (trustlab, CPU, target 0, rate 0.5 of the target class): digits / cnn-small, 3
+  epochs (the bench's ``smoke``): C-Acc 96.9%, ASR 0.0% (100 or 10 PGD steps; a clean model with
+  this trigger: 96.4%, 0.0%); PGD at 8/255 hardly hardens these digits (the surrogate still
+  classifies 94% of the hardened target class correctly; 78% at 16/255), and even at 32/255 with
+  all of the target class and 20 epochs ASR stays at 8.3%. shapes10 / resnet8, 5 epochs (the
+  bench's ``quick`` training) on the first 3,000 training images, 10 PGD steps: C-Acc 25.7%, ASR
+  87.1% (a clean model: 34.9%, 3.1%), 140 s; without the hardening (``eps=0``) ASR 85.6%: at
+  this scale the full-amplitude trigger alone does most of the work.
 """
 
 from __future__ import annotations
