@@ -111,3 +111,5 @@ def test_i_bau_rejects_bad_settings() -> None:
         IBAU(portion=0)
     with pytest.raises(InputError, match="rounds"):
         IBAU(rounds=0)
+    with pytest.raises(InputError, match="n_clean"):
+        IBAU(n_clean=0)
