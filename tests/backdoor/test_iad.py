@@ -59,6 +59,11 @@ def test_the_generators_are_the_authors_sizes() -> None:
     assert IADGenerator(1, 1, 16, 2)(torch.rand(2, 1, 16, 16)).shape == (2, 1, 16, 16)
     assert (InputAwareTrigger(1).channel_init, InputAwareTrigger(1).steps) == (16, 2)
     assert (InputAwareTrigger(3).channel_init, InputAwareTrigger(3).steps) == (32, 3)
+    a, b = InputAwareTrigger(1, seed=4).state()[1], InputAwareTrigger(1, seed=4).state()[1]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the seed decides the initial weights
+    assert not torch.equal(
+        a["G.net.0.0.weight"], InputAwareTrigger(1, seed=5).pattern_net.net[0][0].weight
+    )
     with pytest.raises(InputError, match="divisible"):
         InputAwareTrigger(1)(torch.rand(2, 1, 10, 10))
 

@@ -18,7 +18,8 @@ pixels whatever the size, trustlab keeps ``k = 4`` on 16x16 digits too).
 
 Each batch (the authors' ``train``): the first ``num_bd = int(pc * batch)`` samples are warped
 and relabelled by the label policy (all-to-one to the target by default; the authors take them
-regardless of their class, so are target-class samples here), the next
+whatever their class, and so does trustlab: under all-to-one a target-class sample keeps its
+label), the next
 ``num_cross = int(num_bd * cross_ratio)`` are the *noise mode*: warped by the grid plus a
 per-sample random perturbation ``U(-1, 1) / H`` (clamped), labels kept, so that the model
 learns the exact warp and not any warp; the rest stay clean; the loss is the cross-entropy of
@@ -26,12 +27,13 @@ the whole batch. Defaults ``pc = 0.1``, ``cross_ratio = 2`` (the authors').
 
 trustlab's choices and deviations:
 
-- ``rate``: ``pc`` is the recipe's ``pc`` (default 0.1, equal to ``train_backdoor``'s default
-  ``rate``); the ``"loss"`` injector does not hand ``rate`` to ``recipe.loss`` today, so a
-  different ``rate`` reaches WaNet only as ``loss(..., rate=...)`` or the recipe's ``pc``.
-- The brief's noise amplitude ``2 / H`` is not the authors': their code draws
-  ``torch.rand(...) * 2 - 1`` and divides it by ``input_height`` (``U(-1, 1) / H``); that is
-  what is implemented.
+- ``rate``: the backdoor ratio ``pc`` of each batch is the recipe's ``pc`` (default 0.1,
+  equal to ``train_backdoor``'s default ``rate``); ``recipe.loss(trigger, policy, rate=r)``
+  sets ``pc = r`` (the class sets ``loss_uses_rate = True`` for an injector that hands
+  ``rate`` over; today's ``"loss"`` injector does not, so ``pc`` decides).
+- The noise mode's amplitude is the authors' code's: it draws
+  ``torch.rand(...) * 2 - 1`` and divides it by ``input_height``: ``U(-1, 1) / H`` in grid
+  units (not ``2 / H``).
 - Non-square images: the x displacement is divided by ``W`` and the y one by ``H`` (the authors
   use square images and ``input_height`` for both).
 - The authors apply their augmentation (random crop 5, rotation 10) *after* warping; the
@@ -40,13 +42,23 @@ trustlab's choices and deviations:
   seeds from ``(seed, epoch)``: same seed, same run; the warp field itself is drawn from the
   recipe's ``seed``.
 
-Measured (digits, cnn-small, 1437 images, 3 epochs, lr 0.05, batch 64, pc 0.1): see the tests
-and docs; the numbers are in ``/work/notes/21-wanet-iad.md``.
+Measured (digits: 1437 training and 360 test images of 16x16; cnn-small; 3 epochs, SGD lr
+0.05, batch 64, all-to-one to class 0; one seed; CPU):
+
+- the paper's ``s = 0.5`` (a warp of at most about half a pixel here): C-Acc 96.7%, ASR 2.8%
+  (a clean model: 96.4% / 0.0%); 10 epochs: 97.5% / 2.8%. WaNet is slow to learn (the
+  authors train 1,000 epochs): the noise mode forbids every warp but the exact one; without it
+  (``cross_ratio = 0``) ``s = 2`` reaches 70% ASR in 3 epochs, with it 9.6%;
+- stronger warps, 3 epochs: ``s = 1`` 4.0%, ``s = 2`` 9.6%, ``s = 4`` 23.5% (batch 32:
+  32.7%; a clean model 0.6%), ``s = 8`` 18.8%, C-Acc 95-97% throughout; ``pc = 0.3``: ASR
+  29% but C-Acc 73%;
+- shapes10 (10,000 images 3x32x32), ResNet-8, 5 epochs (the bench's quick settings), the
+  paper's defaults: C-Acc 73.8%, ASR 14.3%, 107 s CPU.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -249,6 +261,9 @@ class WaNet(BackdoorRecipe):
         art = train_backdoor("wanet", train, test, model, settings)
         art.metrics["asr"], art.poison_indices.numel()  # (..., 0): nothing was poisoned
     """
+
+    #: ``loss(..., rate=r)`` makes the backdoor ratio ``pc = r``
+    loss_uses_rate: ClassVar[bool] = True
 
     def __init__(
         self,
