@@ -7,7 +7,9 @@ send ``x'`` to the target while the *cross* inputs ``x + (G(x2) - x) * M(x2)`` (
 another input ``x2``) keep their labels, so that a trigger works only on the input it was made
 for. Re-implemented from the authors' code (github.com/VinAIResearch/input-aware-backdoor-attack-
 release: ``train.py``, ``config.py``, ``networks/models.py``, ``networks/blocks.py``;
-SCLBD/BackdoorBench ``attack/inputaware.py`` follows it):
+SCLBD/BackdoorBench ``attack/inputaware.py`` and ``config/attack/inputaware/default.yaml``
+follow it, with its ``pratio`` as ``p_attack``, ``p_cross = p_attack`` and 25
+``clean_train_epochs`` of mask pre-training):
 
 - **Generators** (:class:`IADGenerator`, the authors' ``Generator``): ``steps`` x (conv-BN-ReLU,
   conv-BN-ReLU, max-pool 2), a middle conv block, ``steps`` x (bilinear upsampling 2, two conv

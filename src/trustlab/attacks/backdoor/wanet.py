@@ -4,7 +4,9 @@ The trigger is a fixed, smooth, small geometric warp of the whole image
 (:class:`WarpTrigger`), and the attacker controls training (:class:`WaNetLoss`, the trainer's
 ``compute_loss``): the data stays clean and every batch is poisoned on the fly, as in the
 authors' ``train.py`` (github.com/VinAIResearch/Warping-based_Backdoor_Attack-release, read with
-its ``config.py``; SCLBD/BackdoorBench ``attack/wanet.py`` follows the same code).
+its ``config.py``; SCLBD/BackdoorBench ``attack/wanet.py`` and
+``config/attack/wanet/default.yaml`` follow the same code and defaults, with its ``pratio`` as
+``pc``, rounded at random when ``pc * batch < 1``, which trustlab does not do).
 
 The warp field, as the authors build it: ``k x k`` control displacements uniform in ``[-1, 1]``
 (two channels, x and y), divided by their mean absolute value, upsampled bicubically
