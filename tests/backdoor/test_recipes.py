@@ -81,7 +81,15 @@ def _old_poisoning(name: str, train, rate: float):
     return trig, poison_dataset(train, trig, policy, rate=rate, of=of, seed=SEED)
 
 
-@pytest.mark.parametrize("name", BACKDOORS.names())
+#: the recipes whose poisoning has a reference here: the seven original attacks and every later
+#: plain data poisoning (checked against make_poisoning); the other new ones have their own tests
+REFERENCED = [
+    n for n in BACKDOORS.names()
+    if BACKDOORS.get(n).meta["injector"] == "data" or n in ("blind", "clean-label")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", REFERENCED)
 def test_every_recipe_trains_with_the_old_poison(tiny, name: str) -> None:
     train, test = tiny
     card = BACKDOORS.get(name)

@@ -39,6 +39,8 @@ OPTIONS = {
     "ac": {},
     "fine-pruning": {},
     "adv-filter": {"eps": 0.1, "alpha": 0.05, "steps": 2},
+    "anp": {"iterations": 5},  # cnn-small has no BatchNorm: NaN cells (tested in test_anp)
+    "i-bau": {"rounds": 1},
 }
 
 
@@ -48,18 +50,21 @@ def test_every_defense_runs_on_an_artefact_without_touching_it(badnets, name: st
     before = {k: v.clone() for k, v in art.model.state_dict().items()}
     settings = TrainSettings(epochs=1, lr=0.05, batch_size=64, seed=0)
     keep: dict = {}
-    out = run_defense(name, art, train, test, settings, OPTIONS[name], seed=0, keep=keep)
+    opts = OPTIONS.get(name, {})
+    out = run_defense(name, art, train, test, settings, opts, seed=0, keep=keep)
     assert out["asr"] > 0.5 and 0 <= out["clean_acc"] <= 1
     assert all(isinstance(v, float) for v in out.values())
     for k in ("precision", "recall", "auroc", "tpr", "fpr", "der", "asr_after"):
         if k in out and not math.isnan(out[k]):
             assert 0 <= out[k] <= 1, (k, out[k])
-    assert name == "strip" or "report" in keep
+    assert DEFENSES.get(name).meta["protocol"] == "input-detector" or "report" in keep
     after = art.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # defenses work on copies
     if name == "strip":  # triggered inputs are lower-entropy: better than chance
         assert out["auroc"] > 0.6
-    if name in ("nc", "fine-pruning", "adv-filter"):
+    if DEFENSES.get(name).meta["protocol"] in ("repairer", "inspector") or name in (
+        "adv-filter", "abl"
+    ):  # fmt: skip
         assert {"clean_acc_after", "asr_after", "der"} <= set(out)
 
 

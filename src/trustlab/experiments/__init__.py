@@ -8,6 +8,7 @@ none of them.
 
 from trustlab.experiments import (  # noqa: F401  (each module registers its reproductions)
     advtrojan,
+    backdoor_breadth,
     backdoors,
     bench_backdoor,
     camouflage,

@@ -221,10 +221,12 @@ def _inject_data(
 def _inject_loss(
     recipe: BackdoorRecipe, train: ArrayDataset, rate: float, target: int, seed: int, **_: Any
 ) -> Injected:
-    """The ``"loss"`` injector: clean data (nothing poisoned), a compromised loss."""
+    """The ``"loss"`` injector: clean data (nothing poisoned), a compromised loss (given
+    ``rate``, the fraction of each batch it poisons, when the recipe takes it)."""
     policy = recipe.policy(target, train.num_classes)
     trigger = recipe.trigger(train, seed)
-    compute_loss = recipe.loss(trigger, policy)
+    per_batch = {"rate": rate} if recipe.loss_uses_rate else {}
+    compute_loss = recipe.loss(trigger, policy, **per_batch)
     clean = poison_dataset(train, trigger, policy, rate=0.0, seed=seed)
     return trigger, policy, clean, compute_loss
 

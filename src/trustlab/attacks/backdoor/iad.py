@@ -56,8 +56,7 @@ trustlab's choices and deviations:
   (the authors' loader augments before the trigger too).
 - ``rate``: the backdoor fraction ``p_attack`` is the recipe's (default 0.1, equal to
   ``train_backdoor``'s default ``rate``); ``recipe.loss(trigger, policy, rate=r)`` sets
-  ``p_attack = r`` (``loss_uses_rate = True``; today's ``"loss"`` injector does not hand
-  ``rate`` over, so ``p_attack`` decides).
+  ``p_attack = r`` (``loss_uses_rate = True``: ``train_backdoor``'s ``rate`` is ``p_attack``).
 - Two identical images in a diversity pair (possible when two shuffles meet) give a zero
   distance whose square root has an infinite gradient; the mean squared distance is floored
   at 1e-12 before the root (the authors' independently augmented loaders make such pairs

@@ -72,6 +72,9 @@ class BackdoorRecipe:
 
     #: what ``rate`` counts: ``"dataset"`` (the whole training set) or ``"eligible"``
     of: ClassVar[str] = "dataset"
+    #: a ``"loss"`` recipe whose :meth:`loss` takes ``rate=`` (the fraction of each batch it
+    #: poisons: WaNet, IAD); the others (the blind backdoor) ignore the rate
+    loss_uses_rate: ClassVar[bool] = False
 
     def trigger(self, data: ArrayDataset, seed: int = 0, **surrogate: Any) -> Trigger:
         """The trigger for inputs shaped like ``data``'s (random parts drawn from ``seed``)."""

@@ -31,8 +31,7 @@ trustlab's choices and deviations:
 
 - ``rate``: the backdoor ratio ``pc`` of each batch is the recipe's ``pc`` (default 0.1,
   equal to ``train_backdoor``'s default ``rate``); ``recipe.loss(trigger, policy, rate=r)``
-  sets ``pc = r`` (the class sets ``loss_uses_rate = True`` for an injector that hands
-  ``rate`` over; today's ``"loss"`` injector does not, so ``pc`` decides).
+  sets ``pc = r`` (``loss_uses_rate = True``: ``train_backdoor``'s ``rate`` is ``pc``).
 - The noise mode's amplitude is the authors' code's: it draws
   ``torch.rand(...) * 2 - 1`` and divides it by ``input_height``: ``U(-1, 1) / H`` in grid
   units (not ``2 / H``).
