@@ -11,14 +11,14 @@ defense's numbers (see ``run_defense``; a number a defense does not produce is e
 that does not apply, :func:`applies`, has none), and ``matrix.html`` in the run folder shows
 the matrix: attacks down, defenses across, each cell with the defense's headline number.
 
-Presets: ``smoke`` (digits, cnn-small, two attacks, small defense budgets; seconds),
-``quick`` (shapes10, ResNet-8 5 epochs; clean-label, BadNets, blend, Refool, blind x Neural
-Cleanse, STRIP, spectral signatures, activation clustering, fine-pruning, the adversarial
-filter; the defenses' CPU budgets: NC a budgeted 5 epochs (lambda from 1e-3; the default
-schedule would take about 12 times as long), STRIP 50 overlays instead of 100,
-fine-pruning's fine-tuning and the adversarial filter's PGD-3 training 2 epochs each; the
-longest attack, clean-label with its surrogate, first). ``--attacks`` and ``--defenses`` pick
-a sub-matrix. There is no claim: the bench measures; the claims live in the reproductions.
+Presets: ``smoke`` (digits, cnn-small, BadNets and blind x every defense, small budgets;
+seconds), ``quick`` (every attack x every defense on shapes10: a fixed 5,000 training and 1,000
+test images, ResNet-8 5 epochs; the defenses' CPU budgets: 2 training epochs for the models
+they train, Neural Cleanse a budgeted 5 epochs from lambda 1e-3, STRIP 20 overlays, ANP 100
+iterations of 64, IAD the MNIST-size generator with 2 mask epochs; the longest trainings
+first). ``--attacks`` and ``--defenses`` pick a sub-matrix; ``defense_epochs`` ``None`` lets
+every defense train with its own defaults. There is no claim: the bench measures; the claims
+live in the reproductions (``backdoor-breadth`` for the newer methods).
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ class BackdoorBench(Experiment):
     ``auroc``, ``clean_acc_after``, ``asr_after``, ``der``; empty where a defense produces none);
     ``matrix.html`` in the run folder shows each cell's headline number. No claim: the bench
     measures. Presets: ``smoke`` (cnn-small on digits, BadNets and blind x every defense;
-    seconds), ``quick`` (ResNet-8 on shapes10, 5 epochs, clean-label, BadNets, blend, Refool and
-    blind x every defense; minutes on 2 CPU cores); options ``attacks`` and ``defenses``
-    (:func:`bench_options`) pick a sub-matrix.
+    seconds), ``quick`` (ResNet-8 on shapes10, 5 epochs, every attack x every defense; under 30
+    minutes on 2 CPU cores); options ``attacks`` and ``defenses`` (:func:`bench_options`) pick
+    a sub-matrix.
 
     Example::
 

@@ -18,8 +18,11 @@ The attacks are the recipes registered in :data:`~trustlab.registry.BACKDOORS`
 ``badnets`` (3x3 checkerboard at the bottom-right, all-to-one), ``badnets-all2all`` (the same
 patch, ``y -> y + 1``), ``pixel`` (one white pixel, all-to-one), ``blend`` (uniform-noise
 pattern, alpha 0.2, all-to-one) and ``refool`` (an out-of-focus reflection of a bundled
-photograph on target-class images only, clean-label): the ``"data"`` injector poisons a copy
-of the training set. Two more need more than a poisoned copy of the data:
+photograph on target-class images only, clean-label) and ``sig`` (a horizontal sinusoid on
+target-class images, clean-label): the ``"data"`` injector poisons a copy of the training set.
+The others need more than a poisoned copy of the data (``lc``, the label-consistent attack,
+works like ``clean-label`` below; ``wanet`` and ``iad`` like ``blind``, poisoning a fraction
+``rate`` of each batch):
 
 - ``clean-label`` (the ``"clean-label"`` injector): the clean-label adversarial-patch backdoor
   (:mod:`~trustlab.attacks.backdoor.clean_label`): a surrogate of the same architecture (its own

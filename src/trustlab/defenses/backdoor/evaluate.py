@@ -22,7 +22,15 @@ measuring the outcome. Every defense returns a flat dict of numbers:
   retrains a fresh model on the kept samples (``filter_then_retrain``): ``clean_acc_after``,
   ``asr_after``, ``der``;
 - ``fine-pruning`` (:class:`~trustlab.defenses.backdoor.FinePruning`) on the clean half:
-  ``pruned`` (fraction of channels), ``clean_acc_after``, ``asr_after``, ``der``.
+  ``pruned`` (fraction of channels), ``clean_acc_after``, ``asr_after``, ``der``;
+- ``fine-tuning``, ``nad``, ``i-bau`` (repairers on the clean half): ``clean_acc_after``,
+  ``asr_after``, ``der``; ``anp`` also ``pruned`` (fraction of BatchNorm neurons; NaN cells for
+  a model without BatchNorm);
+- ``scale-up`` (an input detector, measured as STRIP): ``auroc``, ``tpr_at_5fpr``, ``tpr``,
+  ``fpr``;
+- ``abl`` (reads the training set, trains a fresh model on it): the isolation's
+  ``precision``, ``recall``, ``auroc`` against the poison mask, then ``clean_acc_after``,
+  ``asr_after``, ``der`` of the model it trained.
 
 DER is ``[max(0, dASR) - max(0, dACC) + 1] / 2`` (:mod:`trustlab.metrics.backdoor`). The
 defenses work on a copy: the artefact's model is never changed. ``options`` passes keyword
