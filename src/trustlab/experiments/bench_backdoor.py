@@ -13,7 +13,7 @@ the matrix: attacks down, defenses across, each cell with the defense's headline
 
 Presets: ``smoke`` (digits, cnn-small, BadNets and blind x every defense, small budgets;
 seconds), ``quick`` (every attack x every defense on shapes10: a fixed 5,000 training and 1,000
-test images, ResNet-8 5 epochs; the defenses' CPU budgets: 2 training epochs for the models
+test images, ResNet-8 8 epochs; the defenses' CPU budgets: 2 training epochs for the models
 they train, Neural Cleanse a budgeted 5 epochs from lambda 1e-3, STRIP 20 overlays, ANP 100
 iterations of 64, IAD the MNIST-size generator with 2 mask epochs; the longest trainings
 first). ``--attacks`` and ``--defenses`` pick a sub-matrix; ``defense_epochs`` ``None`` lets
@@ -78,7 +78,7 @@ class BackdoorBench(Experiment):
     ``auroc``, ``clean_acc_after``, ``asr_after``, ``der``; empty where a defense produces none);
     ``matrix.html`` in the run folder shows each cell's headline number. No claim: the bench
     measures. Presets: ``smoke`` (cnn-small on digits, BadNets and blind x every defense;
-    seconds), ``quick`` (ResNet-8 on shapes10, 5 epochs, every attack x every defense; under 30
+    seconds), ``quick`` (ResNet-8 on shapes10, 8 epochs, every attack x every defense; under 30
     minutes on 2 CPU cores); options ``attacks`` and ``defenses`` (:func:`bench_options`) pick
     a sub-matrix.
 
@@ -127,7 +127,7 @@ class BackdoorBench(Experiment):
             "resnet8",
             seeds=1,
             train=dict(
-                epochs=5, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
+                epochs=8, lr=0.05, batch_size=64, nesterov=True, warmup_epochs=1, augment="flip"
             ),
             options={
                 # the longest trainings first (IAD's generators, the surrogates of the
@@ -157,7 +157,7 @@ class BackdoorBench(Experiment):
                 },
             },  # fmt: skip
             description="under 30 minutes on 2 CPU cores: shapes10 (5,000 training and 1,000 "
-            "test images), ResNet-8 5 epochs, every attack x every defense at CPU budgets",
+            "test images), ResNet-8 8 epochs, every attack x every defense at CPU budgets",
         ),
     }
 

@@ -41,9 +41,17 @@ trustlab's choices and deviations:
   take their gradients from the trainer's ``backward`` of the loss this class returns; the
   pending gradients are applied (``G``'s Adam step, then zeroed) the next time ``G`` is used:
   at the start of the next ``compute_loss`` call or of the trigger's first application after
-  training. The order of updates is therefore the authors' (classifier and ``G`` both step on
-  the gradients of the same batch before the next batch). The classifier's gradient clipping
-  (``clip_grad_norm``) does not touch ``G`` (the authors clip nothing).
+  training. Classifier and ``G`` both step on the gradients of the same batch before the next
+  batch, as in the authors' loop. One departure: the authors' ``train_step`` zeroes only the
+  classifier's optimiser (``optimizerC.zero_grad()``), never ``G``'s, so their ``G`` steps on
+  the running sum of every batch's gradient since the start (BackdoorBench copies this);
+  trustlab zeroes ``G``'s gradients after each step (a per-batch Adam step, what the paper
+  describes). The classifier's gradient clipping (``clip_grad_norm``) does not touch ``G`` (the
+  authors clip nothing).
+- **Mask pre-training** runs ``M`` once on the pair of batches joined (BatchNorm sees both);
+  the authors run it on each batch separately in train mode. Their pre-training loss
+  multiplies the diversity term by ``lambda_div`` twice (the term already includes it);
+  trustlab once (the same at the default of 1).
 - **The second input.** The authors draw ``x2`` from a second, independently shuffled data
   loader; ``compute_loss`` sees one batch, so ``x2`` is the same batch cyclically shifted by a
   random offset in ``[1, N)`` (torch's global RNG, which the trainer seeds per epoch): every

@@ -37,6 +37,9 @@ config.yaml``. trustlab's defaults and choices:
   augmentation, as the authors'.
 - Everything trains through the one :class:`~trustlab.train.Trainer`: LGA as its ``loss_fn``,
   unlearning as the negated cross-entropy.
+- Two small departures: the isolation stage shuffles its batches (the authors' isolation loader
+  does not), and unlearning starts a fresh optimiser (the authors reuse the fine-tuning SGD
+  object, so its momentum buffer carries over).
 - **Under a training budget** (the bench's ``settings``): the isolation and fine-tuning stages
   both train with those settings (the same epochs each: ``finetune_epochs`` overrides the
   second); unlearning keeps its own (lr 5e-4, ``unlearn_epochs``).

@@ -43,6 +43,9 @@ anp_batchnorm.py``. trustlab's choices (defaults and deviations):
   edits (``prune_bias=True`` zeroes the biases too: the channel then outputs 0).
 - **Budget.** ``iterations`` (2000); or ``epochs`` (passes over the clean set):
   ``iterations = ceil(epochs * N / batch_size)`` (the bench's smoke/quick budgets).
+- **No augmentation.** The authors split their clean set from the training set with its
+  training transform (crop and flip), so their masks see augmented batches; trustlab's see
+  the clean inputs as given.
 - Deterministic: the batches and the random starts come from generators seeded with ``seed``.
 - Measured (one loaded CPU core): ``resnet8`` trained 3 epochs on ``digits`` with BadNets at
   10% (C-Acc 94.4%, ASR 100%; 240 BN neurons): 300 iterations of batch 32 (40 s) leave 95% of

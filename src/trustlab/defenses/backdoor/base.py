@@ -122,3 +122,17 @@ def check_features(
     if y.is_floating_point() or y.dtype == torch.bool:
         raise InputError("labels must be integer class indices.")
     return f.double(), y.long()
+
+
+def input_batch(data: torch.Tensor | Dataset, what: str) -> torch.Tensor:
+    """The inputs of ``data`` (a batch or a dataset) as one non-empty, finite ``(N, ...)``
+    tensor; an input detector's ``fit`` and ``score`` read their inputs through it."""
+    x = data if isinstance(data, torch.Tensor) else as_array_dataset(data).x
+    if x.dim() < 3 or len(x) == 0:
+        raise InputError(
+            f"{what} must be a non-empty batch of inputs (N, C, H, W) or a dataset, got shape "
+            f"{tuple(x.shape)}."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what} contain NaN or inf values.")
+    return x

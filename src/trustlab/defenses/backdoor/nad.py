@@ -17,6 +17,11 @@ Sources read: the authors' code (bboylyg/NAD: ``main.py``, ``at.py``, ``config.p
 ``utils/util.py``, ``models/wresnet.py``, ``README.md``) and BackdoorBench's ``defense/nad.py``
 with ``config/defense/nad/config.yaml``. trustlab's choices (defaults and deviations):
 
+- **No augmentation by default**: the authors' loader crops (32, padding 4), flips and applies
+  Cutout(1, 3) to the clean set, and their teacher is fine-tuned "with data augmentation";
+  trustlab's default settings have none (a flip changes a digit; Cutout is not among the
+  trainer's augmentations): pass ``settings`` with ``augment="crop-flip"`` for images where it
+  fits.
 - **Student training = the authors' main.py**: 20 epochs, batch 64, SGD lr 0.1, momentum 0.9,
   weight decay 1e-4, Nesterov, lr 0.1 for epochs 0-1 then 0.01 (their ``adjust_learning_rate``:
   ``TrainSettings(schedule="step", milestones=[2], gamma=0.1)``), p = 2. BackdoorBench keeps

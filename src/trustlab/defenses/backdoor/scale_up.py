@@ -78,8 +78,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from trustlab.defenses.backdoor.base import input_batch
 from trustlab.defenses.backdoor.case import DefenseCase
-from trustlab.defenses.backdoor.strip import _images
 from trustlab.errors import InputError
 from trustlab.metrics.detection import auroc, tpr_at_fpr
 from trustlab.registry import DEFENSES
@@ -216,7 +216,7 @@ class ScaleUp:
         std / set the boundary. The data-free variant with the fixed ``T`` needs no clean
         data, so it does not score them (nothing to learn; it saves a third of the bench's
         cost). ``adversarial`` and ``noisy`` are ignored."""
-        x = _images(clean, "the clean inputs")
+        x = input_batch(clean, "the clean inputs")
         if self.variant == "data-limited" and len(x) < 2:
             raise InputError(
                 "the data-limited variant needs at least 2 clean inputs (a few per class)."
@@ -253,7 +253,7 @@ class ScaleUp:
     def _predictions(self, x: torch.Tensor) -> torch.Tensor:
         if self.shape is None:
             raise InputError("SCALE-UP is not fitted: call fit(clean_inputs) first.")
-        x = _images(x, "the inputs")
+        x = input_batch(x, "the inputs")
         if tuple(x.shape[1:]) != self.shape:
             raise InputError(
                 f"inputs of shape {tuple(x.shape[1:])} but the clean images are {self.shape}."

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.data.datasets import as_array_dataset
+from trustlab.defenses.backdoor.base import input_batch
 from trustlab.defenses.backdoor.case import DefenseCase
 from trustlab.errors import InputError
 from trustlab.metrics.detection import auroc, tpr_at_fpr
@@ -56,18 +56,6 @@ def superimpose(x: torch.Tensor, overlay: torch.Tensor, blend: str = "add") -> t
     if blend == "average":
         return 0.5 * x + 0.5 * overlay
     raise InputError(f"unknown blend {blend!r}; use one of {', '.join(BLENDS)}.")
-
-
-def _images(data: torch.Tensor | Dataset, what: str) -> torch.Tensor:
-    x = data if isinstance(data, torch.Tensor) else as_array_dataset(data).x
-    if x.dim() < 3 or len(x) == 0:
-        raise InputError(
-            f"{what} must be a non-empty batch of inputs (N, C, H, W) or a dataset, got shape "
-            f"{tuple(x.shape)}."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"{what} contain NaN or inf values.")
-    return x
 
 
 @DEFENSES.register(
@@ -161,7 +149,7 @@ class STRIP:
     ) -> STRIP:
         """Keep ``clean`` as the overlay pool, compute its entropies and set the boundary.
         ``adversarial`` and ``noisy`` are ignored (STRIP is unsupervised; see the module)."""
-        x = _images(clean, "the clean inputs")
+        x = input_batch(clean, "the clean inputs")
         if len(x) < 2:
             raise InputError("STRIP needs at least 2 clean inputs to fit (a few hundred is usual).")
         self.pool = x.detach().cpu()
@@ -185,7 +173,7 @@ class STRIP:
         """``(B,)`` mean entropy in bits of the predictions on ``x`` superimposed with
         ``overlays`` clean images each."""
         self._check_fitted()
-        return self._entropy(_images(x, "the inputs"), derive_seed(self.seed, "score"))
+        return self._entropy(input_batch(x, "the inputs"), derive_seed(self.seed, "score"))
 
     def detect(self, x: torch.Tensor) -> torch.Tensor:
         """``(B,)`` booleans: entropy below the boundary (flagged as triggered)."""
