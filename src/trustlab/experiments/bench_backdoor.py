@@ -78,7 +78,7 @@ class BackdoorBench(Experiment):
     ``auroc``, ``clean_acc_after``, ``asr_after``, ``der``; empty where a defense produces none);
     ``matrix.html`` in the run folder shows each cell's headline number. No claim: the bench
     measures. Presets: ``smoke`` (cnn-small on digits, BadNets and blind x every defense;
-    seconds), ``quick`` (ResNet-8 on shapes10, 8 epochs, every attack x every defense; under 30
+    seconds), ``quick`` (ResNet-8 on shapes10, 8 epochs, every attack x every defense; about 30
     minutes on 2 CPU cores); options ``attacks`` and ``defenses`` (:func:`bench_options`) pick
     a sub-matrix.
 
@@ -156,7 +156,7 @@ class BackdoorBench(Experiment):
                     "anp": {"iterations": 100, "batch_size": 64},
                 },
             },  # fmt: skip
-            description="under 30 minutes on 2 CPU cores: shapes10 (5,000 training and 1,000 "
+            description="about 25-30 minutes on 2 CPU cores: shapes10 (5,000 training and 1,000 "
             "test images), ResNet-8 8 epochs, every attack x every defense at CPU budgets",
         ),
     }
