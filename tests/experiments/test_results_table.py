@@ -80,3 +80,14 @@ def test_rejudge_checks_todays_claims_on_the_stored_table() -> None:
     assert again.rejudged and again.claims[0].verdict == "INCONCLUSIVE"
     assert "over 50 test examples" in again.claims[0].detail
     assert ", re-judged" in results_markdown([again])
+
+
+def test_a_reproduction_without_claims_is_a_measurement_not_a_fail() -> None:
+    store = RunStore()
+    config = {"experiment": "bench-backdoor", "preset": {"name": "quick", "dataset": "shapes10",
+              "model": "resnet8", "seeds": 1}, "seed": 0}  # fmt: skip
+    run = store.create_run("reproduce", "bench-backdoor-quick", config, seed=0)
+    run.finish({"passed": True, "claims": {}, "wall_s": 1448.0, "workers": 2})
+    text = results_markdown(reproduction_results(store))
+    assert "| `bench-backdoor` | `quick` (shapes10, resnet8) | 1 | — | — | no claims" in text
+    assert "FAIL" not in text

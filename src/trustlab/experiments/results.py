@@ -167,10 +167,16 @@ def results_markdown(results: Sequence[ReproductionResult]) -> str:
     for r in results:
         day = _day(r.ended) + (", re-judged" if r.rejudged else "")
         where = f"`{r.preset}` ({r.dataset}, {r.model})"
-        for c in r.claims or (ClaimResult("-", "-", False, "no claims", "FAIL"),):
+        run = f"{r.wall} | {r.run_id} ({r.commit or '?'}, {day})"
+        if not r.claims:  # a measurement without claims (the bench): nothing to pass or fail
+            lines.append(
+                f"| `{r.experiment}` | {where} | {r.seeds} | — | — | no claims: measurements "
+                f"(the run's report) | {run} |"
+            )
+        for c in r.claims:
             lines.append(
                 f"| `{r.experiment}` | {where} | {r.seeds} | {_cell(c.claim)} | **{c.verdict}** "
-                f"| {_cell(c.detail)} | {r.wall} | {r.run_id} ({r.commit or '?'}, {day}) |"
+                f"| {_cell(c.detail)} | {run} |"
             )
     return "\n".join(lines) + "\n"
 
