@@ -281,8 +281,9 @@ def load_user_model(weights: str | Path, arch: str, **kwargs: Any) -> nn.Module:
     """A model of the user's own class with weights from a safetensors file, in eval mode.
 
     ``arch`` names an ``nn.Module`` subclass (see :func:`trustlab.utils.imports.load_object`):
-    ``"path/to/nets.py:MyNet"`` (the file is loaded by its path, its folder on ``sys.path``
-    while it runs) or ``"package.module:MyNet"``. The class is built with ``kwargs`` and the
+    ``"path/to/nets.py:MyNet"`` (the file is loaded by its path as a module of a private package
+    whose folder is the file's, so its siblings import relatively; ``sys.path`` is never
+    changed) or ``"package.module:MyNet"``. The class is built with ``kwargs`` and the
     weights are loaded strictly (every key of the model's ``state_dict``, no other). Only
     safetensors files are read: a pickle or ``torch.save`` file is refused without being opened
     as a pickle, since unpickling can run arbitrary code. Convert one where you trust it with
