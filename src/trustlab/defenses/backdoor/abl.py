@@ -198,16 +198,10 @@ class ABL:
     def run_case(cls, c: DefenseCase) -> dict[str, float]:
         """Train a fresh network of the artefact's architecture on the poisoned training set
         with ABL: the isolation's precision/recall and the defended model's numbers."""
-        from trustlab.models.spec import ModelSpec
-
-        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
-        spec = ModelSpec.from_model(c.art.model)
-        if spec is None:
-            raise InputError("ABL trains a fresh trustlab model; this one is not one.")
         if c.train is None:
             raise InputError("ABL needs the poisoned training set (the card's filter meta).")
-        torch.manual_seed(derive_seed(c.seed, "abl-init"))
-        abl = cls(spec.build().to(device_of(c.art.model)), seed=c.seed, progress=c.progress, **kw)
+        model = c.fresh_model("abl-init", "ABL")
+        abl = cls(model, seed=c.seed, progress=c.progress, **c.kwargs())
         model = abl.defend(c.train)
         assert abl.report is not None
         c.keep["report"] = abl.report

@@ -131,19 +131,11 @@ class AdversarialFilter:
     def run_case(cls, c: DefenseCase) -> dict[str, float]:
         """Train a robust model from fresh weights, filter the training set the model saw,
         retrain a fresh model on the rest: the filter's and the repair's numbers."""
-        from trustlab.models.spec import ModelSpec
-
-        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
-        spec = ModelSpec.from_model(c.art.model)
-        if spec is None:
-            raise InputError("the adversarial filter trains trustlab models; this one is not.")
-        dev = device_of(c.art.model)
         # the robust model and the retrained one start from fresh weights (the theory paper's
         # filter trains its own robust learner; the backdoored model already fits the poison)
-        torch.manual_seed(derive_seed(c.seed, "robust"))
-        flt = cls(spec.build().to(dev), seed=c.seed, progress=c.progress, **kw)
-        torch.manual_seed(derive_seed(c.seed, "retrain"))
-        fresh = spec.build().to(dev)
+        robust = c.fresh_model("robust", "the adversarial filter")
+        flt = cls(robust, seed=c.seed, progress=c.progress, **c.kwargs())
+        fresh = c.fresh_model("retrain", "the adversarial filter")
         result = filter_then_retrain(flt, c.train, fresh, flt.settings, progress=c.progress)
         assert result.report is not None
         c.keep["report"] = result.report

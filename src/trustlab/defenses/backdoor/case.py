@@ -61,6 +61,27 @@ class DefenseCase:
     progress: bool
     keep: dict[str, Any]
 
+    def kwargs(self) -> dict[str, Any]:
+        """The defense constructor's keyword arguments: the options, and the training budget
+        as ``settings`` when there is one (an explicit option wins)."""
+        if self.settings is None:
+            return dict(self.options)
+        return {"settings": self.settings, **self.options}
+
+    def fresh_model(self, label: str, who: str) -> torch.nn.Module:
+        """A freshly initialised model of the attacked model's architecture (initial weights
+        from ``(seed, label)``), on its device: what a defense that trains its own model from
+        scratch (ABL, the adversarial filter) starts from."""
+        from trustlab.errors import InputError
+        from trustlab.models.spec import ModelSpec
+        from trustlab.utils.seed import derive_seed
+
+        spec = ModelSpec.from_model(self.art.model)
+        if spec is None:
+            raise InputError(f"{who} trains a fresh trustlab model; the attacked one is not one.")
+        torch.manual_seed(derive_seed(self.seed, label))
+        return spec.build().to(device_of(self.art.model))
+
 
 def after_repair(
     art: BackdoorArtifact, model: torch.nn.Module, ev: ArrayDataset, before: dict

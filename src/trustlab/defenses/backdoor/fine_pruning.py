@@ -176,7 +176,7 @@ class FinePruning:
     def run_case(cls, c: DefenseCase) -> dict[str, float]:
         """Repair a copy of the artefact's model on the clean half: ``pruned`` (fraction of
         channels) and the repair's numbers."""
-        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
+        kw = c.kwargs()
         fp = cls(progress=c.progress, **kw)
         model = fp.repair(copy.deepcopy(c.art.model), c.clean)
         assert fp.report is not None

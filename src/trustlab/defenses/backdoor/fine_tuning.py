@@ -113,7 +113,7 @@ class FineTuning:
     def run_case(cls, c: DefenseCase) -> dict[str, float]:
         """Fine-tune a copy of the artefact's model on the clean half (the bench's budget as
         ``settings``) and measure it."""
-        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
+        kw = c.kwargs()
         ft = cls(progress=c.progress, **kw)
         model = ft.repair(copy.deepcopy(c.art.model), c.clean)
         c.keep["report"] = ft.report

@@ -200,7 +200,7 @@ class NAD:
     def run_case(cls, c: DefenseCase) -> dict[str, float]:
         """Repair a copy of the artefact's model on the clean half (the bench's budget as the
         student's and teacher's settings) and measure it."""
-        kw = {"settings": c.settings, **c.options} if c.settings is not None else dict(c.options)
+        kw = c.kwargs()
         nad = cls(progress=c.progress, **kw)
         model = nad.repair(copy.deepcopy(c.art.model), c.clean)
         c.keep["report"] = nad.report
