@@ -156,7 +156,7 @@ class BackdoorBench(Experiment):
                     "anp": {"iterations": 100, "batch_size": 64},
                 },
             },  # fmt: skip
-            description="about 25-30 minutes on 2 CPU cores: shapes10 (5,000 training and 1,000 "
+            description="about 30 minutes on 2 CPU cores: shapes10 (5,000 training and 1,000 "
             "test images), ResNet-8 8 epochs, every attack x every defense at CPU budgets",
         ),
     }
