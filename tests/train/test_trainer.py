@@ -343,6 +343,22 @@ def test_chance_accuracy_is_named_at_the_end_of_the_run() -> None:
     assert collapse(above, skewed, 2) is None
 
 
+def test_a_loss_stopped_by_an_annealed_lr_is_not_a_collapse() -> None:
+    """The end of a long cosine schedule: lr ~0 freezes the loss of a model that learned."""
+    settings = TrainSettings(epochs=100, lr=0.01, schedule="cosine")
+    lrs = [settings.lr_at(e) for e in range(100)]
+    history = [
+        {"epoch": e + 1, "train_loss": max(0.5, 2.0 - 0.05 * e), "lr": lr, "test_accuracy": 0.9}
+        for e, lr in enumerate(lrs)
+    ]
+    labels = torch.arange(1000) % 10
+    assert collapse(history, labels, 10) is None
+    # the same flat loss at a learning rate that should move it is still a sign
+    flat = [{**h, "lr": 0.01} for h in history]
+    found = collapse(flat, labels, 10)
+    assert found is not None and "stayed at 0.5 since epoch" in found
+
+
 def test_a_healthy_run_does_not_warn(recwarn: pytest.WarningsRecorder) -> None:
     data = blobs()
     result = fit(tiny(), data, data, epochs=5, lr=0.2, batch_size=16, progress=False)

@@ -69,6 +69,9 @@ RESUME_MAY_CHANGE = frozenset({"epochs", "eval_every", "eval_batch_size"})
 MAX_EPOCHS = 100_000
 #: collapse detection: this many last epochs with an unchanged training loss
 COLLAPSE_WINDOW = 3
+#: ... while the learning rate was at least this share of the run's largest (a loss that stops
+#: moving at the tail of a cosine schedule, lr ~0, is not a collapse)
+COLLAPSE_MIN_LR_SHARE = 0.05
 
 
 class TrainSettings(BaseModel):
@@ -743,7 +746,9 @@ def collapse(
     """What makes a run look collapsed, as a warning text with what to try; None when nothing does.
 
     Two signs, read from the per-epoch metrics only: the training loss unchanged (to 1e-4
-    relative) over the last 3 epochs while not near zero, and (``final``: at the end of a run of
+    relative) over the last 3 epochs while not near zero and while the learning rate (where the
+    history records ``lr``) was at least 5% of the run's largest (a schedule's tail, where the
+    lr is ~0, stops the loss without anything being wrong), and (``final``: at the end of a run of
     at least 3 epochs) an accuracy no better than always answering the most frequent class
     (``labels``: those the accuracy was measured on) plus 2 points. Runs shorter than 3 epochs
     are not judged.
@@ -758,7 +763,13 @@ def collapse(
     signs = []
     last = [h["train_loss"] for h in history[-COLLAPSE_WINDOW:]]
     spread = max(last) - min(last)
-    if abs(last[-1]) > 1e-3 and spread <= 1e-4 * abs(last[-1]):
+    lrs = [h["lr"] for h in history if "lr" in h]
+    annealed = (
+        len(lrs) == len(history)
+        and max(lrs) > 0
+        and max(lrs[-COLLAPSE_WINDOW:]) < COLLAPSE_MIN_LR_SHARE * max(lrs)
+    )
+    if abs(last[-1]) > 1e-3 and spread <= 1e-4 * abs(last[-1]) and not annealed:
         since = len(history) - COLLAPSE_WINDOW + 1
         while since > 1 and abs(history[since - 2]["train_loss"] - last[-1]) <= 1e-4 * abs(
             last[-1]

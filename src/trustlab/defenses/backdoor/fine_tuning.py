@@ -27,9 +27,7 @@ trustlab's choices (defaults and deviations):
   ASR 72.4% on the evaluation half; the defender's 180-image clean half): the defaults (100
   epochs, 26 s on one loaded CPU core) bring ASR to 10.4% at C-Acc 97.8%; the bench's smoke
   budget (1 epoch, lr 0.05, batch 64; 0.5 s) to 20.2% at 95.6%. On ``resnet8`` (same data,
-  ASR 100%) one epoch leaves ASR at 100% (C-Acc 93.9%). With these defaults the Trainer warns
-  "training looks collapsed" near the end of 100 epochs on a small set (the cosine lr is ~0
-  there, so the loss stops moving): harmless here.
+  ASR 100%) one epoch leaves ASR at 100% (C-Acc 93.9%).
 """
 
 from __future__ import annotations
