@@ -56,6 +56,15 @@ choices and deviations:
   ``H = 12``); its window side is at least 1.
 - The model sees each candidate after :class:`~trustlab.attacks.evasion.base.Ball` (the same
   clip the references apply), so the returned point is the one that was scored.
+
+Measured (cnn-small trained 3 epochs on digits, first 200 test points, clean 97.0%,
+``n_queries = 1000``, seeds 0/1/2, one CPU thread): robust accuracy at L-inf ``eps = 0.1``
+20.5/20.0/19.5% here vs 25.5/25.0/23.0% with AutoAttack's ``square.py`` (torchattacks 3.5.1's
+port gives the same 25.5% at seed 0) and 10.5% for APGD-CE; at L2 ``eps = 1.0`` 33.5/36.5/34.5%
+vs 37.5/38.5/35.0% (APGD-CE 13.0%). With positions drawn on ``{0, ..., H - s - 1}`` as in the
+codes, this implementation gives 24.5/23.0% (L-inf) and 37.0/36.0% (L2) at seeds 0/1: the gap
+is the windows that can reach the last row and column. The model's forward passes take over
+95% of the run time (25-40 s per run here on a loaded machine).
 """
 
 from __future__ import annotations
