@@ -13,6 +13,7 @@ from trustlab.attacks.privacy.label_only import (
     LabelOracle,
     gap_scores,
     label_augment_scores,
+    label_boundary_scores,
     label_noise_counts,
     label_noise_scores,
     translations,
@@ -83,6 +84,9 @@ def test_scores_use_only_the_predicted_labels(overfit) -> None:
     assert oracle.queries == len(data) + int(correct.sum()) * len(SIGMAS) * 5
     aug = label_augment_scores(model, data, d=1)
     assert torch.equal(aug, label_augment_scores(OneHot(model), data, d=1))
+    hsj = {"iterations": 2, "initial_evals": 10, "seed": 1}
+    dist = label_boundary_scores(model, data.subset(range(4)), **hsj)
+    assert torch.equal(dist, label_boundary_scores(OneHot(model), data.subset(range(4)), **hsj))
     assert torch.equal(gap_scores(model, data), gap_scores(OneHot(model), data))
     assert noise.dtype == aug.dtype == torch.float64
     assert float(noise.min()) >= 0 and float(noise.max()) <= 1 and float(aug.max()) <= 5
@@ -95,7 +99,8 @@ def test_a_misclassified_point_scores_the_minimum() -> None:
     data = ArrayDataset(x, y)
     noise = label_noise_scores(model, data, (0.3,), 20)
     aug = label_augment_scores(model, data, d=1)
-    for s in (noise, aug):
+    dist = label_boundary_scores(model, data, iterations=3, initial_evals=20)
+    for s in (noise, aug, dist):
         assert s[0] == s[3] == 0 and float(s[1:3].min()) > 0
     assert torch.equal(gap_scores(model, data), torch.tensor([0.0, 1.0, 1.0, 0.0]).double())
     # correct but no noisy copy survives: above the misclassified points (the example counted)
@@ -111,6 +116,27 @@ def test_a_point_far_from_the_boundary_scores_higher_than_one_near_it() -> None:
     correct, counts = label_noise_counts(model, data, (0.02, 0.05, 0.1), 200)
     assert correct.all() and (counts[0] >= counts[1]).all()
     assert (counts[1, :-1] >= counts[1, 1:]).all()  # the same draws, monotone in sigma
+
+
+def test_hop_skip_jump_finds_the_distance_to_a_linear_boundary() -> None:
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(64, generator=g)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with torch.no_grad():  # logits (-z, z), z = w . (x - 1/2): the boundary crosses the box
+        model[1].weight.copy_(torch.stack([-w, w]))
+        model[1].bias.copy_(torch.stack([w.sum() / 2, -w.sum() / 2]))
+    x = 0.5 + 0.2 * (torch.rand(12, 64, generator=g) - 0.5)
+    z = (x - 0.5) @ w
+    data = ArrayDataset(x.view(12, 1, 8, 8), (z > 0).long())
+    oracle = LabelOracle(model)
+    est = label_boundary_scores(oracle, data, iterations=8, seed=0)
+    true = (z.abs() / w.norm()).double()
+    assert torch.allclose(est, true, rtol=0.1), torch.stack([est, true], 1)
+    assert (est >= true * (1 - 1e-4)).all()  # a point on the far side: never closer than truth
+    assert oracle.queries > 12 * 8 * 100
+    again = label_boundary_scores(model, data, iterations=8, seed=0)
+    assert torch.equal(est, again)
+    assert not torch.equal(est, label_boundary_scores(model, data, iterations=8, seed=1))
 
 
 def test_label_only_attacks_beat_chance_on_an_overfit_cnn(overfit) -> None:
@@ -135,14 +161,14 @@ def linear(overfit):
 
 def test_the_registered_hook_scores_an_audit(linear) -> None:
     model, data = linear
-    data = data.subset(torch.arange(10))
-    for name in ("label-only", "label-only-augment"):
+    data = data.subset(torch.arange(4))
+    for name in ("label-only", "label-only-hsj", "label-only-augment"):
         card = PRIVACY_ATTACKS.get(name)
         assert card.meta["shadows"] is False and card.paper and card.threat
-        job = MembershipAudit(model, data, data, data, torch.arange(10), progress=False)
+        job = MembershipAudit(model, data, data, data, torch.arange(4), progress=False)
         scores = card.meta["audit"](job)
-        assert scores.shape == (10,) and scores.dtype == torch.float64
-        assert job.extra["label_queries"] >= 10
+        assert scores.shape == (4,) and scores.dtype == torch.float64
+        assert job.extra["label_queries"] >= 4
     expected = label_noise_scores(model, data, seed=0)
     assert torch.equal(PRIVACY_ATTACKS.get("label-only").meta["audit"](job), expected)
 
@@ -184,6 +210,9 @@ def test_bad_input_is_refused() -> None:
         label_augment_scores(model, data, d=2)  # as large as the 2x2 image
     with pytest.raises(InputError, match="images"):
         label_augment_scores(model, ArrayDataset(torch.rand(3, 4), torch.tensor([0, 1, 1])))
+    for bad in ({"iterations": 0}, {"initial_evals": 0}, {"gamma": 0.0}, {"chunk": 0}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            label_boundary_scores(model, data, **bad)
     with pytest.raises(InputError, match="integer label"):
         gap_scores(LabelOracle(lambda x: torch.rand(len(x))), data)
     with pytest.raises(InputError, match="callable"):
