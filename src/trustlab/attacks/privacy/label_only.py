@@ -41,7 +41,8 @@ Choices and deviations, compared with the paper and the authors' code
 ``attack_features.augmentation_attack``, ``utils.create_translates``, ``pipeline.py``):
 
 - **Sigma ladder.** The code runs each ``sigma`` of ``0.02, 0.03, ..., 0.10`` (images in
-  ``[0, 1]``) as a *separate* attack, and the paper chooses the best one on the source model.
+  ``[0, 1]``) as a *separate* threshold attack calibrated on the source model
+  (``pipeline.py`` prints one result per sigma).
   With no source model, trustlab pools the whole ladder (the default ``sigmas``) into one score,
   so robustness at growing noise levels estimates the distance. For a linear boundary at
   distance ``d`` the expected score grows with ``d``. ``sigmas=(s,)`` gives the authors'
@@ -68,11 +69,11 @@ Choices and deviations, compared with the paper and the authors' code
   (generated in fixed blocks, so the scores do not depend on ``batch_size`` or on which other
   examples are scored), and every sigma scales the same ``z``. The code draws fresh noise per
   example and sigma. Each example's marginal distribution is the same either way; shared draws
-  lower the variance of comparisons between examples and make each sigma's count monotone in a
-  linear model's margin.
+  lower the variance of comparisons between examples and, without clipping, make each sigma's
+  count monotone in a linear model's margin.
 - **Augmentation score.** The code feeds the ``4d + 1`` correct/incorrect bits to a per-class
-  neural attack model trained on the source model. trustlab thresholds their count (the
-  paper's simpler threshold form; no shadow model needed). Translations follow
+  neural attack model trained on the source model. trustlab thresholds their count instead
+  (its choice; no shadow model needed). Translations follow
   ``create_translates``: the identity plus the ``4d`` shifts with ``|dy| + |dx| = d``, with
   ``scipy.ndimage.shift(mode="nearest")`` edge replication. Default ``d = 1`` (5 queries), as
   in the code. Rotations are not implemented.
@@ -84,7 +85,11 @@ Choices and deviations, compared with the paper and the authors' code
   iteration, for all of them, in batched forward passes) instead of one example at a time.
   It draws its uniform-noise starts 16 at a time, up to 10,000 per example, as cleverhans
   does. An example with no misclassified start scores ``sqrt(D)`` (cleverhans stops with an
-  error). The step-size search halves at most 60 times (cleverhans has no limit).
+  error). The step-size search halves at most 60 times (cleverhans has no limit). Measured
+  on the same MLP: AUC 0.628 and TPR 0.04 at 1% FPR with the defaults (33,060 queries per
+  example, 155 s for 200 examples on one loaded CPU core), 0.621 with 4 iterations (659
+  queries). On a cnn-small trained the same way, 4 iterations give AUC 0.678, against 0.590
+  for the noise attack at 25 queries per sigma and 0.727 for the loss attack.
 - **Not implemented:** the C&W white-box distance and rotations.
 """
 
