@@ -38,7 +38,12 @@ trustlab's choices and deviations:
   ``K <= n_target_classes``); FAB-T needs ``K >= 2``.
 - The iterate's gradient and the misclassification check share one forward pass (the
   reference runs a second forward pass for the check); after a backward step the gradient is
-  recomputed for the stepped-back points only. Same iterates, about a third less compute.
+  recomputed for the stepped-back points only. Same iterates; on 200 digits test points
+  (cnn-small, 3 epochs, L-inf eps 0.1, one loaded CPU thread) 78.6 s against 90.1 s for the
+  reference code and 88.6 s for torchattacks 3.5.1's port, all three at robust accuracy 13.0%.
+  The closest misclassified point found per sample matches the reference's to 1e-5 in norm
+  (first target, 195 points: mean absolute difference 9e-8); 8 of 195 points differ in a few
+  coordinates by float32 rounding of the projections.
 - Random starts (only when ``restarts > 1``: restart ``r >= 1`` starts at ``x_0`` plus a random
   direction of norm ``eps / 2``, as the reference) come from the attack's own seeded generator
   instead of the global RNG.
