@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from trustlab.cli import app
@@ -14,6 +15,7 @@ from trustlab.experiments.dp_audit import NON_PRIVATE, DPAudit
 from trustlab.results import RunStore
 
 
+@pytest.mark.slow
 def test_reproduce_dp_audit_smoke(_isolated_home: Path) -> None:
     out = CliRunner().invoke(
         app,

@@ -177,3 +177,16 @@ def test_cli_audits_a_stored_dp_run(_isolated_home: Path) -> None:
     assert bad.exit_code == 2 and "one-run guesses" in bad.output
     kinds = sorted(r.kind for r in RunStore(_isolated_home).list())
     assert kinds == ["dp-audit", "train"]  # the refused audit stored nothing
+
+
+def test_cp_over_trials_trains_with_and_without_the_canary_set() -> None:
+    from trustlab.workflows.dp_audit import audit_dp
+
+    tiny = {**RECIPE, "epochs": 2}
+    _, result = audit_dp(tiny, canaries=1, method="cp", trials=3, base_size=16, progress=False)
+    assert result.summary["trainings"] == 6 and result.scores.shape == (6,)
+    assert result.is_in.tolist() == [True] * 3 + [False] * 3
+    # 3 + 3 trials cannot reject anything at 95%: even a perfect split leaves FPR_hi, FNR_hi > 0.7
+    assert result.epsilon_lb == 0.0 and set(result.bounds) == {"cp"}
+    with pytest.raises(InputError, match="--method cp"):
+        audit_dp(tiny, canaries=1, trials=3)

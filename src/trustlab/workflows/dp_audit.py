@@ -49,9 +49,12 @@ are drawn, for the expected training-set size ``|base| + m / 2`` (sampling rate 
 :mod:`trustlab.train.dp` computes them), so the noise does not depend on which canaries were
 included (an algorithm whose sigma is a function of its data is not the one the accountant
 analyses); the accountant's epsilon of the audited training (its actual size) is reported, and
-the stored run's own epsilon beside it. ``base_size`` trains on a class-stratified subset of the
-base set (tests, smoke runs). Everything is seeded: the canaries, their labels, the inclusions
-and each training (``derive_seed(seed, ...)``), so the same seed gives the same numbers on CPU.
+the stored run's own epsilon beside it. Auditing a stored run with a target epsilon reuses the
+run's own sigma (its summary's ``noise_multiplier``, found for the run's training-set size), so
+the audited noise is the run's and no search runs. ``base_size`` trains on a class-stratified
+subset of the base set (tests, smoke runs). Everything is seeded: the canaries, their labels,
+the inclusions and each training (``derive_seed(seed, ...)``), so the same seed gives the same
+numbers on CPU.
 
 **Record.** A run of kind ``dp-audit`` whose summary holds ``epsilon_lb`` (the method's bound),
 ``one_run_epsilon_lb`` and ``cp_epsilon_lb`` (single-training modes: both), the accountant's
@@ -182,26 +185,28 @@ def _with_rows(base: ArrayDataset, extra: ArrayDataset, keep: torch.Tensor) -> A
     )  # fmt: skip
 
 
-def _fixed_noise(recipe: ShadowRecipe, n_expected: int) -> ShadowRecipe:
-    """A DP recipe with a target epsilon, its sigma fixed for ``n_expected`` training examples
-    (as :class:`~trustlab.train.dp.PrivateTraining` would find it for that size)."""
+def _fixed_noise(recipe: ShadowRecipe, n_expected: int, sigma: float | None = None) -> ShadowRecipe:
+    """A DP recipe with a target epsilon, its sigma fixed: ``sigma`` when given (a stored run's),
+    else found for ``n_expected`` training examples as :class:`~trustlab.train.dp.
+    PrivateTraining` would find it for that size."""
     dp = recipe.settings.dp
     if dp is None or dp.epsilon is None:
         return recipe
-    import warnings
+    if sigma is None:
+        import warnings
 
-    from opacus.accountants.utils import get_noise_multiplier
+        from opacus.accountants.utils import get_noise_multiplier
 
-    q = sample_rate(n_expected, recipe.settings.batch_size)
-    steps = recipe.settings.epochs * int(1 / q)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sigma = float(
-            get_noise_multiplier(
-                target_epsilon=dp.epsilon, target_delta=dp.delta,
-                sample_rate=accounted_rate(q), steps=steps, accountant=dp.accountant,
-            )
-        )  # fmt: skip
+        q = sample_rate(n_expected, recipe.settings.batch_size)
+        steps = recipe.settings.epochs * int(1 / q)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sigma = float(
+                get_noise_multiplier(
+                    target_epsilon=dp.epsilon, target_delta=dp.delta,
+                    sample_rate=accounted_rate(q), steps=steps, accountant=dp.accountant,
+                )
+            )  # fmt: skip
     fixed = DPSettings(**{**dp.model_dump(), "epsilon": None, "noise_multiplier": sigma})
     settings = recipe.settings.model_copy(update={"dp": fixed})
     return ShadowRecipe(recipe.spec, settings, recipe.loss_fn, recipe.make_compute_loss, recipe.key)
@@ -233,6 +238,7 @@ def audit_recipe(
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: bool = False,
+    noise_multiplier: float | None = None,
 ) -> DPAuditResult:
     """Retrain ``recipe`` on ``train`` with canaries and bound its epsilon (module docstring).
 
@@ -254,6 +260,8 @@ def audit_recipe(
         seed: canaries, inclusions and trainings.
         device: where the models train.
         progress: a progress bar over the trainings of ``trials``.
+        noise_multiplier: for a recipe with a target epsilon, the sigma to train with (a stored
+            run's); default None: found for the expected training-set size.
     """
     _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(train))
     if trials is not None:
@@ -275,7 +283,7 @@ def audit_recipe(
     if trials is None:
         g = generator(derive_seed(seed, "dp-audit", "include"))
         is_in = torch.rand(m, generator=g) < 0.5
-        fixed = _fixed_noise(recipe, len(base) + m // 2)
+        fixed = _fixed_noise(recipe, len(base) + m // 2, noise_multiplier)
         result = fixed.fit(_with_rows(base, cs.canaries, is_in), derive_seed(seed, "dp-audit",
                            "train") % 2**31, dev)  # fmt: skip
         model = result.model.eval()
@@ -294,7 +302,7 @@ def audit_recipe(
             summary["canary_auc"] = membership_auc(scores, is_in)
         summary.update(canaries=m, included=int(is_in.sum()), trainings=1)
     else:
-        fixed = _fixed_noise(recipe, len(base) + m)
+        fixed = _fixed_noise(recipe, len(base) + m, noise_multiplier)
         every = torch.ones(m, dtype=torch.bool)
         sets = (_with_rows(base, cs.canaries, every), base)
         rows, privacy, model = [], None, None
@@ -414,12 +422,16 @@ def audit_dp(
     label = f"run{source.id}" if source is not None else f"{cfg.model}-{cfg.dataset}"
     # the cheap checks of audit_recipe first, so bad input stores nothing
     _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(prep.train))
+    # a stored DP run with a target epsilon: its own sigma (no search, the audited noise is the
+    # run's)
+    sigma = source.summary.get("noise_multiplier") if source is not None else None
     run = store.create_run(KIND, name or f"dp-audit-{method}-{label}", config, seed=seed)
     with recording_outcome(run):
         result = audit_recipe(
             recipe, prep.train, prep.test, canaries=canaries, method=method, trials=trials,
             confidence=confidence, threshold=threshold, k_pos=k_pos, k_neg=k_neg, delta=delta,
             base_size=base_size, seed=seed, device=device, progress=progress,
+            noise_multiplier=float(sigma) if sigma else None,
         )  # fmt: skip
         if source is not None and "epsilon" in source.summary:
             result.summary["run_epsilon"] = source.summary["epsilon"]
