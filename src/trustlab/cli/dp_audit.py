@@ -27,8 +27,9 @@ def audit_dp_cmd(
         str, typer.Argument(help="a finished `trustlab train` run (its id), e.g. one with --dp.")
     ],
     canaries: Annotated[
-        int, typer.Option(help="mislabelled canaries m (with --trials: the canary group).")
-    ] = 256,
+        int | None,
+        typer.Option(help="mislabelled canaries m (default 256; with --trials the group, 1)."),
+    ] = None,
     method: Annotated[
         str, typer.Option(help="one-run (Steinke et al., one training) or cp (Clopper-Pearson).")
     ] = "one-run",

@@ -89,6 +89,7 @@ from trustlab.utils.seed import derive_seed, generator
 from trustlab.utils.validate import check_int, parse_config
 
 __all__ = [
+    "DEFAULT_CANARIES",
     "DEFAULT_DELTA",
     "KIND",
     "METHODS",
@@ -102,6 +103,8 @@ __all__ = [
 #: the store's kind of an audit run
 KIND = "dp-audit"
 METHODS = ("one-run", "cp")
+#: canaries of a single-training audit unless told (Steinke et al. use 1,000 of CIFAR-10's 50,000)
+DEFAULT_CANARIES = 256
 #: the delta a non-private recipe is audited at (DP-SGD recipes: their own)
 DEFAULT_DELTA = 1e-5
 Method = Literal["one-run", "cp"]
@@ -226,7 +229,7 @@ def audit_recipe(
     train: ArrayDataset,
     test: ArrayDataset | None = None,
     *,
-    canaries: int = 256,
+    canaries: int | None = None,
     method: Method = "one-run",
     trials: int | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -246,8 +249,9 @@ def audit_recipe(
         recipe: the training recipe (model spec, settings with ``dp``, loss).
         train: the training split (canaries are drawn from it, the rest is the base set).
         test: the test split, for the audited model's accuracy (optional).
-        canaries: ``m``, the number of canaries (default 256; with ``trials``: the group size,
-            default there 1 is advisable).
+        canaries: ``m``, the number of canaries (default 256); with ``trials``: the canary
+            group trained on together (default 1, Nasr et al.'s single canary: no group
+            privacy).
         method: ``"one-run"`` (default) or ``"cp"``.
         trials: ``"cp"`` only: ``T`` trainings with and ``T`` without the canary set; None
             (default): the single-training reading (one trial per canary).
@@ -263,6 +267,8 @@ def audit_recipe(
         noise_multiplier: for a recipe with a target epsilon, the sigma to train with (a stored
             run's); default None: found for the expected training-set size.
     """
+    if canaries is None:
+        canaries = DEFAULT_CANARIES if trials is None else 1
     _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(train))
     if trials is not None:
         trials = check_int("trials", trials, minimum=1)
@@ -366,7 +372,7 @@ def _train_run(store: RunStore, target: int | str | Run) -> Run:
 def audit_dp(
     target: int | str | Run | TrainConfig | dict[str, Any],
     *,
-    canaries: int = 256,
+    canaries: int | None = None,
     method: Method = "one-run",
     trials: int | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -397,6 +403,8 @@ def audit_dp(
     from trustlab.workflows.train import prepare
 
     seed = check_int("--seed", seed, minimum=0)
+    if canaries is None:
+        canaries = DEFAULT_CANARIES if trials is None else 1
     store = store or RunStore()
     source: Run | None = None
     if isinstance(target, (TrainConfig, dict)):
