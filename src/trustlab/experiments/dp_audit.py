@@ -31,9 +31,8 @@ per row, ``epsilon_lb - epsilon`` per seed, judged by its mean's 95% bootstrap i
 implementation or accounting bug, or the 5% a 95% bound allows); (2) the same audit bounds the
 non-private model's epsilon above 1: its ``epsilon_lb`` > 1 (mean over seeds, 95% bootstrap
 interval), i.e. the audit has the power to see that a model without DP is not 1-DP. Steinke et
-al. report one-run bounds far below the accountant for black-box input-space canaries (their
-Figure on CIFAR-10: about 0.7 at epsilon 8 with 1,000 canaries), which claim (1) expects, and
-large bounds without DP.
+al. find black-box audits with input-space canaries far from tight (bounds well below the
+accountant's epsilon) and large bounds without DP, which is what the two claims expect.
 
 Presets: ``smoke`` (seconds; a tiny base set, 32 canaries, 2 epochs, so claim 2 may not pass
 there: it checks the pipeline), ``quick`` (minutes on 2 CPU cores: the whole digits training
@@ -41,7 +40,7 @@ split, 256 canaries, 20 epochs, 3 seeds), ``full`` (CIFAR-10, WRN-16-4, 1,000 ca
 Steinke et al.; GPU). Deviations from Steinke et al.: their DP-SGD recipe (batch 4096, augmentation
 multiplicity, thousands of steps) is replaced by the preset's small recipe; canaries are
 mislabelled examples of the training split, not their unmodified CIFAR examples; the guesses are
-searched with the Bonferroni correction (the paper reports its best guesses uncorrected).
+searched over a grid with the Bonferroni correction.
 """
 
 from __future__ import annotations

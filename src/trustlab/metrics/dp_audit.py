@@ -28,33 +28,33 @@ maximum of many 95% bounds is not a 95% bound). trustlab offers that as ``thresh
 comparison with the papers) and two valid choices: ``"bonferroni"`` (the default, as
 jax_privacy's ``epsilon_clopper_pearson``): every threshold tested at ``significance / T`` for
 ``T`` thresholds; ``"split"``: the threshold is chosen on a seeded random half of the in and out
-scores and the bound measured on the other half (a held-out choice, as both papers describe
-for their trials). A number gives the threshold explicitly.
+scores and the bound measured on the other half (a held-out choice of the threshold). A number
+gives the threshold explicitly.
 
 *Group privacy.* A canary set of ``k`` examples that is in or out as a whole (Jagielski et al.'s
 ``pois_ct``) is tested against the group guarantee ``(k eps, k e^((k - 1) eps) delta)``;
 ``group=k`` returns the largest ``eps`` it rejects (found by bisection). The authors' code
 divides ``log(p1 / p0)`` by ``k`` and drops delta; for ``k = 1`` both are the formula above.
 
-**One-run bound.** Steinke, Nasr, Jagielski, "Privacy Auditing with One (1) Training Run"
-(NeurIPS 2023; their Algorithm 1 and the p-value of their main theorem, whose Python code is in
-the paper and in the public re-implementations read for this module: jax_privacy's
-``_one_run_p_value`` / ``_epsilon_one_run`` and ubc-systopia/panoramia-privacy-measurement's
-``o1_audit.py``). ``m`` canaries are each included independently with probability 1/2; the
+**One-run bound.** Steinke, Nasr, Jagielski, "Privacy Auditing with One (1) Training Run" (NeurIPS
+2023; their Algorithm 1 and the p-value of their main theorem, read in two public implementations:
+google-deepmind/jax_privacy ``auditing.py`` (``_one_run_p_value``, ``_epsilon_one_run``) and
+ubc-systopia/panoramia-privacy-measurement ``O1_Steinke_Code/o1_audit.py`` (``p_value_DP_audit``,
+``get_eps_audit``)). ``m`` canaries are each included independently with probability 1/2; the
 auditor guesses "in" for the ``k+`` highest-scoring canaries and "out" for the ``k-``
 lowest-scoring ones and abstains on the rest: ``r = k+ + k-`` guesses, ``v`` of them correct.
 Under (eps, delta)-DP,
 
     P[W >= v] <= P[Bin(r, q) >= v] + 2 m delta max_{i=1..v} P[v - i <= Bin(r, q) < v] / i,
 
-``q = e^eps / (1 + e^eps)``; the bound is the largest eps whose p-value is below
-``1 - confidence``, found as the paper does (raise ``eps_max`` by 1 until the p-value reaches
-the level, then 30 bisection steps), vectorised here over candidate ``(k+, k-)`` pairs and over
-``i``. Choosing ``(k+, k-)`` after seeing the scores is again a multiple test: given explicitly,
-one test; else trustlab searches a grid (``k- = 0`` and ``k+ = k-``, each of
-``m x (1, 2, 5, 10, 20, 30, 40, 50)%``) with the Bonferroni correction (``threshold="bonferroni"``,
-default) or without it (``"max"``, what the paper's experiments report: the best over the
-guesses tried).
+``q = e^eps / (1 + e^eps)``; the bound is the largest eps whose p-value is below ``1 -
+confidence``, found as ``get_eps_audit`` does (raise ``eps_max`` by 1 until the p-value reaches the
+level, then 30 bisection steps), vectorised here over candidate ``(k+, k-)`` pairs and over ``i``.
+Choosing ``(k+, k-)`` after seeing the scores is again a multiple test: given explicitly, one test;
+else trustlab searches a grid (``k- = 0`` and ``k+ = k-``, each of ``m x (1, 2, 5, 10, 20, 30, 40,
+50)%``) with the Bonferroni correction (``threshold="bonferroni"``, default) or without it
+(``"max"``: the best of the grid, uncorrected, for comparison with numbers reported as the best
+over the guesses tried).
 
 Everything is deterministic (``"split"`` draws its halves from ``numpy.random.default_rng(seed)``).
 """
@@ -88,7 +88,7 @@ __all__ = [
 DEFAULT_CONFIDENCE = 0.95
 #: the one-run search grid: k+ (and k-) as fractions of the canaries
 GUESS_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
-#: bisection steps of the one-run search (Steinke et al.'s code: 30)
+#: bisection steps of the one-run search (the reference ``get_eps_audit``: 30)
 BISECTION_STEPS = 30
 
 Strategy = Literal["bonferroni", "split", "max"]
@@ -405,7 +405,7 @@ def one_run_p_value(m: Any, r: Any, v: Any, eps: Any, delta: float = 0.0) -> np.
     i = np.arange(1, vmax + 1)  # (V,)
     j = v_a[..., None] - i  # v - i
     pmf = np.where(j >= 0, stats.binom.pmf(np.maximum(j, 0), r_a[..., None], q[..., None]), 0.0)
-    partial = np.cumsum(pmf, axis=-1)  # P[v - i <= Bin < v], summed as the paper does
+    partial = np.cumsum(pmf, axis=-1)  # P[v - i <= Bin < v], summed as the reference does
     alpha = np.max(np.where(i <= v_a[..., None], partial / i, 0.0), axis=-1)
     return np.minimum(tail + alpha * delta * 2 * m_a, 1.0)
 
@@ -414,8 +414,8 @@ def one_run_epsilon(
     m: Any, r: Any, v: Any, *, delta: float = 0.0, confidence: float = DEFAULT_CONFIDENCE
 ) -> np.ndarray:
     """The largest eps whose :func:`one_run_p_value` is below ``1 - confidence`` (0 if none),
-    as Steinke et al.'s code finds it: ``eps_max`` raised by 1 until the p-value reaches the
-    level, then 30 bisection steps; vectorised over broadcast ``(m, r, v)``.
+    as the reference implementation (``get_eps_audit``) finds it: ``eps_max`` raised by 1 until
+    the p-value reaches the level, then 30 bisection steps; vectorised over broadcast ``(m, r, v)``.
 
     Example:
         >>> float(one_run_epsilon(1000, 100, 100, delta=0.0))  # 100 of 100 right

@@ -31,8 +31,8 @@ for one model.
   excluded canaries. The Clopper-Pearson intervals assume the ``m`` trials are independent, which
   one training does not guarantee (the canaries share a model; Steinke et al.'s analysis is what
   removes that assumption), so this number is a heuristic, reported next to the one-run bound
-  (both come from the same training). It is what Zanella-Beguelin et al. (ICML 2023) call the
-  "several canaries per training" heuristic.
+  (both come from the same training); it is the heuristic of drawing several samples per trained
+  model that Zanella-Beguelin et al. (ICML 2023) adapt and validate.
 - ``"cp"`` with ``trials=T``: Jagielski et al.'s and Nasr et al.'s protocol: ``T`` trainings with
   the whole canary set and ``T`` without it (``2T`` trainings; each with its own seed), one
   score per training (the mean score of the canaries), Clopper-Pearson over the ``T + T``
