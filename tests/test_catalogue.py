@@ -60,7 +60,10 @@ def each(reg):
 
 
 #: keyword arguments that shorten an attack for the test (only where the attack takes them)
-SHORT = {"steps": 2, "switch": 1, "restarts": 1, "iterations": 2, "n_iter": 2, "epochs": 1}
+SHORT = {
+    "steps": 2, "switch": 1, "restarts": 1, "iterations": 2, "n_iter": 2, "epochs": 1,
+    "n_queries": 20,
+}  # fmt: skip
 
 
 def _ids(cards: list[tuple[str, Card]]) -> list[str]:
@@ -334,14 +337,16 @@ def mia_target(tmp_path_factory):
 @each(PRIVACY_ATTACKS)
 def test_privacy_attack_protocol(card: Card, mia_target, tmp_path) -> None:
     """Every attack runs through run_mia: one score per audited example, metrics in range."""
+    from trustlab.attacks.privacy.audit import option_names
     from trustlab.workflows.mia import run_mia
 
     store, target = mia_target
     assert callable(card.meta["audit"]) and isinstance(card.meta["shadows"], bool)
     shadows = int(card.meta.get("min_shadows", 1)) if card.meta["shadows"] else 0
+    short = {k: v for k, v in SHORT.items() if k in option_names(card)}
     run, result = run_mia(
         target.id, card.name, shadows=max(shadows, 1), n=20, device="cpu", progress=False,
-        cache=tmp_path, store=store,
+        cache=tmp_path, store=store, options=short,
     )  # fmt: skip
     assert run.status == "finished"
     assert result.scores.shape == (40,) and torch.isfinite(result.scores).all()

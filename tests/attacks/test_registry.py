@@ -16,12 +16,14 @@ from trustlab.attacks.evasion import (
     APGD,
     APGDT,
     DIFGSM,
+    FABT,
     FGSM,
     MD,
     MDMT,
     MIFGSM,
     PGD,
     SGM,
+    Square,
     attack_names,
     make_attack,
     make_suite,
@@ -31,13 +33,16 @@ from trustlab.errors import InputError
 from trustlab.models import create_model
 from trustlab.registry import EVASION, SUITES
 
-# the table the registry replaced: name -> (class, fixed keyword arguments)
+# the table the registry replaced (and the AutoAttack attacks added since): name -> (class, fixed
+# keyword arguments)
 BEFORE = {
     "fgsm": (FGSM, {}),
     "pgd": (PGD, {"steps": 20, "loss": "ce"}),
     "pgd-cw": (PGD, {"steps": 20, "loss": "cw"}),
     "apgd-ce": (APGD, {"loss": "ce"}),
     "apgd-t": (APGDT, {}),
+    "fab-t": (FABT, {}),
+    "square": (Square, {}),
     "md": (MD, {}),
     "mdmt": (MDMT, {}),
     "mifgsm": (MIFGSM, {}),
@@ -47,7 +52,12 @@ BEFORE = {
     "sgm-mi-di": (SGM, {"momentum": 1.0, "diversity": 0.5, "alpha": None}),
 }
 
-SMALL = {"fgsm": {}, "md": {"steps": 2, "switch": 1}, "mdmt": {"steps": 2, "switch": 1}}
+SMALL = {
+    "fgsm": {},
+    "md": {"steps": 2, "switch": 1},
+    "mdmt": {"steps": 2, "switch": 1},
+    "square": {"n_queries": 2},
+}
 
 
 def _model() -> nn.Module:
@@ -110,9 +120,12 @@ def test_advcam_card_names_its_inputs() -> None:
 
 
 def test_suites_are_registered() -> None:
-    assert SUITES.names() == ["quick", "standard"]
+    assert SUITES.names() == ["quick", "standard", "extended"]
     assert SUITES.get("quick").meta["attacks"] == ("pgd", "md")
-    assert SUITES.get("standard").meta["attacks"] == ("apgd-ce", "apgd-t", "md", "mdmt")
+    # AutoAttack's standard version, then the margin decomposition attacks
+    autoattack = ("apgd-ce", "apgd-t", "fab-t", "square")
+    assert SUITES.get("standard").meta["attacks"] == autoattack
+    assert SUITES.get("extended").meta["attacks"] == (*autoattack, "md", "mdmt")
     model = _model()
     for name in SUITES.names():
         suite = make_suite(name, model, "8/255")

@@ -37,6 +37,10 @@ def test_privacy_cli_errors_exit_nonzero_with_one_message(_isolated_home: Path) 
     assert few.exit_code != 0 and "shadows" in few.output
     missing = CliRunner().invoke(app, ["mia", "99"])
     assert missing.exit_code != 0
+    opt = CliRunner().invoke(app, ["mia", "1", "--attack", "rmia", "--options", '{"k": 4}'])
+    assert opt.exit_code == 2 and "'rmia' has no option 'k'; it takes: gamma" in opt.output
+    not_json = CliRunner().invoke(app, ["mia", "1", "--attack", "rmia", "--options", "gamma=1"])
+    assert not_json.exit_code == 2 and "--options" in not_json.output
     other = CliRunner().invoke(app, ["defend-privacy", "1", "--defense", "dp"])
     assert other.exit_code != 0 and "unknown privacy defense" in other.output
     assert len(RunStore(_isolated_home).list()) == 1  # nothing stored by the failures

@@ -92,7 +92,10 @@ def test_bad_input_is_refused_before_anything_is_stored(trained, tmp_path) -> No
     with pytest.raises(InputError, match="has no model.safetensors"):
         run_mia(empty.id, store=store, attack="loss")
     assert len(store.list()) == before + 2  # only the two runs this test made itself
-    assert set(PRIVACY_ATTACKS.names()) == {"lira", "shokri", "loss", "confidence", "entropy"}
+    assert set(PRIVACY_ATTACKS.names()) == {
+        *("lira", "shokri", "rmia", "loss", "confidence", "entropy"),
+        *("label-only", "label-only-hsj", "label-only-augment"),
+    }
 
 
 def test_every_registered_privacy_attack_has_a_card_mia_can_use() -> None:
@@ -101,14 +104,18 @@ def test_every_registered_privacy_attack_has_a_card_mia_can_use() -> None:
         assert isinstance(card.meta["shadows"], bool) and callable(card.meta["audit"])
         if card.meta["shadows"]:
             assert card.meta["min_shadows"] >= 1
-    assert PRIVACY_ATTACKS.names(shadows=True) == ["shokri", "lira"]
-    assert PRIVACY_ATTACKS.names(shadows=False) == ["loss", "confidence", "entropy"]
+    assert PRIVACY_ATTACKS.names(shadows=True) == ["shokri", "lira", "rmia"]
+    assert PRIVACY_ATTACKS.names(shadows=False) == [
+        *("loss", "confidence", "entropy"),
+        *("label-only", "label-only-hsj", "label-only-augment"),
+    ]
 
 
 @pytest.mark.parametrize("attack", PRIVACY_ATTACKS.names(shadows=False))
 def test_every_threshold_attack_runs_through_run_mia(trained, tmp_path, attack) -> None:
     store, target = trained
-    run, result = _mia(store, target, tmp_path, attack=attack, n=10)
+    short = {"iterations": 2} if attack == "label-only-hsj" else {}  # HopSkipJump: 2 of 64
+    run, result = _mia(store, target, tmp_path, attack=attack, n=10, options=short)
     assert run.config["attack"] == attack and run.config["shadows"] == 0
     assert result.scores.shape == (20,) and result.scores.dtype == torch.float64
     # the card builds the same scores from the model and the audited examples
@@ -127,7 +134,26 @@ def test_every_shadow_attack_runs_through_run_mia(trained, tmp_path, attack) -> 
 
 def test_offline_and_shadow_counts_come_from_the_cards(trained, tmp_path) -> None:
     store, target = trained
-    with pytest.raises(InputError, match="--offline is LiRA's one-sided test; use it with "):
+    with pytest.raises(InputError, match="--offline is LiRA's one-sided test / RMIA's offline"):
         _mia(store, target, tmp_path, attack="confidence", offline=True)
     with pytest.raises(InputError, match="--shadows must be an integer >= 1, got 0"):
         _mia(store, target, tmp_path, attack="shokri", shadows=0)
+
+
+def test_an_attack_takes_its_own_options_and_refuses_others(trained, tmp_path) -> None:
+    from trustlab.attacks.privacy.audit import option_names
+
+    store, target = trained
+    assert option_names(PRIVACY_ATTACKS.get("loss")) == []
+    assert {"gamma", "temperature", "offline_a"} <= set(option_names(PRIVACY_ATTACKS.get("rmia")))
+    # the hook's own arguments (seed, device, progress) are not options
+    assert "seed" not in option_names(PRIVACY_ATTACKS.get("label-only"))
+    before = len(store.list())
+    with pytest.raises(InputError, match="'loss' has no option 'k'; it takes no options"):
+        _mia(store, target, tmp_path, attack="loss", options={"k": 1})
+    with pytest.raises(InputError, match="has no option 'seed'; it takes: sigmas, samples"):
+        _mia(store, target, tmp_path, attack="label-only", options={"seed": 1})
+    assert len(store.list()) == before  # nothing recorded
+    opts = {"sigmas": [0.2], "samples": 4}
+    run, result = _mia(store, target, tmp_path, attack="label-only", n=10, options=opts)
+    assert run.config["options"] == opts and run.summary["label_queries_per_example"] <= 5

@@ -11,6 +11,7 @@
 - :mod:`~trustlab.cli.reproduce`: ``reproduce``, ``bench backdoor``;
 - :mod:`~trustlab.cli.runs`: ``runs``, ``show``, ``report``;
 - :mod:`~trustlab.cli.audit`: ``audit``;
+- :mod:`~trustlab.cli.dp_audit`: ``audit-dp``;
 - :mod:`~trustlab.cli.submit`: ``submit``, ``benchmarks``;
 - :mod:`~trustlab.cli.leaderboard`: ``leaderboard``.
 
@@ -33,7 +34,7 @@ from trustlab.cli.common import app
 # isort: off
 from trustlab.cli import catalogue, train, evasion, backdoor, privacy  # noqa: F401
 from trustlab.cli import generative, inpaint, collab, reproduce, runs  # noqa: F401
-from trustlab.cli import audit, submit, leaderboard  # noqa: F401
+from trustlab.cli import audit, dp_audit, submit, leaderboard  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

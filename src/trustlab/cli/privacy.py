@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trustlab.cli.common import DeviceOpt, QuietOpt, SeedOpt, command
+from trustlab.cli.common import DeviceOpt, OptionsOpt, QuietOpt, SeedOpt, command, json_object
 from trustlab.utils.progress import show_progress
 
 AREA = "Privacy"
@@ -19,13 +19,18 @@ def mia_cmd(
         str, typer.Argument(help="a finished `trustlab train` or `defend-privacy` run (its id).")
     ],
     attack: Annotated[str, typer.Option(help="{privacy-attacks}.")] = "lira",
-    shadows: Annotated[int, typer.Option(help="shadow models (LiRA, Shokri).")] = 16,
+    shadows: Annotated[int, typer.Option(help="shadow models (LiRA, RMIA, Shokri).")] = 16,
     offline: Annotated[
-        bool, typer.Option("--offline", help="LiRA's offline (one-sided) test.")
+        bool,
+        typer.Option(
+            "--offline",
+            help="the offline test: LiRA's one-sided test, RMIA's Pr(x) from OUT models.",
+        ),
     ] = False,
     n: Annotated[
         int | None, typer.Option(help="members audited (and as many non-members).")
     ] = None,
+    options: OptionsOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -41,6 +46,7 @@ def mia_cmd(
     run, result = run_mia(
         run_ref, attack, shadows, offline, n, device=device, seed=seed,
         progress=show_progress(not quiet),
+        options=json_object("--options", options, '{"gamma": 1}'),
     )  # fmt: skip
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), "attack": attack, **result.metrics}))
 

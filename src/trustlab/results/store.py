@@ -93,6 +93,7 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 #: Add a workflow's kind here when it starts recording runs.
 KINDS = (
     "advcam", "attack", "audit", "backdoor", "collab", "defend", "defend-privacy", "detect",
+    "dp-audit",
     "dpgan", "evaluate", "inpaint", "mia", "reproduce", "submission", "train", "transfer",
 )  # fmt: skip
 RESERVED_FILES = ("config.json", "meta.json")

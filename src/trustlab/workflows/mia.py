@@ -16,7 +16,11 @@
   are part of that data, which leaks nothing about the target: the attack models never see the
   target's outputs while training) and ``lira`` (online by default, ``offline=True`` for the
   one-sided test; shadows on random halves of the population *train + test*, which holds every
-  audited example, each IN for half of the shadows). Shadow models are trained with the run's
+  audited example, each IN for half of the shadows), ``rmia`` (LiRA's shadows, the same cache,
+  as its reference models; the audited non-members as its population ``z``), and the
+  label-only attacks (``label-only``, ``label-only-hsj``, ``label-only-augment``: argmax labels
+  of chosen queries only, no shadows). ``options`` sets an attack's own parameters. Shadow
+  models are trained with the run's
   own recipe (model, settings, loss, adversarial training, DP-SGD settings) and cached in the
   results store (``$TRUSTLAB_HOME/cache/shadows``): a rerun, or a run killed and restarted, trains
   only the missing ones.
@@ -31,21 +35,22 @@ Deviation from the papers' setting: LiRA's shadows train on ``(|train| + |test|)
 the target on ``|train|`` (the papers train the target on a random half too). Shokri's shadows
 train on ``|test| / 2`` examples.
 
-Everything a user can get wrong (unknown attack, too few shadows, a run that is not a finished
-training run or has no model, ``n`` out of range) raises :class:`~trustlab.errors.InputError`
-before the run is created.
+Everything a user can get wrong (unknown attack or option, too few shadows, a run that is not a
+finished training run or has no model, ``n`` out of range) raises
+:class:`~trustlab.errors.InputError` before the run is created.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from trustlab.attacks.privacy.audit import MembershipAudit, train_plus_test
+from trustlab.attacks.privacy.audit import MembershipAudit, check_options, train_plus_test
 from trustlab.attacks.privacy.membership import loss_scores
 from trustlab.attacks.privacy.shadows import ShadowRecipe
 from trustlab.config import TrainConfig
@@ -179,16 +184,20 @@ def run_mia(
     cache: bool | str | Path = True,
     store: RunStore | None = None,
     name: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Run, MIAResult]:
     """Audit a finished training run with a membership-inference attack; see the module.
 
     Args:
         target: the training run (id, ``"run-000007"`` or a :class:`Run`).
-        attack: a registered privacy attack: ``lira`` (default), ``shokri``, ``loss`` or
-            ``confidence`` (``trustlab list privacy-attacks``).
-        shadows: shadow models for the shadow attacks (``lira`` >= 2, ``shokri`` >= 1; the
-            card's ``min_shadows``); default 16.
-        offline: LiRA's offline (one-sided) test instead of the online likelihood ratio.
+        attack: a registered privacy attack: ``lira`` (default), ``rmia`` (LiRA's cached shadows
+            as its reference models, the audited non-members as its population ``z``),
+            ``shokri``, the threshold attacks ``loss``, ``confidence``, ``entropy``, or the
+            label-only attacks ``label-only``, ``label-only-hsj``, ``label-only-augment``
+            (``trustlab list privacy-attacks``).
+        shadows: shadow models for the shadow attacks (``lira`` and ``rmia`` >= 2, ``shokri``
+            >= 1; the card's ``min_shadows``); default 16.
+        offline: the offline test: LiRA's one-sided test, RMIA's ``Pr(x)`` from OUT models.
         n: members audited (and as many non-members); default the smaller split's size.
         device: ``auto``, ``cpu`` or ``cuda[:N]``: where shadows train and models predict.
         seed: seeds the audit sample, the shadows and the attack models.
@@ -197,12 +206,16 @@ def run_mia(
         cache: the shadow-model cache: True (the results store's), a folder, or False.
         store: the results store (default ``$TRUSTLAB_HOME``).
         name: a label for the stored run.
+        options: the attack's own parameters (e.g. ``{"gamma": 1}`` for RMIA, ``{"sigmas":
+            [0.1, 0.2]}`` for ``label-only``); :func:`~trustlab.attacks.privacy.audit.
+            option_names` lists what an attack takes; unknown keys are an error.
 
     Returns:
         ``(run, result)``: the finished ``mia`` run and the :class:`MIAResult`.
     """
     card = PRIVACY_ATTACKS.get(attack)
     attack = card.name
+    options = check_options(card, options)
     uses_shadows = bool(card.meta["shadows"])
     if uses_shadows:
         shadows = check_int(
@@ -255,6 +268,7 @@ def run_mia(
         "target": target_run.id, "attack": attack, "n": n, "seed": seed,
         "device": str(device), "shadows": shadows if uses_shadows else 0,
         "offline": offline, "fix_variance": fix_variance, "queries": queries,
+        **({"options": options} if options else {}),
     }  # fmt: skip
     run = store.create_run("mia", name or f"mia-{attack}-run{target_run.id}", config, seed=seed)
     with recording_outcome(run):
@@ -264,7 +278,7 @@ def run_mia(
             model, audit, train, test, population_index,
             recipe=shadow_recipe(prep) if uses_shadows else None, shadows=shadows, seed=seed,
             cache=cache, device=dev, progress=progress, offline=offline,
-            fix_variance=fix_variance, queries=queries,
+            fix_variance=fix_variance, queries=queries, options=options,
         )  # fmt: skip
         scores = card.meta["audit"](job)
         extra = job.extra

@@ -7,18 +7,20 @@ importing this package fills the catalogue (``EVASION.build("pgd", model, eps=8/
 
 # isort: off
 # the catalogue lists the attacks in the order their modules are first imported here
-from trustlab.attacks.evasion import fgsm, pgd, apgd, md, transfer, sgm  # noqa: F401
+from trustlab.attacks.evasion import fgsm, pgd, apgd, fab, square, md, transfer, sgm  # noqa: F401
 from trustlab.attacks.evasion import advcam, suite  # noqa: F401
 
 # isort: on
 from trustlab.attacks.evasion.apgd import APGD, APGDT
 from trustlab.attacks.evasion.base import Attack, frozen, parse_eps, project
 from trustlab.attacks.evasion.evaluate import RobustnessReport, evaluate_robustness
+from trustlab.attacks.evasion.fab import FABT
 from trustlab.attacks.evasion.fgsm import FGSM
 from trustlab.attacks.evasion.md import MD, MDMT, imbalance_ratio
 from trustlab.attacks.evasion.pgd import PGD
 from trustlab.attacks.evasion.sanity import SanityFinding, sanity_checks
 from trustlab.attacks.evasion.sgm import SGM, skip_gradient
+from trustlab.attacks.evasion.square import Square
 from trustlab.attacks.evasion.suite import attack_names, make_attack, make_suite
 from trustlab.attacks.evasion.transfer import (
     DIFGSM,
@@ -31,6 +33,7 @@ __all__ = [
     "APGD",
     "APGDT",
     "DIFGSM",
+    "FABT",
     "FGSM",
     "MD",
     "MDMT",
@@ -40,6 +43,7 @@ __all__ = [
     "Attack",
     "RobustnessReport",
     "SanityFinding",
+    "Square",
     "TransferReport",
     "attack_names",
     "evaluate_robustness",

@@ -2,7 +2,8 @@
 
 Every evasion attack registers itself at its class in :data:`trustlab.registry.EVASION` with a
 card (paper, threat model, the keyword arguments its name fixes): ``fgsm``, ``pgd`` (PGD-20 with
-CE, the MD paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``md``, ``mdmt``; the transfer
+CE, the MD paper's baseline), ``pgd-cw``, ``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``
+(score-based, no gradients), ``md``, ``mdmt``; the transfer
 attacks ``mifgsm``, ``difgsm``, ``sgm`` (gamma 0.2), ``sgm-mi`` and ``sgm-mi-di`` (SGM with MI's
 momentum and step ``eps / steps``, and DI); ``advcam`` (which also takes a style image).
 ``make_attack("pgd", model, eps=8/255)`` builds one. The suites of
@@ -10,8 +11,12 @@ momentum and step ``eps / steps``, and DI); ``advcam`` (which also takes a style
 :data:`trustlab.registry.SUITES` here (meta ``attacks``: their cascade, in order):
 
 - ``quick``: PGD-20 (CE), then MD.
-- ``standard``: APGD-CE, APGD-T, then MD and MDMT (the AutoAttack-style cascade plus the margin
-  decomposition attacks).
+- ``standard``: AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, then Square (5,000
+  queries), each at AutoAttack's settings, as a worst-case cascade (each attack runs on the points
+  the ones before it left robust; the robust accuracy counts a point robust only if every attack
+  fails). AutoAttack counts the same way (its ``run_standard_evaluation``).
+- ``extended``: the standard cascade, then MD and MDMT (the margin decomposition attacks, which
+  find points that imbalanced gradients hide from cross-entropy and DLR attacks).
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ def make_attack(name: str, model: nn.Module, eps: float | str = 8 / 255, **kw: A
 
 
 def make_suite(name: str, model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
-    """The suite registered as ``name`` (``quick``, ``standard``): attack name -> attack, in
+    """The suite registered as ``name`` (``quick``, ``standard``, ``extended``): attack name ->
+    attack, in
     cascade order."""
     return SUITES.get(name).build(model, eps=eps)
 
@@ -73,14 +79,31 @@ def quick_suite(model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attac
     return _suite("quick", model, eps)
 
 
+_AUTOATTACK = (
+    "Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
+    "parameter-free attacks. ICML 2020."
+)
+
+
 @SUITES.register(
     "standard",
-    "APGD-CE, APGD-T, MD, MDMT (AutoAttack-style cascade plus margin decomposition)",
-    paper="Croce, Hein. Reliable evaluation of adversarial robustness with an ensemble of diverse "
-    "parameter-free attacks. ICML 2020; Ma et al. Imbalanced Gradients. arXiv:2006.13726.",
-    threat="white-box, untargeted, L-inf",
-    attacks=("apgd-ce", "apgd-t", "md", "mdmt"),
+    "AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square",
+    paper=_AUTOATTACK,
+    threat="white-box (the first three) and score-based black-box (Square), untargeted, L-inf",
+    attacks=("apgd-ce", "apgd-t", "fab-t", "square"),
 )
 def standard_suite(model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
-    """APGD-CE, APGD-T, MD, MDMT, as a cascade."""
+    """APGD-CE, APGD-T, FAB-T, Square, as a cascade (AutoAttack's standard version)."""
     return _suite("standard", model, eps)
+
+
+@SUITES.register(
+    "extended",
+    "AutoAttack's standard version, then MD and MDMT",
+    paper=_AUTOATTACK[:-1] + "; Ma et al. Imbalanced Gradients. arXiv:2006.13726.",
+    threat="white-box and score-based black-box, untargeted, L-inf",
+    attacks=("apgd-ce", "apgd-t", "fab-t", "square", "md", "mdmt"),
+)
+def extended_suite(model: nn.Module, eps: float | str = 8 / 255) -> dict[str, Attack]:
+    """The standard cascade, then MD and MDMT."""
+    return _suite("extended", model, eps)

@@ -637,7 +637,7 @@ def label_boundary_scores(
 
 def _audit_noise(a: MembershipAudit) -> torch.Tensor:
     oracle = LabelOracle(a.model, a.device)
-    scores = label_noise_scores(oracle, a.data, seed=a.seed, progress=a.progress)
+    scores = label_noise_scores(oracle, a.data, seed=a.seed, progress=a.progress, **a.options)
     a.extra["label_queries"] = oracle.queries
     a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
     return scores
@@ -645,7 +645,7 @@ def _audit_noise(a: MembershipAudit) -> torch.Tensor:
 
 def _audit_boundary(a: MembershipAudit) -> torch.Tensor:
     oracle = LabelOracle(a.model, a.device)
-    scores = label_boundary_scores(oracle, a.data, seed=a.seed, progress=a.progress)
+    scores = label_boundary_scores(oracle, a.data, seed=a.seed, progress=a.progress, **a.options)
     a.extra["label_queries"] = oracle.queries
     a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
     return scores
@@ -653,7 +653,7 @@ def _audit_boundary(a: MembershipAudit) -> torch.Tensor:
 
 def _audit_augment(a: MembershipAudit) -> torch.Tensor:
     oracle = LabelOracle(a.model, a.device)
-    scores = label_augment_scores(oracle, a.data)
+    scores = label_augment_scores(oracle, a.data, **a.options)
     a.extra["label_queries"] = oracle.queries
     a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
     return scores
@@ -662,6 +662,8 @@ def _audit_augment(a: MembershipAudit) -> torch.Tensor:
 _PAPER = (
     "Choquette-Choo, Tramer, Carlini, Papernot. Label-Only Membership Inference Attacks. ICML 2021."
 )
+#: what the audit hooks set themselves (the rest of a scoring function's keywords are options)
+_FIXED = ("seed", "progress", "device")
 _THREAT = "label-only black-box: the target's predicted labels on chosen queries; no shadow models"
 
 PRIVACY_ATTACKS.register(
@@ -672,6 +674,8 @@ PRIVACY_ATTACKS.register(
     inputs=("model", "data"),
     shadows=False,
     audit=_audit_noise,
+    options=label_noise_scores,
+    options_fixed=_FIXED,
 )(label_noise_scores)
 
 PRIVACY_ATTACKS.register(
@@ -683,6 +687,8 @@ PRIVACY_ATTACKS.register(
     inputs=("model", "data"),
     shadows=False,
     audit=_audit_boundary,
+    options=label_boundary_scores,
+    options_fixed=_FIXED,
 )(label_boundary_scores)
 
 PRIVACY_ATTACKS.register(
@@ -693,4 +699,6 @@ PRIVACY_ATTACKS.register(
     inputs=("model", "data"),
     shadows=False,
     audit=_audit_augment,
+    options=label_augment_scores,
+    options_fixed=_FIXED,
 )(label_augment_scores)

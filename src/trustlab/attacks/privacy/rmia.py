@@ -295,7 +295,7 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     cache) as reference models; the population ``z``: the audited non-members (test split)."""
     rmia = RMIA(
         a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows, queries=a.queries,
-        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress,
+        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress, **a.options,
     )  # fmt: skip
     rmia.fit(a.population_index)
     population = a.population_index >= len(a.train)
@@ -324,6 +324,8 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     shadows_fix="RMIA uses LiRA's shadows: every example needs an OUT (online: and an IN) one.",
     offline="RMIA's offline Pr(x) from OUT models",
     audit=_audit_rmia,
+    options=True,
+    options_fixed=("shadows", "queries", "seed", "cache", "device", "progress"),
 )
 class RMIA:
     """Zarifzadeh et al.'s robust membership-inference attack; see the module for the method.
