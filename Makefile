@@ -44,6 +44,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -m pip install --quiet -e ".[dev,bench]"
 	@$(PY) -m pip install --quiet --no-deps torchattacks  # it asks for torchvision; not needed
+	@echo "[bench] peer agreement: tests/attacks/test_peers.py (PGD vs ART and torchattacks, the standard suite vs AutoAttack)"
+	@$(PY) -m pytest -q tests/attacks/test_peers.py
 	@for f in benchmarks/*.py; do echo "[bench] $$f"; $(PY) $$f || exit 1; done
 
 data: $(STAMP)
