@@ -12,9 +12,14 @@ are the non-members, and every attack scores the whole population. The target's 
 preset's ``train`` (no augmentation, no weight decay: an overfit target). Three jobs, each a row:
 
 - ``undefended``: the target. Attacks: the loss threshold (``-CE``, Yeom et al.), the
-  confidence threshold (``log max_j p_j``), and LiRA online with ``options["shadows"]`` shadow
-  models trained by the target's recipe on balanced random halves of the population (cached in
-  the results store, so a resumed run does not retrain them).
+  confidence threshold (``log max_j p_j``), the label-only noise attack (Choquette-Choo et al.,
+  ICML 2021: how often the predicted label survives Gaussian noise; ``options["attack_options"]
+  ["label-only"]`` sets its budget), LiRA online with ``options["shadows"]`` shadow models
+  trained by the target's recipe on balanced random halves of the population (cached in the
+  results store, so a resumed run does not retrain them), and RMIA online (Zarifzadeh et al.,
+  ICML 2024) with those same shadows as its reference models and the whole population as its
+  samples ``z`` (the authors take the target's non-members; that would hand the attack the
+  membership labels here, where members and non-members share one population).
 - ``jem``: the same target (same seed, bit-identical), defended by :class:`~trustlab.defenses.
   privacy.jem.JEMDefense` with the library's defaults (JEM fine-tuning, a class-conditional
   synthetic set as large as the private set, a fresh network retrained on it alone with the authors'
@@ -35,12 +40,14 @@ the attacks that need no shadow models, so every row is measured alike; ``advant
 what it reads with the member labels shuffled (mean of 50), the floor of a maximum over
 thresholds on finite sets, reported next to it. (LiRA against a defended
 model would need shadows trained through the defense itself, sixteen JEM pipelines; it is not
-run on the defended rows.)
+run on the defended rows; the threshold and label-only attacks are.)
 
 Claims (methods.md): (1) on the overfit target, LiRA's TPR at 1% FPR exceeds the loss-threshold
 attack's; (2) the JEM defense cuts the membership advantage by >= 50% relative to the undefended
 model while losing <= 10 points of test accuracy; (3) DP-SGD at epsilon <= 8 also cuts it (a
-lower advantage than the undefended model's), with its epsilon reported.
+lower advantage than the undefended model's), with its epsilon reported; (4) with the same
+shadow models, RMIA's TPR at 1% FPR exceeds LiRA's (Zarifzadeh et al.'s headline: RMIA beats
+LiRA, most of all with few reference models).
 
 Each is judged on one number per seed (the rows of a seed share its population and members),
 by its mean over seeds and 95% bootstrap interval: PASS when the whole interval is on the
@@ -51,7 +58,7 @@ attack's, > 0. (2) Both of: the relative cut ``1 - advantage(jem) / advantage(un
 ``test_acc(undefended) - test_acc(jem)``, <= 10 points. (3) Both of: the advantage undefended
 minus DP-SGD, > 0, and every seed's spent epsilon <= 8; the epsilon is the accountant's bound
 on each model, not a noisy estimate, so it is checked on the largest over seeds, without an
-interval.
+interval. (4) RMIA's TPR at 1% FPR minus LiRA's, > 0.
 """
 
 from __future__ import annotations
@@ -83,8 +90,9 @@ from trustlab.utils.seed import derive_seed, generator
 #: the rows of the table (its "model" key), in order
 ROWS = ("undefended", "jem", "dp-sgd")
 #: the attacks the table reports (registered names, :data:`~trustlab.registry.PRIVACY_ATTACKS`):
-#: the threshold attacks on every row, the shadow attack (LiRA) on the undefended target only
-REPORTED_ATTACKS = ("loss", "confidence", "lira")
+#: the threshold and label-only attacks on every row, the shadow attacks (LiRA, and RMIA on
+#: LiRA's shadows) on the undefended target only
+REPORTED_ATTACKS = ("loss", "confidence", "label-only", "lira", "rmia")
 MEASURES = ("auc", "tpr_at_1fpr", "tpr_at_01fpr", "advantage")
 
 
@@ -102,6 +110,26 @@ def _lira_context(t: ResultTable) -> str:
         f"(LiRA) vs {100 * t.mean('loss_tpr_at_1fpr', model='undefended'):.1f}% (loss "
         f"threshold); AUC {t.mean('lira_auc', model='undefended'):.3f} vs "
         f"{t.mean('loss_auc', model='undefended'):.3f}"
+    )
+
+
+def _rmia_gain(t: ResultTable) -> dict[int, float]:
+    """Per seed, on the undefended target: RMIA's TPR at 1% FPR - LiRA's (same shadows)."""
+    return paired(
+        t.per_seed("rmia_tpr_at_1fpr", model="undefended"),
+        t.per_seed("lira_tpr_at_1fpr", model="undefended"),
+    )
+
+
+def _rmia_context(t: ResultTable) -> str:
+    return (
+        f"means: TPR at 1% FPR {100 * t.mean('rmia_tpr_at_1fpr', model='undefended'):.1f}% "
+        f"(RMIA) vs {100 * t.mean('lira_tpr_at_1fpr', model='undefended'):.1f}% (LiRA); AUC "
+        f"{t.mean('rmia_auc', model='undefended'):.3f} vs "
+        f"{t.mean('lira_auc', model='undefended'):.3f}; label-only AUC "
+        + ", ".join(
+            f"{m} {t.mean('label-only_auc', model=m):.3f}" for m in ("undefended", "jem", "dp-sgd")
+        )
     )
 
 
@@ -187,6 +215,8 @@ _QUICK = Preset(
         "epsilon": 8.0,
         "jem_finetune_epochs": 50,
         "jem": {"warmup_iters": 11},  # the authors' 2.8% of fine-tuning steps
+        # 25 noisy queries per sigma (the authors' 9 sigmas; their 2,500 per sigma is hours)
+        "attack_options": {"label-only": {"samples": 25}},
     },
     description="minutes on 2 CPU cores: cnn-small on 1,000 digits (500 members), 30 "
     "epochs, 16 LiRA shadows, JEM (the authors' 50 fine-tuning epochs, lr warm-up over "
@@ -203,7 +233,8 @@ class MembershipInferenceJEM(Experiment):
     ``dp-sgd``; the attacks of :data:`REPORTED_ATTACKS` come from
     :data:`~trustlab.registry.PRIVACY_ATTACKS`. Options of a preset: ``population``,
     ``shadows``, ``epsilon``, ``jem`` (:class:`~trustlab.defenses.privacy.JEMSettings`
-    overrides), ``jem_finetune_epochs``.
+    overrides), ``jem_finetune_epochs``, ``attack_options`` (attack name -> its own keyword
+    arguments, e.g. the label-only attack's ``samples``).
 
     Example::
 
@@ -211,9 +242,14 @@ class MembershipInferenceJEM(Experiment):
     """
 
     name = "meminf-jem"
-    title = "Membership inference (threshold, LiRA) and the JEM and DP-SGD defenses"
+    title = (
+        "Membership inference (threshold, label-only, LiRA, RMIA) and the JEM and DP-SGD defenses"
+    )
     paper = (
-        "Carlini et al. Membership Inference Attacks From First Principles. S&P 2022; Chen et "
+        "Carlini et al. Membership Inference Attacks From First Principles. S&P 2022; "
+        "Zarifzadeh, Liu, Chang, Shokri. Low-Cost High-Power Membership Inference Attacks. ICML "
+        "2024; Choquette-Choo, Tramer, Carlini, Papernot. Label-Only Membership Inference "
+        "Attacks. ICML 2021; Chen et "
         "al. Protect Privacy of Deep Classification Networks by Exploiting Their Generative "
         "Power. Machine Learning 2021; Abadi et al. Deep Learning with Differential Privacy. "
         "CCS 2016."
@@ -229,6 +265,8 @@ class MembershipInferenceJEM(Experiment):
         "lira_auc",
         "lira_tpr_at_1fpr",
         "lira_advantage",
+        "rmia_tpr_at_1fpr",
+        "label-only_auc",
         "epsilon",
     )
     percent = ("test_acc", "train_acc")
@@ -292,6 +330,23 @@ class MembershipInferenceJEM(Experiment):
                 _dp_context,
             ),
         ),
+        Claim(
+            "rmia-beats-lira",
+            "with the same shadow (reference) models, RMIA's TPR at 1% FPR exceeds LiRA's "
+            "(Zarifzadeh et al., ICML 2024)",
+            noted(
+                interval_check(
+                    _rmia_gain,
+                    ">",
+                    0.0,
+                    what="TPR at 1% FPR RMIA - LiRA",
+                    scale=100,
+                    unit=" pts",
+                    digits=1,
+                ),
+                _rmia_context,
+            ),
+        ),
     )
     presets = {
         "smoke": Preset(
@@ -306,6 +361,7 @@ class MembershipInferenceJEM(Experiment):
                 "epsilon": 8.0,
                 "jem": {"buffer_size": 200, "steps": 5},
                 "jem_finetune_epochs": 1,
+                "attack_options": {"label-only": {"samples": 4}},
             },
             description="seconds: mlp on 200 digits, 4 shadows, a 1-epoch JEM",
         ),
@@ -338,6 +394,15 @@ class MembershipInferenceJEM(Experiment):
     def check(self, preset: Preset) -> None:
         super().check(preset)
         PRIVACY_ATTACKS.check(REPORTED_ATTACKS)
+        from trustlab.attacks.privacy.audit import check_options
+
+        for attack, opts in preset.options.get("attack_options", {}).items():
+            if attack not in REPORTED_ATTACKS:
+                raise InputError(
+                    f"attack_options names {attack!r}, which this reproduction does not run; "
+                    f"it runs: {', '.join(REPORTED_ATTACKS)}."
+                )
+            check_options(PRIVACY_ATTACKS.get(attack), opts)
         n = int(preset.options["population"])
         size = len(preset.load("train"))
         if not 4 <= n <= size:
@@ -389,12 +454,13 @@ class MembershipInferenceJEM(Experiment):
         out["test_acc"] = evaluate(model, test, device=device)["accuracy"]
         out["train_acc"] = evaluate(model, private, device=device)["accuracy"]
         scores: dict[str, torch.Tensor] = {}
-        for (
-            attack
-        ) in REPORTED_ATTACKS:  # threshold attacks: one pass of the model over the population
+        more = preset.options.get("attack_options", {})
+        for attack in REPORTED_ATTACKS:  # the attacks without shadows score every row
             card = PRIVACY_ATTACKS.get(attack)
             if not card.meta["shadows"]:
-                scores[attack] = card.build(model, population, device=device)
+                scores[attack] = card.build(
+                    model, population, device=device, **more.get(attack, {})
+                )
         if kind == "undefended":
             cache = self.work_path("shadows")
             lira = PRIVACY_ATTACKS.build(
@@ -408,6 +474,14 @@ class MembershipInferenceJEM(Experiment):
                 progress=False,
             ).fit()
             scores["lira"] = lira.score(model)
+            # RMIA's reference models are LiRA's shadows (the same call: the cache serves them);
+            # its population samples z: the whole population (no membership labels used)
+            rmia = PRIVACY_ATTACKS.build(
+                "rmia", recipe, population, int(preset.options["shadows"]),
+                seed=derive_seed(seed, "shadows"), cache=cache, device=device, progress=False,
+                **more.get("rmia", {}),
+            ).fit()  # fmt: skip
+            scores["rmia"] = rmia.score(model)
         for attack, s in scores.items():
             for m, v in membership_metrics(s, members).items():
                 out[f"{attack}_{m}"] = v
