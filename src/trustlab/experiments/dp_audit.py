@@ -179,7 +179,7 @@ class DPAudit(Experiment):
             seeds=1,
             train=dict(epochs=2, **{**_TRAIN, "batch_size": 8}),
             options={"canaries": 32, "base_size": 96, "epsilons": [1.0, 4.0, 8.0]},
-            description="seconds: cnn-small on 96 digits + 32 canaries, 2 epochs (batch 4: a "
+            description="seconds: cnn-small on 96 digits + 32 canaries, 2 epochs (batch 8: a "
             "small sampling rate keeps Opacus' RDP accountant fast), one seed",
         ),
         "quick": Preset(

@@ -237,8 +237,8 @@ def epsilon_lower_bound(
         float64 array of the bounds (>= 0), the counts' broadcast shape.
 
     Example:
-        >>> float(epsilon_lower_bound(100, 0, 0, 100, delta=0.0))  # perfect on 100 + 100
-        3.5...
+        >>> round(float(epsilon_lower_bound(100, 0, 0, 100, delta=0.0)), 2)  # perfect, 100 + 100
+        3.28
     """
     confidence = _check_level("confidence", confidence)
     delta = _check_delta(delta)
@@ -418,8 +418,8 @@ def one_run_epsilon(
     the p-value reaches the level, then 30 bisection steps; vectorised over broadcast ``(m, r, v)``.
 
     Example:
-        >>> float(one_run_epsilon(1000, 100, 100, delta=0.0))  # 100 of 100 right
-        3.5...
+        >>> round(float(one_run_epsilon(1000, 100, 100, delta=0.0)), 2)  # 100 of 100 right
+        3.49
     """
     confidence = _check_level("confidence", confidence)
     delta = _check_delta(delta)
