@@ -40,6 +40,7 @@ SMALL: dict[str, list[str]] = {
     "detect": ["--n", "128", "--splits", "2"],
     "defend": ["--epochs", "1"],
     "mia": ["--shadows", "2", "--n", "32"],
+    "audit-dp": ["--canaries", "32", "--base-size", "96"],
     "reproduce": ["--preset", "smoke", "--workers", "1"],
     "audit": ["--n", "32"],
     "bench": [
@@ -130,7 +131,8 @@ def test_the_readme_tour_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mon
         args = [os.path.expandvars(a) for a in shlex.split(line)[1:]]
         args += small_flags(args)
         if args[0] in (
-            "train", "backdoor", "defend", "mia", "defend-privacy", "reproduce", "audit"
+            "train", "backdoor", "defend", "mia", "defend-privacy", "reproduce", "audit",
+            "audit-dp",
         ):  # fmt: skip
             args.append("--quiet")
         start = time.perf_counter()
