@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from trustlab.attacks.evasion.base import Attack, Ball, _view, random_start, step_direction
-from trustlab.attacks.evasion.losses import Objective, cw, dlr, objective
+from trustlab.attacks.evasion.losses import Objective, cw, dlr, objective, wrong_classes
 from trustlab.errors import InputError
 from trustlab.registry import EVASION
 
@@ -281,7 +281,7 @@ class APGDT(APGD):
                 "use APGD(loss='ce') instead."
             )
         # wrong classes by decreasing clean logit (the true class sorts last)
-        order = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        order = wrong_classes(clean, y)
         best = x.clone()
         best_margin = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

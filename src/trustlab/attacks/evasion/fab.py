@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from trustlab.attacks.evasion.base import Attack, _view, norms
+from trustlab.attacks.evasion.losses import wrong_classes
 from trustlab.errors import InputError
 from trustlab.registry import EVASION
 
@@ -280,7 +281,7 @@ class FABT(Attack):
         if k < 2:
             raise InputError(f"FAB-T needs a model with at least 2 classes, it has {k}.")
         # wrong classes by decreasing clean logit (the true class sorts last), as APGD-T
-        order = clean.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        order = wrong_classes(clean, y)
         done = clean.argmax(1) != y  # misclassified points are not attacked
         dist = torch.where(done, 0.0, float("inf")).to(x.dtype)
         best = x.clone()

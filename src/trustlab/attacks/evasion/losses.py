@@ -28,6 +28,13 @@ def _other_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     return masked.max(1).values
 
 
+def wrong_classes(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The classes of each row ordered by decreasing logit, the true class ``y`` last: column
+    ``i < K - 1`` is the ``i+1``-th most likely wrong class (the targets of APGD-T, FAB-T and
+    MDMT, as AutoAttack picks them). ``(N, K)`` int64."""
+    return logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+
+
 def ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     if target is not None:
         return -F.cross_entropy(logits, target, reduction="none")

@@ -41,6 +41,7 @@ from trustlab.attacks.evasion.base import (
     random_start,
     step_direction,
 )
+from trustlab.attacks.evasion.losses import wrong_classes
 from trustlab.errors import InputError
 from trustlab.registry import EVASION
 from trustlab.utils.modules import frozen
@@ -262,7 +263,7 @@ class MDMT(MD):
         k = logits.shape[1]
         if k < 2:
             raise InputError(f"MDMT needs a model with at least 2 classes, it has {k}.")
-        order = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
+        order = wrong_classes(logits, y)
         n = min(self.n_target_classes, k - 1)
         # runs 2i (stage 1: -z_y) and 2i+1 (stage 1: z_t) both target order[:, i]
         return self._attack(x, y, [order[:, i] for i in range(n) for _ in range(2)])
