@@ -82,6 +82,31 @@ def test_rejudge_checks_todays_claims_on_the_stored_table() -> None:
     assert ", re-judged" in results_markdown([again])
 
 
+def test_rejudging_an_older_run_leaves_out_the_claims_it_did_not_measure() -> None:
+    """A meminf-jem run stored before its RMIA claim existed: its table has no RMIA metrics."""
+    import json
+
+    from trustlab.experiments.base import get_experiment
+
+    store = RunStore()
+    exp = get_experiment("meminf-jem")
+    config = {"experiment": "meminf-jem", "preset": {"name": "quick", "dataset": "digits",
+              "model": "cnn-small", "seeds": 1}, "seed": 0}  # fmt: skip
+    run = store.create_run("reproduce", "meminf-jem-quick", config, seed=0)
+    rows = [
+        {"model": "undefended", "seed": 0, "advantage": 0.4, "test_acc": 0.9,
+         "lira_tpr_at_1fpr": 0.1, "loss_tpr_at_1fpr": 0.02, "lira_auc": 0.7, "loss_auc": 0.6},
+        {"model": "jem", "seed": 0, "advantage": 0.1, "test_acc": 0.85},
+        {"model": "dp-sgd", "seed": 0, "advantage": 0.2, "test_acc": 0.8, "epsilon": 7.9,
+         "delta": 1e-5},
+    ]  # fmt: skip
+    (run.dir / "table.json").write_text(json.dumps({"keys": exp.keys, "rows": rows}))
+    run.finish({"claims": {}})
+    (again,) = reproduction_results(store, rejudge=True)
+    names = [c.claim for c in again.claims]
+    assert names == ["lira-beats-threshold", "jem-defense", "dp-sgd"]  # no rmia-beats-lira
+
+
 def test_a_reproduction_without_claims_is_a_measurement_not_a_fail() -> None:
     store = RunStore()
     config = {"experiment": "bench-backdoor", "preset": {"name": "quick", "dataset": "shapes10",

@@ -74,7 +74,8 @@ class ReproductionResult:
 
 def _rejudge(run: Run) -> tuple[ClaimResult, ...] | None:
     """The experiment's current claims checked on the run's stored table (None: no table, or
-    an experiment that no longer exists)."""
+    an experiment that no longer exists). A claim added after the run, whose metrics its table
+    does not hold, is left out: the run did not measure it."""
     from trustlab.experiments.base import ResultTable, get_experiment
 
     path = run.dir / "table.json"
@@ -87,9 +88,14 @@ def _rejudge(run: Run) -> tuple[ClaimResult, ...] | None:
         return None
     stored = json.loads(path.read_text())
     table = ResultTable(exp.keys, exp.metrics, stored.get("rows", []))
-    return tuple(
-        ClaimResult(c.claim, c.text, c.passed, c.detail, c.verdict) for c in exp.check_claims(table)
-    )
+    judged = []
+    for claim in exp.claims:
+        try:
+            c = claim.evaluate(table)
+        except KeyError:  # a metric this run's table does not have
+            continue
+        judged.append(ClaimResult(c.claim, c.text, c.passed, c.detail, c.verdict))
+    return tuple(judged)
 
 
 def _result(run: Run, rejudge: bool = False) -> ReproductionResult:
