@@ -24,8 +24,9 @@ from trustlab.utils.device import resolve_device
 __all__ = ["check_model_checkpoint", "is_run_ref", "load_target", "load_target_model"]
 
 
-def is_run_ref(ref: str) -> bool:
-    """True for a run id (``"3"``, ``"run-000003"``), False for a model file path."""
+def is_run_ref(ref: str | int) -> bool:
+    """True for a run id (``3``, ``"3"``, ``"run-000003"``), False for a model file path."""
+    ref = str(ref)
     return ref.isdigit() or ref.startswith("run-")
 
 

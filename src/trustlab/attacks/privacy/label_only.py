@@ -635,28 +635,22 @@ def label_boundary_scores(
     return out
 
 
-def _audit_noise(a: MembershipAudit) -> torch.Tensor:
-    oracle = LabelOracle(a.model, a.device)
-    scores = label_noise_scores(oracle, a.data, seed=a.seed, progress=a.progress, **a.options)
-    a.extra["label_queries"] = oracle.queries
-    a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
-    return scores
+def _audit_hook(
+    score: Callable[..., torch.Tensor], seeded: bool = True
+) -> Callable[[MembershipAudit], torch.Tensor]:
+    """The audit hook of a label-only scoring function: it queries the target through a
+    :class:`LabelOracle` (``seeded``: with the audit's seed and progress) and records the
+    queries spent."""
 
+    def audit(a: MembershipAudit) -> torch.Tensor:
+        oracle = LabelOracle(a.model, a.device)
+        own = {"seed": a.seed, "progress": a.progress} if seeded else {}
+        scores = score(oracle, a.data, **own, **a.options)
+        a.extra["label_queries"] = oracle.queries
+        a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
+        return scores
 
-def _audit_boundary(a: MembershipAudit) -> torch.Tensor:
-    oracle = LabelOracle(a.model, a.device)
-    scores = label_boundary_scores(oracle, a.data, seed=a.seed, progress=a.progress, **a.options)
-    a.extra["label_queries"] = oracle.queries
-    a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
-    return scores
-
-
-def _audit_augment(a: MembershipAudit) -> torch.Tensor:
-    oracle = LabelOracle(a.model, a.device)
-    scores = label_augment_scores(oracle, a.data, **a.options)
-    a.extra["label_queries"] = oracle.queries
-    a.extra["label_queries_per_example"] = round(oracle.queries / len(a.data), 1)
-    return scores
+    return audit
 
 
 _PAPER = (
@@ -673,7 +667,7 @@ PRIVACY_ATTACKS.register(
     threat=_THREAT + f" ({len(SIGMAS) * 250} noisy queries per correctly labelled example)",
     inputs=("model", "data"),
     shadows=False,
-    audit=_audit_noise,
+    audit=_audit_hook(label_noise_scores),
     options=label_noise_scores,
     options_fixed=_FIXED,
 )(label_noise_scores)
@@ -686,7 +680,7 @@ PRIVACY_ATTACKS.register(
     threat=_THREAT + " (HopSkipJump: about 33,000 queries per correctly labelled example)",
     inputs=("model", "data"),
     shadows=False,
-    audit=_audit_boundary,
+    audit=_audit_hook(label_boundary_scores),
     options=label_boundary_scores,
     options_fixed=_FIXED,
 )(label_boundary_scores)
@@ -698,7 +692,7 @@ PRIVACY_ATTACKS.register(
     threat=_THREAT + " (4d + 1 = 5 queries per correctly labelled example)",
     inputs=("model", "data"),
     shadows=False,
-    audit=_audit_augment,
+    audit=_audit_hook(label_augment_scores, seeded=False),
     options=label_augment_scores,
     options_fixed=_FIXED,
 )(label_augment_scores)
