@@ -72,6 +72,14 @@ def test_table_statistics() -> None:
     assert "| 5.00 |" in t.to_markdown()  # one seed: no interval
 
 
+def test_table_statistics_with_a_non_finite_seed() -> None:
+    """A seed whose metric is inf (e.g. an epsilon without a bound) gives a NaN spread, not a
+    crash of the table (statistics.pstdev raises on inf)."""
+    rows = [{"k": "x", "m": 1.0}, {"k": "x", "m": math.inf}]
+    (x,) = ResultTable(("k",), ("m",), rows).summary()
+    assert x["m"] == math.inf and math.isnan(x["m_std"])
+
+
 def _noisy_table(acc: dict[tuple[str, str], float]) -> ResultTable:
     rows = [{"noise": n, "loss": loss, "last_acc": a} for (n, loss), a in acc.items()]
     return ResultTable(("noise", "loss"), ("last_acc",), rows)

@@ -310,7 +310,12 @@ class ResultTable:
             for m in self.metrics:
                 vals = [float(r[m]) for r in rows if m in r]
                 entry[m] = statistics.fmean(vals) if vals else math.nan
-                entry[f"{m}_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+                if len(vals) < 2:
+                    entry[f"{m}_std"] = 0.0
+                elif all(math.isfinite(v) for v in vals):
+                    entry[f"{m}_std"] = statistics.pstdev(vals)
+                else:  # statistics.pstdev fails on inf and NaN instead of returning NaN
+                    entry[f"{m}_std"] = math.nan
                 _, entry[f"{m}_lo"], entry[f"{m}_hi"] = bootstrap_ci(vals)
             out.append(entry)
         return out
