@@ -55,7 +55,8 @@ __all__ = [
 ]
 
 
-def _annotation(fn: Callable[..., Any], name: str) -> Any:
+def param_annotation(fn: Callable[..., Any], name: str) -> Any:
+    """The type annotation of parameter ``name`` of ``fn`` (``Any`` where none resolves)."""
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # a forward reference that does not resolve: accept anything
@@ -132,7 +133,7 @@ class Card:
         target, _ = _signature_of(self.factory)
         fields: dict[str, Any] = {}
         for name, default in self.parameters().items():
-            ann = _annotation(target, name)
+            ann = param_annotation(target, name)
             fields[name] = (ann, ... if default is inspect.Parameter.empty else default)
         extra = "allow" if self.accepts_any() else "forbid"
         config = pydantic.ConfigDict(arbitrary_types_allowed=True, extra=extra)

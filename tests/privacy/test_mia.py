@@ -157,3 +157,39 @@ def test_an_attack_takes_its_own_options_and_refuses_others(trained, tmp_path) -
     opts = {"sigmas": [0.2], "samples": 4}
     run, result = _mia(store, target, tmp_path, attack="label-only", n=10, options=opts)
     assert run.config["options"] == opts and run.summary["label_queries_per_example"] <= 5
+
+
+@pytest.mark.parametrize(
+    ("attack", "options", "match"),
+    [
+        ("rmia", {"temperature": None}, "option 'temperature': Input should be a valid number"),
+        ("rmia", {"trim": "x"}, "option 'trim'.*got 'x'; its default is 0.2"),
+        ("rmia", {"batch_size": 0}, "'rmia', options .*batch_size must be an integer >= 1"),
+        ("rmia", {"trim": 0.6}, r"trim must lie in \[0, 0.5\)"),
+        ("lira", {"fix_variance": "maybe"}, "option 'fix_variance': Input should be a valid bool"),
+        ("shokri", {"lr": 0}, "lr must be > 0"),
+        ("label-only", {"samples": -5}, "samples must be an integer >= 1"),
+        ("label-only", {"sigmas": []}, "sigmas must be one or more"),
+        ("label-only-hsj", {"gamma": 0}, "gamma must be > 0"),
+        ("label-only-augment", {"d": 40}, "d must be an integer >= 0 and <= 15"),
+    ],
+)
+def test_bad_option_values_are_refused_before_anything_is_stored(
+    trained, tmp_path, attack, options, match
+) -> None:
+    store, target = trained
+    before = len(store.list())
+    with pytest.raises(InputError, match=match):
+        _mia(store, target, tmp_path, attack=attack, shadows=2, options=options)
+    assert len(store.list()) == before  # no failed run left behind
+    assert not any(tmp_path.iterdir())  # and no shadow trained
+
+
+def test_option_values_are_converted_to_their_declared_types() -> None:
+    from trustlab.attacks.privacy.audit import check_options
+
+    out = check_options(PRIVACY_ATTACKS.get("rmia"), {"gamma": "2", "offline_a": "tune"})
+    assert out == {"gamma": 2.0, "offline_a": "tune"} and isinstance(out["gamma"], float)
+    assert check_options(PRIVACY_ATTACKS.get("lira"), {"fix_variance": True}) == {
+        "fix_variance": True
+    }

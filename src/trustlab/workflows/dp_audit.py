@@ -269,16 +269,14 @@ def audit_recipe(
     """
     if canaries is None:
         canaries = DEFAULT_CANARIES if trials is None else 1
-    _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(train))
-    if trials is not None:
-        trials = check_int("trials", trials, minimum=1)
+    _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(train), confidence, delta,
+                base_size)  # fmt: skip
     dp = recipe.settings.dp
     delta = float(delta) if delta is not None else (dp.delta if dp is not None else DEFAULT_DELTA)
     dev = resolve_device(device)
     cs = make_canaries(train, canaries, seed)
     base = cs.base
     if base_size is not None:
-        base_size = check_int("base_size", base_size, minimum=1)
         base = base.stratified(base_size, seed=derive_seed(seed, "dp-audit", "base") % 2**31)
         cs = CanarySet(base, cs.canaries, cs.index, cs.original)
     m = len(cs.canaries)
@@ -429,7 +427,8 @@ def audit_dp(
     }  # fmt: skip
     label = f"run{source.id}" if source is not None else f"{cfg.model}-{cfg.dataset}"
     # the cheap checks of audit_recipe first, so bad input stores nothing
-    _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(prep.train))
+    _check_args(method, trials, threshold, k_pos, k_neg, canaries, len(prep.train), confidence,
+                delta, base_size)  # fmt: skip
     # a stored DP run with a target epsilon: its own sigma (no search, the audited noise is the
     # run's)
     sigma = source.summary.get("noise_multiplier") if source is not None else None
@@ -471,8 +470,12 @@ def _check_args(
     k_neg: int | None,
     canaries: int,
     n_train: int,
+    confidence: float,
+    delta: float | None,
+    base_size: int | None,
 ) -> None:
-    """What :func:`audit_recipe` would refuse, checked before a run is stored."""
+    """What :func:`audit_recipe` would refuse, checked before anything is trained or stored
+    (the messages name the command's flags)."""
     if method not in METHODS:
         raise InputError(f"unknown audit method {method!r}; use one of {', '.join(METHODS)}.")
     if trials is not None and method != "cp":
@@ -490,3 +493,22 @@ def _check_args(
         )
     check_int("--canaries", canaries, minimum=1, maximum=n_train - 1,
               fix="(fewer than the training split's examples)")  # fmt: skip
+    if trials is not None:
+        check_int("--trials", trials, minimum=1)
+    if base_size is not None:
+        check_int("--base-size", base_size, minimum=1)
+    if not (isinstance(confidence, int | float) and 0 < confidence < 1):
+        raise InputError(f"--confidence must be in (0, 1), e.g. 0.95; got {confidence}.")
+    if delta is not None and not (isinstance(delta, int | float) and 0 <= delta < 1):
+        raise InputError(f"--delta must be in [0, 1), e.g. 1e-5; got {delta}.")
+    if (k_pos is None) != (k_neg is None):
+        raise InputError("give both --k-pos and --k-neg (the guesses), or neither (a grid).")
+    if (
+        k_pos is not None
+        and k_neg is not None
+        and (k_pos < 0 or k_neg < 0 or k_pos + k_neg > canaries or k_pos + k_neg == 0)
+    ):
+        raise InputError(
+            f"--k-pos + --k-neg guesses must be between 1 and the {canaries} canaries (both >= 0);"
+            f" got --k-pos {k_pos}, --k-neg {k_neg}."
+        )

@@ -263,6 +263,8 @@ def run_mia(
     members, nonmembers = train.subset(member_index), test.subset(nonmember_index)
     audit = train_plus_test(members, nonmembers)
     is_member = torch.cat([torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
+    recipe = shadow_recipe(prep) if uses_shadows else None
+    options = check_options(card, options, audit, recipe)  # values too, before the run exists
 
     config = {
         "target": target_run.id, "attack": attack, "n": n, "seed": seed,
@@ -276,7 +278,7 @@ def run_mia(
         population_index = torch.cat([member_index, len(train) + nonmember_index])
         job = MembershipAudit(
             model, audit, train, test, population_index,
-            recipe=shadow_recipe(prep) if uses_shadows else None, shadows=shadows, seed=seed,
+            recipe=recipe, shadows=shadows, seed=seed,
             cache=cache, device=dev, progress=progress, offline=offline,
             fix_variance=fix_variance, queries=queries, options=options,
         )  # fmt: skip

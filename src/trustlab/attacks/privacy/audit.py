@@ -34,9 +34,17 @@ from torch import nn
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
-from trustlab.registry import Card
+from trustlab.registry import Card, param_annotation
 
-__all__ = ["MembershipAudit", "check_options", "option_names", "shadow_summary", "train_plus_test"]
+__all__ = [
+    "SHADOW_FIXED",
+    "MembershipAudit",
+    "check_options",
+    "option_defaults",
+    "option_names",
+    "shadow_summary",
+    "train_plus_test",
+]
 
 
 @dataclass
@@ -93,40 +101,102 @@ class MembershipAudit:
         return self.recipe
 
 
+#: the arguments every shadow attack's hook sets itself (its ``options_fixed``)
+SHADOW_FIXED = ("shadows", "seed", "cache", "device", "progress")
+
+
+def _options_target(card: Card) -> Any:
+    fn = card.meta.get("options")
+    return card.factory if fn is True else fn
+
+
 def option_names(card: Card) -> list[str]:
     """The keyword arguments a user may set for the privacy attack of ``card``: those of its
     ``options`` function or class other than its data inputs (the two leading positional
     parameters) and the ones the hook sets (``options_fixed``); empty when it takes none."""
-    fn = card.meta.get("options")
+    return list(option_defaults(card))
+
+
+def option_defaults(card: Card) -> dict[str, Any]:
+    """:func:`option_names` with their defaults (``inspect.Parameter.empty`` where none)."""
+    fn = _options_target(card)
     if fn is None:
-        return []
-    if fn is True:
-        fn = card.factory
+        return {}
     params = list(inspect.signature(fn).parameters.values())  # a class: its __init__'s
     fixed = set(card.meta.get("options_fixed", ()))
     positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD][:2]
-    return [
-        p.name
+    return {
+        p.name: p.default
         for p in params
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         and p.name not in fixed
         and p.name not in positional
-    ]
+    }
 
 
-def check_options(card: Card, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` as a dict, after checking that the attack of ``card`` takes each key
-    (:func:`option_names`); an :class:`~trustlab.errors.InputError` naming the allowed ones
-    otherwise."""
+def check_options(
+    card: Card,
+    options: Mapping[str, Any] | None,
+    data: ArrayDataset | None = None,
+    recipe: ShadowRecipe | None = None,
+) -> dict[str, Any]:
+    """``options`` checked for the attack of ``card``, as a dict: each key must be one it takes
+    (:func:`option_names`), each value of the type its signature declares (``"2"`` for a float
+    is converted; ``null`` for a float is refused); with ``data`` (the audited examples) also
+    each value's range, by the attack's own checks on a one-example input (a class attack is
+    constructed, with ``recipe``, and not fitted; a scoring function is called with a label
+    oracle that is never right, so it queries nothing). An :class:`~trustlab.errors.InputError`
+    naming the option and what it takes otherwise, before anything is trained or stored."""
+    import pydantic
+
     options = dict(options or {})
-    allowed = option_names(card)
-    bad = sorted(set(options) - set(allowed))
+    defaults = option_defaults(card)
+    bad = sorted(set(options) - set(defaults))
     if bad:
-        takes = f"takes: {', '.join(allowed)}" if allowed else "takes no options"
+        takes = f"takes: {', '.join(defaults)}" if defaults else "takes no options"
         raise InputError(
             f"privacy attack {card.name!r} has no option {', '.join(map(repr, bad))}; it {takes}."
         )
+    if not options:
+        return options
+    fn = _options_target(card)
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    fields = {k: (param_annotation(target, k), ...) for k in options}
+    config = pydantic.ConfigDict(arbitrary_types_allowed=True)
+    model = pydantic.create_model("Options", __config__=config, **fields)
+    try:
+        checked = model.model_validate(options)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        default = defaults[str(err["loc"][0])]
+        example = "" if default is inspect.Parameter.empty else f"; its default is {default!r}"
+        raise InputError(
+            f"privacy attack {card.name!r}: option {where!r}: {err['msg']} "
+            f"(got {err.get('input')!r}{example})."
+        ) from None
+    options = {k: getattr(checked, k) for k in options}
+    if data is not None:
+        try:
+            _check_values(fn, options, data, recipe)
+        except InputError as exc:
+            raise InputError(f"privacy attack {card.name!r}, options {options}: {exc}") from None
     return options
+
+
+def _check_values(
+    fn: Any, options: dict[str, Any], data: ArrayDataset, recipe: ShadowRecipe | None
+) -> None:
+    one = data.subset(torch.tensor([0]))
+    if inspect.isclass(fn):  # constructors check their settings and train nothing
+        fn(recipe, one, **options)
+        return
+    wrong = (int(one.y[0]) + 1) % max(2, len(data.classes))
+
+    def never_right(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x),), wrong, dtype=torch.long)
+
+    fn(never_right, one, **options)
 
 
 def train_plus_test(train: ArrayDataset, test: ArrayDataset) -> ArrayDataset:

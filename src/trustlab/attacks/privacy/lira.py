@@ -47,7 +47,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trustlab.attacks.privacy.audit import MembershipAudit, shadow_summary, train_plus_test
+from trustlab.attacks.privacy.audit import (
+    SHADOW_FIXED,
+    MembershipAudit,
+    shadow_summary,
+    train_plus_test,
+)
 from trustlab.attacks.privacy.membership import logit_confidence
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
@@ -176,8 +181,8 @@ def _audit_lira(a: MembershipAudit) -> torch.Tensor:
     example (each IN for half of the shadows); online or offline (``a.offline``)."""
     lira = LiRA(
         a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows,
-        fix_variance=a.fix_variance, queries=a.queries, seed=a.seed, cache=a.cache,
-        device=a.device, progress=a.progress,
+        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress,
+        **{"fix_variance": a.fix_variance, "queries": a.queries, **a.options},
     )  # fmt: skip
     lira.fit(a.population_index)  # the audited examples' positions in train + test
     sm = lira.shadow_models
@@ -201,6 +206,8 @@ def _audit_lira(a: MembershipAudit) -> torch.Tensor:
     shadows_fix="LiRA needs IN and OUT shadows for every example.",
     offline="LiRA's one-sided test",
     audit=_audit_lira,
+    options=True,
+    options_fixed=SHADOW_FIXED,
 )
 class LiRA:
     """Carlini et al.'s likelihood-ratio attack; see the module for the method.
@@ -263,7 +270,7 @@ class LiRA:
         self.seed = seed
         self.cache = cache
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.progress = progress
         self.shadow_models: ShadowModels | None = None
         self.indices: torch.Tensor | None = None

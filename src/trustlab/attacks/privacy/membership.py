@@ -49,7 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from trustlab.attacks.privacy.audit import MembershipAudit, shadow_summary
+from trustlab.attacks.privacy.audit import (
+    SHADOW_FIXED,
+    MembershipAudit,
+    shadow_summary,
+)
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
@@ -57,7 +61,7 @@ from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
 from trustlab.utils.seed import derive_seed
-from trustlab.utils.validate import check_int
+from trustlab.utils.validate import check_float, check_int
 
 __all__ = [
     "ClassAttackModels",
@@ -252,7 +256,7 @@ def _audit_shokri(a: MembershipAudit) -> torch.Tensor:
     set); the audited examples scored by the attack models."""
     shokri = ShokriAttack(
         a.shadow_recipe(), a.test, a.shadows, seed=a.seed, cache=a.cache, device=a.device,
-        progress=a.progress,
+        progress=a.progress, **a.options,
     ).fit()  # fmt: skip
     sm = shokri.shadow_models
     scores = shokri.score(a.model, a.data)
@@ -273,6 +277,8 @@ def _audit_shokri(a: MembershipAudit) -> torch.Tensor:
     shadows=True,
     min_shadows=1,
     audit=_audit_shokri,
+    options=True,
+    options_fixed=SHADOW_FIXED,
 )
 class ShokriAttack:
     """Shokri et al.'s shadow-model attack; see the module for the method.
@@ -325,11 +331,13 @@ class ShokriAttack:
         self.features = features
         self.hidden = check_int("hidden", hidden, minimum=1)
         self.steps = check_int("steps", steps, minimum=1)
-        self.lr = lr
+        self.lr = check_float("lr", lr, minimum=0.0)
+        if self.lr <= 0:
+            raise InputError(f"lr must be > 0 (the attack models' learning rate), got {lr}.")
         self.seed = seed
         self.cache = cache
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.progress = progress
         self.shadow_models: ShadowModels | None = None
         self.attack_models: ClassAttackModels | None = None

@@ -89,7 +89,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from trustlab.attacks.privacy.audit import MembershipAudit, shadow_summary, train_plus_test
+from trustlab.attacks.privacy.audit import (
+    SHADOW_FIXED,
+    MembershipAudit,
+    shadow_summary,
+    train_plus_test,
+)
 from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
@@ -294,8 +299,8 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     """LiRA's shadows (same recipe, population *train + test*, seed, count, assignment: the same
     cache) as reference models; the population ``z``: the audited non-members (test split)."""
     rmia = RMIA(
-        a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows, queries=a.queries,
-        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress, **a.options,
+        a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows, seed=a.seed,
+        cache=a.cache, device=a.device, progress=a.progress, **{"queries": a.queries, **a.options},
     )  # fmt: skip
     rmia.fit(a.population_index)
     population = a.population_index >= len(a.train)
@@ -325,7 +330,7 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     offline="RMIA's offline Pr(x) from OUT models",
     audit=_audit_rmia,
     options=True,
-    options_fixed=("shadows", "queries", "seed", "cache", "device", "progress"),
+    options_fixed=SHADOW_FIXED,
 )
 class RMIA:
     """Zarifzadeh et al.'s robust membership-inference attack; see the module for the method.
@@ -408,7 +413,7 @@ class RMIA:
         self.seed = seed
         self.cache = cache
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.progress = progress
         self.shadow_models: ShadowModels | None = None
         self.indices: torch.Tensor | None = None
