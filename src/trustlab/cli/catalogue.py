@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from trustlab.attacks.privacy.audit import option_defaults
 from trustlab.cli.common import command, stdout
 from trustlab.errors import InputError
-from trustlab.registry import REGISTRIES
+from trustlab.registry import PRIVACY_ATTACKS, REGISTRIES
 
 
 def _value(v: Any) -> str:
@@ -26,10 +27,15 @@ def _value(v: Any) -> str:
 
 
 def _defaults(card: Any) -> str:
-    """``k=v, ...`` of a card's parameters (a bare ``k`` where the parameter has no default)."""
+    """``k=v, ...`` of a card's parameters (a bare ``k`` where the parameter has no default);
+    for a privacy attack, the options ``trustlab mia --options`` takes (the rest are flags)."""
+    params = card.parameters()
+    if card.kind == PRIVACY_ATTACKS.kind:
+        params = option_defaults(card)
+        if not params:
+            return "(takes no options)"
     return ", ".join(
-        k if v is inspect.Parameter.empty else f"{k}={_value(v)}"
-        for k, v in card.parameters().items()
+        k if v is inspect.Parameter.empty else f"{k}={_value(v)}" for k, v in params.items()
     )
 
 
@@ -62,7 +68,8 @@ def list_cmd(
         reg = REGISTRIES[k]
         out.print(f"[bold]{k}[/] ({len(reg)})", highlight=False)
         table = Table()
-        for col in ("name", "description", "paper", "defaults"):
+        last = "options (mia --options)" if k == "privacy-attacks" else "defaults"
+        for col in ("name", "description", "paper", last):
             table.add_column(col, overflow="fold")
         for card in reg:
             table.add_row(card.name, card.description, card.paper, _defaults(card))

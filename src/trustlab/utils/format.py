@@ -17,11 +17,12 @@ def _missing(v: Any) -> bool:
 
 
 def format_value(v: Any) -> str:
-    """One value: floats to 4 decimals (4 significant digits when large), ``—`` for NaN."""
+    """One value: floats to 4 decimals (4 significant digits when large, or when tiny and not
+    zero, e.g. a DP delta of ``1e-05``), ``—`` for NaN."""
     if _missing(v):
         return NOT_APPLICABLE
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+        return f"{v:.4f}" if (1e-3 <= abs(v) < 1e4 or v == 0) else f"{v:.4g}"
     return str(v)
 
 
