@@ -37,6 +37,25 @@ def test_attack_is_stored_with_its_picture(target, tmp_path) -> None:
     assert run.summary["robust_accuracy"] == out["robust_accuracy"]
 
 
+def test_attack_options_reach_the_attack_and_are_recorded(target, monkeypatch) -> None:
+    import trustlab.attacks.evasion.evaluate as ev
+
+    store, ref = target
+    shown = []
+    real = ev.progress_bar
+    monkeypatch.setattr(ev, "progress_bar", lambda *a, **k: shown.append(a) or real(*a, **k))
+    opts = {"norm": "l2", "n_queries": 20}
+    run, out = run_attack(
+        ref, "square", eps=0.5, n=20, device="cpu", store=store, options=opts, progress=True
+    )
+    assert run.config["options"] == opts and 0 <= out["robust_accuracy"] <= out["clean_accuracy"]
+    assert shown and shown[0][2] is True  # the cascade was asked for its bar
+    before = len(store.list())
+    with pytest.raises(InputError, match="unknown norm 'l3'"):
+        run_attack(ref, "square", n=10, device="cpu", store=store, options={"norm": "l3"})
+    assert len(store.list()) == before
+
+
 def test_evaluate_and_detect_are_stored(target) -> None:
     store, ref = target
     run, out = run_evaluate(ref, "quick", n=30, device="cpu", store=store)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
@@ -28,11 +29,14 @@ __all__ = [
     "NOT_APPLICABLE",
     "DataRootOpt",
     "DeviceOpt",
+    "ExecutorOpt",
     "FirstSeedOpt",
     "QuietOpt",
+    "RayAddressOpt",
     "SeedOpt",
     "WorkersOpt",
     "app",
+    "chosen_executor",
     "command",
     "err_console",
     "fill_names",
@@ -100,6 +104,22 @@ WorkersOpt = Annotated[
     int | None, typer.Option(help="parallel worker processes (default: CPU cores).")
 ]
 FirstSeedOpt = Annotated[int, typer.Option("--seed", help="first seed.")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="where the jobs run: local (this machine's worker processes) or ray (a Ray "
+        'cluster; pip install "trustlab\\[ray]").',
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="the Ray cluster to join with --executor ray, e.g. ray://HEAD:10001 (default: "
+        "$TRUSTLAB_RAY_ADDRESS, else a local Ray started for the run).",
+    ),
+]
 
 OptionsOpt = Annotated[
     str | None,
@@ -109,6 +129,20 @@ OptionsOpt = Annotated[
         "shows each method's parameters and defaults).",
     ),
 ]
+
+
+@contextlib.contextmanager
+def chosen_executor(name: str, ray_address: str | None) -> Iterator[Any]:
+    """``--executor`` and ``--ray-address`` as what ``reproduce(executor=...)`` takes: the name,
+    or, with an address, the connected executor (closed on exit)."""
+    from trustlab.utils.executor import make_executor
+
+    if ray_address is None:
+        make_executor(name).close()  # an unknown name or a missing Ray fails here, clearly
+        yield name
+        return
+    with make_executor(name, address=ray_address) as ex:
+        yield ex
 
 
 def json_object(flag: str, text: str | None, example: str = '{"k": 4}') -> dict[str, Any]:
@@ -225,11 +259,15 @@ def handled(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except InputError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except InputError as exc:  # escaped: a message may hold brackets ("trustlab[ray]")
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except FloatingPointError as exc:  # training diverged: a failed run, not bad input
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print(INTERRUPTED, highlight=False, soft_wrap=True)

@@ -10,10 +10,13 @@ from rich.table import Table
 from trustlab.cli.common import (
     DataRootOpt,
     DeviceOpt,
+    ExecutorOpt,
     FirstSeedOpt,
     QuietOpt,
+    RayAddressOpt,
     WorkersOpt,
     app,
+    chosen_executor,
     command,
     print_reproduction,
     stdout,
@@ -34,22 +37,26 @@ def reproduce_cmd(
     device: DeviceOpt = "auto",
     seed: FirstSeedOpt = 0,
     quiet: QuietOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Reproduce a paper's headline claim: table with 95% intervals over seeds, a verdict per
     claim (PASS, FAIL, INCONCLUSIVE), exit 1 unless every claim passes."""
     from trustlab.experiments.base import reproduce
 
-    rep = reproduce(
-        name,
-        preset,
-        dataset=dataset,
-        seeds=seeds,
-        device=device,
-        workers=workers,
-        progress=show_progress(not quiet),
-        seed=seed,
-        data_root=data_root,
-    )
+    with chosen_executor(executor, ray_address) as ex:
+        rep = reproduce(
+            name,
+            preset,
+            dataset=dataset,
+            seeds=seeds,
+            device=device,
+            workers=workers,
+            progress=show_progress(not quiet),
+            seed=seed,
+            data_root=data_root,
+            executor=ex,
+        )
     print_reproduction(rep)
     if not rep.passed:
         raise typer.Exit(1)
@@ -118,6 +125,8 @@ def bench_backdoor_cmd(
     device: DeviceOpt = "auto",
     seed: FirstSeedOpt = 0,
     quiet: QuietOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """The backdoor attack x defense matrix, stored cell by cell (`trustlab resume ID`).
 
@@ -126,17 +135,19 @@ def bench_backdoor_cmd(
     from trustlab.experiments.base import reproduce
     from trustlab.experiments.bench_backdoor import bench_options, matrix
 
-    rep = reproduce(
-        "bench-backdoor",
-        preset,
-        dataset=dataset,
-        device=device,
-        workers=workers,
-        progress=show_progress(not quiet),
-        seed=seed,
-        data_root=data_root,
-        options=bench_options(attacks, defenses),
-    )
+    with chosen_executor(executor, ray_address) as ex:
+        rep = reproduce(
+            "bench-backdoor",
+            preset,
+            dataset=dataset,
+            device=device,
+            workers=workers,
+            progress=show_progress(not quiet),
+            seed=seed,
+            data_root=data_root,
+            options=bench_options(attacks, defenses),
+            executor=ex,
+        )
     header, lines = matrix(rep.table.rows)
     table = Table(title=f"bench backdoor ({rep.preset.name}, {rep.preset.dataset})")
     for h in header:

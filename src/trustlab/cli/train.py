@@ -13,7 +13,10 @@ from trustlab.cli.common import (
     DataRootOpt,
     DeviceOpt,
     QuietOpt,
+    RayAddressOpt,
     SeedOpt,
+    WorkersOpt,
+    chosen_executor,
     command,
     print_reproduction,
     print_summary,
@@ -146,6 +149,15 @@ def resume_cmd(
         str | None, typer.Option("--device", help="override the run's device.")
     ] = None,
     quiet: QuietOpt = False,
+    workers: WorkersOpt = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="a reproduction's jobs: local or ray (default: the one the run was made with).",
+        ),
+    ] = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Finish an interrupted run: training or inpainting from its last checkpoint, a
     reproduction's jobs."""
@@ -157,11 +169,21 @@ def resume_cmd(
 
         if stored.status in ("finished", "running"):
             raise InputError(f"run {stored.id} is {stored.status}; there is nothing to resume.")
-        rep = resume_reproduction(stored, device=device, progress=show_progress(not quiet))
+        name = executor or stored.config.get("executor", "local")
+        with chosen_executor(name, ray_address) as ex:
+            rep = resume_reproduction(
+                stored, device=device, workers=workers, progress=show_progress(not quiet),
+                executor=ex,
+            )  # fmt: skip
         print_reproduction(rep)
         if not rep.passed:
             raise typer.Exit(1)
         return
+    if executor is not None or ray_address is not None or workers is not None:
+        raise InputError(
+            f"--executor, --ray-address and --workers apply to reproductions; run {stored.id} "
+            f"is a {stored.kind} run."
+        )
     if stored.kind == "inpaint":
         from trustlab.workflows.inpaint import resume_inpaint
 

@@ -14,11 +14,13 @@ An :class:`Experiment` declares
   leave such files in ``self.workdir`` (the run folder's ``work/``, set before every job and
   before ``summarize``; kept, so a resumed reproduction reuses what its finished jobs wrote).
 
-:func:`reproduce` runs the jobs (in worker processes on CPU, each single-threaded, so the numbers
-do not depend on how many workers ran them), aggregates them into a :class:`ResultTable` (mean and
-std over seeds), checks the claims and stores everything as one ``reproduce`` run: one stored
-row per finished job (so an interrupted reproduction resumes where it stopped), the table as an
-artefact, and the claims in the summary.
+:func:`reproduce` runs the jobs through an executor (:mod:`trustlab.utils.executor`: this
+machine's worker processes, ``local``, or a Ray cluster, ``ray``; each job single-threaded on CPU,
+so the numbers do not depend on how many workers ran them or where), aggregates them into a
+:class:`ResultTable` (mean and std over seeds), checks the claims and stores everything as one
+``reproduce`` run: one stored row per finished job, recorded by this process as each job returns
+(so an interrupted or failed reproduction resumes where it stopped, with either executor), the
+table as an artefact, and the claims in the summary.
 """
 
 from __future__ import annotations
@@ -26,13 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from trustlab.metrics.stats import VERDICTS, bootstrap_ci
 from trustlab.registry import EXPERIMENTS
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.utils.device import resolve_device, single_threaded
+from trustlab.utils.executor import Executor, Resources, Task, WorkerLost, make_executor
 from trustlab.utils.format import format_interval
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 from trustlab.utils.progress import progress_bar
@@ -526,33 +526,12 @@ def train_and_save(
 
 
 # -- running jobs --------------------------------------------------------------------------------
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: on Linux, ask the kernel to end this worker when the process that
-    started it dies (a killed ``trustlab reproduce`` otherwise leaves its workers training);
-    and end at once if it died while this worker was starting."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError):  # no glibc (e.g. musl): nothing to ask
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _job_in_worker(
-    name: str, preset: Preset, job: dict, seed: int, device: str, workdir: Path | None
-) -> dict:
-    """Worker entry point: one job, single-threaded (numbers independent of the worker count)."""
-    torch.set_num_threads(1)
-    exp = get_experiment(name)
-    exp.workdir = workdir
-    return exp.run_job(preset, job, seed, torch.device(device))
-
-
-def _job_in_process(
-    exp: Experiment, preset: Preset, job: dict, seed: int, dev: torch.device
-) -> dict:
+def _experiment_job(
+    exp: Experiment, preset: Preset, job: dict, seed: int, device: str
+) -> dict[str, float]:
+    """One job of a reproduction, wherever an executor runs it (this process, a local worker, a
+    Ray worker): ``exp`` arrives with its work folder set; single-threaded on a CPU."""
+    dev = torch.device(device)
     with single_threaded(dev):
         return exp.run_job(preset, job, seed, dev)
 
@@ -591,12 +570,17 @@ def reproduce(
     resume: Run | None = None,
     data_root: str | None = None,
     options: dict[str, Any] | None = None,
+    executor: str | Executor = "local",
 ) -> Reproduction:
     """Run an experiment's preset, check its claims, store the run; see the module docstring.
 
     Seeds ``seed, seed + 1, ...`` (``preset.seeds`` of them, or ``seeds``). ``resume`` continues
     a stored, reopened run of the same experiment and preset, skipping the jobs it finished.
     ``options`` overrides entries of the preset's options (e.g. the bench's attacks).
+    ``executor`` runs the jobs: ``"local"`` (this machine's pool of ``workers`` processes),
+    ``"ray"`` (a Ray cluster: ``$TRUSTLAB_RAY_ADDRESS``, else a local Ray; ``workers`` does not
+    apply) or an :class:`~trustlab.utils.executor.Executor` (left open for its owner to close).
+    Each job asks for one CPU, and one GPU on a CUDA device. The run records the executor.
     """
     exp = get_experiment(name)
     pre = exp.preset(preset).with_overrides(dataset, seeds, data_root)
@@ -609,6 +593,32 @@ def reproduce(
         raise InputError(f"--workers must be >= 1, got {workers}.")
     jobs = [(job, seed + k) for job in exp.jobs(pre) for k in range(pre.seeds)]
     exp.check(pre)  # everything a job would reject, before anything is stored
+    with contextlib.ExitStack() as owned:
+        if isinstance(executor, Executor):
+            ex = executor
+        else:
+            n_local = workers if workers is not None else default_workers(dev, len(jobs))
+            ex = owned.enter_context(make_executor(executor, workers=n_local))
+        ex.start()  # a wrong cluster address fails here, before a run is stored
+        return _reproduce_with(
+            exp, pre, jobs, dev, ex, workers, store, progress, seed, resume, options
+        )
+
+
+def _reproduce_with(
+    exp: Experiment,
+    pre: Preset,
+    jobs: list[tuple[dict[str, Any], int]],
+    dev: torch.device,
+    ex: Executor,
+    workers: int | None,
+    store: RunStore | None,
+    progress: bool,
+    seed: int,
+    resume: Run | None,
+    options: dict[str, Any] | None,
+) -> Reproduction:
+    name = exp.name
     started = time.perf_counter()
     config = {"experiment": name, "preset": pre.to_dict(), "seed": seed, **exp.describe(pre)}
     if options:
@@ -617,7 +627,10 @@ def reproduce(
     if run is None:
         store = store or RunStore()
         run = store.create_run(
-            "reproduce", f"{name}-{pre.name}", {**config, "device": str(dev)}, seed=seed
+            "reproduce",
+            f"{name}-{pre.name}",
+            {**config, "device": str(dev), "executor": ex.name},
+            seed=seed,
         )
     else:
         stored = {k: run.config.get(k) for k in config}
@@ -647,7 +660,17 @@ def reproduce(
     with recording_outcome(run):
         exp.workdir = run.dir / "work"
         exp.workdir.mkdir(exist_ok=True)
-        _run_jobs(exp, pre, jobs, todo, dev, workers, progress, record)
+        try:
+            _run_jobs(exp, pre, jobs, todo, dev, ex, progress, record)
+        except WorkerLost as exc:
+            what = ""
+            if isinstance(exc.key, int) and 0 <= exc.key < len(jobs):
+                job, job_seed = jobs[exc.key]
+                what = f"The lost job: {json.dumps(job, default=str)}, seed {job_seed}. "
+            raise WorkerLost(
+                f"{exc} {what}The finished jobs are stored: trustlab resume {run.id}",
+                key=exc.key,
+            ) from exc
         with single_threaded(dev):
             table_rows = exp.summarize(pre, [rows[i] for i in sorted(rows)], dev)
         table = ResultTable(exp.keys, exp.metrics, table_rows)
@@ -657,13 +680,17 @@ def reproduce(
         text = render_markdown(exp, pre, table, claims)
         write_text_atomic(run.artifact_path("report.md"), text)
         run.add_artifact("report.md", kind="report")
-        n_workers = workers if workers is not None else default_workers(dev, len(todo))
+        if ex.name == "local":
+            n_workers = workers if workers is not None else default_workers(dev, len(todo))
+        else:
+            n_workers = ex.workers
         run.finish(
             {
                 "passed": all(c.passed for c in claims),
                 # this invocation's wall time (a resumed run: only what was left), its workers
                 "wall_s": round(time.perf_counter() - started, 1),
                 "workers": n_workers,
+                "executor": ex.name,
                 "resumed": resume is not None,
                 "claims": {
                     c.claim: {"passed": c.passed, "verdict": c.verdict, "detail": c.detail}
@@ -680,46 +707,25 @@ def _run_jobs(
     jobs: list,
     todo: list[int],
     dev: torch.device,
-    workers: int | None,
+    ex: Executor,
     progress: bool,
     record: Callable[[int, dict], None],
 ) -> None:
-    n_workers = workers if workers is not None else default_workers(dev, len(todo))
-    with progress_bar(f"{exp.name} ({pre.name})", len(todo), progress) as bar:
-        if n_workers == 1 or len(todo) <= 1:
-            for i in todo:
-                job, seed = jobs[i]
-                record(i, _job_in_process(exp, pre, job, seed, dev))
-                bar.advance()
-            return
-        ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools
-        pool = ProcessPoolExecutor(
-            max_workers=n_workers,
-            mp_context=ctx,
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        futures = {
-            pool.submit(
-                _job_in_worker, exp.name, pre, jobs[i][0], jobs[i][1], str(dev), exp.workdir
-            ): i
-            for i in todo
-        }
-        recorded: set[int] = set()
-        try:
-            for fut in as_completed(futures):
-                record(futures[fut], fut.result())
-                recorded.add(futures[fut])
-                bar.advance()
-        except BaseException:
-            # stop at the first failure: cancel what has not started, keep what has finished
-            pool.shutdown(wait=False, cancel_futures=True)
-            for fut, i in futures.items():
-                ok = fut.done() and not fut.cancelled() and fut.exception() is None
-                if ok and i not in recorded:
-                    record(i, fut.result())
-            raise
-        pool.shutdown(wait=True)
+    """Every job of ``todo`` through ``ex``, each row recorded here as its job returns; the
+    first failure stops the rest, keeping every row that finished (the executor's contract)."""
+    need = Resources.for_device(dev)
+    device = ex.job_device(dev)
+    tasks = [
+        Task(_experiment_job, (exp, pre, jobs[i][0], jobs[i][1], device), key=i, resources=need)
+        for i in todo
+    ]
+    with (
+        progress_bar(f"{exp.name} ({pre.name})", len(todo), progress) as bar,
+        contextlib.closing(ex.as_completed(tasks)) as results,
+    ):
+        for i, metrics in results:
+            record(i, metrics)
+            bar.advance()
 
 
 def render_markdown(
@@ -744,9 +750,14 @@ def render_markdown(
 
 
 def resume_reproduction(
-    run: Run, device: str | None = None, workers: int | None = None, progress: bool = True
+    run: Run,
+    device: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> Reproduction:
-    """Finish an interrupted ``reproduce`` run: the jobs it stored are kept, the rest run."""
+    """Finish an interrupted or failed ``reproduce`` run: the jobs it stored are kept, the rest
+    run, with ``executor`` (default: the one the run was made with; either works)."""
     cfg = run.config
     pre = cfg["preset"]
     return reproduce(  # checks everything, then reopens the run
@@ -761,6 +772,7 @@ def resume_reproduction(
         resume=run,
         data_root=pre.get("options", {}).get("data_root"),
         options=cfg.get("overrides"),
+        executor=executor if executor is not None else cfg.get("executor", "local"),
     )
 
 

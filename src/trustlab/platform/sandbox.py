@@ -59,6 +59,7 @@ from trustlab.platform.benchmarks import (
     MalformedSubmission,
     benchmark_from_dict,
 )
+from trustlab.utils.executor import die_with_parent
 
 __all__ = ["FAILURES", "STAGES", "SandboxOutcome", "check_limits", "run_sandboxed", "stage_text"]
 
@@ -361,19 +362,6 @@ def _load_submission(sub: Mapping[str, Any]) -> Any:
     return load_model(str(sub["weights"]))
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """Ask Linux to SIGKILL this process when the parent that started it dies (a killed
-    ``trustlab submit`` leaves no evaluation running); elsewhere nothing."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if parent is not None and os.getppid() != parent:  # the parent died before the prctl
-        os._exit(1)
-
-
 def _child(folder: Path) -> int:
     """The child's whole life: limit memory, load, evaluate, write ``result.json``; the stage
     it is in goes to ``stage.json`` as it moves on."""
@@ -383,7 +371,8 @@ def _child(folder: Path) -> int:
 
     start = time.monotonic()
     task = json.loads((folder / "task.json").read_text())
-    _die_with_parent(task.get("parent"))
+    # a killed ``trustlab submit`` leaves no evaluation running
+    die_with_parent(task.get("parent"), signal.SIGKILL)
     current = {"stage": "starting", "detail": "importing torch"}
 
     def stage(name: str, detail: str = "") -> None:

@@ -16,6 +16,7 @@ can be listed (``trustlab runs``), shown and reported later.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,23 +63,30 @@ def run_attack(
     seed: int = 0,
     name: str | None = None,
     store: RunStore | None = None,
+    progress: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """Robust accuracy of ``target`` (a run id or a model file) under the registered evasion
     attack ``attack`` at ``eps`` on ``n`` test points; stored as an ``attack`` run with
     ``attack.json`` and ``examples.png`` (copied to ``png`` if given). Returns ``(run, out)``,
-    ``out`` being what ``attack.json`` holds."""
+    ``out`` being what ``attack.json`` holds. ``progress``: a bar over the batches (only on a
+    terminal). ``options``: the attack's parameters besides ``eps`` (e.g. ``{"norm": "l2"}``
+    for Square or FAB-T, ``{"steps": 50}``; ``trustlab list evasion`` shows them)."""
     from trustlab.attacks.evasion import evaluate_robustness
     from trustlab.attacks.evasion.grid import save_grid
     from trustlab.attacks.evasion.suite import make_attack
 
     seeded = "seed" in EVASION.get(attack).parameters()  # an unknown name: the registry's error
     model, data, dev = load_target(target, dataset, data_root, n, device, store=store)
-    atk = make_attack(attack, model, eps, **({"seed": seed} if seeded else {}))
+    options = dict(options or {})
+    atk = make_attack(attack, model, eps, **{**({"seed": seed} if seeded else {}), **options})
     config = {"target": str(target), "attack": attack, "eps": str(eps), "dataset": data.name,
               "n": len(data), "seed": seed}  # fmt: skip
+    if options:
+        config["options"] = options
     run = (store or RunStore()).create_run("attack", name or f"attack-{attack}", config, seed=seed)
     with recording_outcome(run):
-        rep = evaluate_robustness(model, data, {attack: atk}, device=dev)
+        rep = evaluate_robustness(model, data, {attack: atk}, device=dev, progress=progress)
         out = {"attack": attack, "eps": eps, **rep.to_dict()}
         k = min(8, len(data))
         x, y = data.x[:k].to(dev), data.y[:k].to(dev)
@@ -106,6 +114,7 @@ def run_evaluate(
     seed: int = 0,
     name: str | None = None,
     store: RunStore | None = None,
+    progress: bool = False,
 ) -> tuple[Run, dict[str, Any]]:
     """The worst-case robust accuracy of ``target`` over the registered suite ``suite`` (a
     cascade, as AutoAttack reports it); stored as an ``evaluate`` run with ``evaluate.json``.
@@ -114,7 +123,8 @@ def run_evaluate(
     (:func:`trustlab.attacks.evasion.sanity.sanity_checks`) run on the first
     :data:`SANITY_POINTS` points; their findings (dicts with ``check``, ``ok``, ``message``,
     ``value``; ``ok`` false for a warning) are stored as ``"sanity"`` in ``evaluate.json`` and
-    in the run's summary."""
+    in the run's summary. ``progress``: a bar over each attack's batches (only on a terminal).
+    """
     from trustlab.attacks.evasion import evaluate_robustness
     from trustlab.attacks.evasion.sanity import sanity_checks
     from trustlab.attacks.evasion.suite import make_suite
@@ -129,7 +139,7 @@ def run_evaluate(
         k = min(SANITY_POINTS, len(data))
         findings = sanity_checks(model, data.x[:k].to(dev), data.y[:k].to(dev))
         sanity = [f.to_dict() for f in findings]
-        rep = evaluate_robustness(model, data, attacks, device=dev)
+        rep = evaluate_robustness(model, data, attacks, device=dev, progress=progress)
         out = {"suite": suite, "eps": eps, **rep.to_dict(), "sanity": sanity}
         summary = {"clean_accuracy": rep.clean_accuracy, "robust_accuracy": rep.robust_accuracy,
                    "sanity": sanity}  # fmt: skip

@@ -37,6 +37,7 @@ from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import atomic_path
 from trustlab.utils.modules import device_of, frozen
+from trustlab.utils.progress import progress_bar
 
 
 @dataclass
@@ -114,18 +115,21 @@ def evaluate_robustness(
     state_path: str | Path | None = None,
     diagnostic: bool = True,
     imbalance_threshold: float = IMBALANCE_THRESHOLD,
+    progress: bool = False,
 ) -> RobustnessReport:
     """Run ``attacks`` (name -> attack, in order) as a cascade over ``data``; see the module.
 
     With ``diagnostic`` (default) the imbalanced-gradient diagnostic is computed on the
     correctly classified points and the report flagged above ``imbalance_threshold``.
+    ``progress``: a bar over the batches of each attack, with the time left and the robust
+    accuracy so far (only on a terminal).
     """
     if not attacks:
         raise InputError("evaluate_robustness needs at least one attack.")
     ds = data if isinstance(data, ArrayDataset) else as_array_dataset(data)
     dev = resolve_device(device) if device is not None else device_of(model)
     with frozen(model):
-        report = _cascade(model, ds, attacks, batch_size, dev, state_path)
+        report = _cascade(model, ds, attacks, batch_size, dev, state_path, progress)
         if diagnostic:
             report.imbalance = _median_imbalance(model, ds, report.clean_mask, batch_size, dev)
             report.imbalance_flag = (
@@ -154,6 +158,7 @@ def _cascade(
     batch_size: int,
     dev: torch.device,
     state_path: str | Path | None,
+    show: bool = False,
 ) -> RobustnessReport:
     logits = predict_logits(model, ds, batch_size, dev)
     names = list(attacks)
@@ -168,21 +173,26 @@ def _cascade(
         if loaded is not None:
             robust, progress = loaded
     after: dict[str, float] = {}
-    for a, name in enumerate(names):
-        atk = attacks[name]
-        for start in range(int(progress[a]), n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n))
-            idx = idx[robust[idx]]
-            if idx.numel():
-                x, y = ds.x[idx].to(dev), ds.y[idx].to(dev)
-                adv = atk(x, y)
-                with torch.no_grad():
-                    fooled = (model(adv).argmax(1) != y).cpu()
-                robust[idx[fooled]] = False
-            progress[a] = min(start + batch_size, n)
-            if path is not None:
-                _save_state(path, robust, progress)
-        after[name] = float(robust.float().mean())
+    with progress_bar("attacks", 1, show, eta=True) as bar:
+        for a, name in enumerate(names):
+            atk = attacks[name]
+            starts = range(int(progress[a]), n, batch_size)
+            bar.reset(len(starts), f"{name} ({a + 1}/{len(names)})")
+            for start in starts:
+                idx = torch.arange(start, min(start + batch_size, n))
+                idx = idx[robust[idx]]
+                if idx.numel():
+                    x, y = ds.x[idx].to(dev), ds.y[idx].to(dev)
+                    adv = atk(x, y)
+                    with torch.no_grad():
+                        fooled = (model(adv).argmax(1) != y).cpu()
+                    robust[idx[fooled]] = False
+                progress[a] = min(start + batch_size, n)
+                if path is not None:
+                    _save_state(path, robust, progress)
+                bar.info(f"robust {100 * float(robust[: progress[a]].float().mean()):.1f}%")
+                bar.advance()
+            after[name] = float(robust.float().mean())
     report = RobustnessReport(clean, float(robust.float().mean()), after, n, robust.clone())
     report.clean_mask = clean_mask
     return report
