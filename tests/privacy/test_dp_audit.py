@@ -173,10 +173,21 @@ def test_cli_audits_a_stored_dp_run(_isolated_home: Path) -> None:
     doc = json.loads(out.output.strip().splitlines()[-1])
     assert doc["method"] == "one-run" and 0 <= doc["epsilon_lb"] <= doc["epsilon"]
     assert doc["noise_multiplier"] == 8.0 and doc["run_epsilon"] > 0
-    bad = CliRunner().invoke(app, ["audit-dp", "1", "--method", "cp", "--k-pos", "3"])
-    assert bad.exit_code == 2 and "one-run guesses" in bad.output
+    assert doc["one_run_epsilon_max"] == pytest.approx(2.32, abs=0.01)  # 32 canaries' ceiling
+    for flags, says in [
+        (["--method", "cp", "--k-pos", "3"], "one-run guesses"),
+        (["--k-pos", "3"], "give both --k-pos and --k-neg"),
+        (["--k-pos", "3", "--k-neg", "400"], "between 1 and the 256 canaries"),
+        (["--confidence", "1.5"], "--confidence must be in (0, 1)"),
+        (["--delta", "2"], "--delta must be in [0, 1)"),
+        (["--base-size", "0"], "--base-size must be an integer >= 1"),
+    ]:
+        bad = CliRunner().invoke(app, ["audit-dp", "1", *flags])
+        assert bad.exit_code == 2 and says in bad.output, (flags, bad.output)
     kinds = sorted(r.kind for r in RunStore(_isolated_home).list())
-    assert kinds == ["dp-audit", "train"]  # the refused audit stored nothing
+    assert kinds == ["dp-audit", "train"]  # the refused audits stored nothing
+    few = CliRunner().invoke(app, ["audit-dp", "1", "--canaries", "4", "--base-size", "32", "-q"])
+    assert few.exit_code == 0 and "4 canaries cannot show a one-run bound above 0.00" in few.output
 
 
 def test_cp_over_trials_trains_with_and_without_the_canary_set() -> None:

@@ -185,6 +185,12 @@ def test_bad_option_values_are_refused_before_anything_is_stored(
     assert not any(tmp_path.iterdir())  # and no shadow trained
 
 
+def test_an_offline_option_without_offline_is_refused(trained, tmp_path) -> None:
+    store, target = trained
+    with pytest.raises(InputError, match="'offline_a' sets RMIA's offline .*add --offline"):
+        _mia(store, target, tmp_path, attack="rmia", shadows=2, options={"offline_a": 0.3})
+
+
 def test_option_values_are_converted_to_their_declared_types() -> None:
     from trustlab.attacks.privacy.audit import check_options
 

@@ -116,7 +116,7 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="the Ray cluster to join with --executor ray, e.g. ray://HEAD:10001 (default: "
+        help="the Ray cluster to join with --executor ray, e.g. HEAD:6379 (default: "
         "$TRUSTLAB_RAY_ADDRESS, else a local Ray started for the run).",
     ),
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trustlab.cli.common import DeviceOpt, QuietOpt, SeedOpt, command
+from trustlab.cli.common import DeviceOpt, QuietOpt, SeedOpt, command, err_console
 from trustlab.utils.progress import show_progress
 
 AREA = "Privacy"
@@ -73,9 +73,17 @@ def audit_dp_cmd(
         base_size=base_size, device=device, seed=seed, progress=show_progress(not quiet),
     )  # fmt: skip
     keys = (
-        "method", "epsilon_lb", "one_run_epsilon_lb", "cp_epsilon_lb", "epsilon",
-        "target_epsilon", "run_epsilon", "delta", "confidence", "noise_multiplier", "canaries",
-        "included", "trainings", "canary_auc", "test_accuracy",
+        "method", "epsilon_lb", "one_run_epsilon_lb", "one_run_epsilon_max", "cp_epsilon_lb",
+        "epsilon", "target_epsilon", "run_epsilon", "delta", "confidence", "noise_multiplier",
+        "canaries", "included", "trainings", "canary_auc", "test_accuracy",
     )  # fmt: skip
     out = {k: result.summary[k] for k in keys if k in result.summary}
+    ceiling = result.summary.get("one_run_epsilon_max")
+    if ceiling is not None and result.summary["one_run_epsilon_lb"] >= ceiling - 1e-6:
+        err_console.print(
+            f"note: {result.summary['canaries']} canaries cannot show a one-run bound above "
+            f"{ceiling:.2f}; the bound is at that ceiling, so it says nothing more: use more "
+            "--canaries (256 is the default).",
+            style="yellow", highlight=False,
+        )  # fmt: skip
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), **out}))

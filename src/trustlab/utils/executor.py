@@ -362,6 +362,25 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at a
+    ``HOST:PORT`` cluster address (``auto`` and ``ray://`` addresses are left to Ray)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}). Start one with "
+            f"`ray start --head --port {port}` on {host}, fix --ray-address / "
+            f"${RAY_ADDRESS_ENV}, or use --executor local."
+        ) from None
+
+
 def _ray_task(
     env: Mapping[str, str], threads: int, fn: Callable[..., Any], args: tuple, kwargs: Mapping
 ) -> Any:
@@ -401,7 +420,8 @@ class RayExecutor(Executor):
 
     Connecting: when Ray is already initialised in this process it is used as it is (and left
     running); otherwise ``ray.init(address=address)`` with ``address`` or
-    ``$TRUSTLAB_RAY_ADDRESS`` (e.g. ``"ray://head:10001"`` or ``"head:6379"``), or, with
+    ``$TRUSTLAB_RAY_ADDRESS`` (``"HEAD:6379"`` from a machine of the cluster, ``"auto"``; or
+    ``"ray://HEAD:10001"`` through Ray Client, which needs ``ray[client]``), or, with
     neither, a local Ray with ``num_cpus``/``num_gpus`` (default: all of this machine's), shut
     down again by :meth:`close`.
 
@@ -459,14 +479,16 @@ class RayExecutor(Executor):
             if self.address is None:
                 kwargs.update(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
                 kwargs["include_dashboard"] = False
+            if self.address is not None:
+                _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **kwargs)
             except (ConnectionError, TimeoutError, ValueError) as exc:
                 where = self.address or "a local Ray"
                 raise InputError(
                     f"could not start or reach the Ray cluster at {where} ({exc}). Check "
-                    f"--ray-address / ${RAY_ADDRESS_ENV} (e.g. ray://HEAD:10001 or HEAD:6379; "
-                    "`ray status` on the head prints it), or use --executor local."
+                    f"--ray-address / ${RAY_ADDRESS_ENV} (e.g. HEAD:6379, from a machine of the "
+                    "cluster; `ray status` on the head prints it), or use --executor local."
                 ) from None
             self._owns = True
         self._remote = ray.remote(_ray_task)
@@ -597,7 +619,7 @@ def make_executor(
 
     Example::
 
-        with make_executor("ray", address="ray://head:10001") as ex:
+        with make_executor("ray", address="head:6379") as ex:
             ex.map(fn, items)
     """
     key = (name or "").strip().lower()

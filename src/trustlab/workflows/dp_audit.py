@@ -57,7 +57,9 @@ the inclusions and each training (``derive_seed(seed, ...)``), so the same seed 
 numbers on CPU.
 
 **Record.** A run of kind ``dp-audit`` whose summary holds ``epsilon_lb`` (the method's bound),
-``one_run_epsilon_lb`` and ``cp_epsilon_lb`` (single-training modes: both), the accountant's
+``one_run_epsilon_lb`` and ``cp_epsilon_lb`` (single-training modes: both; and
+``one_run_epsilon_max``, the largest one-run bound that many canaries can give: a bound near it
+says "more canaries", e.g. 0 with fewer than 8, 2.3 with 32, 4.4 with 256), the accountant's
 ``epsilon``, ``delta`` and ``noise_multiplier`` (``epsilon`` None for a non-private recipe), the
 canary counts, the audited model's test accuracy and the seconds; ``scores.json`` holds every
 canary's index, labels, inclusion and score.
@@ -77,7 +79,13 @@ from trustlab.attacks.privacy.shadows import ShadowRecipe
 from trustlab.config import TrainConfig
 from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
-from trustlab.metrics.dp_audit import DEFAULT_CONFIDENCE, AuditBound, cp_audit, one_run_audit
+from trustlab.metrics.dp_audit import (
+    DEFAULT_CONFIDENCE,
+    AuditBound,
+    cp_audit,
+    one_run_audit,
+    one_run_epsilon,
+)
 from trustlab.metrics.privacy import membership_auc
 from trustlab.results import Run, RunStore, recording_outcome
 from trustlab.train.dp import DPSettings, accounted_rate, sample_rate
@@ -304,7 +312,10 @@ def audit_recipe(
                 seed=derive_seed(seed, "dp-audit", "split") % 2**31,
             )  # fmt: skip
             summary["canary_auc"] = membership_auc(scores, is_in)
-        summary.update(canaries=m, included=int(is_in.sum()), trainings=1)
+        # the most m canaries can show (every one guessed, all right): 0 below 8 canaries
+        ceiling = float(one_run_epsilon(m, m, m, delta=delta, confidence=confidence))
+        summary.update(canaries=m, included=int(is_in.sum()), trainings=1,
+                       one_run_epsilon_max=ceiling)  # fmt: skip
     else:
         fixed = _fixed_noise(recipe, len(base) + m, noise_multiplier)
         every = torch.ones(m, dtype=torch.bool)

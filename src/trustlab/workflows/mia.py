@@ -228,6 +228,11 @@ def run_mia(
             f"--offline is {' / '.join(c.meta['offline'] for c in with_offline)}; use it with "
             f"--attack {' or '.join(c.name for c in with_offline)}."
         )
+    if not offline and (only := sorted(set(options) & set(card.meta.get("offline_options", ())))):
+        raise InputError(
+            f"option {', '.join(map(repr, only))} sets {card.meta['offline']}; add --offline "
+            "(offline=True), or drop it."
+        )
     if queries not in (None, 1, 2):
         raise InputError(f"queries must be 1 (the input) or 2 (input and mirror), got {queries}.")
     seed = check_int("--seed", seed, minimum=0)

@@ -14,7 +14,8 @@ factory (the scoring function or the attack class), these meta entries:
   arguments a user may set for the attack (``run_mia(..., options={...})``, ``trustlab mia
   --options JSON``), and ``options_fixed`` the arguments the hook sets itself; the hook forwards
   ``a.options``. An attack without ``options`` takes none; :func:`option_names` lists what a
-  card accepts.
+  card accepts; ``offline_options`` (optional) the options that only the offline test reads
+  (given without ``offline``, an error rather than silently unused).
 
 :func:`trustlab.workflows.mia.run_mia` builds the :class:`MembershipAudit` of a stored training
 run and calls the hook of the attack asked for, so that a new attack is one registration.

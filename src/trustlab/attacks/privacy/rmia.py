@@ -331,6 +331,7 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     audit=_audit_rmia,
     options=True,
     options_fixed=SHADOW_FIXED,
+    offline_options=("offline_a",),
 )
 class RMIA:
     """Zarifzadeh et al.'s robust membership-inference attack; see the module for the method.
