@@ -39,10 +39,11 @@ test: $(STAMP)
 	@echo "[test] ruff check and format check, then pytest"
 	@$(VENV)/bin/ruff check src tests benchmarks
 	@$(VENV)/bin/ruff format --check --quiet src tests benchmarks || { echo "run: .venv/bin/ruff format src tests benchmarks"; exit 1; }
-	@$(PY) -m pytest -q -n 2 tests
+	@$(PY) -c "import ray" 2>/dev/null || echo '[test] Ray is not installed: the Ray executor tests skip (install them: $(PY) -m pip install -e ".[ray]")'
+	@$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 bench: $(STAMP)
-	@$(PY) -m pip install --quiet -e ".[dev,bench]"
+	@$(PY) -m pip install --quiet -e ".[dev,bench,ray]"
 	@$(PY) -m pip install --quiet --no-deps torchattacks  # it asks for torchvision; not needed
 	@echo "[bench] peer agreement: tests/attacks/test_peers.py (PGD vs ART and torchattacks, the standard suite vs AutoAttack)"
 	@$(PY) -m pytest -q tests/attacks/test_peers.py
