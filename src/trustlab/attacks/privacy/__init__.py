@@ -33,6 +33,7 @@ from trustlab.attacks.privacy.membership import (
     logit_confidence,
     loss_scores,
 )
+from trustlab.attacks.privacy.reference import ReferenceAttack
 from trustlab.attacks.privacy.rmia import RMIA, rmia_scores, tune_offline_a
 from trustlab.attacks.privacy.shadows import (
     ShadowModels,
@@ -47,6 +48,7 @@ __all__ = [
     "LabelOracle",
     "LiRA",
     "MembershipAudit",
+    "ReferenceAttack",
     "ShadowModels",
     "ShadowRecipe",
     "ShokriAttack",

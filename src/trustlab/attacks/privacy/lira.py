@@ -54,13 +54,12 @@ from trustlab.attacks.privacy.audit import (
     train_plus_test,
 )
 from trustlab.attacks.privacy.membership import logit_confidence
-from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
-from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.attacks.privacy.reference import ReferenceAttack
+from trustlab.attacks.privacy.shadows import ShadowRecipe
+from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
-from trustlab.utils.device import resolve_device
-from trustlab.utils.validate import check_int
 
 __all__ = ["GLOBAL_VARIANCE_BELOW", "LiRA", "lira_scores", "query_phi"]
 
@@ -209,7 +208,7 @@ def _audit_lira(a: MembershipAudit) -> torch.Tensor:
     options=True,
     options_fixed=SHADOW_FIXED,
 )
-class LiRA:
+class LiRA(ReferenceAttack):
     """Carlini et al.'s likelihood-ratio attack; see the module for the method.
 
     Carlini, Chien, Nasr, Song, Terzis, Tramer, "Membership Inference Attacks From First
@@ -254,61 +253,30 @@ class LiRA:
         batch_size: int = 512,
         progress: bool = True,
     ) -> None:
-        self.shadows = check_int(
-            "shadows", shadows, minimum=2, fix="LiRA needs IN and OUT shadows for every example."
-        )
-        self.recipe = recipe
-        self.population = as_array_dataset(population)
-        self.fix_variance = (
-            shadows < GLOBAL_VARIANCE_BELOW if fix_variance is None else bool(fix_variance)
-        )
-        if queries is None:
-            queries = 2 if "flip" in recipe.settings.augment else 1
-        if queries not in (1, 2):
-            raise InputError(f"queries must be 1 or 2 (input and mirror), got {queries}.")
-        self.queries = queries
-        self.seed = seed
-        self.cache = cache
-        self.device = resolve_device(device)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.progress = progress
-        self.shadow_models: ShadowModels | None = None
-        self.indices: torch.Tensor | None = None
-        self.shadow_phi: torch.Tensor | None = None  # (N, m, Q)
-        self.in_mask: torch.Tensor | None = None  # (N, m)
-
-    def fit(self, indices: torch.Tensor | None = None) -> LiRA:
-        """Train (or load) the shadows and record their ``phi`` on ``population[indices]``."""
-        n = len(self.population)
-        idx = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-        if idx.dim() != 1 or idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
-            raise InputError(f"indices must be a non-empty 1-D set of positions in [0, {n}).")
-        self.shadow_models = train_shadows(
-            self.recipe, self.population, self.shadows, scheme="balanced", seed=self.seed,
-            cache=self.cache, device=self.device, progress=self.progress,
+        super().__init__(
+            recipe, population, shadows, queries=queries, seed=seed, cache=cache, device=device,
+            batch_size=batch_size, progress=progress,
+            shadows_fix="LiRA needs IN and OUT shadows for every example.",
         )  # fmt: skip
-        audit = self.population.subset(idx)
-        self.indices = idx
-        self.shadow_phi = torch.stack(
-            [
-                query_phi(m, audit, self.queries, self.batch_size, self.device)
-                for m in self.shadow_models.models(self.device)
-            ]
+        self.fix_variance = (
+            self.shadows < GLOBAL_VARIANCE_BELOW if fix_variance is None else bool(fix_variance)
         )
-        self.in_mask = self.shadow_models.masks[:, idx]
-        return self
+
+    def statistic(self, model: nn.Module, data: ArrayDataset) -> torch.Tensor:
+        """``phi`` per query, ``(m, Q)`` (:func:`query_phi`)."""
+        return query_phi(model, data, self.queries, self.batch_size, self.device)
+
+    @property
+    def shadow_phi(self) -> torch.Tensor | None:
+        """The shadows' ``phi`` on the fitted examples, ``(N, m, Q)`` (after :meth:`fit`)."""
+        return self.reference
 
     def target_phi(self, model: nn.Module) -> torch.Tensor:
         """The target's ``phi`` ``(m, Q)`` on the fitted examples."""
-        if self.indices is None:
-            raise InputError("call fit() before score(): the shadow models are not trained yet.")
-        audit = self.population.subset(self.indices)
-        return query_phi(model, audit, self.queries, self.batch_size, self.device)
+        return self.target_stat(model)
 
     def score(self, model: nn.Module, offline: bool = False) -> torch.Tensor:
         """LiRA scores (float64, higher = member) of ``model`` on ``population[indices]``."""
         t = self.target_phi(model)
-        assert self.shadow_phi is not None and self.in_mask is not None
-        return lira_scores(
-            t, self.shadow_phi, self.in_mask, offline=offline, fix_variance=self.fix_variance
-        )
+        reference, in_mask = self.fitted()
+        return lira_scores(t, reference, in_mask, offline=offline, fix_variance=self.fix_variance)

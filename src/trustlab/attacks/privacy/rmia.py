@@ -95,13 +95,13 @@ from trustlab.attacks.privacy.audit import (
     shadow_summary,
     train_plus_test,
 )
-from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_shadows
-from trustlab.data.datasets import ArrayDataset, as_array_dataset
+from trustlab.attacks.privacy.reference import ReferenceAttack
+from trustlab.attacks.privacy.shadows import ShadowRecipe
+from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.metrics.privacy import membership_auc
 from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
-from trustlab.utils.device import resolve_device
 from trustlab.utils.validate import check_int
 
 __all__ = [
@@ -333,7 +333,7 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     options_fixed=SHADOW_FIXED,
     offline_options=("offline_a",),
 )
-class RMIA:
+class RMIA(ReferenceAttack):
     """Zarifzadeh et al.'s robust membership-inference attack; see the module for the method.
 
     Zarifzadeh, Liu, Chang, Shokri, "Low-Cost High-Power Membership Inference Attacks",
@@ -386,10 +386,6 @@ class RMIA:
         batch_size: int = 512,
         progress: bool = True,
     ) -> None:
-        self.shadows = check_int(
-            "shadows", shadows, minimum=2,
-            fix="RMIA uses LiRA's shadows: every example needs an OUT (online: and an IN) one.",
-        )  # fmt: skip
         if not (math.isfinite(gamma) and gamma > 0):
             raise InputError(f"gamma must be finite and > 0, got {gamma}.")
         if offline_a != "tune" and not (
@@ -400,59 +396,31 @@ class RMIA:
             raise InputError(f"trim must lie in [0, 0.5), got {trim}.")
         if not (math.isfinite(temperature) and temperature > 0):
             raise InputError(f"temperature must be finite and > 0, got {temperature}.")
-        if queries is None:
-            queries = 2 if "flip" in recipe.settings.augment else 1
-        if queries not in (1, 2):
-            raise InputError(f"queries must be 1 or 2 (input and mirror), got {queries}.")
-        self.recipe = recipe
-        self.population = as_array_dataset(population)
+        super().__init__(
+            recipe, population, shadows, queries=queries, seed=seed, cache=cache, device=device,
+            batch_size=batch_size, progress=progress,
+            shadows_fix="RMIA uses LiRA's shadows: every example needs an OUT (online: and an IN) "
+            "one.",
+        )  # fmt: skip
         self.gamma, self.trim = float(gamma), float(trim)
         self.offline_a: float | str = offline_a if offline_a == "tune" else float(offline_a)
         self.used_a: float | None = None  # the a of the last offline score
         self.temperature = float(temperature)
-        self.queries = queries
-        self.seed = seed
-        self.cache = cache
-        self.device = resolve_device(device)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.progress = progress
-        self.shadow_models: ShadowModels | None = None
-        self.indices: torch.Tensor | None = None
-        self.reference_p: torch.Tensor | None = None  # (N, m, Q)
-        self.in_mask: torch.Tensor | None = None  # (N, m)
 
-    def fit(self, indices: torch.Tensor | None = None) -> RMIA:
-        """Train (or load) the shadows and record their probabilities on
-        ``population[indices]``."""
-        n = len(self.population)
-        idx = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-        if idx.dim() != 1 or idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
-            raise InputError(f"indices must be a non-empty 1-D set of positions in [0, {n}).")
-        self.shadow_models = train_shadows(
-            self.recipe, self.population, self.shadows, scheme="balanced", seed=self.seed,
-            cache=self.cache, device=self.device, progress=self.progress,
-        )  # fmt: skip
-        audit = self.population.subset(idx)
-        self.indices = idx
-        self.reference_p = torch.stack(
-            [
-                query_probability(
-                    m, audit, self.queries, self.temperature, self.batch_size, self.device
-                )
-                for m in self.shadow_models.models(self.device)
-            ]
+    def statistic(self, model: nn.Module, data: ArrayDataset) -> torch.Tensor:
+        """``Pr(x | theta)`` per query, ``(m, Q)`` (:func:`query_probability`)."""
+        return query_probability(
+            model, data, self.queries, self.temperature, self.batch_size, self.device
         )
-        self.in_mask = self.shadow_models.masks[:, idx]
-        return self
+
+    @property
+    def reference_p(self) -> torch.Tensor | None:
+        """The reference models' ``Pr(x | theta)`` on the fitted examples, ``(N, m, Q)``."""
+        return self.reference
 
     def target_p(self, model: nn.Module) -> torch.Tensor:
         """The target's ``Pr(x | theta)`` ``(m, Q)`` on the fitted examples."""
-        if self.indices is None:
-            raise InputError("call fit() before score(): the shadow models are not trained yet.")
-        audit = self.population.subset(self.indices)
-        return query_probability(
-            model, audit, self.queries, self.temperature, self.batch_size, self.device
-        )
+        return self.target_stat(model)
 
     def score(
         self,
@@ -463,13 +431,13 @@ class RMIA:
         """RMIA scores (float64 in ``[0, 1]``, higher = member) of ``model`` on
         ``population[indices]``, against the population samples ``population`` (default all)."""
         t = self.target_p(model)
-        assert self.reference_p is not None and self.in_mask is not None
+        reference, in_mask = self.fitted()
         a = DEFAULT_OFFLINE_A
         if offline:
             a = self.resolve_offline_a()
             self.used_a = a
         return rmia_scores(
-            t, self.reference_p, self.in_mask, population, offline=offline, gamma=self.gamma,
+            t, reference, in_mask, population, offline=offline, gamma=self.gamma,
             offline_a=a, trim=self.trim,
         )  # fmt: skip
 
@@ -479,8 +447,7 @@ class RMIA:
         :data:`DEFAULT_OFFLINE_A`)."""
         if self.offline_a != "tune":
             return float(self.offline_a)
-        if self.reference_p is None or self.in_mask is None:
-            raise InputError("call fit() before score(): the shadow models are not trained yet.")
-        if self.reference_p.shape[0] < 3:
+        reference, in_mask = self.fitted()
+        if reference.shape[0] < 3:
             return DEFAULT_OFFLINE_A
-        return tune_offline_a(self.reference_p, self.in_mask, gamma=self.gamma, trim=self.trim)
+        return tune_offline_a(reference, in_mask, gamma=self.gamma, trim=self.trim)
