@@ -40,7 +40,7 @@ test: $(STAMP)
 	@$(VENV)/bin/ruff check src tests benchmarks
 	@$(VENV)/bin/ruff format --check --quiet src tests benchmarks || { echo "run: .venv/bin/ruff format src tests benchmarks"; exit 1; }
 	@$(PY) -c "import ray" 2>/dev/null || echo '[test] Ray is not installed: the Ray executor tests skip (install them: $(PY) -m pip install -e ".[ray]")'
-	@$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	@$(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	@$(PY) -m pip install --quiet -e ".[dev,bench,ray]"
