@@ -105,3 +105,10 @@ def test_cli_executor_errors(_isolated_home: Path, monkeypatch: pytest.MonkeyPat
     out = runner.invoke(app, [*args, "--executor", "ray"])
     assert out.exit_code == 2 and 'pip install "trustlab[ray]"' in out.output
     assert RunStore(_isolated_home).list() == []  # refused before anything was stored
+
+
+def test_resume_takes_executor_flags_for_reproductions_only(_isolated_home: Path) -> None:
+    run = RunStore(_isolated_home).create_run("train", "t", {"dataset": "digits"})
+    run.mark_interrupted()
+    out = runner.invoke(app, ["resume", str(run.id), "--executor", "local"])
+    assert out.exit_code == 2 and "apply to reproductions" in out.output

@@ -108,8 +108,9 @@ ExecutorOpt = Annotated[
     str,
     typer.Option(
         "--executor",
-        help="where the jobs run: local (this machine's worker processes) or ray (a Ray "
-        'cluster; pip install "trustlab\\[ray]").',
+        help="where the jobs run: local (this machine's worker processes, --workers of them) "
+        "or ray (a Ray cluster, whose free CPUs and GPUs decide; pip install "
+        '"trustlab\\[ray]").',
     ),
 ]
 RayAddressOpt = Annotated[
