@@ -38,7 +38,7 @@ def test_make_executor_by_name_and_its_errors(monkeypatch: pytest.MonkeyPatch) -
         make_executor("dask")
     with pytest.raises(InputError, match="are for --executor ray"):
         make_executor("local", address="head:6379")
-    with pytest.raises(InputError, match="--workers must be >= 1"):
+    with pytest.raises(InputError, match="--workers must be an integer >= 1, got 0"):
         LocalExecutor(0)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(InputError, match="not installed") as err:

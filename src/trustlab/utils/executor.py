@@ -295,11 +295,9 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        if workers is not None and (isinstance(workers, bool) or int(workers) != workers):
-            raise InputError(f"--workers must be an integer >= 1, got {workers!r}.")
-        if workers is not None and workers < 1:
-            raise InputError(f"--workers must be >= 1, got {workers}.")
-        self._workers = workers
+        from trustlab.utils.validate import check_int
+
+        self._workers = None if workers is None else check_int("--workers", workers, minimum=1)
 
     @property
     def workers(self) -> int:
