@@ -28,6 +28,12 @@ seed, the loss key), the population's contents (a SHA-256 of its tensors and cla
 the number of shadows and the assignment scheme. A run killed part-way and restarted trains only
 the missing shadows; a second call with the same arguments trains nothing. A file that is
 unreadable or does not match (index, set, in-mask) is retrained and replaced.
+
+**Vectorised.** On a GPU, when the recipe allows it (:meth:`ShadowRecipe.vectorise_refusal`: the
+default loss, no DP-SGD, no dropout, ...), the missing shadows are trained up to 16 at a time as
+one batched model (:func:`trustlab.train.ensemble.train_ensemble`; ``vectorise=True`` asks for it
+on a CPU too), which gives every shadow the weights that training it alone gives, to float
+tolerance; the cache does not tell them apart.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import CheckpointError, InputError
 from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model, read_checkpoint_meta, save_model
+from trustlab.train.ensemble import train_ensemble, unsupported_reason
 from trustlab.train.trainer import BatchLossFn, LossFn, Trainer, TrainResult, TrainSettings
 from trustlab.utils.device import resolve_device
 from trustlab.utils.io import write_json_atomic
@@ -68,6 +75,8 @@ __all__ = [
 
 #: bump when the way a shadow is trained changes, so old cache entries are not reused
 CACHE_VERSION = 1
+#: the most shadows trained at once as one vectorised ensemble (memory grows with it)
+VECTORISE_CHUNK = 16
 Scheme = Literal["balanced", "half"]
 
 
@@ -109,6 +118,25 @@ class ShadowRecipe:
             "loss": dict(self.key) if self.key is not None else None,
         }
 
+    def initial_model(self, seed: int) -> nn.Module:
+        """The untrained model of the shadow seeded ``seed`` (its initial weights come from
+        ``derive_seed(seed, "init")``; the caller's torch RNG state is left untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "init"))
+            return self.spec.build()
+
+    def settings_for(self, seed: int) -> TrainSettings:
+        """The recipe's settings with the shadow's ``seed``."""
+        return self.settings.model_copy(update={"seed": seed})
+
+    def vectorise_refusal(self) -> str | None:
+        """Why the shadows of this recipe cannot be trained as one vectorised ensemble
+        (:func:`trustlab.train.ensemble.unsupported_reason`), or None when they can."""
+        return unsupported_reason(
+            self.initial_model(0), self.settings, loss_fn=self.loss_fn,
+            compute_loss=self.make_compute_loss,
+        )  # fmt: skip
+
     def train(
         self, data: ArrayDataset, seed: int, device: str | torch.device = "auto"
     ) -> nn.Module:
@@ -120,14 +148,10 @@ class ShadowRecipe:
         self, data: ArrayDataset, seed: int, device: str | torch.device = "auto"
     ) -> TrainResult:
         """:meth:`train`'s training run itself (history; ``privacy`` for a DP-SGD recipe)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "init"))
-            model = self.spec.build()
-        settings = self.settings.model_copy(update={"seed": seed})
         compute = self.make_compute_loss(seed) if self.make_compute_loss is not None else None
         trainer = Trainer(
-            model, settings, loss_fn=self.loss_fn, compute_loss=compute, device=device,
-            progress=False,
+            self.initial_model(seed), self.settings_for(seed), loss_fn=self.loss_fn,
+            compute_loss=compute, device=device, progress=False,
         )  # fmt: skip
         # the trainer may swap modules (DP-SGD: BatchNorm -> GroupNorm); its model is the result
         return trainer.fit(data)
@@ -244,6 +268,7 @@ def train_shadows(
     cache: bool | str | Path = True,
     device: str | torch.device = "auto",
     progress: bool = True,
+    vectorise: bool | None = None,
 ) -> ShadowModels:
     """Train (or load from the cache) ``num_shadows`` shadow models on ``population``.
 
@@ -256,6 +281,12 @@ def train_shadows(
             ``False``: keep the models in memory only. See the module for the key.
         device: where to train.
         progress: a progress bar over the shadows (only on a terminal).
+        vectorise: train the missing shadows together, up to 16 at a time, as one vectorised
+            ensemble (:func:`trustlab.train.ensemble.train_ensemble`: the same models to float
+            tolerance, cached under the same key); ``None`` (default): on a CUDA device, when
+            the recipe allows it (:meth:`ShadowRecipe.vectorise_refusal`) and more than one
+            shadow is missing (on a CPU one by one, which is as fast there); ``True`` raises
+            :class:`InputError` for a recipe it cannot train; ``False``: one by one.
     """
     num_shadows = check_int("shadows", num_shadows, minimum=1)
     n = len(population)
@@ -290,26 +321,67 @@ def train_shadows(
     out = ShadowModels(masks, seeds, folder, _models=None if folder is not None else [])
     if folder is not None and not (folder / "set.json").exists():
         write_json_atomic(folder / "set.json", identity)
+    missing = [
+        i for i in range(num_shadows)
+        if folder is None or not _valid_shadow(out.path(i), key, i, masks[i])
+    ]  # fmt: skip
+    together = _vectorise(recipe, vectorise, len(missing), dev)
+
+    def finish(i: int, model: nn.Module, took: float) -> None:
+        out.trained += 1
+        out.seconds += took
+        if folder is None:
+            assert out._models is not None
+            out._models.append(model.cpu())
+            return
+        shadow = {
+            "set": key, "index": i, "seed": seeds[i], "members": int(masks[i].sum()),
+            "in_mask": _pack_mask(masks[i]), "seconds": round(took, 3),
+        }  # fmt: skip
+        derived = ModelSpec.from_model(model)  # the trained model's own, else the recipe's
+        spec = (derived or recipe.spec).to_dict()
+        save_model(model, out.path(i), spec=spec, shadow=shadow)
+
+    def data(i: int) -> ArrayDataset:
+        return population.subset(masks[i].nonzero().squeeze(1))
+
     with progress_bar("shadow models", num_shadows, progress) as advance:
-        for i in range(num_shadows):
-            if folder is not None and _valid_shadow(out.path(i), key, i, masks[i]):
+        advance.advance(num_shadows - len(missing))
+        if together:
+            for at in range(0, len(missing), VECTORISE_CHUNK):
+                chunk = missing[at : at + VECTORISE_CHUNK]
+                start = time.perf_counter()
+                results = train_ensemble(
+                    [recipe.initial_model(seeds[i]) for i in chunk],
+                    [data(i) for i in chunk],
+                    [recipe.settings_for(seeds[i]) for i in chunk],
+                    device=dev,
+                )
+                share = (time.perf_counter() - start) / len(chunk)
+                for i, result in zip(chunk, results, strict=True):
+                    finish(i, result.model.eval(), share)
+                    advance()
+        else:
+            for i in missing:
+                start = time.perf_counter()
+                model = recipe.train(data(i), seeds[i], dev)
+                finish(i, model, time.perf_counter() - start)
                 advance()
-                continue
-            start = time.perf_counter()
-            model = recipe.train(population.subset(masks[i].nonzero().squeeze(1)), seeds[i], dev)
-            took = time.perf_counter() - start
-            out.trained += 1
-            out.seconds += took
-            if folder is None:
-                assert out._models is not None
-                out._models.append(model.cpu())
-            else:
-                shadow = {
-                    "set": key, "index": i, "seed": seeds[i], "members": int(masks[i].sum()),
-                    "in_mask": _pack_mask(masks[i]), "seconds": round(took, 3),
-                }  # fmt: skip
-                derived = ModelSpec.from_model(model)  # the trained model's own, else the recipe's
-                spec = (derived or recipe.spec).to_dict()
-                save_model(model, out.path(i), spec=spec, shadow=shadow)
-            advance()
     return out
+
+
+def _vectorise(
+    recipe: ShadowRecipe, vectorise: bool | None, missing: int, device: torch.device
+) -> bool:
+    """Whether :func:`train_shadows` trains its ``missing`` shadows as one ensemble."""
+    if vectorise is False or missing == 0:
+        return False
+    if vectorise is None:  # on a CPU the batched kernels are no faster (benchmarks/shadows.py)
+        return device.type == "cuda" and missing > 1 and recipe.vectorise_refusal() is None
+    reason = recipe.vectorise_refusal()
+    if reason is not None:
+        raise InputError(
+            f"vectorise=True, but these shadows cannot be trained as one vectorised ensemble: "
+            f"{reason}. Pass vectorise=None (train them one by one when they cannot) or False."
+        )
+    return True
