@@ -163,3 +163,26 @@ def test_killed_ray_worker_without_retries_leaves_a_resumable_run(
     arms = ["a", "victim", "b"]
     assert all(done[arms[i]] == 1 for i in kept)  # the stored jobs did not run again
     assert done["victim"] == 1
+
+
+def test_shadows_on_ray_equal_the_local_pool_and_are_cached(local_ray, tmp_path: Path) -> None:
+    """LiRA's shadows trained on Ray are the models the local pool trains (single-threaded
+    jobs: bitwise), cached as they arrive, so a second call trains none."""
+    import torch
+
+    from trustlab.attacks.privacy import ShadowRecipe, train_shadows
+    from trustlab.data import load_dataset
+    from trustlab.models.spec import ModelSpec
+    from trustlab.train import TrainSettings
+
+    data = load_dataset("digits", "train").subset(range(120))
+    recipe = ShadowRecipe(ModelSpec.for_data("mlp", data), TrainSettings(epochs=1, batch_size=32))
+    kw = {"seed": 3, "device": "cpu", "progress": False}
+    on_ray = train_shadows(recipe, data, 4, cache=tmp_path / "ray", executor="ray", **kw)
+    local = train_shadows(recipe, data, 4, cache=tmp_path / "local", executor="local", **kw)
+    assert on_ray.trained == local.trained == 4
+    for a, b in zip(on_ray.models(), local.models(), strict=True):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name
+    again = train_shadows(recipe, data, 4, cache=tmp_path / "ray", executor="ray", **kw)
+    assert again.trained == 0

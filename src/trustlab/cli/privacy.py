@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated
 
 import typer
 
-from trustlab.cli.common import DeviceOpt, OptionsOpt, QuietOpt, SeedOpt, command, json_object
+from trustlab.cli.common import (
+    DeviceOpt,
+    OptionsOpt,
+    QuietOpt,
+    RayAddressOpt,
+    SeedOpt,
+    chosen_executor,
+    command,
+    json_object,
+)
+from trustlab.errors import InputError
 from trustlab.utils.progress import show_progress
 
 AREA = "Privacy"
@@ -31,6 +42,15 @@ def mia_cmd(
         int | None, typer.Option(help="members audited (and as many non-members).")
     ] = None,
     options: OptionsOpt = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="where shadow models train: this process (default), local (one per core in "
+            'worker processes) or ray (a Ray cluster; pip install "trustlab\\[ray]").',
+        ),
+    ] = None,
+    ray_address: RayAddressOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -43,11 +63,15 @@ def mia_cmd(
     """
     from trustlab.workflows.mia import run_mia
 
-    run, result = run_mia(
-        run_ref, attack, shadows, offline, n, device=device, seed=seed,
-        progress=show_progress(not quiet),
-        options=json_object("--options", options, '{"gamma": 1}'),
-    )  # fmt: skip
+    if executor is None and ray_address is not None:
+        raise InputError("--ray-address goes with --executor ray.")
+    opts = json_object("--options", options, '{"gamma": 1}')
+    with contextlib.ExitStack() as stack:
+        ex = stack.enter_context(chosen_executor(executor, ray_address)) if executor else None
+        run, result = run_mia(
+            run_ref, attack, shadows, offline, n, device=device, seed=seed,
+            progress=show_progress(not quiet), options=opts, executor=ex,
+        )  # fmt: skip
     typer.echo(json.dumps({"run": run.id, "dir": str(run.dir), "attack": attack, **result.metrics}))
 
 

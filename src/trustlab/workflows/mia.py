@@ -64,6 +64,7 @@ from trustlab.train.checkpoint import load_model
 from trustlab.train.evaluate import evaluate
 from trustlab.train.trainer import TrainSettings, check_model_fits
 from trustlab.utils.device import resolve_device
+from trustlab.utils.executor import Executor
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.seed import derive_seed, generator
 from trustlab.utils.validate import check_int, parse_config
@@ -185,6 +186,7 @@ def run_mia(
     store: RunStore | None = None,
     name: str | None = None,
     options: Mapping[str, Any] | None = None,
+    executor: str | Executor | None = None,
 ) -> tuple[Run, MIAResult]:
     """Audit a finished training run with a membership-inference attack; see the module.
 
@@ -209,6 +211,9 @@ def run_mia(
         options: the attack's own parameters (e.g. ``{"gamma": 1}`` for RMIA, ``{"sigmas":
             [0.1, 0.2]}`` for ``label-only``); :func:`~trustlab.attacks.privacy.audit.
             option_names` lists what an attack takes; unknown keys are an error.
+        executor: where shadow models train: None (default) in this process, ``"local"`` (this
+            machine's process pool), ``"ray"`` (a Ray cluster) or an
+            :class:`~trustlab.utils.executor.Executor` (docs/scaling.md).
 
     Returns:
         ``(run, result)``: the finished ``mia`` run and the :class:`MIAResult`.
@@ -277,6 +282,8 @@ def run_mia(
         "offline": offline, "fix_variance": fix_variance, "queries": queries,
         **({"options": options} if options else {}),
     }  # fmt: skip
+    if executor is not None and uses_shadows:
+        config["executor"] = executor.name if isinstance(executor, Executor) else executor
     run = store.create_run("mia", name or f"mia-{attack}-run{target_run.id}", config, seed=seed)
     with recording_outcome(run):
         start = time.perf_counter()
@@ -285,7 +292,7 @@ def run_mia(
             model, audit, train, test, population_index,
             recipe=recipe, shadows=shadows, seed=seed,
             cache=cache, device=dev, progress=progress, offline=offline,
-            fix_variance=fix_variance, queries=queries, options=options,
+            fix_variance=fix_variance, queries=queries, options=options, executor=executor,
         )  # fmt: skip
         scores = card.meta["audit"](job)
         extra = job.extra

@@ -67,6 +67,8 @@ class MembershipAudit:
         progress: a progress bar over the shadow models (only on a terminal).
         offline: the attack's offline test (LiRA's one-sided test, RMIA's OUT-only ``Pr(x)``).
         fix_variance, queries: LiRA's options (``None``: its defaults); RMIA reads ``queries``.
+        executor: where shadow models train (None: in this process; ``"local"``, ``"ray"`` or an
+            :class:`~trustlab.utils.executor.Executor`).
         options: the attack's own keyword arguments (checked by :func:`check_options`; the
             hooks of attacks whose card names ``options`` forward them).
         extra: what the hook records besides the scores (shadow bookkeeping), in the order the
@@ -93,6 +95,7 @@ class MembershipAudit:
     fix_variance: bool | None = None
     queries: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    executor: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def shadow_recipe(self) -> ShadowRecipe:
@@ -103,7 +106,7 @@ class MembershipAudit:
 
 
 #: the arguments every shadow attack's hook sets itself (its ``options_fixed``)
-SHADOW_FIXED = ("shadows", "seed", "cache", "device", "progress")
+SHADOW_FIXED = ("shadows", "seed", "cache", "device", "progress", "executor")
 
 
 def _options_target(card: Card) -> Any:

@@ -60,6 +60,7 @@ from trustlab.data.datasets import ArrayDataset
 from trustlab.errors import InputError
 from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
+from trustlab.utils.executor import Executor
 
 __all__ = ["GLOBAL_VARIANCE_BELOW", "LiRA", "lira_scores", "query_phi"]
 
@@ -180,7 +181,7 @@ def _audit_lira(a: MembershipAudit) -> torch.Tensor:
     example (each IN for half of the shadows); online or offline (``a.offline``)."""
     lira = LiRA(
         a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows,
-        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress,
+        seed=a.seed, cache=a.cache, device=a.device, progress=a.progress, executor=a.executor,
         **{"fix_variance": a.fix_variance, "queries": a.queries, **a.options},
     )  # fmt: skip
     lira.fit(a.population_index)  # the audited examples' positions in train + test
@@ -228,6 +229,8 @@ class LiRA(ReferenceAttack):
         device: where shadows train and predict.
         batch_size: inference batch size.
         progress: a progress bar over the shadows (only on a terminal).
+        executor: where the shadows train (default None: in this process; ``"local"``,
+            ``"ray"``: :func:`~trustlab.attacks.privacy.train_shadows`).
 
     ``lira.fit(indices)`` trains (or loads) the shadows and records their ``phi`` on
     ``population[indices]`` (default: all); ``lira.score(target, offline=False)`` scores those
@@ -252,10 +255,11 @@ class LiRA(ReferenceAttack):
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,
+        executor: str | Executor | None = None,
     ) -> None:
         super().__init__(
             recipe, population, shadows, queries=queries, seed=seed, cache=cache, device=device,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, executor=executor,
             shadows_fix="LiRA needs IN and OUT shadows for every example.",
         )  # fmt: skip
         self.fix_variance = (

@@ -60,6 +60,7 @@ from trustlab.errors import InputError
 from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
 from trustlab.utils.device import resolve_device
+from trustlab.utils.executor import Executor
 from trustlab.utils.seed import derive_seed
 from trustlab.utils.validate import check_float, check_int
 
@@ -256,7 +257,7 @@ def _audit_shokri(a: MembershipAudit) -> torch.Tensor:
     set); the audited examples scored by the attack models."""
     shokri = ShokriAttack(
         a.shadow_recipe(), a.test, a.shadows, seed=a.seed, cache=a.cache, device=a.device,
-        progress=a.progress, **a.options,
+        progress=a.progress, executor=a.executor, **a.options,
     ).fit()  # fmt: skip
     sm = shokri.shadow_models
     scores = shokri.score(a.model, a.data)
@@ -297,6 +298,8 @@ class ShokriAttack:
         device: where shadows and attack models train and predict.
         batch_size: inference batch size.
         progress: a progress bar over the shadows (only on a terminal).
+        executor: where the shadows train (default None: in this process; ``"local"``,
+            ``"ray"``: :func:`~trustlab.attacks.privacy.train_shadows`).
 
     Shapes: ``score`` returns ``(len(data),)`` float64, higher = member; a class without
     a trained attack model scores 0.
@@ -322,8 +325,10 @@ class ShokriAttack:
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,
+        executor: str | Executor | None = None,
     ) -> None:
         self.shadows = check_int("shadows", shadows, minimum=1, fix="Shokri needs >= 1 shadow.")
+        self.executor = executor
         if features not in ("probs", "sorted"):
             raise InputError(f"features must be 'probs' or 'sorted', got {features!r}.")
         self.recipe = recipe
@@ -353,7 +358,7 @@ class ShokriAttack:
         data = self.shadow_data
         self.shadow_models = train_shadows(
             self.recipe, data, self.shadows, scheme="half", seed=self.seed, cache=self.cache,
-            device=self.device, progress=self.progress,
+            device=self.device, progress=self.progress, executor=self.executor,
         )  # fmt: skip
         feats = torch.cat(
             [

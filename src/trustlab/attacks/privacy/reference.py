@@ -24,6 +24,7 @@ from trustlab.attacks.privacy.shadows import ShadowModels, ShadowRecipe, train_s
 from trustlab.data.datasets import ArrayDataset, as_array_dataset
 from trustlab.errors import InputError
 from trustlab.utils.device import resolve_device
+from trustlab.utils.executor import Executor
 from trustlab.utils.validate import check_int
 
 __all__ = ["ReferenceAttack"]
@@ -43,6 +44,8 @@ class ReferenceAttack:
         device: where shadows train and predict.
         batch_size: inference batch size.
         progress: a progress bar over the shadows (only on a terminal).
+        executor: where the shadows train (:func:`~trustlab.attacks.privacy.train_shadows`;
+            default None: in this process).
         shadows_fix: the hint of the error for too few shadows.
 
     After :meth:`fit`: ``shadow_models``, ``indices`` ``(m,)``, ``reference`` ``(N, m, Q)`` (the
@@ -61,6 +64,7 @@ class ReferenceAttack:
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,
+        executor: str | Executor | None = None,
         shadows_fix: str = "",
     ) -> None:
         self.shadows = check_int("shadows", shadows, minimum=2, fix=shadows_fix)
@@ -76,6 +80,7 @@ class ReferenceAttack:
         self.device = resolve_device(device)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.progress = progress
+        self.executor = executor
         self.shadow_models: ShadowModels | None = None
         self.indices: torch.Tensor | None = None
         self.reference: torch.Tensor | None = None  # (N, m, Q)
@@ -94,7 +99,7 @@ class ReferenceAttack:
             raise InputError(f"indices must be a non-empty 1-D set of positions in [0, {n}).")
         self.shadow_models = train_shadows(
             self.recipe, self.population, self.shadows, scheme="balanced", seed=self.seed,
-            cache=self.cache, device=self.device, progress=self.progress,
+            cache=self.cache, device=self.device, progress=self.progress, executor=self.executor,
         )  # fmt: skip
         audit = self.population.subset(idx)
         self.indices = idx

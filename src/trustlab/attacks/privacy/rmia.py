@@ -102,6 +102,7 @@ from trustlab.errors import InputError
 from trustlab.metrics.privacy import membership_auc
 from trustlab.registry import PRIVACY_ATTACKS
 from trustlab.train.evaluate import predict_logits
+from trustlab.utils.executor import Executor
 from trustlab.utils.validate import check_int
 
 __all__ = [
@@ -300,7 +301,8 @@ def _audit_rmia(a: MembershipAudit) -> torch.Tensor:
     cache) as reference models; the population ``z``: the audited non-members (test split)."""
     rmia = RMIA(
         a.shadow_recipe(), train_plus_test(a.train, a.test), a.shadows, seed=a.seed,
-        cache=a.cache, device=a.device, progress=a.progress, **{"queries": a.queries, **a.options},
+        cache=a.cache, device=a.device, progress=a.progress, executor=a.executor,
+        **{"queries": a.queries, **a.options},
     )  # fmt: skip
     rmia.fit(a.population_index)
     population = a.population_index >= len(a.train)
@@ -357,6 +359,8 @@ class RMIA(ReferenceAttack):
         device: where shadows train and predict.
         batch_size: inference batch size.
         progress: a progress bar over the shadows (only on a terminal).
+        executor: where the shadows train (default None: in this process; ``"local"``,
+            ``"ray"``: :func:`~trustlab.attacks.privacy.train_shadows`).
 
     ``rmia.fit(indices)`` trains (or loads) the shadows and records their probabilities on
     ``population[indices]`` (default: all), ``(N, m, Q)``; ``rmia.score(target, z, offline)``
@@ -385,6 +389,7 @@ class RMIA(ReferenceAttack):
         device: str | torch.device = "auto",
         batch_size: int = 512,
         progress: bool = True,
+        executor: str | Executor | None = None,
     ) -> None:
         if not (math.isfinite(gamma) and gamma > 0):
             raise InputError(f"gamma must be finite and > 0, got {gamma}.")
@@ -398,7 +403,7 @@ class RMIA(ReferenceAttack):
             raise InputError(f"temperature must be finite and > 0, got {temperature}.")
         super().__init__(
             recipe, population, shadows, queries=queries, seed=seed, cache=cache, device=device,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, executor=executor,
             shadows_fix="RMIA uses LiRA's shadows: every example needs an OUT (online: and an IN) "
             "one.",
         )  # fmt: skip

@@ -39,8 +39,10 @@ tolerance; the cache does not tell them apart.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +59,8 @@ from trustlab.models.spec import ModelSpec
 from trustlab.train.checkpoint import load_model, read_checkpoint_meta, save_model
 from trustlab.train.ensemble import train_ensemble, unsupported_reason
 from trustlab.train.trainer import BatchLossFn, LossFn, Trainer, TrainResult, TrainSettings
-from trustlab.utils.device import resolve_device
+from trustlab.utils.device import resolve_device, single_threaded
+from trustlab.utils.executor import Executor, Resources, Task, make_executor
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.paths import cache_dir
 from trustlab.utils.progress import progress_bar
@@ -269,6 +272,7 @@ def train_shadows(
     device: str | torch.device = "auto",
     progress: bool = True,
     vectorise: bool | None = None,
+    executor: str | Executor | None = None,
 ) -> ShadowModels:
     """Train (or load from the cache) ``num_shadows`` shadow models on ``population``.
 
@@ -287,6 +291,12 @@ def train_shadows(
             the recipe allows it (:meth:`ShadowRecipe.vectorise_refusal`) and more than one
             shadow is missing (on a CPU one by one, which is as fast there); ``True`` raises
             :class:`InputError` for a recipe it cannot train; ``False``: one by one.
+        executor: where one-by-one shadows train: ``None`` (default) in this process;
+            ``"local"`` (this machine's process pool, one single-threaded shadow per core),
+            ``"ray"`` (a Ray cluster, :mod:`trustlab.utils.executor`) or an
+            :class:`~trustlab.utils.executor.Executor`. Each finished shadow is cached as it
+            arrives, so a failure loses none; the models equal those trained in this process
+            single-threaded. The recipe must pickle (a lambda ``loss_fn`` does not).
     """
     num_shadows = check_int("shadows", num_shadows, minimum=1)
     n = len(population)
@@ -326,6 +336,15 @@ def train_shadows(
         if folder is None or not _valid_shadow(out.path(i), key, i, masks[i])
     ]  # fmt: skip
     together = _vectorise(recipe, vectorise, len(missing), dev)
+    if executor is not None and not together and missing:
+        try:
+            pickle.dumps(recipe)
+        except Exception as exc:
+            raise InputError(
+                f"an executor runs shadows in other processes, but this recipe cannot be sent "
+                f"there ({type(exc).__name__}: {exc}); define its loss at the top level of a "
+                "module, or pass executor=None."
+            ) from None
 
     def finish(i: int, model: nn.Module, took: float) -> None:
         out.trained += 1
@@ -361,6 +380,29 @@ def train_shadows(
                 for i, result in zip(chunk, results, strict=True):
                     finish(i, result.model.eval(), share)
                     advance()
+        elif executor is not None:
+            ex = executor if isinstance(executor, Executor) else make_executor(executor)
+            try:
+                shared = ex.share(population)
+                need, job_dev = Resources.for_device(dev), ex.job_device(dev)
+                tasks = [
+                    Task(_train_shadow, (recipe, shared, masks[i].nonzero().squeeze(1), seeds[i],
+                         job_dev), key=i, resources=need)
+                    for i in missing
+                ]  # fmt: skip
+                kept: dict[int, tuple[nn.Module, float]] = {}
+                with contextlib.closing(ex.as_completed(tasks)) as results:
+                    for i, (model, took) in results:
+                        if folder is None:  # in memory: kept in index order below
+                            kept[int(i)] = (model, took)
+                        else:  # cached as it arrives: a failure later loses nothing
+                            finish(int(i), model, took)
+                        advance()
+                for i in sorted(kept):
+                    finish(i, *kept[i])
+            finally:
+                if not isinstance(executor, Executor):
+                    ex.close()
         else:
             for i in missing:
                 start = time.perf_counter()
@@ -368,6 +410,17 @@ def train_shadows(
                 finish(i, model, time.perf_counter() - start)
                 advance()
     return out
+
+
+def _train_shadow(
+    recipe: ShadowRecipe, population: ArrayDataset, members: torch.Tensor, seed: int, device: str
+) -> tuple[nn.Module, float]:
+    """One shadow wherever an executor runs it: single-threaded on a CPU, returned on the CPU
+    with its training seconds."""
+    start = time.perf_counter()
+    with single_threaded(device):
+        model = recipe.train(population.subset(members), seed, device)
+    return model.cpu(), time.perf_counter() - start
 
 
 def _vectorise(
