@@ -153,7 +153,7 @@ def test_cli_submit_failure_exits_1(tmp_path):
     "args, message",
     [
         (["--model", "w.safetensors", "--benchmark", "backdoor-quick"], "takes a defense"),
-        (["--defense", "m:X", "--model", "w", "--benchmark", "privacy-quick"], "exactly one"),
+        (["--defense", "m:X", "--model", "w", "--benchmark", "privacy-quick"], "not both"),
         (["--defense", "nosuchmodule_xyz:X", "--benchmark", "privacy-quick"], "no module"),
         (["--defense", "a.py:X", "--benchmark", "nope"], "unknown benchmark"),
     ],

@@ -10,7 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trustlab.cli.common import command, err_console, stdout
+from trustlab.cli.common import (
+    ExecutorOpt,
+    RayAddressOpt,
+    chosen_executor,
+    command,
+    err_console,
+    stdout,
+)
 
 AREA = "Evaluation platform"
 
@@ -21,11 +28,18 @@ def submit_cmd(
         str, typer.Option(help="the benchmark (see `trustlab benchmarks`), e.g. backdoor-quick.")
     ],
     defense: Annotated[
-        str | None,
-        typer.Option(help="a defense class: module:Name or path/to/file.py:Name."),
+        list[str] | None,
+        typer.Option(
+            help="a defense class: module:Name or path/to/file.py:Name (repeat it to score "
+            "several at once)."
+        ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="a model's weights (safetensors) for a model benchmark.")
+        list[str] | None,
+        typer.Option(
+            help="a model's weights (safetensors) for a model benchmark (repeat it to score "
+            "several at once)."
+        ),
     ] = None,
     arch: Annotated[
         str | None,
@@ -49,6 +63,8 @@ def submit_cmd(
         int | None,
         typer.Option("--memory-mb", help="memory limit in MiB (default: the benchmark's)."),
     ] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Score a defense or a model on a versioned benchmark, in a separate process with a time
     and memory limit; the result (or the failure and its reason) is recorded in the results
@@ -56,10 +72,18 @@ def submit_cmd(
     from trustlab.errors import InputError
     from trustlab.platform.submissions import submit
 
-    if (defense is None) == (model is None):
-        raise InputError("give exactly one of --defense module:Name and --model FILE.")
-    kind, ref = ("defense", defense) if defense is not None else ("model", model)
-    assert ref is not None
+    if bool(defense) == bool(model):
+        raise InputError("give --defense module:Name or --model FILE (not both).")
+    kind, refs = ("defense", defense) if defense else ("model", model)
+    assert refs
+    if len(refs) > 1:
+        if label is not None:
+            raise InputError("--label names one submission; drop it to score several at once.")
+        _submit_several(refs, benchmark, kind, arch, timeout, memory_mb, executor, ray_address)
+        return
+    if executor != "local" or ray_address is not None:
+        raise InputError("--executor and --ray-address go with several submissions at once.")
+    ref = refs[0]
     res = submit(ref, benchmark, kind=kind, arch=arch, label=label, timeout=timeout,
                  memory_mb=memory_mb, notify=lambda line: err_console.print(
                      escape(line) + " ...", highlight=False, soft_wrap=True))  # fmt: skip
@@ -98,6 +122,43 @@ def submit_cmd(
                       "lower", values)  # fmt: skip
     out.print(table)
     out.print(escape(f"* primary metric. {res.wall_s:.1f} s of evaluation; {res.run.dir}"))
+
+
+def _submit_several(
+    refs: list[str],
+    benchmark: str,
+    kind: str,
+    arch: str | None,
+    timeout: float | None,
+    memory_mb: int | None,
+    executor: str,
+    ray_address: str | None,
+) -> None:
+    """Several submissions on one benchmark, evaluated as jobs of the executor: one line each."""
+    from trustlab.platform.submissions import submit_many
+
+    with chosen_executor(executor, ray_address) as ex:
+        results = submit_many(
+            refs, benchmark, kind=kind, arch=arch, timeout=timeout, memory_mb=memory_mb,
+            executor=ex, notify=lambda line: err_console.print(
+                escape(line) + " ...", highlight=False, soft_wrap=True),
+        )  # fmt: skip
+    bench = results[0].benchmark
+    table = Table(title=f"{bench.name} v{bench.version} ({bench.short_hash})")
+    for col in ("submission", "label", "run", "status", "primary metric (mean [95% interval])"):
+        table.add_column(col, overflow="fold")
+    for ref, res in zip(refs, results, strict=True):
+        status = "cached" if res.cached else ("finished" if res.ok else f"failed ({res.failure})")
+        if res.ok:
+            s = res.scores[res.primary]
+            lo_hi = "" if s["lo"] is None or s["hi"] is None else f" [{s['lo']:.4f}, {s['hi']:.4f}]"
+            value = f"{res.primary} {s['mean']:.4f}{lo_hi}" if s["mean"] is not None else "—"
+        else:
+            value = res.reason
+        table.add_row(ref, res.label, str(res.run.id), status, value)
+    stdout().print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
 
 
 @command("benchmarks", area=AREA)

@@ -43,12 +43,13 @@ Example::
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.machinery
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from trustlab.errors import InputError
 from trustlab.platform.benchmarks import Benchmark, get_benchmark
 from trustlab.platform.sandbox import SandboxOutcome, check_limits, run_sandboxed
 from trustlab.results import Run, RunStore, recording_outcome
+from trustlab.utils.executor import Executor, Task, WorkerLost, make_executor
 from trustlab.utils.io import write_json_atomic, write_text_atomic
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "find_cached",
     "source_hash",
     "submit",
+    "submit_many",
 ]
 
 #: the kind of the runs a submission records
@@ -487,6 +490,119 @@ def submit(
         res = submit("my_defense.py:MyDefense", "backdoor-quick", kind="defense")
     """
     bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
+    store = store or RunStore()
+    job = _checked(ref, bench, kind, arch, label, timeout, memory_mb, store)
+    started = _start(job, bench, store)
+    if isinstance(started, SubmissionResult):
+        return started
+    with recording_outcome(started):
+        if notify is not None:
+            notify(_evaluating(job, bench, started))
+        outcome = run_sandboxed(bench, job.task, timeout=job.timeout, memory_mb=job.memory_mb)
+        _record(started, outcome, bench)
+    return SubmissionResult.from_run(started.refresh(), bench, cached=False)
+
+
+def submit_many(
+    refs: Sequence[str],
+    benchmark: str | Benchmark,
+    *,
+    kind: str,
+    arch: str | None = None,
+    store: RunStore | None = None,
+    timeout: float | None = None,
+    memory_mb: int | None = None,
+    executor: str | Executor = "local",
+    notify: Callable[[str], None] | None = None,
+) -> list[SubmissionResult]:
+    """Score several submissions on one benchmark at once: :func:`submit` for each, with the
+    evaluations run as jobs of ``executor`` (``"local"``: this machine's process pool, one
+    evaluation per core; ``"ray"``: a Ray cluster, whose nodes must see the submissions' files
+    at the same paths; or an :class:`~trustlab.utils.executor.Executor`).
+
+    Every submission is checked before anything is recorded (one bad one: an
+    :class:`InputError`, nothing recorded); cache hits are returned without running. Each
+    evaluation runs in its own sandboxed child process on the worker (the same time and memory
+    limits as :func:`submit`); its outcome comes back to this process, which records the run, as
+    each finishes. A worker lost mid-evaluation fails that submission's run with the reason
+    (submitting it again evaluates it again). Results are in the order of ``refs``; labels are
+    the defaults (:func:`default_label`).
+
+    Example::
+
+        results = submit_many(["a.py:A", "b.py:B"], "backdoor-quick", kind="defense",
+                              executor="ray")
+    """
+    bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
+    store = store or RunStore()
+    if not refs:
+        raise InputError("give at least one submission.")
+    jobs = [_checked(ref, bench, kind, arch, None, timeout, memory_mb, store) for ref in refs]
+    keys = [job.key for job in jobs]
+    if len(set(keys)) != len(keys):
+        raise InputError("the same submission is given twice; give each once.")
+    started = [_start(job, bench, store) for job in jobs]
+    out: list[SubmissionResult | None] = [
+        s if isinstance(s, SubmissionResult) else None for s in started
+    ]
+    pending = {i: s for i, s in enumerate(started) if isinstance(s, Run)}
+    if not pending:
+        return [r for r in out if r is not None]
+    ex = executor if isinstance(executor, Executor) else make_executor(executor)
+    try:
+        tasks = []
+        for i, run in pending.items():
+            job = jobs[i]
+            if notify is not None:
+                notify(_evaluating(job, bench, run))
+            limits = {"timeout": job.timeout, "memory_mb": job.memory_mb}
+            tasks.append(Task(run_sandboxed, (bench, job.task), limits, key=i))
+        try:
+            with contextlib.closing(ex.as_completed(tasks)) as results:
+                for i, outcome in results:
+                    run = pending.pop(int(i))
+                    with recording_outcome(run):
+                        _record(run, outcome, bench)
+                    out[int(i)] = SubmissionResult.from_run(run.refresh(), bench, cached=False)
+        except Exception as exc:  # a lost worker, an interrupted driver: fail what is left
+            for i, run in pending.items():
+                run.fail(f"not evaluated: {type(exc).__name__}: {exc}")
+                out[i] = SubmissionResult.from_run(run.refresh(), bench, cached=False)
+            if not isinstance(exc, WorkerLost):
+                raise
+    finally:
+        if not isinstance(executor, Executor):
+            ex.close()
+    return [r for r in out if r is not None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One submission, checked: what :func:`_start` records and the sandbox evaluates."""
+
+    ref: str
+    kind: str
+    label: str | None
+    source: str
+    key: str
+    timeout: float
+    memory_mb: int
+    task: dict[str, Any]
+    stored: str
+    shown: str
+
+
+def _checked(
+    ref: str,
+    bench: Benchmark,
+    kind: str,
+    arch: str | None,
+    label: str | None,
+    timeout: float | None,
+    memory_mb: int | None,
+    store: RunStore,
+) -> _Job:
+    """Step 1-2 of the module: everything checked from bytes and source text, nothing recorded."""
     if kind not in ("defense", "model"):
         raise InputError(f"a submission is a 'defense' or a 'model', not {kind!r}.")
     if kind != bench.takes:
@@ -505,18 +621,11 @@ def submit(
     timeout = bench.budget.get("timeout_s", 600) if timeout is None else timeout
     memory_mb = bench.budget.get("memory_mb", 4096) if memory_mb is None else memory_mb
     check_limits(timeout, memory_mb)
-    store = store or RunStore()
     if store.readonly:
         raise InputError(
             f"the results store {store.root} is read-only, so the evaluation could not be "
             "recorded; point TRUSTLAB_HOME at a folder you can write."
         )
-    hit = find_cached(store, key)
-    if hit is not None:
-        return SubmissionResult.from_run(hit, bench, cached=True)
-    if label is None:
-        label = default_label(ref, kind=kind, source=src, bench=bench, store=store)
-
     if kind == "defense":
         task = {"kind": "defense", "ref": _absolute_spec(ref)}
         stored, shown = task["ref"], ref
@@ -525,25 +634,39 @@ def submit(
                 "arch": _absolute_spec(arch) if arch else None}  # fmt: skip
         stored = task["weights"] + (f" --arch {task['arch']}" if arch else "")
         shown = f"{ref} --arch {arch}" if arch else ref
+    return _Job(ref, kind, label, src, key, float(timeout), int(memory_mb), task, stored, shown)
+
+
+def _start(job: _Job, bench: Benchmark, store: RunStore) -> SubmissionResult | Run:
+    """Step 3-4's start: the cached result, or the new run (status running)."""
+    hit = find_cached(store, job.key)
+    if hit is not None:
+        return SubmissionResult.from_run(hit, bench, cached=True)
+    label = job.label
+    if label is None:
+        label = default_label(job.ref, kind=job.kind, source=job.source, bench=bench, store=store)
     config = {
         "benchmark": bench.name,
         "benchmark_version": bench.version,
         "benchmark_hash": bench.hash,
-        "submission": {"kind": kind, "ref": stored, "label": label, "source_hash": src},
-        "cache_key": key,
+        "submission": {
+            "kind": job.kind,
+            "ref": job.stored,
+            "label": label,
+            "source_hash": job.source,
+        },  # fmt: skip
+        "cache_key": job.key,
     }
     # the run exists (running) while the evaluation runs; a parent killed meanwhile leaves it
     # running with a dead owner, which the store marks interrupted (never cached)
-    run = store.create_run(KIND, f"{bench.name}/{label}", config)
-    with recording_outcome(run):
-        if notify is not None:
-            notify(
-                f"evaluating {shown} on {bench.name} v{bench.version} as run {run.id} in a "
-                f"separate process (time limit {timeout:g} s, memory limit {memory_mb} MiB)"
-            )
-        outcome = run_sandboxed(bench, task, timeout=float(timeout), memory_mb=memory_mb)
-        _record(run, outcome, bench)
-    return SubmissionResult.from_run(run.refresh(), bench, cached=False)
+    return store.create_run(KIND, f"{bench.name}/{label}", config)
+
+
+def _evaluating(job: _Job, bench: Benchmark, run: Run) -> str:
+    return (
+        f"evaluating {job.shown} on {bench.name} v{bench.version} as run {run.id} in a "
+        f"separate process (time limit {job.timeout:g} s, memory limit {job.memory_mb} MiB)"
+    )
 
 
 def _record(run: Run, outcome: SandboxOutcome, bench: Benchmark) -> None:
