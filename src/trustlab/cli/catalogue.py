@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from trustlab.attacks.privacy.audit import option_defaults
 from trustlab.cli.common import command, stdout
 from trustlab.errors import InputError
 from trustlab.registry import PRIVACY_ATTACKS, REGISTRIES
@@ -31,6 +30,8 @@ def _defaults(card: Any) -> str:
     for a privacy attack, the options ``trustlab mia --options`` takes (the rest are flags)."""
     params = card.parameters()
     if card.kind == PRIVACY_ATTACKS.kind:
+        from trustlab.attacks.privacy.audit import option_defaults  # torch: only when listed
+
         params = option_defaults(card)
         if not params:
             return "(takes no options)"
