@@ -119,7 +119,7 @@ def test_cli_benchmarks_lists_them():
 
 def test_cli_submit_needs_one_submission():
     out = CliRunner().invoke(app, ["submit", "--benchmark", "backdoor-quick"])
-    assert out.exit_code == 2 and "--model FILE (not both)" in out.output
+    assert out.exit_code == 2 and "give a submission: --defense" in out.output
 
 
 TINY = dict(

@@ -53,6 +53,16 @@ def test_each_is_evaluated_and_recorded_and_cache_hits_are_not_run(defenses, tmp
     assert len(store.list(kind=KIND)) == 3
 
 
+def test_labels_name_them(defenses, tmp_path) -> None:
+    store = RunStore(tmp_path / "store")
+    with LocalExecutor(1) as ex:
+        out = submit_many(defenses[:2], "backdoor-quick", kind="defense", store=store,
+                          executor=ex, labels=["first", None])  # fmt: skip
+    assert [r.label for r in out] == ["first", "B"]
+    with pytest.raises(InputError, match="one label per submission"):
+        submit_many(defenses[:2], "backdoor-quick", kind="defense", store=store, labels=["x"])
+
+
 def test_one_bad_submission_records_nothing(defenses, tmp_path) -> None:
     store = RunStore(tmp_path / "store")
     with pytest.raises(InputError, match="Missing"):
@@ -92,6 +102,6 @@ def test_cli_scores_several_and_refuses_a_label_for_them(defenses, _isolated_hom
     bad = runner.invoke(app, [*args, "--label", "x"])
     assert bad.exit_code == 2 and "--label names one submission" in bad.output
     one = runner.invoke(app, ["submit", "--benchmark", "backdoor-quick", "--defense",
-                              defenses[0], "--executor", "ray"])  # fmt: skip
-    assert one.exit_code == 2 and "go with several submissions" in one.output
+                              defenses[0], "--executor", "slurm"])  # fmt: skip
+    assert one.exit_code == 2 and "unknown executor 'slurm'" in one.output
     assert RunStore().list() == []

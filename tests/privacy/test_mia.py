@@ -199,3 +199,17 @@ def test_option_values_are_converted_to_their_declared_types() -> None:
     assert check_options(PRIVACY_ATTACKS.get("lira"), {"fix_variance": True}) == {
         "fix_variance": True
     }
+
+
+def test_executor_errors_come_before_the_run(trained, tmp_path) -> None:
+    store, target = trained
+    before = len(store.list())
+    with pytest.raises(InputError, match="--attack loss trains none: drop --executor"):
+        _mia(store, target, tmp_path, attack="loss", executor="local")
+    pytest.importorskip("ray")
+    from trustlab.utils.executor import RayExecutor
+
+    with pytest.raises(InputError, match="127.0.0.1:1"):
+        _mia(store, target, tmp_path, attack="lira", shadows=2,
+             executor=RayExecutor(address="127.0.0.1:1"))  # fmt: skip
+    assert len(store.list()) == before

@@ -49,3 +49,18 @@ def test_a_recipe_that_cannot_be_pickled_is_refused(setup) -> None:
     lam = ShadowRecipe(recipe.spec, recipe.settings, loss_fn=lambda z, y: z.sum(), key={"x": 1})
     with pytest.raises(InputError, match="cannot be sent there"):
         train_shadows(lam, data, 2, cache=False, executor="local", progress=False)
+
+
+class _Refuses(LocalExecutor):
+    def share(self, obj):
+        raise AssertionError("used although every shadow was cached")
+
+    def as_completed(self, tasks):
+        raise AssertionError("used although every shadow was cached")
+
+
+def test_no_executor_is_started_when_every_shadow_is_cached(setup, tmp_path: Path) -> None:
+    recipe, data = setup
+    kw = {"seed": 2, "device": "cpu", "progress": False, "cache": tmp_path}
+    assert train_shadows(recipe, data, 2, **kw).trained == 2
+    assert train_shadows(recipe, data, 2, executor=_Refuses(1), **kw).trained == 0

@@ -36,8 +36,12 @@ def test_make_executor_by_name_and_its_errors(monkeypatch: pytest.MonkeyPatch) -
     assert make_executor("local").workers == (os.cpu_count() or 1)
     with pytest.raises(InputError, match="unknown executor 'dask'; use one of: local, ray"):
         make_executor("dask")
-    with pytest.raises(InputError, match="are for --executor ray"):
+    with pytest.raises(InputError, match="--ray-address goes with --executor ray"):
         make_executor("local", address="head:6379")
+    with pytest.raises(InputError, match="num_cpus sizes a local Ray"):
+        make_executor("local", num_cpus=2)
+    with pytest.raises(InputError, match="--workers sizes the local pool"):
+        make_executor("ray", workers=2)
     with pytest.raises(InputError, match="--workers must be an integer >= 1, got 0"):
         LocalExecutor(0)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
@@ -112,3 +116,12 @@ def test_resume_takes_executor_flags_for_reproductions_only(_isolated_home: Path
     run.mark_interrupted()
     out = runner.invoke(app, ["resume", str(run.id), "--executor", "local"])
     assert out.exit_code == 2 and "apply to reproductions" in out.output
+
+
+def test_workers_with_ray_is_refused_before_anything_runs(_isolated_home) -> None:
+    from trustlab.experiments.base import reproduce
+    from trustlab.results import RunStore
+
+    with pytest.raises(InputError, match="--workers sizes the local pool"):
+        reproduce("sce", "smoke", executor="ray", workers=1, progress=False)
+    assert RunStore().list() == []

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from trustlab.cli.common import (
-    ExecutorOpt,
     RayAddressOpt,
     chosen_executor,
     command,
@@ -63,7 +62,15 @@ def submit_cmd(
         int | None,
         typer.Option("--memory-mb", help="memory limit in MiB (default: the benchmark's)."),
     ] = None,
-    executor: ExecutorOpt = "local",
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="where the evaluations run: local (this machine, one per core) or ray (a Ray "
+            "cluster; every node must see the submissions' files at the same paths; pip "
+            'install "trustlab\\[ray]").',
+        ),
+    ] = "local",
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Score a defense or a model on a versioned benchmark, in a separate process with a time
@@ -72,17 +79,19 @@ def submit_cmd(
     from trustlab.errors import InputError
     from trustlab.platform.submissions import submit
 
-    if bool(defense) == bool(model):
-        raise InputError("give --defense module:Name or --model FILE (not both).")
+    if defense and model:
+        raise InputError("give --defense module:Name or --model FILE, not both.")
+    if not defense and not model:
+        raise InputError("give a submission: --defense module:Name or --model FILE.")
     kind, refs = ("defense", defense) if defense else ("model", model)
     assert refs
-    if len(refs) > 1:
-        if label is not None:
-            raise InputError("--label names one submission; drop it to score several at once.")
-        _submit_several(refs, benchmark, kind, arch, timeout, memory_mb, executor, ray_address)
+    if len(refs) > 1 and label is not None:
+        raise InputError("--label names one submission; drop it to score several at once.")
+    if len(refs) > 1 or executor != "local" or ray_address is not None:
+        _submit_several(
+            refs, benchmark, kind, arch, label, timeout, memory_mb, executor, ray_address
+        )
         return
-    if executor != "local" or ray_address is not None:
-        raise InputError("--executor and --ray-address go with several submissions at once.")
     ref = refs[0]
     res = submit(ref, benchmark, kind=kind, arch=arch, label=label, timeout=timeout,
                  memory_mb=memory_mb, notify=lambda line: err_console.print(
@@ -129,18 +138,21 @@ def _submit_several(
     benchmark: str,
     kind: str,
     arch: str | None,
+    label: str | None,
     timeout: float | None,
     memory_mb: int | None,
     executor: str,
     ray_address: str | None,
 ) -> None:
-    """Several submissions on one benchmark, evaluated as jobs of the executor: one line each."""
+    """Submissions on one benchmark evaluated as jobs of the executor (several at once, or one
+    on a Ray cluster): one line each."""
     from trustlab.platform.submissions import submit_many
 
     with chosen_executor(executor, ray_address) as ex:
         results = submit_many(
             refs, benchmark, kind=kind, arch=arch, timeout=timeout, memory_mb=memory_mb,
-            executor=ex, notify=lambda line: err_console.print(
+            executor=ex, labels=[label] if label is not None else None,
+            notify=lambda line: err_console.print(
                 escape(line) + " ...", highlight=False, soft_wrap=True),
         )  # fmt: skip
     bench = results[0].benchmark

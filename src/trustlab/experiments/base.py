@@ -595,10 +595,16 @@ def reproduce(
     exp.check(pre)  # everything a job would reject, before anything is stored
     with contextlib.ExitStack() as owned:
         if isinstance(executor, Executor):
+            if executor.name != "local" and workers is not None:
+                raise InputError(
+                    f"--workers sizes the local pool; with --executor {executor.name} the "
+                    "cluster's free CPUs decide: drop --workers."
+                )
             ex = executor
         else:
+            local = str(executor).strip().lower() == "local"
             n_local = workers if workers is not None else default_workers(dev, len(jobs))
-            ex = owned.enter_context(make_executor(executor, workers=n_local))
+            ex = owned.enter_context(make_executor(executor, workers=n_local if local else workers))
         ex.start()  # a wrong cluster address fails here, before a run is stored
         return _reproduce_with(
             exp, pre, jobs, dev, ex, workers, store, progress, seed, resume, options

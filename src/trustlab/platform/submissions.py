@@ -514,6 +514,7 @@ def submit_many(
     memory_mb: int | None = None,
     executor: str | Executor = "local",
     notify: Callable[[str], None] | None = None,
+    labels: Sequence[str | None] | None = None,
 ) -> list[SubmissionResult]:
     """Score several submissions on one benchmark at once: :func:`submit` for each, with the
     evaluations run as jobs of ``executor`` (``"local"``: this machine's process pool, one
@@ -525,8 +526,8 @@ def submit_many(
     evaluation runs in its own sandboxed child process on the worker (the same time and memory
     limits as :func:`submit`); its outcome comes back to this process, which records the run, as
     each finishes. A worker lost mid-evaluation fails that submission's run with the reason
-    (submitting it again evaluates it again). Results are in the order of ``refs``; labels are
-    the defaults (:func:`default_label`).
+    (submitting it again evaluates it again). Results are in the order of ``refs``; ``labels``
+    (one per ref, None for the default: :func:`default_label`) name them.
 
     Example::
 
@@ -537,7 +538,13 @@ def submit_many(
     store = store or RunStore()
     if not refs:
         raise InputError("give at least one submission.")
-    jobs = [_checked(ref, bench, kind, arch, None, timeout, memory_mb, store) for ref in refs]
+    names = list(labels) if labels is not None else [None] * len(refs)
+    if len(names) != len(refs):
+        raise InputError(f"give one label per submission: {len(refs)} refs, {len(names)} labels.")
+    jobs = [
+        _checked(ref, bench, kind, arch, label, timeout, memory_mb, store)
+        for ref, label in zip(refs, names, strict=True)
+    ]
     keys = [job.key for job in jobs]
     if len(set(keys)) != len(keys):
         raise InputError("the same submission is given twice; give each once.")

@@ -342,8 +342,10 @@ class LocalExecutor(Executor):
                     yield key, fut.result()
             if isinstance(exc, BrokenProcessPool):
                 raise WorkerLost(
-                    "a local worker process died while running a job (killed, or out of "
-                    "memory); the results it had finished are kept."
+                    "a local worker process died while running a job (killed, out of memory, "
+                    "or, when called from a script, the script lacks `if __name__ == "
+                    '"__main__":`, which spawned workers need); the results it had finished '
+                    "are kept."
                 ) from exc
             raise
         pool.shutdown(wait=True)
@@ -604,7 +606,7 @@ def make_executor(
 
     Args:
         name: ``"local"`` (the process pool; default) or ``"ray"``.
-        workers: the local pool's processes (default: the CPU cores); not for Ray, whose
+        workers: the local pool's processes (default: the CPU cores); an error with Ray, whose
             cluster decides.
         address: the Ray cluster (``--ray-address``; default ``$TRUSTLAB_RAY_ADDRESS``, else a
             local Ray started on demand); only with ``"ray"``.
@@ -622,9 +624,16 @@ def make_executor(
     """
     key = (name or "").strip().lower()
     if key == "local":
-        if address is not None or num_cpus is not None:
-            raise InputError("--ray-address and num_cpus are for --executor ray, not local.")
+        if address is not None:
+            raise InputError("--ray-address goes with --executor ray, not local.")
+        if num_cpus is not None:
+            raise InputError("num_cpus sizes a local Ray; use it with --executor ray.")
         return LocalExecutor(workers)
     if key == "ray":
+        if workers is not None:
+            raise InputError(
+                "--workers sizes the local pool; with --executor ray the cluster's free CPUs "
+                "decide: drop --workers."
+            )
         return RayExecutor(address, num_cpus=num_cpus, max_retries=max_retries)
     raise InputError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}.")

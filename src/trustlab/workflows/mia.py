@@ -42,6 +42,7 @@ finished training run or has no model, ``n`` out of range) raises
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from trustlab.train.checkpoint import load_model
 from trustlab.train.evaluate import evaluate
 from trustlab.train.trainer import TrainSettings, check_model_fits
 from trustlab.utils.device import resolve_device
-from trustlab.utils.executor import Executor
+from trustlab.utils.executor import Executor, make_executor
 from trustlab.utils.io import write_json_atomic
 from trustlab.utils.seed import derive_seed, generator
 from trustlab.utils.validate import check_int, parse_config
@@ -241,6 +242,10 @@ def run_mia(
     if queries not in (None, 1, 2):
         raise InputError(f"queries must be 1 (the input) or 2 (input and mirror), got {queries}.")
     seed = check_int("--seed", seed, minimum=0)
+    if executor is not None and not uses_shadows:
+        raise InputError(
+            f"--executor runs shadow models; --attack {attack} trains none: drop --executor."
+        )
     store = store or RunStore()
     target_run = _target_run(store, target)
     # a defended run's config is its source run's (members: that training split) plus the
@@ -284,59 +289,64 @@ def run_mia(
     }  # fmt: skip
     if executor is not None and uses_shadows:
         config["executor"] = executor.name if isinstance(executor, Executor) else executor
-    run = store.create_run("mia", name or f"mia-{attack}-run{target_run.id}", config, seed=seed)
-    with recording_outcome(run):
-        start = time.perf_counter()
-        population_index = torch.cat([member_index, len(train) + nonmember_index])
-        job = MembershipAudit(
-            model, audit, train, test, population_index,
-            recipe=recipe, shadows=shadows, seed=seed,
-            cache=cache, device=dev, progress=progress, offline=offline,
-            fix_variance=fix_variance, queries=queries, options=options, executor=executor,
-        )  # fmt: skip
-        scores = card.meta["audit"](job)
-        extra = job.extra
-        metrics = membership_metrics(scores, is_member)
-        loss = loss_scores(model, audit, device=dev)
-        baseline = membership_metrics(loss, is_member) if attack != BASELINE else None
-        summary: dict[str, Any] = {
-            **metrics,
-            **({f"loss_{k}": v for k, v in baseline.items()} if baseline else {}),
-            "members": n, "nonmembers": n,
-            "member_accuracy": evaluate(model, members, device=dev)["accuracy"],
-            "nonmember_accuracy": evaluate(model, nonmembers, device=dev)["accuracy"],
-            "attack_seconds": round(time.perf_counter() - start, 3),
-            **extra,
-        }  # fmt: skip
-        curves = {attack: (scores, is_member)}
-        if baseline is not None:
-            curves[BASELINE] = (loss, is_member)
-        how = f"{attack}{' (offline)' if offline else ''}"
-        how += f", {shadows} shadow models" if uses_shadows else ""
-        legend = _roc_png(
-            run.artifact_path("roc.png"), curves, n,
-            {attack: metrics, **({BASELINE: baseline} if baseline is not None else {})},
-            f"membership inference on run {target_run.id}: {how}\n"
-            f"{n} members vs {n} non-members",
-        )  # fmt: skip
-        run.add_artifact("roc.png", kind="plot")
-        write_json_atomic(
-            run.artifact_path("scores.json"),
-            {
-                "attack": attack, "target": target_run.id, "metrics": metrics,
-                "baseline_loss": baseline, "roc_legend": legend,
-                "members": {
-                    "split": "train", "index": member_index.tolist(),
-                    "score": scores[:n].tolist(), "loss_score": loss[:n].tolist(),
+    with contextlib.ExitStack() as owned:
+        if isinstance(executor, str):  # made here: closed here
+            executor = owned.enter_context(make_executor(executor))
+        if executor is not None:
+            executor.start()  # a wrong cluster address fails here, before a run is stored
+        run = store.create_run("mia", name or f"mia-{attack}-run{target_run.id}", config, seed=seed)
+        with recording_outcome(run):
+            start = time.perf_counter()
+            population_index = torch.cat([member_index, len(train) + nonmember_index])
+            job = MembershipAudit(
+                model, audit, train, test, population_index,
+                recipe=recipe, shadows=shadows, seed=seed,
+                cache=cache, device=dev, progress=progress, offline=offline,
+                fix_variance=fix_variance, queries=queries, options=options, executor=executor,
+            )  # fmt: skip
+            scores = card.meta["audit"](job)
+            extra = job.extra
+            metrics = membership_metrics(scores, is_member)
+            loss = loss_scores(model, audit, device=dev)
+            baseline = membership_metrics(loss, is_member) if attack != BASELINE else None
+            summary: dict[str, Any] = {
+                **metrics,
+                **({f"loss_{k}": v for k, v in baseline.items()} if baseline else {}),
+                "members": n, "nonmembers": n,
+                "member_accuracy": evaluate(model, members, device=dev)["accuracy"],
+                "nonmember_accuracy": evaluate(model, nonmembers, device=dev)["accuracy"],
+                "attack_seconds": round(time.perf_counter() - start, 3),
+                **extra,
+            }  # fmt: skip
+            curves = {attack: (scores, is_member)}
+            if baseline is not None:
+                curves[BASELINE] = (loss, is_member)
+            how = f"{attack}{' (offline)' if offline else ''}"
+            how += f", {shadows} shadow models" if uses_shadows else ""
+            legend = _roc_png(
+                run.artifact_path("roc.png"), curves, n,
+                {attack: metrics, **({BASELINE: baseline} if baseline is not None else {})},
+                f"membership inference on run {target_run.id}: {how}\n"
+                f"{n} members vs {n} non-members",
+            )  # fmt: skip
+            run.add_artifact("roc.png", kind="plot")
+            write_json_atomic(
+                run.artifact_path("scores.json"),
+                {
+                    "attack": attack, "target": target_run.id, "metrics": metrics,
+                    "baseline_loss": baseline, "roc_legend": legend,
+                    "members": {
+                        "split": "train", "index": member_index.tolist(),
+                        "score": scores[:n].tolist(), "loss_score": loss[:n].tolist(),
+                    },
+                    "nonmembers": {
+                        "split": "test", "index": nonmember_index.tolist(),
+                        "score": scores[n:].tolist(), "loss_score": loss[n:].tolist(),
+                    },
                 },
-                "nonmembers": {
-                    "split": "test", "index": nonmember_index.tolist(),
-                    "score": scores[n:].tolist(), "loss_score": loss[n:].tolist(),
-                },
-            },
-        )  # fmt: skip
-        run.add_artifact("scores.json", kind="scores")
-        run.finish(summary)
+            )  # fmt: skip
+            run.add_artifact("scores.json", kind="scores")
+            run.finish(summary)
     result = MIAResult(
         attack, metrics, scores, is_member, member_index, nonmember_index, baseline, summary
     )

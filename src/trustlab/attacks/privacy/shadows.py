@@ -380,7 +380,7 @@ def train_shadows(
                 for i, result in zip(chunk, results, strict=True):
                     finish(i, result.model.eval(), share)
                     advance()
-        elif executor is not None:
+        elif executor is not None and missing:  # nothing missing: no executor to start
             ex = executor if isinstance(executor, Executor) else make_executor(executor)
             try:
                 shared = ex.share(population)
