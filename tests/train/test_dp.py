@@ -234,7 +234,7 @@ def test_the_trained_model_keeps_no_opacus_state() -> None:
     for p in result.model.parameters():
         assert p.grad is None and not hasattr(p, "summed_grad")
         assert getattr(p, "grad_sample", None) is None
-    assert result.privacy is not None and result.privacy["secure_mode"] == 0.0
+    assert result.privacy is not None and result.privacy["secure_mode"] is False
 
 
 def test_cli_dp_flags_refine_the_yaml_dp_block(tmp_path) -> None:

@@ -303,10 +303,10 @@ class PrivateTraining:
             "history": [list(h) for h in history],
         }
 
-    def report(self) -> dict[str, float]:
+    def report(self) -> dict[str, float | bool]:
         """``epsilon`` (spent), ``delta``, ``noise_multiplier``, ``max_grad_norm``,
         ``sample_rate`` (Poisson's q), ``accounted_sample_rate`` (the q' the accountant charges),
-        ``secure_mode`` (0/1), and ``target_epsilon`` when one was set."""
+        ``secure_mode`` (a bool), and ``target_epsilon`` when one was set."""
         out = {
             "epsilon": self.epsilon(),
             "delta": self.settings.delta,
@@ -314,7 +314,7 @@ class PrivateTraining:
             "max_grad_norm": self.settings.max_grad_norm,
             "sample_rate": float(self.sample_rate or 0.0),
             "accounted_sample_rate": float(self.accounted_rate or 0.0),
-            "secure_mode": float(self.settings.secure_mode),
+            "secure_mode": bool(self.settings.secure_mode),
         }
         if self.settings.epsilon is not None:
             out["target_epsilon"] = self.settings.epsilon

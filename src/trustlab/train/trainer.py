@@ -271,7 +271,7 @@ class TrainResult:
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     #: DP-SGD runs: epsilon, delta, noise_multiplier, max_grad_norm, sample_rate
-    privacy: dict[str, float] | None = None
+    privacy: dict[str, float | bool] | None = None
 
     @property
     def final(self) -> dict[str, float]:

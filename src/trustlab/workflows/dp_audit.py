@@ -160,7 +160,7 @@ class DPAuditResult:
     method: str
     epsilon_lb: float
     bounds: dict[str, AuditBound]
-    privacy: dict[str, float] | None
+    privacy: dict[str, float | bool] | None
     delta: float
     scores: torch.Tensor
     is_in: torch.Tensor
@@ -223,7 +223,7 @@ def _fixed_noise(recipe: ShadowRecipe, n_expected: int, sigma: float | None = No
     return ShadowRecipe(recipe.spec, settings, recipe.loss_fn, recipe.make_compute_loss, recipe.key)
 
 
-def _privacy(result: Any, target: float | None) -> dict[str, float] | None:
+def _privacy(result: Any, target: float | None) -> dict[str, float | bool] | None:
     if result.privacy is None:
         return None
     out = dict(result.privacy)
