@@ -489,18 +489,11 @@ def submit(
 
         res = submit("my_defense.py:MyDefense", "backdoor-quick", kind="defense")
     """
-    bench = benchmark if isinstance(benchmark, Benchmark) else get_benchmark(benchmark)
-    store = store or RunStore()
-    job = _checked(ref, bench, kind, arch, label, timeout, memory_mb, store)
-    started = _start(job, bench, store)
-    if isinstance(started, SubmissionResult):
-        return started
-    with recording_outcome(started):
-        if notify is not None:
-            notify(_evaluating(job, bench, started))
-        outcome = run_sandboxed(bench, job.task, timeout=job.timeout, memory_mb=job.memory_mb)
-        _record(started, outcome, bench)
-    return SubmissionResult.from_run(started.refresh(), bench, cached=False)
+    (result,) = submit_many(  # one job: evaluated from this process (the local executor)
+        [ref], benchmark, kind=kind, arch=arch, store=store, timeout=timeout,
+        memory_mb=memory_mb, notify=notify, labels=[label],
+    )  # fmt: skip
+    return result
 
 
 def submit_many(
@@ -571,9 +564,12 @@ def submit_many(
                     with recording_outcome(run):
                         _record(run, outcome, bench)
                     out[int(i)] = SubmissionResult.from_run(run.refresh(), bench, cached=False)
-        except Exception as exc:  # a lost worker, an interrupted driver: fail what is left
+        except BaseException as exc:  # Ctrl-C: interrupted; a lost worker or else: failed
             for i, run in pending.items():
-                run.fail(f"not evaluated: {type(exc).__name__}: {exc}")
+                if isinstance(exc, KeyboardInterrupt):
+                    run.mark_interrupted()
+                elif run.refresh().status == "running":
+                    run.fail(f"not evaluated: {type(exc).__name__}: {exc}")
                 out[i] = SubmissionResult.from_run(run.refresh(), bench, cached=False)
             if not isinstance(exc, WorkerLost):
                 raise

@@ -70,6 +70,7 @@ from trustlab.train.trainer import (
     build_optimizer,
     check_model_fits,
     collapse,
+    row_triggers_of,
 )
 from trustlab.utils.device import resolve_device
 from trustlab.utils.progress import progress_bar
@@ -195,7 +196,7 @@ def _check_members(
     for i, d in enumerate(data):
         if len(d) == 0:
             raise InputError(f"the dataset of member {i} is empty.")
-        if getattr(d, "trigger_rows", None) is not None and getattr(d, "row_triggers", None):
+        if row_triggers_of(d) is not None:
             raise InputError(
                 f"the dataset of member {i} carries triggers applied after augmentation "
                 "(trigger_rows); the vectorised ensemble does not apply them: train it one by one."

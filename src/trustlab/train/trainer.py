@@ -532,7 +532,7 @@ class Trainer:
                     self.log(i, past)
         net: nn.Module = self.model
         if self._dp is not None:
-            if _row_triggers(train) is not None:
+            if row_triggers_of(train) is not None:
                 raise InputError(
                     "DP-SGD's Poisson batches do not carry the row indices that triggers applied "
                     "after augmentation need; poison with trigger_stage='poisoning'."
@@ -645,7 +645,7 @@ class Trainer:
         # (dropout and augmentation differ per rank; the shuffle is shared and sharded)
         seed_torch_rng(derive_seed(s.seed, "epoch", epoch, ctx.rank), self.device)
         aug_gen = generator(derive_seed(s.seed, "augment", epoch, ctx.rank))
-        late = _row_triggers(train)
+        late = row_triggers_of(train)
         order: torch.Tensor | None = None
         if self._dp is not None:  # Poisson samples of the whole set
             batches, total = self._dp.batches(train, batch_size, epoch, self.device)
@@ -713,7 +713,7 @@ class Trainer:
         return metrics
 
 
-def _row_triggers(data: ArrayDataset) -> tuple[torch.Tensor, Sequence[Any]] | None:
+def row_triggers_of(data: ArrayDataset) -> tuple[torch.Tensor, Sequence[Any]] | None:
     """``(trigger_rows, row_triggers)`` of a dataset whose triggers wait for the trainer (see
     the module), else None."""
     rows, triggers = getattr(data, "trigger_rows", None), getattr(data, "row_triggers", None)

@@ -287,7 +287,7 @@ def run_mia(
         "offline": offline, "fix_variance": fix_variance, "queries": queries,
         **({"options": options} if options else {}),
     }  # fmt: skip
-    if executor is not None and uses_shadows:
+    if executor is not None:  # only with shadows (checked above)
         config["executor"] = executor.name if isinstance(executor, Executor) else executor
     with contextlib.ExitStack() as owned:
         if isinstance(executor, str):  # made here: closed here
